@@ -1,0 +1,47 @@
+"""The one place tdrl imports TorchRL from.
+
+TorchRL renames and removes public symbols every couple of minor releases (0.13 removed
+``SyncDataCollector``); tdrl pins ``torchrl==0.14.1`` and routes every import through this
+module so that a version bump touches one file. Import TorchRL names from here, never from
+``torchrl`` directly.
+"""
+
+from __future__ import annotations
+
+from torchrl.data import (
+    Bounded,
+    Categorical,
+    Composite,
+    MultiCategorical,
+    MultiOneHot,
+    TensorSpec,
+    Unbounded,
+)
+from torchrl.envs import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    GymWrapper,
+    RenameTransform,
+    Transform,
+    TransformedEnv,
+)
+from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
+
+__all__ = [
+    "Bounded",
+    "Categorical",
+    "Compose",
+    "Composite",
+    "DoubleToFloat",
+    "EnvBase",
+    "GymWrapper",
+    "MultiCategorical",
+    "MultiOneHot",
+    "RenameTransform",
+    "TensorSpec",
+    "Transform",
+    "TransformedEnv",
+    "Unbounded",
+    "vec_generalized_advantage_estimate",
+]

@@ -1,0 +1,96 @@
+"""The agent interface every sampler and algorithm relies on.
+
+An agent owns its model(s) and answers two calls:
+
+* ``step(observation, prev_action, prev_reward) -> (action, info)``: action selection for a
+  batch of envs at one time step, under ``no_grad``, on plain tensors (this sits in the
+  sampler's hot loop, so no TensorDict is built per step). ``info`` maps canonical keys
+  (``log_prob``, ``value``, distribution parameters) to ``[B, ...]`` tensors the sampler
+  stores beside the action.
+* ``forward(td) -> TensorDict``: the training-time forward pass over a TensorDict of any
+  batch shape (``[T, B]`` or a minibatch) holding the agent inputs.
+
+Modes follow rlpyt: ``sample_mode(itr)`` while collecting training data,
+``train_mode(itr)`` while optimising, ``eval_mode(itr)`` while evaluating.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
+
+from tdrl._compat import TensorSpec
+
+
+class Agent(nn.Module):
+    """Base class of tdrl agents (the one in-project ancestor of each concrete agent).
+
+    Args:
+        model: a ready model; when ``None`` the agent builds its default model from the
+            env's specs in ``initialize`` using ``model_kwargs``.
+        model_kwargs: keyword arguments of the default model.
+    """
+
+    def __init__(self, model: nn.Module | None = None, model_kwargs: dict[str, Any] | None = None):
+        super().__init__()
+        self.model = model
+        self.model_kwargs = dict(model_kwargs or {})
+        self.mode = "train"
+        self.observation_spec: TensorSpec | None = None
+        self.action_spec: TensorSpec | None = None
+
+    # --- set-up -------------------------------------------------------------------------
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
+        """Receive the env's specs (from the sampler) and build the model if needed."""
+        self.observation_spec = observation_spec
+        self.action_spec = action_spec
+        if self.model is None:
+            self.model = self.make_model(observation_spec, action_spec, **self.model_kwargs)
+
+    def make_model(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
+    ) -> nn.Module:
+        """Build the default model for these specs."""
+        raise NotImplementedError(f"{type(self).__name__} needs a model= argument")
+
+    @property
+    def device(self) -> torch.device:
+        for p in self.parameters():
+            return p.device
+        return torch.device("cpu")
+
+    # --- modes --------------------------------------------------------------------------
+    def sample_mode(self, itr: int) -> None:
+        """Collecting training data: exploration on, no gradients needed."""
+        self.mode = "sample"
+        self.eval()
+
+    def train_mode(self, itr: int) -> None:
+        """Optimising."""
+        self.mode = "train"
+        self.train()
+
+    def eval_mode(self, itr: int) -> None:
+        """Evaluating: the agent's evaluation behaviour (e.g. deterministic actions)."""
+        self.mode = "eval"
+        self.eval()
+
+    def update_obs_rms(self, observation: torch.Tensor) -> None:
+        """Merge observations into the model's running statistics, when it keeps any."""
+        rms = getattr(self.model, "obs_rms", None)
+        if rms is not None:
+            rms.update(observation)
+
+    # --- acting -------------------------------------------------------------------------
+    def step(
+        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Select actions for a batch ``[B]`` of envs; returns ``(action, info)``."""
+        raise NotImplementedError
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        """Training forward pass over a TensorDict of agent inputs (any batch shape)."""
+        raise NotImplementedError

@@ -1,0 +1,107 @@
+"""Policy-gradient agent for continuous (Box) actions."""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
+
+from tdrl import keys
+from tdrl._compat import Bounded, TensorSpec
+from tdrl.agents.base import Agent
+from tdrl.models.pg.mlp import GaussianPgMlpModel
+
+_LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
+
+
+class GaussianPgAgent(Agent):
+    """Samples ``a ~ N(mu, exp(log_std)^2)`` (diagonal); the model returns
+    ``(mu, log_std, value)``.
+
+    Actions are stored unclipped (so log-probabilities stay exact); the sampler clips what
+    it sends to the env to the action bounds.
+
+    Args:
+        model: a model ``(observation, prev_action, prev_reward) -> (mu, log_std, value)``;
+            built as ``GaussianPgMlpModel`` from the env's specs when ``None``.
+        model_kwargs: keyword arguments of the default model.
+        eval_deterministic: act with the mean in eval mode; rlpyt keeps sampling.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module | None = None,
+        *,
+        model_kwargs: dict[str, Any] | None = None,
+        eval_deterministic: bool = False,
+    ):
+        super().__init__(model, model_kwargs)
+        self.eval_deterministic = eval_deterministic
+
+    def make_model(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
+    ) -> nn.Module:
+        if not isinstance(action_spec, Bounded) or not action_spec.dtype.is_floating_point:
+            raise TypeError(
+                "GaussianPgAgent needs a continuous Box action space, got "
+                f"{type(action_spec).__name__}; use CategoricalPgAgent for Discrete actions"
+            )
+        if observation_spec.shape is None or len(observation_spec.shape) != 1:
+            raise TypeError(
+                "the default GaussianPgMlpModel needs a flat vector observation, got shape "
+                f"{tuple(observation_spec.shape)}; pass model= for other observations"
+            )
+        return GaussianPgMlpModel(
+            math.prod(observation_spec.shape), math.prod(action_spec.shape), **kwargs
+        )
+
+    @torch.no_grad()
+    def step(
+        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        mu, log_std, value = self.model(observation, prev_action, prev_reward)
+        if self.mode == "eval" and self.eval_deterministic:
+            action = mu
+        else:
+            action = mu + torch.randn_like(mu) * log_std.exp()
+        log_prob = gaussian_log_prob(action, mu, log_std)
+        return action, {
+            keys.LOG_PROB: log_prob,
+            keys.VALUE: value,
+            keys.LOC: mu,
+            "log_std": log_std,
+        }
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        """Writes ``loc``, ``log_std`` and ``value`` for every row of ``td``."""
+        mu, log_std, value = self.model(
+            td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD]
+        )
+        return TensorDict(
+            {keys.LOC: mu, "log_std": log_std, keys.VALUE: value}, batch_size=td.batch_size
+        )
+
+    def value(
+        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> torch.Tensor:
+        """V(o) for a batch of inputs."""
+        if hasattr(self.model, "value"):
+            return self.model.value(observation)
+        return self.model(observation, prev_action, prev_reward)[-1]
+
+    @staticmethod
+    def distribution(out: TensorDictBase) -> torch.distributions.Independent:
+        """The action distribution for ``forward``'s output (or stored sample info)."""
+        normal = torch.distributions.Normal(
+            out[keys.LOC], out["log_std"].exp(), validate_args=False
+        )
+        return torch.distributions.Independent(normal, 1, validate_args=False)
+
+
+def gaussian_log_prob(x: torch.Tensor, mu: torch.Tensor, log_std: torch.Tensor) -> torch.Tensor:
+    """Log-density of a diagonal Gaussian, summed over the last dim."""
+    z = (x - mu) * torch.exp(-log_std)
+    return (-0.5 * z.pow(2) - log_std - _LOG_SQRT_2PI).sum(-1)

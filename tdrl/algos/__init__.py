@@ -1,0 +1,6 @@
+"""Algorithms: one file each, a pure ``loss(batch)`` and an ``optimize_agent`` schedule."""
+
+from tdrl.algos.pg.a2c import A2C
+from tdrl.algos.pg.ppo import PPO
+
+__all__ = ["A2C", "PPO"]

@@ -1,0 +1,128 @@
+"""Advantage Actor-Critic (synchronous A3C), with rlpyt's defaults.
+
+Mnih et al. 2016, https://arxiv.org/abs/1602.01783. One gradient step per ``[T, B]`` batch
+on::
+
+    L = -E[log pi(a|o) A] + c_v * E[0.5 (V(o) - R)^2] - c_e * E[H(pi(.|o))]
+
+with ``A`` from GAE (``gae_lambda=1``: discounted return minus value).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from tdrl import keys
+from tdrl.agents.base import Agent
+from tdrl.algos.base import check_range
+from tdrl.algos.pg.base import append_info, grad_norm_clip, info_to_lists, process_returns
+from tdrl.samplers.base import BatchSpec
+from tdrl.utils.returns import valid_mean
+
+
+class A2C:
+    """A2C.
+
+    Args:
+        discount: gamma.
+        learning_rate: optimizer step size.
+        value_loss_coeff: c_v.
+        entropy_loss_coeff: c_e.
+        optim_cls: optimizer class.
+        optim_kwargs: extra optimizer arguments.
+        clip_grad_norm: global gradient-norm clip (None: no clipping).
+        gae_lambda: GAE lambda (1.0: discounted returns).
+        normalize_advantage: standardise advantages per batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        discount: float = 0.99,
+        learning_rate: float = 1e-3,
+        value_loss_coeff: float = 0.5,
+        entropy_loss_coeff: float = 0.01,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        clip_grad_norm: float | None = 1.0,
+        gae_lambda: float = 1.0,
+        normalize_advantage: bool = False,
+    ):
+        self.discount = check_range("discount", discount, 0.0, 1.0)
+        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
+        self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
+        self.optim_cls = optim_cls
+        self.optim_kwargs = dict(optim_kwargs or {})
+        if clip_grad_norm is not None:
+            check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
+        self.clip_grad_norm = clip_grad_norm
+        self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
+        self.normalize_advantage = bool(normalize_advantage)
+        self.update_counter = 0
+
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent and build the optimizer."""
+        self.agent = agent
+        self.batch_spec = batch_spec
+        self.batch_size = batch_spec.size
+        self.optimizer = self.optim_cls(
+            agent.parameters(), lr=self.learning_rate, **self.optim_kwargs
+        )
+
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """A2C loss on a batch holding inputs, action, ``advantage`` and ``return``."""
+        out = self.agent(batch)
+        dist = self.agent.distribution(out)
+        valid = batch.get(keys.VALID, None)
+        log_prob = dist.log_prob(batch.get(keys.ACTION))
+        loss_pi = -valid_mean(log_prob * batch.get(keys.ADVANTAGE), valid)
+        value_error = out.get(keys.VALUE) - batch.get(keys.RETURN)
+        loss_value = self.value_loss_coeff * valid_mean(0.5 * value_error**2, valid)
+        entropy = valid_mean(dist.entropy(), valid)
+        loss_entropy = -self.entropy_loss_coeff * entropy
+        with torch.no_grad():
+            log_ratio = log_prob - batch.get(keys.LOG_PROB)
+            approx_kl = valid_mean(log_ratio.exp() - 1.0 - log_ratio, valid)
+        return TensorDict(
+            {
+                "loss": loss_pi + loss_value + loss_entropy,
+                "loss_pi": loss_pi,
+                "loss_value": loss_value,
+                "loss_entropy": loss_entropy,
+                "entropy": entropy.detach(),
+                "perplexity": entropy.detach().exp(),
+                "clip_fraction": torch.zeros(()),
+                "approx_kl": approx_kl,
+            }
+        )
+
+    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
+        """One gradient step on the whole ``[T, B]`` batch."""
+        batch = process_returns(
+            self.agent,
+            samples,
+            discount=self.discount,
+            gae_lambda=self.gae_lambda,
+            normalize_advantage=self.normalize_advantage,
+        )
+        self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
+        terms = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
+        self.optimizer.step()
+        self.update_counter += 1
+        info: dict[str, list[torch.Tensor]] = {}
+        append_info(info, terms, grad_norm)
+        return info_to_lists(info)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.update_counter = state["update_counter"]

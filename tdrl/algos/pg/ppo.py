@@ -1,0 +1,180 @@
+"""Proximal Policy Optimization (clipped surrogate), with rlpyt's defaults.
+
+Schulman et al. 2017, https://arxiv.org/abs/1707.06347. For a minibatch with advantages
+``A`` (GAE), returns ``R``, ratio ``rho = pi(a|o) / pi_old(a|o)`` and clip ``eps``::
+
+    L = -E[min(rho A, clip(rho, 1 - eps, 1 + eps) A)]
+        + c_v * E[0.5 (V(o) - R)^2] - c_e * E[H(pi(.|o))]
+
+Each iteration runs ``epochs`` passes over the ``T*B`` samples in ``minibatches`` shuffled
+minibatches. With ``linear_lr_schedule`` both the learning rate and ``eps`` decay linearly
+to zero over the run, as in rlpyt.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from tdrl import keys
+from tdrl.agents.base import Agent
+from tdrl.algos.base import check_range
+from tdrl.algos.pg.base import append_info, grad_norm_clip, info_to_lists, process_returns
+from tdrl.samplers.base import BatchSpec, check_positive_int
+from tdrl.utils.returns import valid_mean
+
+
+class PPO:
+    """PPO-clip.
+
+    Args:
+        discount: gamma.
+        learning_rate: Adam step size (annealed with ``linear_lr_schedule``).
+        value_loss_coeff: c_v.
+        entropy_loss_coeff: c_e.
+        optim_cls: optimizer class.
+        optim_kwargs: extra optimizer arguments.
+        clip_grad_norm: global gradient-norm clip (None: no clipping).
+        gae_lambda: GAE lambda (1.0: discounted returns).
+        minibatches: minibatches per epoch.
+        epochs: passes over each batch.
+        ratio_clip: eps of the clipped surrogate (annealed with ``linear_lr_schedule``).
+        linear_lr_schedule: decay learning rate and ``ratio_clip`` linearly to 0.
+        normalize_advantage: standardise advantages per batch.
+    """
+
+    def __init__(
+        self,
+        *,
+        discount: float = 0.99,
+        learning_rate: float = 1e-3,
+        value_loss_coeff: float = 1.0,
+        entropy_loss_coeff: float = 0.01,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        clip_grad_norm: float | None = 1.0,
+        gae_lambda: float = 1.0,
+        minibatches: int = 4,
+        epochs: int = 4,
+        ratio_clip: float = 0.1,
+        linear_lr_schedule: bool = True,
+        normalize_advantage: bool = False,
+    ):
+        self.discount = check_range("discount", discount, 0.0, 1.0)
+        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
+        self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
+        self.optim_cls = optim_cls
+        self.optim_kwargs = dict(optim_kwargs or {})
+        if clip_grad_norm is not None:
+            check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
+        self.clip_grad_norm = clip_grad_norm
+        self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
+        self.minibatches = check_positive_int("minibatches", minibatches)
+        self.epochs = check_positive_int("epochs", epochs)
+        self.initial_ratio_clip = check_range("ratio_clip", ratio_clip, 0.0, 10.0)
+        self.ratio_clip = self.initial_ratio_clip
+        self.linear_lr_schedule = bool(linear_lr_schedule)
+        self.normalize_advantage = bool(normalize_advantage)
+        self.update_counter = 0
+
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent and build the optimizer (and the schedule over ``n_itr``)."""
+        if batch_spec.size < self.minibatches:
+            raise ValueError(
+                f"minibatches={self.minibatches} is larger than the batch of "
+                f"{batch_spec.size} samples (batch_T * batch_B)"
+            )
+        self.agent = agent
+        self.n_itr = max(1, int(n_itr))
+        self.batch_spec = batch_spec
+        self.batch_size = batch_spec.size // self.minibatches
+        self.optimizer = self.optim_cls(
+            agent.parameters(), lr=self.learning_rate, **self.optim_kwargs
+        )
+        self.lr_scheduler = None
+        if self.linear_lr_schedule:
+            self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
+                self.optimizer, lr_lambda=lambda itr: max(0.0, (self.n_itr - itr) / self.n_itr)
+            )
+
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """PPO loss on a batch of any shape holding inputs, action, old ``log_prob``,
+        ``advantage`` and ``return`` (and optionally ``valid``)."""
+        out = self.agent(batch)
+        dist = self.agent.distribution(out)
+        valid = batch.get(keys.VALID, None)
+        log_prob = dist.log_prob(batch.get(keys.ACTION))
+        log_ratio = log_prob - batch.get(keys.LOG_PROB)
+        ratio = log_ratio.exp()
+        advantage = batch.get(keys.ADVANTAGE)
+        clipped = ratio.clamp(1.0 - self.ratio_clip, 1.0 + self.ratio_clip)
+        loss_pi = -valid_mean(torch.min(ratio * advantage, clipped * advantage), valid)
+        value_error = out.get(keys.VALUE) - batch.get(keys.RETURN)
+        loss_value = self.value_loss_coeff * valid_mean(0.5 * value_error**2, valid)
+        entropy = valid_mean(dist.entropy(), valid)
+        loss_entropy = -self.entropy_loss_coeff * entropy
+        with torch.no_grad():
+            clip_fraction = valid_mean(((ratio - 1.0).abs() > self.ratio_clip).float(), valid)
+            approx_kl = valid_mean((ratio - 1.0) - log_ratio, valid)
+        return TensorDict(
+            {
+                "loss": loss_pi + loss_value + loss_entropy,
+                "loss_pi": loss_pi,
+                "loss_value": loss_value,
+                "loss_entropy": loss_entropy,
+                "entropy": entropy.detach(),
+                "perplexity": entropy.detach().exp(),
+                "clip_fraction": clip_fraction,
+                "approx_kl": approx_kl,
+            }
+        )
+
+    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
+        """``epochs`` x ``minibatches`` gradient steps on one ``[T, B]`` batch."""
+        batch = process_returns(
+            self.agent,
+            samples,
+            discount=self.discount,
+            gae_lambda=self.gae_lambda,
+            normalize_advantage=self.normalize_advantage,
+        )
+        self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
+        flat = batch.reshape(-1)
+        n = flat.shape[0]
+        mb_size = n // self.minibatches
+        info: dict[str, list[torch.Tensor]] = {}
+        for _ in range(self.epochs):
+            perm = torch.randperm(n)
+            for m in range(self.minibatches):
+                idx = perm[m * mb_size : (m + 1) * mb_size]
+                terms = self.loss(flat[idx])
+                self.optimizer.zero_grad(set_to_none=True)
+                terms["loss"].backward()
+                grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
+                self.optimizer.step()
+                self.update_counter += 1
+                append_info(info, terms, grad_norm)
+        if self.lr_scheduler is not None:
+            self.lr_scheduler.step()
+            self.ratio_clip = self.initial_ratio_clip * max(
+                0.0, (self.n_itr - itr - 1) / self.n_itr
+            )
+        return info_to_lists(info)
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "optimizer": self.optimizer.state_dict(),
+            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "ratio_clip": self.ratio_clip,
+            "update_counter": self.update_counter,
+        }
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
+            self.lr_scheduler.load_state_dict(state["lr_scheduler"])
+        self.ratio_clip = state["ratio_clip"]
+        self.update_counter = state["update_counter"]

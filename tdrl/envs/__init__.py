@@ -1,0 +1,15 @@
+"""Environment factories and per-episode statistics."""
+
+from tdrl.envs.gym import make_env, make_gym_env, unwrap_gym_env
+from tdrl.envs.spaces import space_to_spec
+from tdrl.envs.traj_info import TrajInfo
+from tdrl.envs.transforms import PrevActionReward
+
+__all__ = [
+    "PrevActionReward",
+    "TrajInfo",
+    "make_env",
+    "make_gym_env",
+    "space_to_spec",
+    "unwrap_gym_env",
+]

@@ -1,0 +1,56 @@
+"""Canonical TensorDict keys shared by samplers, agents, replay buffers and algorithms.
+
+Samples are TensorDicts of batch size ``[T, B]`` (time first, dim named ``"time"``). Each
+row ``[t, b]`` holds the agent's inputs at step t, what it output, and under ``"next"`` what
+the environment returned:
+
+============================  ===========================================================
+key                           meaning
+============================  ===========================================================
+``observation``               o_t (a tensor, or a nested TensorDict for Dict spaces)
+``prev_action``               a_{t-1}; the null action (zeros) right after a reset
+``prev_reward``               r_{t-1}; 0.0 right after a reset
+``action``                    a_t
+``("next", "observation")``   o_{t+1} (the final observation when the episode ended)
+``("next", "reward")``        r_t
+``("next", "done")``          terminated or truncated: the episode ended at this step
+``("next", "terminated")``    a true terminal state: no bootstrapping from o_{t+1}
+``("next", "truncated")``     cut by a time limit: o_{t+1} still bootstraps
+``log_prob``                  log pi(a_t | o_t) under the sampling policy
+``value``                     V(o_t) estimated by the sampling agent
+``logits`` / ``loc`` ...      the action distribution's parameters (agent specific)
+============================  ===========================================================
+
+Algorithms add ``advantage`` and ``return`` (``value_target``) to a batch they process.
+"""
+
+from __future__ import annotations
+
+OBSERVATION = "observation"
+ACTION = "action"
+PREV_ACTION = "prev_action"
+PREV_REWARD = "prev_reward"
+NEXT = "next"
+REWARD = "reward"
+DONE = "done"
+TERMINATED = "terminated"
+TRUNCATED = "truncated"
+NEXT_OBSERVATION = (NEXT, OBSERVATION)
+NEXT_REWARD = (NEXT, REWARD)
+NEXT_DONE = (NEXT, DONE)
+NEXT_TERMINATED = (NEXT, TERMINATED)
+NEXT_TRUNCATED = (NEXT, TRUNCATED)
+
+LOG_PROB = "log_prob"
+VALUE = "value"
+LOGITS = "logits"
+LOC = "loc"
+SCALE = "scale"
+ADVANTAGE = "advantage"
+RETURN = "return"
+VALID = "valid"
+
+TIME_DIM_NAME = "time"
+
+#: Keys every agent receives (rlpyt's ``AgentInputs``).
+AGENT_INPUTS = (OBSERVATION, PREV_ACTION, PREV_REWARD)

@@ -1,0 +1,136 @@
+"""``logger_context`` opens a run directory; ``get_logger`` reaches the active logger."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import traceback
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+from tdrl.logging.logger import PARAMS_FILE, Logger, NullLogger, atomic_write_bytes
+
+_NULL_LOGGER = NullLogger()
+_LOGGER_STACK: list[Logger] = []
+
+
+def get_logger() -> Logger | NullLogger:
+    """Returns the logger of the innermost open :func:`logger_context`.
+
+    Returns:
+        That :class:`Logger`, or a shared :class:`NullLogger` (prints :meth:`~NullLogger.log`
+        messages, ignores the rest) outside any context.
+    """
+    return _LOGGER_STACK[-1] if _LOGGER_STACK else _NULL_LOGGER
+
+
+@contextmanager
+def logger_context(
+    log_dir: str | os.PathLike[str],
+    run_ID: int | str = 0,  # rlpyt's and viskit's spelling
+    name: str = "experiment",
+    config: Mapping[str, Any] | Any | None = None,
+    *,
+    snapshot_mode: str = "last",
+    snapshot_gap: int = 1,
+    use_tensorboard: bool = False,
+    resume: bool = False,
+    echo: bool = True,
+) -> Iterator[Logger]:
+    """Logs a run into ``log_dir/run_{run_ID}`` and makes it what :func:`get_logger` returns.
+
+    Writes ``params.json`` (``config`` plus ``name`` and ``run_ID``) on entry. If the body
+    raises, the traceback goes to ``debug.log`` after ``"run failed:"`` and the exception
+    propagates; everything dumped or saved before stays on disk. Contexts may nest.
+
+    Example::
+
+        with logger_context("data/ppo_cartpole", run_ID=0, config=cfg) as logger:
+            logger.record_tabular("Diagnostics/Iteration", itr)
+            logger.dump_tabular()
+
+    Args:
+        log_dir: Parent of the run directory; created with parents.
+        run_ID: Run number (or name) giving the directory ``run_{run_ID}``.
+        name: Experiment name, stored in ``params.json``.
+        config: Mapping or dataclass of the run's settings. Nested mappings and dataclasses
+            are kept; values JSON cannot hold are stored as ``repr(value)``.
+        snapshot_mode: One of :data:`~tdrl.logging.SNAPSHOT_MODES`.
+        snapshot_gap: Positive int, used by the ``"gap"`` snapshot modes.
+        use_tensorboard: Also write scalars to TensorBoard (``pip install "tdrl[tb]"``).
+        resume: Append to an existing run instead of refusing; an existing ``params.json``
+            is then kept.
+        echo: Echo log lines and dumped tables to the console by default.
+
+    Yields:
+        The run's :class:`Logger`.
+
+    Raises:
+        ValueError: Bad ``snapshot_mode`` or ``snapshot_gap``.
+        ImportError: ``use_tensorboard`` without tensorboard installed.
+        FileExistsError: The run directory already has a ``progress.csv`` and ``resume`` is
+            False.
+    """
+    run_dir = Path(log_dir) / f"run_{run_ID}"
+    logger = Logger(
+        run_dir,
+        snapshot_mode=snapshot_mode,
+        snapshot_gap=snapshot_gap,
+        use_tensorboard=use_tensorboard,
+        resume=resume,
+        echo=echo,
+    )
+    try:
+        params_path = run_dir / PARAMS_FILE
+        if not (resume and params_path.exists()):
+            params = {**_params_dict(config), "name": name, "run_ID": run_ID}
+            text = json.dumps(params, indent=2, sort_keys=True) + "\n"
+            atomic_write_bytes(params_path, text.encode("utf-8"))
+        logger.log(f"{'Resuming' if resume else 'Starting'} run '{name}' in {run_dir}")
+        _LOGGER_STACK.append(logger)
+        try:
+            yield logger
+        except BaseException:
+            logger.log("run failed:\n" + traceback.format_exc().rstrip(), echo=False)
+            raise
+        finally:
+            _LOGGER_STACK.remove(logger)
+    finally:
+        logger.close()
+
+
+def _params_dict(config: Any) -> dict[str, Any]:
+    if config is None:
+        return {}
+    params = _jsonable(config)
+    if not isinstance(params, dict):
+        raise TypeError(f"config must be a mapping or a dataclass, got {type(config).__name__}")
+    return params
+
+
+def _jsonable(value: Any) -> Any:
+    """Turns ``value`` into JSON-ready data, with ``repr`` for anything JSON cannot hold.
+
+    Dataclass fields are walked directly (as :func:`dataclasses.asdict` would, without its
+    deep copy of every value).
+    """
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _jsonable(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {str(k): _jsonable(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_jsonable(v) for v in value]
+    if value is None or isinstance(value, str | int | float | bool):
+        return value
+    return repr(value)
+
+
+def next_run_id(log_dir: str | os.PathLike[str]) -> int:
+    """The smallest ``N`` such that ``log_dir/run_N`` holds no ``progress.csv`` yet."""
+    n = 0
+    while (Path(log_dir) / f"run_{n}" / "progress.csv").exists():
+        n += 1
+    return n

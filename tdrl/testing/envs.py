@@ -1,0 +1,123 @@
+"""Tiny gymnasium environments whose every number is predictable.
+
+They are plain ``gymnasium.Env`` classes, so samplers exercise exactly the same code path
+as with real environments.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gymnasium as gym
+import numpy as np
+
+
+class CountingEnv(gym.Env):
+    """Counts steps: the contract-test env for samplers and replay buffers.
+
+    The observation is ``[k, episode, env_id]`` (float32), where ``k`` is the number of
+    steps taken in the current episode and ``episode`` counts the resets. The reward for
+    step k is ``k + 1 + action / 10`` (never zero, and it identifies the action). An episode
+    lasts ``episode_length`` steps and then ends as ``terminated`` (or as ``truncated``
+    when ``truncate=True``). ``info["k"]`` repeats k after the step.
+
+    Args:
+        episode_length: steps per episode.
+        n_actions: size of the Discrete action space.
+        truncate: end episodes by truncation instead of termination.
+        env_id: a number written into every observation.
+    """
+
+    metadata: dict[str, Any] = {"render_modes": []}
+
+    def __init__(
+        self, episode_length: int = 5, n_actions: int = 3, truncate: bool = False, env_id: int = 0
+    ):
+        if episode_length < 1:
+            raise ValueError(f"episode_length must be >= 1, got {episode_length}")
+        self.episode_length = episode_length
+        self.truncate = truncate
+        self.env_id = env_id
+        self.observation_space = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
+        self.action_space = gym.spaces.Discrete(n_actions)
+        self._k = 0
+        self._episode = -1
+
+    def _obs(self) -> np.ndarray:
+        return np.array([self._k, self._episode, self.env_id], dtype=np.float32)
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._k = 0
+        self._episode += 1
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = self._k + 1 + int(action) / 10
+        self._k += 1
+        end = self._k >= self.episode_length
+        terminated = end and not self.truncate
+        truncated = end and self.truncate
+        return self._obs(), float(reward), terminated, truncated, {"k": self._k}
+
+
+class IdentityEnv(gym.Env):
+    """Reward 1 for repeating the observed symbol: a policy-gradient sanity check.
+
+    Each step shows a one-hot symbol drawn uniformly from ``n``; the reward is 1 when the
+    action equals it, else 0. Episodes are truncated after ``episode_length`` steps, so the
+    best return is ``episode_length`` and a random policy gets ``episode_length / n``.
+    """
+
+    def __init__(self, n: int = 4, episode_length: int = 10):
+        self.n = n
+        self.episode_length = episode_length
+        self.observation_space = gym.spaces.Box(0.0, 1.0, (n,), np.float32)
+        self.action_space = gym.spaces.Discrete(n)
+        self._target = 0
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        self._target = int(self.np_random.integers(self.n))
+        obs = np.zeros(self.n, dtype=np.float32)
+        obs[self._target] = 1.0
+        return obs
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = float(int(action) == self._target)
+        self._t += 1
+        return self._obs(), reward, False, self._t >= self.episode_length, {}
+
+
+class ContinuousIdentityEnv(gym.Env):
+    """Reward ``-||a - o||^2`` for a target ``o`` in ``[-1, 1]^dim``: the continuous twin.
+
+    The best return is 0; a policy that outputs zeros gets about ``-dim / 3`` per step.
+    """
+
+    def __init__(self, dim: int = 2, episode_length: int = 10):
+        self.dim = dim
+        self.episode_length = episode_length
+        self.observation_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
+        self.action_space = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
+        self._target = np.zeros(dim, dtype=np.float32)
+        self._t = 0
+
+    def _obs(self) -> np.ndarray:
+        self._target = self.np_random.uniform(-1.0, 1.0, self.dim).astype(np.float32)
+        return self._target.copy()
+
+    def reset(self, *, seed: int | None = None, options: dict | None = None):
+        super().reset(seed=seed)
+        self._t = 0
+        return self._obs(), {}
+
+    def step(self, action):
+        reward = -float(np.sum((np.asarray(action, dtype=np.float32) - self._target) ** 2))
+        self._t += 1
+        return self._obs(), reward, False, self._t >= self.episode_length, {}

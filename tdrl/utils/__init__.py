@@ -1,0 +1,1 @@
+"""Plain functions shared across roles: returns, masks, seeding, tensor helpers."""
