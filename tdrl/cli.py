@@ -149,9 +149,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         echo=args.no_progress,
     ) as logger:
         row = runner.train()
+        ret = row.get("ReturnAverage", float("nan"))
+        steps = row.get("Diagnostics/CumSteps", 0)
         logger.log(
-            f"done in {time.time() - t0:.1f} s: ReturnAverage {row.get('ReturnAverage', float('nan')):.1f}"
-            f" after {row.get('Diagnostics/CumSteps', 0):.0f} steps; logs in {logger.run_dir}",
+            f"done in {time.time() - t0:.1f} s: ReturnAverage {ret:.1f} after {steps:.0f} steps;"
+            f" logs in {logger.run_dir}",
             echo=True,
         )
     return row

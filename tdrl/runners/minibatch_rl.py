@@ -33,7 +33,7 @@ class MinibatchRl:
         algo: the algorithm.
         agent: the agent.
         sampler: the sampler (``SerialSampler`` or any with its interface).
-        n_steps: environment steps to train for (rounded up to whole log intervals).
+        n_steps: environment steps to train for (rounded up to whole batches).
         seed: seeds torch/NumPy/random and (``seed + 1``) the envs; random when None.
         log_interval_steps: environment steps between log rows (and snapshots).
         log_traj_window: number of recent training episodes the statistics cover.
@@ -98,7 +98,7 @@ class MinibatchRl:
                 opt_info = self.algo.optimize_agent(itr, samples)
                 self.store_diagnostics(itr, traj_infos, opt_info)
                 bar.update(self.itr_batch_size, Return=self._recent_return())
-                if (itr + 1) % self.log_interval_itrs == 0:
+                if (itr + 1) % self.log_interval_itrs == 0 or itr + 1 == n_itr:
                     if self._eval:
                         self.evaluate(itr)
                     self.log_diagnostics(itr)
@@ -118,7 +118,6 @@ class MinibatchRl:
         self.itr_batch_size = batch_spec.size
         self.log_interval_itrs = max(1, self.log_interval_steps // self.itr_batch_size)
         n_itr = math.ceil(self.n_steps / self.itr_batch_size)
-        n_itr = math.ceil(n_itr / self.log_interval_itrs) * self.log_interval_itrs
         self.n_itr = n_itr
         self.algo.initialize(self.agent, n_itr=n_itr, batch_spec=batch_spec)
         self.start_itr = 0

@@ -113,7 +113,7 @@ class ObsWriter:
         if not self.paths:
             self.leaves[0][b] = obs
             return
-        for path, leaf in zip(self.paths, self.leaves):
+        for path, leaf in zip(self.paths, self.leaves, strict=True):
             value = obs
             for k in path:
                 value = value[k]

@@ -141,7 +141,7 @@ class SerialSampler:
         Returns:
             The (zeroed) sample buffer, as an example of what ``obtain_samples`` returns.
         """
-        T, B = self.batch_spec
+        B = self.batch_spec.B
         self.seed = int(seed)
         self.envs = make_envs(self.env_fn, self.env_kwargs, B)
         space_o, space_a = self.envs[0].observation_space, self.envs[0].action_space
@@ -185,9 +185,7 @@ class SerialSampler:
             n_steps = int(rng.random() * self.max_decorrelation_steps)
             for _ in range(n_steps):
                 action = env.action_space.sample()
-                obs, reward, terminated, truncated, info = env.step(action)
-                step_reward = np.zeros(len(self.envs))
-                step_reward[b] = reward
+                obs, reward, terminated, truncated, _ = env.step(action)
                 if terminated or truncated:
                     self._traj.reset_one(b)
                     obs, _ = env.reset()
@@ -208,12 +206,8 @@ class SerialSampler:
         self._v_prev_action = _rows(s.get(keys.PREV_ACTION))
         self._v_prev_reward = _rows(s.get(keys.PREV_REWARD))
         self._v_action = _rows(s.get(keys.ACTION))
-        self._info_keys = [
-            k
-            for k in s.keys()
-            if k
-            not in (keys.OBSERVATION, keys.PREV_ACTION, keys.PREV_REWARD, keys.ACTION, keys.NEXT)
-        ]
+        not_info = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT)
+        self._info_keys = [k for k in s.keys() if k not in not_info]  # noqa: SIM118
         self._v_info = {k: _rows(s.get(k)) for k in self._info_keys}
         self._np_obs = numpy_leaves(obs)
         self._np_next_obs = numpy_leaves(s.get(keys.NEXT_OBSERVATION))
@@ -243,7 +237,6 @@ class SerialSampler:
         next_leaves = self._np_next_obs
         single_leaf = not self._obs.paths
         write_obs = self._obs.write
-        cur_obs_t = self._obs.tensors
         cur_prev_action = self._prev_action
         cur_prev_reward = self._prev_reward
         np_prev_action = cur_prev_action.numpy()
@@ -256,7 +249,7 @@ class SerialSampler:
 
         for t in range(T):
             # The agent's inputs at t: the carried observation and previous action/reward.
-            for dst, src in zip(obs_leaves, cur_leaves):
+            for dst, src in zip(obs_leaves, cur_leaves, strict=True):
                 dst[t] = src
             self._v_prev_action[t].copy_(cur_prev_action)
             self._v_prev_reward[t].copy_(cur_prev_reward)
@@ -277,7 +270,7 @@ class SerialSampler:
                 if single_leaf:
                     next_leaves[0][t, b] = o
                 else:
-                    for path, leaf in zip(self._obs.paths, next_leaves):
+                    for path, leaf in zip(self._obs.paths, next_leaves, strict=True):
                         value = o
                         for k in path:
                             value = value[k]
@@ -296,7 +289,6 @@ class SerialSampler:
                 completed.append(traj.finish(b, env_info))
                 np_prev_action[b] = null_action
                 np_prev_reward[b] = 0.0
-        del cur_obs_t
         return self.samples, completed
 
     # ----------------------------------------------------------------------- evaluation

@@ -6,7 +6,7 @@ as with real environments.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import gymnasium as gym
 import numpy as np
@@ -28,7 +28,7 @@ class CountingEnv(gym.Env):
         env_id: a number written into every observation.
     """
 
-    metadata: dict[str, Any] = {"render_modes": []}
+    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
 
     def __init__(
         self, episode_length: int = 5, n_actions: int = 3, truncate: bool = False, env_id: int = 0

@@ -1,0 +1,371 @@
+"""Sampler throughput: env steps per second of tdrl's SerialSampler against a raw gymnasium
+loop and TorchRL's default collector, with the same small MLP policy, in one run.
+
+Loops (all step ``batch_B`` envs and run the policy once per time step on the batch):
+
+* ``raw``: ``gymnasium.vector.SyncVectorEnv`` of ``batch_B`` ``gymnasium.make`` envs (same-step
+  autoreset, so every counted step is a real transition), the tdrl default PG model called
+  under ``torch.no_grad`` on the batch of observations, the action sampled in torch and
+  handed to the env as NumPy.
+* ``tdrl``: ``tdrl.samplers.SerialSampler(batch_T=128, batch_B)`` with ``CategoricalPgAgent``
+  or ``GaussianPgAgent`` (which build the same default model); timed ``obtain_samples``.
+* ``torchrl``: ``torchrl.collectors.Collector`` over ``SerialEnv(batch_B, GymEnv)`` with a
+  ``TensorDictModule`` policy around the same model, ``frames_per_batch=128 * batch_B``.
+* ``torchrl-1env``: the same collector over a single ``GymEnv`` (TorchRL's default path).
+
+Every loop is built and warmed up once per env (start-up is not timed); then each loop runs
+for ``--seconds`` of wall time, the loops in interleaved (rotated) order, ``--repeats`` times.
+The table reports the median steps/s and each run.
+
+Run: ``python benchmarks/sampler_throughput.py [--envs CartPole-v1 HalfCheetah-v5]
+[--seconds 5] [--repeats 3] [--batch-B 8] [--loops ...] [--strict]``. It exits 0 even when a
+target check fails unless ``--strict`` is given (shared machines are noisy).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import os
+import platform
+import statistics
+import sys
+import time
+
+import gymnasium as gym
+import numpy as np
+import torch
+from torch import nn
+
+torch.set_num_threads(1)  # every loop runs the policy on one thread
+
+BATCH_T = 128
+LOOPS = ("raw", "tdrl", "torchrl", "torchrl-1env")
+# Minimum tdrl / raw ratio per env (DESIGN.md, "Performance").
+TARGETS = {"HalfCheetah-v5": 0.7, "CartPole-v1": 0.5}
+# tdrl must not be slower than TorchRL's collector over the same batch of envs.
+TORCHRL_TARGET = 1.0
+
+
+# ------------------------------------------------------------------------------- models
+def action_space(env_id: str) -> gym.Space:
+    env = gym.make(env_id)
+    env.close()
+    return env.action_space
+
+
+def make_model(env: gym.Env) -> tuple[nn.Module, bool]:
+    """tdrl's default PG model for ``env`` and whether its actions are discrete."""
+    from tdrl.models.pg import CategoricalPgMlpModel, GaussianPgMlpModel
+
+    obs_size = int(np.prod(env.observation_space.shape))
+    space = env.action_space
+    if isinstance(space, gym.spaces.Discrete):
+        return CategoricalPgMlpModel(obs_size, int(space.n)), True
+    return GaussianPgMlpModel(obs_size, int(np.prod(space.shape))), False
+
+
+def sample_action(model: nn.Module, discrete: bool, obs: torch.Tensor) -> torch.Tensor:
+    """One batched policy call: multinomial over softmax, or ``mu + randn * exp(log_std)``."""
+    if discrete:
+        logits, _ = model(obs, None, None)
+        return torch.multinomial(torch.softmax(logits, dim=-1), 1).squeeze(-1)
+    mu, log_std, _ = model(obs, None, None)
+    return mu + torch.randn_like(mu) * log_std.exp()
+
+
+# -------------------------------------------------------------------------------- loops
+class Loop:
+    """A built, warmed-up loop; ``run(seconds)`` steps it for that long, returns steps/s."""
+
+    def run_unit(self) -> int:
+        """Step once (a time step or a whole batch); return the env steps taken."""
+        raise NotImplementedError
+
+    def run(self, seconds: float) -> float:
+        steps = 0
+        start = time.perf_counter()
+        while True:
+            steps += self.run_unit()
+            elapsed = time.perf_counter() - start
+            if elapsed >= seconds:
+                return steps / elapsed
+
+    def close(self) -> None:
+        pass
+
+
+class RawLoop(Loop):
+    def __init__(self, env_id: str, batch_B: int):
+        self.envs = gym.vector.SyncVectorEnv(
+            [lambda: gym.make(env_id) for _ in range(batch_B)],
+            autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+        )
+        space = self.envs.single_action_space
+        self.model, self.discrete = make_model(self.envs.envs[0])
+        self.low = None if self.discrete else space.low
+        self.high = None if self.discrete else space.high
+        self.batch_B = batch_B
+        self.obs, _ = self.envs.reset(seed=0)
+        for _ in range(32):
+            self.run_unit()
+
+    @torch.no_grad()
+    def run_unit(self) -> int:
+        action = sample_action(self.model, self.discrete, torch.as_tensor(self.obs)).numpy()
+        if self.low is not None:
+            action = np.clip(action, self.low, self.high)  # as tdrl's sampler does
+        self.obs, _, _, _, _ = self.envs.step(action)
+        return self.batch_B
+
+    def close(self) -> None:
+        self.envs.close()
+
+
+class TdrlLoop(Loop):
+    def __init__(self, env_id: str, batch_B: int):
+        from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
+        from tdrl.samplers import SerialSampler
+
+        discrete = isinstance(action_space(env_id), gym.spaces.Discrete)
+        agent = CategoricalPgAgent() if discrete else GaussianPgAgent()
+        self.sampler = SerialSampler(env_kwargs={"id": env_id}, batch_T=BATCH_T, batch_B=batch_B)
+        self.sampler.initialize(agent, seed=0)
+        self.itr = 0
+        self.run_unit()  # warm-up
+
+    def run_unit(self) -> int:
+        samples, _ = self.sampler.obtain_samples(self.itr)
+        self.itr += 1
+        return samples.numel()
+
+    def close(self) -> None:
+        self.sampler.shutdown()
+
+
+class _TorchRLPolicy(nn.Module):
+    """observation -> action with the tdrl model; actions clamped to the env's bounds."""
+
+    def __init__(self, model: nn.Module, discrete: bool, low: np.ndarray, high: np.ndarray):
+        super().__init__()
+        self.model, self.discrete = model, discrete
+        self.register_buffer("low", torch.as_tensor(low, dtype=torch.float32))
+        self.register_buffer("high", torch.as_tensor(high, dtype=torch.float32))
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        action = sample_action(self.model, self.discrete, observation)
+        return action if self.discrete else torch.clamp(action, self.low, self.high)
+
+
+class TorchRLLoop(Loop):
+    def __init__(self, env_id: str, batch_B: int, serial: bool):
+        from tensordict.nn import TensorDictModule
+        from torchrl.collectors import Collector
+        from torchrl.envs import GymEnv, SerialEnv
+
+        space = action_space(env_id)
+        discrete = isinstance(space, gym.spaces.Discrete)
+        kwargs = {"categorical_action_encoding": True} if discrete else {}
+
+        def make_one() -> GymEnv:
+            return GymEnv(env_id, **kwargs)
+
+        env = SerialEnv(batch_B, make_one) if serial else make_one()
+        env.set_seed(0)
+        probe = gym.make(env_id)
+        model, discrete = make_model(probe)
+        probe.close()
+        low, high = (0.0, 0.0) if discrete else (space.low, space.high)
+        policy = TensorDictModule(
+            _TorchRLPolicy(model, discrete, low, high), in_keys=["observation"], out_keys=["action"]
+        )
+        self.collector = Collector(
+            env,
+            policy,
+            frames_per_batch=BATCH_T * batch_B,
+            total_frames=-1,
+            auto_register_policy_transforms=False,
+        )
+        self.iterator = iter(self.collector)
+        self.run_unit()  # warm-up
+
+    def run_unit(self) -> int:
+        return next(self.iterator).numel()
+
+    def close(self) -> None:
+        self.collector.shutdown()
+
+
+def build_loop(name: str, env_id: str, batch_B: int) -> Loop:
+    if name == "raw":
+        return RawLoop(env_id, batch_B)
+    if name == "tdrl":
+        return TdrlLoop(env_id, batch_B)
+    if name == "torchrl":
+        return TorchRLLoop(env_id, batch_B, serial=True)
+    if name == "torchrl-1env":
+        return TorchRLLoop(env_id, batch_B, serial=False)
+    raise ValueError(f"unknown loop {name!r}; choose from {LOOPS}")
+
+
+# -------------------------------------------------------------------------- machine info
+def _cpu_ticks() -> tuple[int, int] | None:
+    """(busy, total) clock ticks over all CPUs from /proc/stat, or None off Linux."""
+    try:
+        with open("/proc/stat") as f:
+            fields = [int(x) for x in f.readline().split()[1:]]
+    except (OSError, ValueError):
+        return None
+    idle = fields[3] + (fields[4] if len(fields) > 4 else 0)  # idle + iowait
+    return sum(fields) - idle, sum(fields)
+
+
+class OtherLoad:
+    """Share of all CPUs used by other processes while the benchmark measured."""
+
+    def __init__(self) -> None:
+        self.busy = self.total = 0.0
+        self.own = 0.0
+        self._start: tuple[tuple[int, int], float] | None = None
+
+    def __enter__(self) -> OtherLoad:
+        ticks = _cpu_ticks()
+        if ticks is not None:
+            self._start = (ticks, time.process_time())
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        ticks = _cpu_ticks()
+        if ticks is None or self._start is None:
+            return
+        (busy0, total0), own0 = self._start
+        hz = os.sysconf("SC_CLK_TCK")
+        self.busy += (ticks[0] - busy0) / hz
+        self.total += (ticks[1] - total0) / hz
+        self.own += time.process_time() - own0
+
+    @property
+    def share(self) -> float | None:
+        if self.total <= 0:
+            return None
+        return max(0.0, (self.busy - self.own) / self.total)
+
+
+def machine_info() -> dict[str, str]:
+    import mujoco
+    import tensordict
+    import torchrl
+
+    cpu_model = platform.processor() or "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu_model = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    usable = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else "?"
+    return {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "cpu": f"{os.cpu_count()} logical CPUs ({usable} usable), {cpu_model}",
+        "torch threads": str(torch.get_num_threads()),
+        "python": platform.python_version(),
+        "versions": (
+            f"torch {torch.__version__}, torchrl {torchrl.__version__}, "
+            f"tensordict {tensordict.__version__}, gymnasium {gym.__version__}, "
+            f"mujoco {mujoco.__version__}, numpy {np.__version__}"
+        ),
+    }
+
+
+# ---------------------------------------------------------------------------------- main
+def _fmt(x: float) -> str:
+    return f"{x:,.0f}"
+
+
+def benchmark_env(
+    env_id: str, loops: list[str], batch_B: int, seconds: float, repeats: int, load: OtherLoad
+) -> dict[str, list[float]]:
+    print(f"[{env_id}] building and warming up: {', '.join(loops)}", file=sys.stderr)
+    built = {name: build_loop(name, env_id, batch_B) for name in loops}
+    results: dict[str, list[float]] = {name: [] for name in loops}
+    try:
+        for r in range(repeats):
+            order = loops[r % len(loops) :] + loops[: r % len(loops)]
+            for name in order:
+                with load:
+                    sps = built[name].run(seconds)
+                results[name].append(sps)
+                print(f"[{env_id}] repeat {r + 1}: {name:13s} {_fmt(sps)} steps/s", file=sys.stderr)
+    finally:
+        for loop in built.values():
+            loop.close()
+    return results
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "HalfCheetah-v5"])
+    parser.add_argument("--seconds", type=float, default=5.0, help="wall time per measured run")
+    parser.add_argument("--repeats", type=int, default=3, help="runs per loop (median reported)")
+    parser.add_argument("--batch-B", type=int, default=8, help="envs stepped side by side")
+    parser.add_argument("--loops", nargs="+", default=list(LOOPS), choices=LOOPS)
+    parser.add_argument("--strict", action="store_true", help="exit 1 when a check fails")
+    args = parser.parse_args(argv)
+
+    info = machine_info()
+    load = OtherLoad()
+    all_results = {
+        env_id: benchmark_env(env_id, args.loops, args.batch_B, args.seconds, args.repeats, load)
+        for env_id in args.envs
+    }
+
+    print(f"# Sampler throughput, batch_B={args.batch_B}, batch_T={BATCH_T}\n")
+    for key, value in info.items():
+        print(f"- {key}: {value}")
+    share = load.share
+    if share is not None:
+        print(f"- CPU used by other processes while measuring: {share:.0%} of all CPUs")
+    print(f"- {args.seconds:g} s per run, {args.repeats} runs per loop, interleaved order\n")
+
+    print("| env | loop | steps/s (median) | runs | ratio vs raw |")
+    print("|---|---|---:|---|---:|")
+    medians: dict[tuple[str, str], float] = {}
+    for env_id, results in all_results.items():
+        for name, runs in results.items():
+            medians[env_id, name] = statistics.median(runs)
+        raw = medians.get((env_id, "raw"))
+        for name, runs in results.items():
+            med = medians[env_id, name]
+            ratio = f"{med / raw:.2f}×" if raw else "–"
+            runs_txt = " / ".join(_fmt(x) for x in runs)
+            print(f"| {env_id} | {name} | {_fmt(med)} | {runs_txt} | {ratio} |")
+
+    print()
+    checks: list[tuple[str, bool]] = []
+    for env_id in all_results:
+        tdrl = medians.get((env_id, "tdrl"))
+        raw = medians.get((env_id, "raw"))
+        trl = medians.get((env_id, "torchrl"))
+        if tdrl and raw and env_id in TARGETS:
+            ratio = tdrl / raw
+            target = TARGETS[env_id]
+            checks.append(
+                (f"{env_id}: tdrl/raw = {ratio:.2f} (target ≥ {target})", ratio >= target)
+            )
+        if tdrl and trl:
+            ratio = tdrl / trl
+            checks.append(
+                (
+                    f"{env_id}: tdrl/torchrl = {ratio:.2f} (target ≥ {TORCHRL_TARGET})",
+                    ratio >= TORCHRL_TARGET,
+                )
+            )
+    for text, ok in checks:
+        print(f"{'PASS' if ok else 'FAIL'}: {text}")
+    return 1 if args.strict and not all(ok for _, ok in checks) else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,137 @@
+"""Every example and the ``tdrl`` command line, smoke-run with a tiny budget."""
+
+from __future__ import annotations
+
+import csv
+import importlib.util
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+EXAMPLES = sorted((ROOT / "tdrl_examples").glob("example_*.py"))
+
+
+def _run(args, cwd):
+    return subprocess.run(
+        [sys.executable, *args], cwd=cwd, capture_output=True, text=True, timeout=300
+    )
+
+
+def _rows(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def test_examples_exist():
+    assert [p.name for p in EXAMPLES][:2] == ["example_1.py", "example_2.py"]
+
+
+@pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
+def test_example_smoke(path, tmp_path):
+    proc = _run(
+        [str(path), "--n-steps", "2048", "--seed", "1", "--log-dir", str(tmp_path)], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run_0"
+    rows = _rows(run_dir / "progress.csv")
+    assert rows and "ReturnAverage" in rows[-1]
+    params = json.loads((run_dir / "params.json").read_text())
+    assert params["seed"] == 1 and params["n_steps"] == 2048
+    # A second run in the same folder goes to the next run directory.
+    proc = _run(
+        [str(path), "--n-steps", "2048", "--seed", "1", "--log-dir", str(tmp_path)], tmp_path
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run_1" / "progress.csv").exists()
+
+
+def _load_example(name):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tdrl_examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_example_1_solves_cartpole_within_100k_steps(tmp_path):
+    example = _load_example("example_1")
+    config = example.Config(log_dir=str(tmp_path))
+    assert config.n_steps == 100_000
+    example.build_and_train(config, progress_bar=False)
+    rows = _rows(tmp_path / "run_0" / "progress.csv")
+    within = [r for r in rows if int(r["Diagnostics/CumSteps"]) <= 100_000]
+    best = max(float(r["ReturnAverage"]) for r in within)
+    assert best >= 475, [r["ReturnAverage"] for r in rows]
+
+
+@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+def test_cli_train(algo, tmp_path):
+    proc = _run(
+        [
+            "-m",
+            "tdrl.cli",
+            "train",
+            "--algo",
+            algo,
+            "--env",
+            "CartPole-v1",
+            "--n-steps",
+            "2048",
+            "--log-dir",
+            str(tmp_path),
+            "--seed",
+            "3",
+            "--batch-B",
+            "4",
+            "--algo-arg",
+            "learning_rate=3e-4",
+            "--no-progress",
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    run_dir = tmp_path / "run_0"
+    params = json.loads((run_dir / "params.json").read_text())
+    assert params["algo"] == algo and params["batch_B"] == 4
+    assert params["algo_kwargs"] == {"learning_rate": 3e-4}
+    assert _rows(run_dir / "progress.csv")
+    assert (run_dir / "params.pkl").exists()
+
+
+def test_cli_resume(tmp_path):
+    base = ["-m", "tdrl.cli", "train", "--algo", "ppo", "--env", "CartPole-v1"]
+    base += ["--log-dir", str(tmp_path), "--batch-T", "32", "--batch-B", "2", "--no-progress"]
+    base += ["--log-interval-steps", "64"]
+    assert _run([*base, "--n-steps", "128"], tmp_path).returncode == 0
+    proc = _run([*base, "--n-steps", "256"], tmp_path)
+    assert proc.returncode == 2 and "resume" in proc.stderr
+    proc = _run([*base, "--n-steps", "256", "--resume"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    steps = [int(r["Diagnostics/CumSteps"]) for r in _rows(tmp_path / "run_0" / "progress.csv")]
+    assert steps == [64, 128, 192, 256]
+
+
+def test_cli_help_lists_options_with_defaults():
+    proc = _run(["-m", "tdrl.cli", "train", "--help"], ROOT)
+    assert proc.returncode == 0
+    for option in ("--algo", "--env", "--n-steps", "--log-dir", "--seed", "--batch-B"):
+        assert option in proc.stdout
+    assert "default: 100000" in proc.stdout
+
+
+def test_cli_bad_input(tmp_path):
+    proc = _run(["-m", "tdrl.cli", "train", "--algo", "ppo", "--env", "NoSuchEnv-v0"], tmp_path)
+    assert proc.returncode == 2 and "NoSuchEnv-v0" in proc.stderr
+    proc = _run(["-m", "tdrl.cli", "train", "--algo", "nope", "--env", "CartPole-v1"], tmp_path)
+    assert proc.returncode == 2 and "--algo" in proc.stderr
+    proc = _run(
+        [
+            *("-m", "tdrl.cli", "train", "--algo", "ppo", "--env", "CartPole-v1"),
+            *("--algo-arg", "not_an_arg=1", "--log-dir", str(tmp_path)),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "not_an_arg" in proc.stderr
