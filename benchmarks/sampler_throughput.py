@@ -31,6 +31,7 @@ import platform
 import statistics
 import sys
 import time
+from collections.abc import Callable
 
 import gymnasium as gym
 import numpy as np
@@ -76,20 +77,23 @@ def sample_action(model: nn.Module, discrete: bool, obs: torch.Tensor) -> torch.
 
 # -------------------------------------------------------------------------------- loops
 class Loop:
-    """A built, warmed-up loop; ``run(seconds)`` steps it for that long, returns steps/s."""
+    """A built, warmed-up loop; ``run(seconds)`` steps it for that long."""
 
     def run_unit(self) -> int:
         """Step once (a time step or a whole batch); return the env steps taken."""
         raise NotImplementedError
 
-    def run(self, seconds: float) -> float:
+    def run(self, seconds: float) -> tuple[float, float]:
+        """Steps for ``seconds`` of wall time; returns steps per wall second and steps per
+        CPU second of this process (the latter is robust to other processes' load)."""
         steps = 0
-        start = time.perf_counter()
+        start, cpu_start = time.perf_counter(), time.process_time()
         while True:
             steps += self.run_unit()
             elapsed = time.perf_counter() - start
             if elapsed >= seconds:
-                return steps / elapsed
+                cpu = max(time.process_time() - cpu_start, 1e-9)
+                return steps / elapsed, steps / cpu
 
     def close(self) -> None:
         pass
@@ -208,6 +212,61 @@ def build_loop(name: str, env_id: str, batch_B: int) -> Loop:
     raise ValueError(f"unknown loop {name!r}; choose from {LOOPS}")
 
 
+# ------------------------------------------------------------------------ cost breakdown
+def _us_per_call(fn: Callable[[], object], seconds: float) -> float:
+    fn()
+    n, start = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - start) < seconds:
+        fn()
+        n += 1
+    return elapsed / max(n, 1) * 1e6
+
+
+def cost_breakdown(env_id: str, batch_B: int, seconds: float) -> dict[str, float]:
+    """Microseconds per batched time step of each piece the loops share."""
+    from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
+    from tdrl.envs.spaces import space_to_spec
+
+    envs = [gym.make(env_id) for _ in range(batch_B)]
+    for b, env in enumerate(envs):
+        env.reset(seed=b)
+        env.action_space.seed(b)
+    actions = [env.action_space.sample() for env in envs]
+
+    def step_envs() -> None:
+        for env, action in zip(envs, actions, strict=True):
+            _, _, terminated, truncated, _ = env.step(action)
+            if terminated or truncated:
+                env.reset()
+
+    vec = gym.vector.SyncVectorEnv(
+        [lambda: gym.make(env_id) for _ in range(batch_B)],
+        autoreset_mode=gym.vector.AutoresetMode.SAME_STEP,
+    )
+    vec.reset(seed=0)
+    vec_actions = np.stack(actions)
+    model, discrete = make_model(envs[0])
+    obs = torch.as_tensor(np.stack([env.observation_space.sample() for env in envs]))
+    agent = CategoricalPgAgent() if discrete else GaussianPgAgent()
+    action_spec = space_to_spec(envs[0].action_space)
+    agent.initialize(space_to_spec(envs[0].observation_space), action_spec)
+    agent.sample_mode(0)
+    prev_action, prev_reward = action_spec.zeros((batch_B,)), torch.zeros(batch_B, 1)
+    with torch.no_grad():
+        costs = {
+            f"{batch_B} × env.step": _us_per_call(step_envs, seconds),
+            "SyncVectorEnv.step": _us_per_call(lambda: vec.step(vec_actions), seconds),
+            "model + sample": _us_per_call(lambda: sample_action(model, discrete, obs), seconds),
+            "tdrl agent.step": _us_per_call(
+                lambda: agent.step(obs, prev_action, prev_reward), seconds
+            ),
+        }
+    vec.close()
+    for env in envs:
+        env.close()
+    return costs
+
+
 # -------------------------------------------------------------------------- machine info
 def _cpu_ticks() -> tuple[int, int] | None:
     """(busy, total) clock ticks over all CPUs from /proc/stat, or None off Linux."""
@@ -286,18 +345,22 @@ def _fmt(x: float) -> str:
 
 def benchmark_env(
     env_id: str, loops: list[str], batch_B: int, seconds: float, repeats: int, load: OtherLoad
-) -> dict[str, list[float]]:
+) -> dict[str, list[tuple[float, float]]]:
     print(f"[{env_id}] building and warming up: {', '.join(loops)}", file=sys.stderr)
     built = {name: build_loop(name, env_id, batch_B) for name in loops}
-    results: dict[str, list[float]] = {name: [] for name in loops}
+    results: dict[str, list[tuple[float, float]]] = {name: [] for name in loops}
     try:
         for r in range(repeats):
             order = loops[r % len(loops) :] + loops[: r % len(loops)]
             for name in order:
                 with load:
-                    sps = built[name].run(seconds)
-                results[name].append(sps)
-                print(f"[{env_id}] repeat {r + 1}: {name:13s} {_fmt(sps)} steps/s", file=sys.stderr)
+                    sps, cpu_sps = built[name].run(seconds)
+                results[name].append((sps, cpu_sps))
+                print(
+                    f"[{env_id}] repeat {r + 1}: {name:13s} {_fmt(sps)} steps/s, "
+                    f"{_fmt(cpu_sps)} steps/CPU-s",
+                    file=sys.stderr,
+                )
     finally:
         for loop in built.values():
             loop.close()
@@ -316,6 +379,10 @@ def main(argv: list[str] | None = None) -> int:
 
     info = machine_info()
     load = OtherLoad()
+    breakdowns = {}
+    for env_id in args.envs:
+        with load:
+            breakdowns[env_id] = cost_breakdown(env_id, args.batch_B, min(1.0, args.seconds))
     all_results = {
         env_id: benchmark_env(env_id, args.loops, args.batch_B, args.seconds, args.repeats, load)
         for env_id in args.envs
@@ -329,18 +396,34 @@ def main(argv: list[str] | None = None) -> int:
         print(f"- CPU used by other processes while measuring: {share:.0%} of all CPUs")
     print(f"- {args.seconds:g} s per run, {args.repeats} runs per loop, interleaved order\n")
 
-    print("| env | loop | steps/s (median) | runs | ratio vs raw |")
-    print("|---|---|---:|---|---:|")
+    print(
+        "| env | loop | steps/s (median) | runs | ratio vs raw "
+        "| steps/CPU-s (median) | CPU ratio vs raw |"
+    )
+    print("|---|---|---:|---|---:|---:|---:|")
     medians: dict[tuple[str, str], float] = {}
+    cpu_medians: dict[tuple[str, str], float] = {}
     for env_id, results in all_results.items():
         for name, runs in results.items():
-            medians[env_id, name] = statistics.median(runs)
-        raw = medians.get((env_id, "raw"))
+            medians[env_id, name] = statistics.median(x for x, _ in runs)
+            cpu_medians[env_id, name] = statistics.median(c for _, c in runs)
+        raw, cpu_raw = medians.get((env_id, "raw")), cpu_medians.get((env_id, "raw"))
         for name, runs in results.items():
-            med = medians[env_id, name]
+            med, cpu_med = medians[env_id, name], cpu_medians[env_id, name]
             ratio = f"{med / raw:.2f}×" if raw else "–"
-            runs_txt = " / ".join(_fmt(x) for x in runs)
-            print(f"| {env_id} | {name} | {_fmt(med)} | {runs_txt} | {ratio} |")
+            cpu_ratio = f"{cpu_med / cpu_raw:.2f}×" if cpu_raw else "–"
+            runs_txt = " / ".join(_fmt(x) for x, _ in runs)
+            print(
+                f"| {env_id} | {name} | {_fmt(med)} | {runs_txt} | {ratio} "
+                f"| {_fmt(cpu_med)} | {cpu_ratio} |"
+            )
+
+    print("\nMicroseconds per batched time step (one call on all envs; steps/s = B / time):\n")
+    names = list(next(iter(breakdowns.values())))
+    print("| env | " + " | ".join(names) + " |")
+    print("|---|" + "---:|" * len(names))
+    for env_id, costs in breakdowns.items():
+        print(f"| {env_id} | " + " | ".join(f"{costs[n]:,.0f}" for n in names) + " |")
 
     print()
     checks: list[tuple[str, bool]] = []
@@ -351,14 +434,21 @@ def main(argv: list[str] | None = None) -> int:
         if tdrl and raw and env_id in TARGETS:
             ratio = tdrl / raw
             target = TARGETS[env_id]
+            cpu_ratio = cpu_medians[env_id, "tdrl"] / cpu_medians[env_id, "raw"]
             checks.append(
-                (f"{env_id}: tdrl/raw = {ratio:.2f} (target ≥ {target})", ratio >= target)
+                (
+                    f"{env_id}: tdrl/raw = {ratio:.2f} (target ≥ {target}; per CPU-s "
+                    f"{cpu_ratio:.2f})",
+                    ratio >= target,
+                )
             )
         if tdrl and trl:
             ratio = tdrl / trl
+            cpu_ratio = cpu_medians[env_id, "tdrl"] / cpu_medians[env_id, "torchrl"]
             checks.append(
                 (
-                    f"{env_id}: tdrl/torchrl = {ratio:.2f} (target ≥ {TORCHRL_TARGET})",
+                    f"{env_id}: tdrl/torchrl = {ratio:.2f} (target ≥ {TORCHRL_TARGET}; "
+                    f"per CPU-s {cpu_ratio:.2f})",
                     ratio >= TORCHRL_TARGET,
                 )
             )

@@ -12,11 +12,14 @@ from torchrl.data import (
     Bounded,
     Categorical,
     Composite,
+    LazyMemmapStorage,
+    LazyTensorStorage,
     MultiCategorical,
     MultiOneHot,
     TensorSpec,
     Unbounded,
 )
+from torchrl.data.replay_buffers.samplers import Sampler
 from torchrl.envs import (
     Compose,
     DoubleToFloat,
@@ -36,9 +39,12 @@ __all__ = [
     "DoubleToFloat",
     "EnvBase",
     "GymWrapper",
+    "LazyMemmapStorage",
+    "LazyTensorStorage",
     "MultiCategorical",
     "MultiOneHot",
     "RenameTransform",
+    "Sampler",
     "TensorSpec",
     "Transform",
     "TransformedEnv",

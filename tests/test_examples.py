@@ -52,6 +52,7 @@ def test_example_smoke(path, tmp_path):
 def _load_example(name):
     spec = importlib.util.spec_from_file_location(name, ROOT / "tdrl_examples" / f"{name}.py")
     module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
 

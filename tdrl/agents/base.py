@@ -16,6 +16,7 @@ Modes follow rlpyt: ``sample_mode(itr)`` while collecting training data,
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -49,6 +50,10 @@ class Agent(nn.Module):
         self.action_spec = action_spec
         if self.model is None:
             self.model = self.make_model(observation_spec, action_spec, **self.model_kwargs)
+
+    def collector_initialize(self, global_B: int, env_ranks: Sequence[int]) -> None:
+        """Told by the sampler which of the ``global_B`` envs this agent steps (for per-env
+        exploration such as Ape-X epsilons). No-op by default."""
 
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any

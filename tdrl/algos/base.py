@@ -18,8 +18,10 @@ An algorithm never sees envs or samplers: it receives TensorDicts.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any, Protocol
 
+import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl.agents.base import Agent
@@ -49,3 +51,17 @@ def check_range(name: str, value: float, low: float, high: float) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
         raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
     return float(value)
+
+
+def make_optimizer(
+    optim_cls: type[torch.optim.Optimizer],
+    params: Iterable[torch.nn.Parameter],
+    learning_rate: float,
+    optim_kwargs: dict[str, Any],
+) -> torch.optim.Optimizer:
+    """Build an optimizer; Adam and AdamW use their fused kernel unless told otherwise
+    (same arithmetic, one kernel per step instead of several per parameter)."""
+    kwargs = dict(optim_kwargs)
+    if optim_cls in (torch.optim.Adam, torch.optim.AdamW) and "foreach" not in kwargs:
+        kwargs.setdefault("fused", True)
+    return optim_cls(params, lr=learning_rate, **kwargs)

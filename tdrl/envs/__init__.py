@@ -1,13 +1,17 @@
 """Environment factories and per-episode statistics."""
 
+from tdrl.envs.atari import AtariEnv, AtariTrajInfo, make_atari_env
 from tdrl.envs.gym import make_env, make_gym_env, unwrap_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.envs.transforms import PrevActionReward
 
 __all__ = [
+    "AtariEnv",
+    "AtariTrajInfo",
     "PrevActionReward",
     "TrajInfo",
+    "make_atari_env",
     "make_env",
     "make_gym_env",
     "space_to_spec",

@@ -149,6 +149,7 @@ class SerialSampler:
         self.action_spec = space_to_spec(space_a)
         self._act = _ActionAdapter(space_a)
         agent.initialize(self.observation_spec, self.action_spec)
+        agent.collector_initialize(B, list(range(B)))
         self.agent = agent
         self._discount = float((traj_info_kwargs or {}).get("discount", 1.0))
         self._traj = TrajTracker(B, self.traj_info_cls, self._discount)

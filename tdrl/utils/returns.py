@@ -46,6 +46,11 @@ def generalized_advantage_estimate(
     Returns:
         ``(advantage, return_)``, both ``[T, B]``.
     """
+    if discount * gae_lambda == 0.0:
+        # One-step TD error; TorchRL's vectorised estimator cannot build a zero filter.
+        not_terminal = (~terminated.bool()).to(value.dtype)
+        advantage = reward + discount * not_terminal * next_value - value
+        return advantage, advantage + value
     advantage, return_ = vec_generalized_advantage_estimate(
         discount,
         gae_lambda,

@@ -17,7 +17,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import check_range
+from tdrl.algos.base import check_range, make_optimizer
 from tdrl.algos.pg.base import append_info, grad_norm_clip, info_to_lists, process_returns
 from tdrl.samplers.base import BatchSpec
 from tdrl.utils.returns import valid_mean
@@ -69,8 +69,8 @@ class A2C:
         self.agent = agent
         self.batch_spec = batch_spec
         self.batch_size = batch_spec.size
-        self.optimizer = self.optim_cls(
-            agent.parameters(), lr=self.learning_rate, **self.optim_kwargs
+        self.optimizer = make_optimizer(
+            self.optim_cls, agent.parameters(), self.learning_rate, self.optim_kwargs
         )
 
     def loss(self, batch: TensorDictBase) -> TensorDict:

@@ -20,7 +20,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import check_range
+from tdrl.algos.base import check_range, make_optimizer
 from tdrl.algos.pg.base import append_info, grad_norm_clip, info_to_lists, process_returns
 from tdrl.samplers.base import BatchSpec, check_positive_int
 from tdrl.utils.returns import valid_mean
@@ -91,8 +91,8 @@ class PPO:
         self.n_itr = max(1, int(n_itr))
         self.batch_spec = batch_spec
         self.batch_size = batch_spec.size // self.minibatches
-        self.optimizer = self.optim_cls(
-            agent.parameters(), lr=self.learning_rate, **self.optim_kwargs
+        self.optimizer = make_optimizer(
+            self.optim_cls, agent.parameters(), self.learning_rate, self.optim_kwargs
         )
         self.lr_scheduler = None
         if self.linear_lr_schedule:

@@ -1,0 +1,98 @@
+"""Categorical DQN (C51) with rlpyt's defaults.
+
+Bellemare et al. 2017, https://arxiv.org/abs/1707.06887. The return distribution is a
+categorical over ``n_atoms`` fixed atoms ``z_j = linspace(V_min, V_max)``. For an n-step
+replay transition the target atoms ``Tz_i = clip(R^(n) + gamma^m (1 - terminal) z_i)`` carry
+the target network's probabilities ``p'_i`` at the bootstrap action and are projected back
+onto the support with the triangular kernel::
+
+    m_j = sum_i p'_i * clip(1 - |Tz_i - z_j| / dz, 0, 1)
+    L   = E_i[w_i * (-sum_j m_j log p_j(o, a))]
+
+The bootstrap action maximises the expected target return (the online one with
+``double_dqn``). Priorities are ``KL(m || p)`` clamped to ``[1e-6, 1e6]``.
+"""
+
+from __future__ import annotations
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from tdrl import keys
+from tdrl.agents.dqn.dqn_agent import DqnAgent, Q
+from tdrl.algos.dqn.dqn import DQN
+from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N
+from tdrl.samplers.base import BatchSpec
+
+
+def project_distribution(
+    probs: torch.Tensor, return_n: torch.Tensor, discount_n: torch.Tensor, support: torch.Tensor
+) -> torch.Tensor:
+    """Project ``probs`` on atoms ``R + discount * z`` back onto ``support`` (C51).
+
+    Args:
+        probs: ``[N, P]`` probabilities of the bootstrap distribution.
+        return_n: ``[N]`` n-step returns.
+        discount_n: ``[N]`` bootstrap discounts (0 at terminal states).
+        support: ``[P]`` evenly spaced atoms.
+
+    Returns:
+        ``[N, P]`` projected probabilities (rows sum to 1).
+    """
+    v_min, v_max = support[0], support[-1]
+    delta_z = (v_max - v_min) / (support.numel() - 1)
+    target_z = (return_n[:, None] + discount_n[:, None] * support[None, :]).clamp(v_min, v_max)
+    kernel = (1.0 - (target_z[:, None, :] - support[None, :, None]).abs() / delta_z).clamp(0, 1)
+    return (kernel * probs[:, None, :]).sum(-1)
+
+
+class CategoricalDQN(DQN):
+    """C51 on DQN's replay and update schedule (all DQN arguments apply).
+
+    Args:
+        V_min: lowest atom.
+        V_max: highest atom.
+        **kwargs: DQN's arguments (``double_dqn``, ``n_step_return``,
+            ``prioritized_replay``, ...). The agent must be a ``DqnAgent(n_atoms=...)``.
+    """
+
+    def __init__(self, *, V_min: float = -10.0, V_max: float = 10.0, **kwargs):
+        super().__init__(**kwargs)
+        if not V_min < V_max:
+            raise ValueError(f"V_min must be below V_max, got V_min={V_min}, V_max={V_max}")
+        self.V_min = float(V_min)
+        self.V_max = float(V_max)
+
+    def initialize(self, agent: DqnAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        if not getattr(agent, "n_atoms", None):
+            raise TypeError("CategoricalDQN needs a DqnAgent built with n_atoms (e.g. 51)")
+        agent.set_support(self.V_min, self.V_max)
+        super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
+
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """Cross-entropy between projected target and predicted return distributions."""
+        agent = self.agent
+        support = agent.support
+        logits = agent(batch).get(Q)  # [N, A, P]
+        action = batch.get(keys.ACTION).long()
+        index = action.view(-1, 1, 1).expand(-1, 1, logits.shape[-1])
+        log_p = torch.log_softmax(logits.gather(1, index).squeeze(1), dim=-1)
+        with torch.no_grad():
+            nxt = batch.get(keys.NEXT)
+            target_probs = torch.softmax(agent.target(nxt), dim=-1)
+            if self.double_dqn:
+                next_q = agent.q_values(agent(nxt).get(Q))
+            else:
+                next_q = (target_probs * support).sum(-1)
+            next_a = next_q.argmax(dim=-1).view(-1, 1, 1).expand(-1, 1, logits.shape[-1])
+            next_probs = target_probs.gather(1, next_a).squeeze(1)
+            target = project_distribution(
+                next_probs, batch.get(RETURN_N), batch.get(DISCOUNT_N), support
+            )
+        cross_entropy = -(target * log_p).sum(-1)
+        loss = (batch.get(IS_WEIGHT) * cross_entropy).mean()
+        with torch.no_grad():
+            kl = (target * (torch.log(target.clamp_min(1e-12)) - log_p)).sum(-1)
+            td_abs_err = kl.clamp(1e-6, 1e6)
+            q_mean = (log_p.exp() * support).sum(-1).mean()
+        return TensorDict({"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_mean}, batch_size=[])

@@ -1,0 +1,270 @@
+"""Deep Q-Network with rlpyt's options and defaults.
+
+Mnih et al. 2015 (https://doi.org/10.1038/nature14236); double DQN: van Hasselt et al.
+2016 (https://arxiv.org/abs/1509.06461); prioritized replay: Schaul et al. 2016
+(https://arxiv.org/abs/1511.05952). For a replay batch of n-step transitions::
+
+    y      = R^(n) + gamma^m (1 - terminal) Q_target(o', a*)
+    a*     = argmax_a Q_target(o', a)            (argmax_a Q(o', a) with double_dqn)
+    delta  = y - Q(o, a)
+    L      = E_i[w_i * huber_c(delta_i)]         (0.5 delta^2 when delta_clip is None)
+
+with importance weights ``w_i`` (ones for uniform replay) and new priorities
+``min(|delta|, delta_clip)``. Each iteration appends the sampler's batch to the replay buffer
+and, once ``min_steps_learn`` steps were collected, makes
+``round(replay_ratio * T * B / batch_size)`` updates; the target network is updated every
+``target_update_interval`` updates (hard copy when ``target_update_tau == 1``).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from tdrl import keys
+from tdrl.agents.dqn.dqn_agent import DqnAgent
+from tdrl.algos.base import check_range, make_optimizer
+from tdrl.algos.pg.base import grad_norm_clip
+from tdrl.replays.base import DISCOUNT_N, INDEX, IS_WEIGHT, RETURN_N, STORAGES, ReplayBuffer
+from tdrl.samplers.base import BatchSpec, check_positive_int
+
+
+def huber(delta: torch.Tensor, delta_clip: float | None) -> torch.Tensor:
+    """Huber loss of ``delta`` with threshold ``delta_clip`` (``0.5 delta^2`` when None)."""
+    if delta_clip is None:
+        return 0.5 * delta**2
+    abs_delta = delta.abs()
+    return torch.where(
+        abs_delta <= delta_clip, 0.5 * delta**2, delta_clip * (abs_delta - 0.5 * delta_clip)
+    )
+
+
+def online_q(agent: DqnAgent, *tds: TensorDictBase) -> torch.Tensor:
+    """The online network's output for the rows of one or more TensorDicts, in one pass."""
+    if len(tds) == 1:
+        td = tds[0]
+        return agent.model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
+    cat = [
+        torch.cat([td[k] for td in tds])
+        for k in (keys.OBSERVATION, keys.PREV_ACTION, keys.PREV_REWARD)
+    ]
+    return agent.model(*cat)
+
+
+class DQN:
+    """DQN and its double / n-step / prioritized variants (dueling is a model option).
+
+    Args:
+        discount: gamma.
+        batch_size: transitions per update.
+        min_steps_learn: env steps collected before the first update.
+        delta_clip: Huber threshold (None: squared error).
+        replay_size: replay capacity in transitions.
+        replay_ratio: target ratio of transitions replayed to transitions collected.
+        target_update_tau: Polyak factor of target updates (1: hard copy).
+        target_update_interval: updates between target updates.
+        n_step_return: n of the n-step returns.
+        learning_rate: optimizer step size.
+        optim_cls: optimizer class.
+        optim_kwargs: optimizer arguments (default for Adam: ``eps=0.01 / batch_size``).
+        clip_grad_norm: global gradient-norm clip (None: none).
+        eps_steps: env steps over which epsilon anneals, starting at ``min_steps_learn``.
+        double_dqn: pick the bootstrap action with the online network.
+        prioritized_replay: sample by priority (own sum tree).
+        pri_alpha: priority exponent.
+        pri_beta_init: initial importance-sampling exponent.
+        pri_beta_final: final importance-sampling exponent.
+        pri_beta_steps: env steps over which beta anneals, from ``min_steps_learn``.
+        default_priority: priority of new transitions (default: ``delta_clip`` or 1).
+        replay_storage: ``"memory"`` or ``"memmap"`` (disk-backed, for large buffers).
+        replay_scratch_dir: directory of memmap files.
+        frame_replay: store each frame of stacked-frame observations once (None: when
+            observations are ``[C, H, W]`` uint8 stacks).
+    """
+
+    def __init__(
+        self,
+        *,
+        discount: float = 0.99,
+        batch_size: int = 32,
+        min_steps_learn: int = 50_000,
+        delta_clip: float | None = 1.0,
+        replay_size: int = 1_000_000,
+        replay_ratio: float = 8.0,
+        target_update_tau: float = 1.0,
+        target_update_interval: int = 312,
+        n_step_return: int = 1,
+        learning_rate: float = 2.5e-4,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        clip_grad_norm: float | None = 10.0,
+        eps_steps: int = 1_000_000,
+        double_dqn: bool = False,
+        prioritized_replay: bool = False,
+        pri_alpha: float = 0.6,
+        pri_beta_init: float = 0.4,
+        pri_beta_final: float = 1.0,
+        pri_beta_steps: int = 50_000_000,
+        default_priority: float | None = None,
+        replay_storage: str = "memory",
+        replay_scratch_dir: str | None = None,
+        frame_replay: bool | None = None,
+    ):
+        self.discount = check_range("discount", discount, 0.0, 1.0)
+        self.batch_size = check_positive_int("batch_size", batch_size)
+        self.min_steps_learn = check_positive_int("min_steps_learn", min_steps_learn, 0)
+        if delta_clip is not None:
+            check_range("delta_clip", delta_clip, 1e-12, float("inf"))
+        self.delta_clip = delta_clip
+        self.replay_size = check_positive_int("replay_size", replay_size)
+        self.replay_ratio = check_range("replay_ratio", replay_ratio, 1e-12, float("inf"))
+        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
+        self.target_update_interval = check_positive_int(
+            "target_update_interval", target_update_interval
+        )
+        self.n_step_return = check_positive_int("n_step_return", n_step_return)
+        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.optim_cls = optim_cls
+        self.optim_kwargs = dict(optim_kwargs or {})
+        if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
+            self.optim_kwargs["eps"] = 0.01 / self.batch_size
+        if clip_grad_norm is not None:
+            check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
+        self.clip_grad_norm = clip_grad_norm
+        self.eps_steps = check_positive_int("eps_steps", eps_steps)
+        self.double_dqn = bool(double_dqn)
+        self.prioritized_replay = bool(prioritized_replay)
+        self.pri_alpha = check_range("pri_alpha", pri_alpha, 0.0, 10.0)
+        self.pri_beta_init = check_range("pri_beta_init", pri_beta_init, 0.0, 1.0)
+        self.pri_beta_final = check_range("pri_beta_final", pri_beta_final, 0.0, 1.0)
+        self.pri_beta_steps = check_positive_int("pri_beta_steps", pri_beta_steps)
+        self.default_priority = (
+            default_priority if default_priority is not None else (delta_clip or 1.0)
+        )
+        if replay_storage not in STORAGES:
+            raise ValueError(f"replay_storage must be one of {STORAGES}, got {replay_storage!r}")
+        self.replay_storage = replay_storage
+        self.replay_scratch_dir = replay_scratch_dir
+        self.frame_replay = frame_replay
+        self.update_counter = 0
+        self.replay_buffer: ReplayBuffer | None = None
+
+    # ------------------------------------------------------------------ set-up
+    def initialize(self, agent: DqnAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent; build the optimizer, the replay buffer and the schedules."""
+        if not hasattr(agent, "update_target"):
+            raise TypeError(f"{type(self).__name__} needs a DqnAgent, got {type(agent).__name__}")
+        self.agent = agent
+        self.batch_spec = batch_spec
+        sampler_bs = batch_spec.size
+        self.updates_per_optimize = max(1, round(self.replay_ratio * sampler_bs / self.batch_size))
+        self.min_itr_learn = self.min_steps_learn // sampler_bs
+        agent.set_epsilon_schedule(
+            self.min_itr_learn, self.min_itr_learn + self.eps_steps // sampler_bs
+        )
+        self.pri_beta_itr = max(1, self.pri_beta_steps // sampler_bs)
+        self.optimizer = make_optimizer(
+            self.optim_cls, agent.model.parameters(), self.learning_rate, self.optim_kwargs
+        )
+        self.replay_buffer = self.make_replay_buffer(agent, batch_spec)
+
+    def make_replay_buffer(self, agent: DqnAgent, batch_spec: BatchSpec) -> ReplayBuffer:
+        """Uniform or prioritized, frame-based for uint8 frame stacks."""
+        size = max(self.replay_size, (self.n_step_return + 1) * batch_spec.B)
+        size = -(-size // batch_spec.B) * batch_spec.B
+        sampler = None
+        if self.prioritized_replay:
+            from tdrl.replays.sum_tree import PrioritizedSampler
+
+            sampler = PrioritizedSampler(
+                size,
+                alpha=self.pri_alpha,
+                beta=self.pri_beta_init,
+                beta_final=self.pri_beta_final,
+                beta_steps=self.pri_beta_itr,
+                default_priority=self.default_priority,
+            )
+        kwargs = {
+            "size": size,
+            "batch_B": batch_spec.B,
+            "discount": self.discount,
+            "n_step_return": self.n_step_return,
+            "sampler": sampler,
+            "storage": self.replay_storage,
+            "scratch_dir": self.replay_scratch_dir,
+        }
+        spec = agent.observation_spec
+        is_frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
+        if self.frame_replay or (self.frame_replay is None and is_frames):
+            from tdrl.replays.frame import FrameReplayBuffer
+
+            return FrameReplayBuffer(**kwargs)
+        return ReplayBuffer(**kwargs)
+
+    # ------------------------------------------------------------------ the loss
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """DQN loss on a replay batch (see the module docstring)."""
+        agent = self.agent
+        nxt = batch.get(keys.NEXT)
+        if self.double_dqn:  # one online pass over o and o'
+            q_all = online_q(agent, batch, nxt)
+            q, next_online = q_all.chunk(2)
+            next_online = next_online.detach()
+        else:
+            q = online_q(agent, batch)
+        q_a = q.gather(-1, batch.get(keys.ACTION).long().unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            target_q = agent.target(nxt)
+            choose = next_online if self.double_dqn else target_q
+            next_a = choose.argmax(dim=-1, keepdim=True)
+            bootstrap = target_q.gather(-1, next_a).squeeze(-1)
+            target = batch.get(RETURN_N) + batch.get(DISCOUNT_N) * bootstrap
+        delta = target - q_a
+        losses = huber(delta, self.delta_clip)
+        loss = (batch.get(IS_WEIGHT) * losses).mean()
+        td_abs_err = delta.detach().abs()
+        if self.delta_clip is not None:
+            td_abs_err = td_abs_err.clamp(max=self.delta_clip)
+        return TensorDict(
+            {"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_a.detach().mean()},
+            batch_size=[],
+        )
+
+    # ------------------------------------------------------------------ the schedule
+    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
+        """Store the batch; replay ``updates_per_optimize`` minibatches once learning."""
+        self.replay_buffer.append_samples(samples)
+        if itr < self.min_itr_learn:
+            return {}
+        info: dict[str, list[torch.Tensor]] = {"loss": [], "grad_norm": [], "td_abs_err": []}
+        info["q_mean"] = []
+        params = list(self.agent.model.parameters())
+        for _ in range(self.updates_per_optimize):
+            batch = self.replay_buffer.sample_batch(self.batch_size)
+            terms = self.loss(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            terms["loss"].backward()
+            grad_norm = grad_norm_clip(params, self.clip_grad_norm)
+            self.optimizer.step()
+            if self.prioritized_replay:
+                self.replay_buffer.update_priorities(batch.get(INDEX), terms["td_abs_err"])
+            self.update_counter += 1
+            if self.update_counter % self.target_update_interval == 0:
+                self.agent.update_target(self.target_update_tau)
+            info["loss"].append(terms["loss"].detach())
+            info["grad_norm"].append(grad_norm.detach())
+            info["td_abs_err"].append(terms["td_abs_err"].mean())
+            info["q_mean"].append(terms["q_mean"])
+        if self.prioritized_replay:
+            self.replay_buffer.sampler.anneal_beta(itr - self.min_itr_learn)
+        return {k: torch.stack(v).tolist() for k, v in info.items()}
+
+    # ------------------------------------------------------------------ state
+    def state_dict(self) -> dict[str, Any]:
+        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.update_counter = state["update_counter"]

@@ -1,0 +1,28 @@
+"""Q-learning models: conv trunks, dueling and distributional heads, Atari and MLP Q-networks.
+
+Q-networks return ``[..., n_actions]``; categorical (C51) ones return logits
+``[..., n_actions, n_atoms]`` (apply ``softmax`` over the last dim for probabilities).
+"""
+
+from tdrl.models.dqn.atari import AtariCatDqnModel, AtariDqnModel
+from tdrl.models.dqn.conv2d import Conv2dHeadModel, Conv2dModel
+from tdrl.models.dqn.heads import (
+    DistributionalDuelingHeadModel,
+    DistributionalHeadModel,
+    DuelingHeadModel,
+    scale_grad,
+)
+from tdrl.models.dqn.mlp import CatDqnMlpModel, DqnMlpModel
+
+__all__ = [
+    "AtariCatDqnModel",
+    "AtariDqnModel",
+    "CatDqnMlpModel",
+    "Conv2dHeadModel",
+    "Conv2dModel",
+    "DistributionalDuelingHeadModel",
+    "DistributionalHeadModel",
+    "DqnMlpModel",
+    "DuelingHeadModel",
+    "scale_grad",
+]

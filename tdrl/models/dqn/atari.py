@@ -1,0 +1,161 @@
+"""Atari Q-networks: the Nature-DQN convolution trunk with a Q, dueling or C51 head.
+
+Observations are stacked frames ``[..., C, H, W]`` holding pixel values in ``[0, 255]``
+(normally uint8); the models convert them to float and divide by 255 themselves, so the
+replay buffer can keep uint8 frames. Leading dims are arbitrary (``[B]`` or ``[T, B]``).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tdrl.models.dqn.conv2d import Conv2dModel, _int_list
+from tdrl.models.dqn.heads import (
+    DistributionalDuelingHeadModel,
+    DistributionalHeadModel,
+    DuelingHeadModel,
+    _positive,
+)
+from tdrl.models.mlp import MlpModel
+
+
+class _AtariConvTrunk(nn.Module):
+    """Pixels ``[..., C, H, W]`` in ``[0, 255]`` → flat conv features ``[..., conv_out_size]``."""
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        use_maxpool: bool,
+        channels: Sequence[int],
+        kernel_sizes: Sequence[int],
+        strides: Sequence[int],
+        paddings: Sequence[int],
+    ):
+        super().__init__()
+        if len(image_shape) != 3:
+            raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
+        c, h, w = _int_list("image_shape", image_shape, 1)
+        self.image_shape = (c, h, w)
+        self.conv = Conv2dModel(c, channels, kernel_sizes, strides, paddings, nn.ReLU, use_maxpool)
+        self.output_size = self.conv.conv_out_size(h, w)
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        if tuple(observation.shape[-3:]) != self.image_shape:
+            raise ValueError(
+                f"expected observation [..., {self.image_shape}], got {tuple(observation.shape)}"
+            )
+        x = observation.to(torch.float32) / 255.0
+        return self.conv(x).flatten(start_dim=observation.dim() - 3)
+
+
+def _fc_list(fc_sizes: int | Sequence[int]) -> list[int]:
+    sizes = list(fc_sizes) if isinstance(fc_sizes, Sequence) else [fc_sizes]
+    return _int_list("fc_sizes", sizes, 1)
+
+
+class AtariDqnModel(nn.Module):
+    """Q-values for Atari: conv trunk, then an MLP (``fc_sizes``) to one Q per action.
+
+    With ``dueling=True`` the MLP is a :class:`DuelingHeadModel` (each stream has its own
+    ``fc_sizes`` layers, gradient into the trunk scaled by 2^-1/2, shared advantage bias).
+
+    Args:
+        image_shape: ``(C, H, W)`` of the stacked frames.
+        output_size: number of actions.
+        fc_sizes: hidden layer size(s) of the head.
+        dueling: use the dueling head.
+        use_maxpool: downsample with max-pooling instead of strided convolutions.
+        channels: output channels of each convolution.
+        kernel_sizes: kernel size of each convolution.
+        strides: stride of each convolution.
+        paddings: zero padding of each convolution.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        output_size: int,
+        *,
+        fc_sizes: int | Sequence[int] = 512,
+        dueling: bool = False,
+        use_maxpool: bool = False,
+        channels: Sequence[int] = (32, 64, 64),
+        kernel_sizes: Sequence[int] = (8, 4, 3),
+        strides: Sequence[int] = (4, 2, 1),
+        paddings: Sequence[int] = (0, 1, 1),
+    ):
+        super().__init__()
+        output_size = _positive("output_size", output_size)
+        fc = _fc_list(fc_sizes)
+        self.trunk = _AtariConvTrunk(
+            image_shape, use_maxpool, channels, kernel_sizes, strides, paddings
+        )
+        self.dueling = dueling
+        if dueling:
+            self.head: nn.Module = DuelingHeadModel(self.trunk.output_size, fc, output_size)
+        else:
+            self.head = MlpModel(self.trunk.output_size, fc, output_size)
+
+    def forward(
+        self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> torch.Tensor:
+        """Returns Q-values ``[..., output_size]``; ``prev_action``/``prev_reward`` are unused."""
+        return self.head(self.trunk(observation))
+
+
+class AtariCatDqnModel(nn.Module):
+    """C51 logits for Atari: conv trunk, then a distributional (optionally dueling) head.
+
+    Returns **logits** ``[..., output_size, n_atoms]``; apply ``softmax`` (or ``log_softmax``)
+    over the last dim for the return distribution. rlpyt returned the probabilities.
+
+    Args:
+        image_shape: ``(C, H, W)`` of the stacked frames.
+        output_size: number of actions.
+        n_atoms: number of atoms of the return distribution.
+        fc_sizes: hidden layer size(s) of the head.
+        dueling: use :class:`DistributionalDuelingHeadModel`.
+        use_maxpool: downsample with max-pooling instead of strided convolutions.
+        channels: output channels of each convolution.
+        kernel_sizes: kernel size of each convolution.
+        strides: stride of each convolution.
+        paddings: zero padding of each convolution.
+    """
+
+    def __init__(
+        self,
+        image_shape: Sequence[int],
+        output_size: int,
+        *,
+        n_atoms: int = 51,
+        fc_sizes: int | Sequence[int] = 512,
+        dueling: bool = False,
+        use_maxpool: bool = False,
+        channels: Sequence[int] = (32, 64, 64),
+        kernel_sizes: Sequence[int] = (8, 4, 3),
+        strides: Sequence[int] = (4, 2, 1),
+        paddings: Sequence[int] = (0, 1, 1),
+    ):
+        super().__init__()
+        output_size = _positive("output_size", output_size)
+        fc = _fc_list(fc_sizes)
+        self.trunk = _AtariConvTrunk(
+            image_shape, use_maxpool, channels, kernel_sizes, strides, paddings
+        )
+        self.dueling = dueling
+        self.n_atoms = n_atoms
+        if dueling:
+            self.head: nn.Module = DistributionalDuelingHeadModel(
+                self.trunk.output_size, fc, output_size, n_atoms
+            )
+        else:
+            self.head = DistributionalHeadModel(self.trunk.output_size, fc, output_size, n_atoms)
+
+    def forward(
+        self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> torch.Tensor:
+        """Returns logits ``[..., output_size, n_atoms]``; the last two inputs are unused."""
+        return self.head(self.trunk(observation))

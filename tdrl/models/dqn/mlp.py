@@ -1,0 +1,114 @@
+"""Q-networks for vector observations (classic control, toy envs).
+
+Layout: a shared trunk of ``hidden_sizes[:-1]`` followed by a head whose hidden layer is
+``hidden_sizes[-1]``. Without dueling this is just the MLP ``hidden_sizes → output``. With
+dueling the last hidden layer is split into a value stream and an advantage stream (each of
+size ``hidden_sizes[-1]``), the same arrangement as the Atari model, where the 512-unit layer
+sits inside each stream. The depth is thus the same with and without dueling. With empty
+``hidden_sizes`` the heads act on the observation directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from tdrl.models.dqn.conv2d import _int_list
+from tdrl.models.dqn.heads import (
+    DistributionalDuelingHeadModel,
+    DistributionalHeadModel,
+    DuelingHeadModel,
+    _positive,
+)
+from tdrl.models.mlp import MlpModel
+
+
+def _trunk(
+    observation_size: int, hidden_sizes: Sequence[int], nonlinearity: type[nn.Module]
+) -> tuple[MlpModel, list[int]]:
+    """The shared trunk ``hidden_sizes[:-1]`` and the head's hidden sizes ``hidden_sizes[-1:]``."""
+    sizes = _int_list("hidden_sizes", hidden_sizes, 1)
+    observation_size = _positive("observation_size", observation_size)
+    return MlpModel(observation_size, sizes[:-1], None, nonlinearity), sizes[-1:]
+
+
+class DqnMlpModel(nn.Module):
+    """Q-values from a vector observation.
+
+    Args:
+        observation_size: size of the (flat) observation.
+        output_size: number of actions.
+        hidden_sizes: hidden layer sizes; with ``dueling`` the last one is per stream.
+        dueling: use a :class:`DuelingHeadModel` (Q = V + A - mean A).
+        nonlinearity: activation class.
+    """
+
+    def __init__(
+        self,
+        observation_size: int,
+        output_size: int,
+        *,
+        hidden_sizes: Sequence[int] = (64, 64),
+        dueling: bool = False,
+        nonlinearity: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        output_size = _positive("output_size", output_size)
+        self.trunk, head_sizes = _trunk(observation_size, hidden_sizes, nonlinearity)
+        self.dueling = dueling
+        if dueling:
+            self.head: nn.Module = DuelingHeadModel(
+                self.trunk.output_size, head_sizes, output_size, nonlinearity=nonlinearity
+            )
+        else:
+            self.head = MlpModel(self.trunk.output_size, head_sizes, output_size, nonlinearity)
+
+    def forward(
+        self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> torch.Tensor:
+        """Maps ``[..., observation_size]`` to Q-values ``[..., output_size]``."""
+        return self.head(self.trunk(observation.to(torch.float32)))
+
+
+class CatDqnMlpModel(nn.Module):
+    """C51 logits from a vector observation.
+
+    Returns **logits** ``[..., output_size, n_atoms]``; apply ``softmax``/``log_softmax`` over
+    the last dim for the return distribution.
+
+    Args:
+        observation_size: size of the (flat) observation.
+        output_size: number of actions.
+        n_atoms: number of atoms of the return distribution.
+        hidden_sizes: hidden layer sizes; with ``dueling`` the last one is per stream.
+        dueling: use a :class:`DistributionalDuelingHeadModel`.
+        nonlinearity: activation class.
+    """
+
+    def __init__(
+        self,
+        observation_size: int,
+        output_size: int,
+        *,
+        n_atoms: int = 51,
+        hidden_sizes: Sequence[int] = (64, 64),
+        dueling: bool = False,
+        nonlinearity: type[nn.Module] = nn.ReLU,
+    ):
+        super().__init__()
+        output_size = _positive("output_size", output_size)
+        self.trunk, head_sizes = _trunk(observation_size, hidden_sizes, nonlinearity)
+        self.dueling = dueling
+        self.n_atoms = n_atoms
+        head_cls = DistributionalDuelingHeadModel if dueling else DistributionalHeadModel
+        self.head = head_cls(
+            self.trunk.output_size, head_sizes, output_size, n_atoms, nonlinearity=nonlinearity
+        )
+
+    def forward(
+        self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> torch.Tensor:
+        """Maps ``[..., observation_size]`` to logits ``[..., output_size, n_atoms]``."""
+        return self.head(self.trunk(observation.to(torch.float32)))

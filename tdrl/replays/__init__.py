@@ -1,0 +1,6 @@
+"""Replay buffers: n-step, uniform or prioritized, in memory or memmap."""
+
+from tdrl.replays.base import ReplayBuffer
+from tdrl.replays.uniform import UniformSampler
+
+__all__ = ["ReplayBuffer", "UniformSampler"]

@@ -1,0 +1,106 @@
+"""Uniform sampling over the valid entries of a replay buffer."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from tdrl._compat import Sampler
+
+
+class UniformSampler(Sampler):
+    """Uniform draws (with replacement) over the entries marked valid.
+
+    The replay buffer marks entries valid once their n-step window is complete
+    (``set_default``) and invalid while they are being overwritten (``set_invalid``); this
+    sampler then draws uniformly among the valid ones. It shares that small interface with
+    ``tdrl.replays.sum_tree.PrioritizedSampler``, so buffers take either.
+
+    Args:
+        capacity: number of entries (flat indices ``0 .. capacity - 1``).
+        seed: seed of the sampler's own generator.
+    """
+
+    def __init__(self, capacity: int, *, seed: int | None = None):
+        super().__init__()
+        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
+            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+        self.capacity = capacity
+        self._valid = np.zeros(capacity, dtype=bool)
+        self._n_valid = 0
+        self._high = 0  # one past the highest index ever validated
+        self._rng = np.random.default_rng(seed)
+
+    # -- validity ---------------------------------------------------------------------
+    def set_default(self, index: np.ndarray | torch.Tensor) -> None:
+        """Mark entries valid."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if index.size:
+            self._valid[index] = True
+            self._high = max(self._high, int(index.max()) + 1)
+            self._n_valid = int(self._valid.sum())
+
+    def set_invalid(self, index: np.ndarray | torch.Tensor) -> None:
+        """Mark entries invalid (never sampled until validated again)."""
+        index = np.asarray(index, dtype=np.int64).reshape(-1)
+        if index.size:
+            self._valid[index] = False
+            self._n_valid = int(self._valid.sum())
+
+    def __len__(self) -> int:
+        return self._n_valid
+
+    # -- sampling ---------------------------------------------------------------------
+    def sample(self, storage: Any, batch_size: int) -> tuple[torch.Tensor, dict[str, Any]]:
+        """Draw ``batch_size`` valid flat indices uniformly (rejection over the used range)."""
+        if self._n_valid == 0:
+            raise RuntimeError("cannot sample: the replay buffer holds no valid entry yet")
+        out = np.empty(0, dtype=np.int64)
+        while out.size < batch_size:
+            draw = self._rng.integers(0, self._high, size=2 * (batch_size - out.size) + 8)
+            out = np.concatenate([out, draw[self._valid[draw]]])
+        index = torch.from_numpy(out[:batch_size])
+        return index, {"index": index}
+
+    # -- TorchRL Sampler interface ----------------------------------------------------
+    def extend(self, index: torch.Tensor) -> None:
+        self.set_default(np.asarray(index))
+
+    def add(self, index: int) -> None:
+        self.set_default(np.asarray([index]))
+
+    def update_priority(self, index: Any, priority: Any, **kwargs: Any) -> None:
+        """Uniform sampling ignores priorities."""
+
+    def mark_update(self, index: Any, **kwargs: Any) -> None:
+        """Nothing to track."""
+
+    @property
+    def default_priority(self) -> float:
+        return 1.0
+
+    def _empty(self) -> None:
+        self._valid[:] = False
+        self._n_valid = 0
+        self._high = 0
+
+    def state_dict(self) -> dict[str, Any]:
+        return {
+            "valid": torch.from_numpy(self._valid.copy()),
+            "high": self._high,
+            "rng": self._rng.bit_generator.state,
+        }
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self._valid = np.asarray(state_dict["valid"], dtype=bool).copy()
+        self._n_valid = int(self._valid.sum())
+        self._high = int(state_dict["high"])
+        self._rng.bit_generator.state = state_dict["rng"]
+
+    def dumps(self, path: Any) -> None:
+        torch.save(self.state_dict(), f"{path}/uniform_sampler.pt")
+
+    def loads(self, path: Any) -> None:
+        self.load_state_dict(torch.load(f"{path}/uniform_sampler.pt", weights_only=False))
