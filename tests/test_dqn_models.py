@@ -237,17 +237,18 @@ def test_advantage_bias_is_shared_across_actions(make_head, bias_shape):
     torch.testing.assert_close(head(x), before)
 
 
+_SMALL = (4, 44, 44)  # a smaller Atari-like frame keeps the backward passes cheap
 _MODELS = {  # name: (model factory, observation factory)
-    "atari": (lambda: AtariDqnModel(_ATARI, 3), lambda: _frames((2,), _ATARI)),
-    "atari_duel": (lambda: AtariDqnModel(_ATARI, 3, dueling=True), lambda: _frames((2,), _ATARI)),
-    "atari_cat": (lambda: AtariCatDqnModel(_ATARI, 3, n_atoms=5), lambda: _frames((2,), _ATARI)),
+    "atari": (lambda: AtariDqnModel(_SMALL, 3), lambda: _frames((2,), _SMALL)),
+    "atari_duel": (lambda: AtariDqnModel(_SMALL, 3, dueling=True), lambda: _frames((2,), _SMALL)),
+    "atari_cat": (lambda: AtariCatDqnModel(_SMALL, 3, n_atoms=5), lambda: _frames((2,), _SMALL)),
     "atari_cat_duel": (
-        lambda: AtariCatDqnModel(_ATARI, 3, n_atoms=5, dueling=True),
-        lambda: _frames((2,), _ATARI),
+        lambda: AtariCatDqnModel(_SMALL, 3, n_atoms=5, dueling=True),
+        lambda: _frames((2,), _SMALL),
     ),
     "atari_maxpool": (
-        lambda: AtariDqnModel(_ATARI, 3, use_maxpool=True, fc_sizes=[32, 16]),
-        lambda: _frames((2,), _ATARI),
+        lambda: AtariDqnModel(_SMALL, 3, use_maxpool=True, fc_sizes=[32, 16]),
+        lambda: _frames((2,), _SMALL),
     ),
     "mlp": (lambda: DqnMlpModel(5, 3), lambda: torch.randn(4, 5)),
     "mlp_duel": (lambda: DqnMlpModel(5, 3, dueling=True), lambda: torch.randn(4, 5)),

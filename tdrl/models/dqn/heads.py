@@ -145,7 +145,7 @@ class DistributionalHeadModel(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Maps ``[..., input_size]`` to logits ``[..., output_size, n_atoms]``."""
-        return self.mlp(x).unflatten(-1, (self.output_size, self.n_atoms)).softmax(-1)
+        return self.mlp(x).unflatten(-1, (self.output_size, self.n_atoms))
 
 
 class DistributionalDuelingHeadModel(nn.Module):
