@@ -5,8 +5,8 @@ Loops (all step ``batch_B`` envs and run the policy once per time step on the ba
 
 * ``raw``: ``gymnasium.vector.SyncVectorEnv`` of ``batch_B`` ``gymnasium.make`` envs (same-step
   autoreset, so every counted step is a real transition), the tdrl default PG model called
-  under ``torch.no_grad`` on the batch of observations, the action sampled in torch and
-  handed to the env as NumPy.
+  under ``torch.no_grad`` on the batch of observations, the action sampled in torch
+  (clipped to the bounds for Box actions, as tdrl's sampler does) and handed over as NumPy.
 * ``tdrl``: ``tdrl.samplers.SerialSampler(batch_T=128, batch_B)`` with ``CategoricalPgAgent``
   or ``GaussianPgAgent`` (which build the same default model); timed ``obtain_samples``.
 * ``torchrl``: ``torchrl.collectors.Collector`` over ``SerialEnv(batch_B, GymEnv)`` with a
@@ -15,7 +15,8 @@ Loops (all step ``batch_B`` envs and run the policy once per time step on the ba
 
 Every loop is built and warmed up once per env (start-up is not timed); then each loop runs
 for ``--seconds`` of wall time, the loops in interleaved (rotated) order, ``--repeats`` times.
-The table reports the median steps/s and each run.
+The table reports the median steps per wall second (and each run) and per CPU second of
+this process; a second table gives the cost of each shared piece per batched time step.
 
 Run: ``python benchmarks/sampler_throughput.py [--envs CartPole-v1 HalfCheetah-v5]
 [--seconds 5] [--repeats 3] [--batch-B 8] [--loops ...] [--strict]``. It exits 0 even when a

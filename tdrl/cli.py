@@ -14,7 +14,17 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
-ALGOS = ("a2c", "ppo")
+PG_ALGOS = ("a2c", "ppo")
+DQN_ALGOS = ("dqn", "catdqn", "rainbow")
+ALGOS = PG_ALGOS + DQN_ALGOS
+#: Sampler shape when --batch-T/--batch-B are not given.
+DEFAULT_BATCH = {
+    "a2c": (128, 8),
+    "ppo": (128, 8),
+    "dqn": (4, 8),
+    "catdqn": (4, 8),
+    "rainbow": (4, 8),
+}
 
 
 def _algo_arg(text: str) -> tuple[str, Any]:
@@ -41,13 +51,17 @@ def build_parser() -> argparse.ArgumentParser:
         "snapshots to LOG_DIR/run_RUN_ID.",
     )
     train.add_argument("--algo", required=True, choices=ALGOS, help="algorithm")
-    train.add_argument("--env", required=True, help="gymnasium environment id")
+    train.add_argument(
+        "--env", required=True, help="gymnasium id, or atari:GAME for tdrl's AtariEnv"
+    )
     train.add_argument("--n-steps", type=int, default=100_000, help="environment steps")
     train.add_argument("--log-dir", default="data/tdrl", help="experiment directory")
     train.add_argument("--run-ID", type=int, default=0, help="run number (run_<ID> folder)")
     train.add_argument("--seed", type=int, default=0, help="random seed")
-    train.add_argument("--batch-T", type=int, default=128, help="time steps per batch")
-    train.add_argument("--batch-B", type=int, default=8, help="environments per batch")
+    train.add_argument(
+        "--batch-T", type=int, default=None, help="time steps per batch (PG 128, DQN 4)"
+    )
+    train.add_argument("--batch-B", type=int, default=None, help="environments per batch (8)")
     train.add_argument("--log-interval-steps", type=int, default=10_000, help="steps per log row")
     train.add_argument(
         "--eval-n-envs", type=int, default=0, help="offline eval envs (0: online stats)"
@@ -78,50 +92,76 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _make_algo(name: str, kwargs: dict[str, Any]):
-    from tdrl.algos import A2C, PPO
-
-    cls = {"a2c": A2C, "ppo": PPO}[name]
-    try:
-        return cls(**kwargs)
-    except TypeError as e:
-        raise SystemExit(f"tdrl train: --algo-arg not accepted by {cls.__name__}: {e}") from e
-
-
-def _make_agent(env_id: str):
+def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
     import gymnasium as gym
 
     from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
-    from tdrl.envs import make_gym_env
+    from tdrl.agents.dqn import DqnAgent
+    from tdrl.algos import A2C, PPO
+    from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
 
-    env = make_gym_env(env_id)
+    env_fn, env_kwargs = _env_fn(env_id)
+    env = env_fn(**env_kwargs)
     space = env.action_space
     env.close()
-    if isinstance(space, gym.spaces.Discrete):
-        return CategoricalPgAgent()
-    if isinstance(space, gym.spaces.Box):
-        return GaussianPgAgent()
-    raise SystemExit(f"tdrl train: no policy-gradient agent for action space {space}")
+    try:
+        if name in PG_ALGOS:
+            algo = {"a2c": A2C, "ppo": PPO}[name](**kwargs)
+            if isinstance(space, gym.spaces.Discrete):
+                return algo, CategoricalPgAgent()
+            if isinstance(space, gym.spaces.Box):
+                return algo, GaussianPgAgent()
+            raise SystemExit(f"tdrl train: no policy-gradient agent for action space {space}")
+        if not isinstance(space, gym.spaces.Discrete):
+            raise SystemExit(f"tdrl train: {name} needs a Discrete action space, got {space}")
+        if name == "rainbow":
+            return rainbow_minus_noisy(algo_kwargs=kwargs)
+        if name == "catdqn":
+            return CategoricalDQN(**kwargs), DqnAgent(n_atoms=51)
+        return DQN(**kwargs), DqnAgent()
+    except TypeError as e:
+        raise SystemExit(f"tdrl train: --algo-arg not accepted by {name}: {e}") from e
+
+
+def _env_fn(env_id: str):
+    """``(env_fn, env_kwargs)`` for a gymnasium id or ``atari:GAME``."""
+    from tdrl.envs import make_atari_env, make_gym_env
+
+    if env_id.startswith("atari:"):
+        return make_atari_env, {"game": env_id.split(":", 1)[1]}
+    return make_gym_env, {"id": env_id}
 
 
 def train(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
+    from tdrl.envs import AtariTrajInfo, TrajInfo
     from tdrl.logging import logger_context
     from tdrl.runners import MinibatchRl, MinibatchRlEval
     from tdrl.samplers import SerialSampler
 
     torch.set_num_threads(args.torch_threads)
     algo_kwargs = dict(args.algo_arg)
-    algo = _make_algo(args.algo, algo_kwargs)
-    agent = _make_agent(args.env)
+    algo, agent = _make_algo_agent(args.algo, algo_kwargs, args.env)
+    env_fn, env_kwargs = _env_fn(args.env)
+    default_T, default_B = DEFAULT_BATCH[args.algo]
+    args.batch_T = args.batch_T or default_T
+    args.batch_B = args.batch_B or default_B
+    eval_kwargs = dict(env_kwargs)
+    traj_info_cls = TrajInfo
+    if args.env.startswith("atari:"):
+        eval_kwargs["episodic_lives"] = False
+        traj_info_cls = AtariTrajInfo
     sampler = SerialSampler(
-        env_kwargs={"id": args.env},
+        env_fn,
+        env_kwargs,
         batch_T=args.batch_T,
         batch_B=args.batch_B,
         eval_n_envs=args.eval_n_envs,
+        eval_env_kwargs=eval_kwargs,
         eval_max_steps=args.eval_max_steps,
         eval_max_trajectories=args.eval_max_trajectories,
+        traj_info_cls=traj_info_cls,
     )
     runner_cls = MinibatchRlEval if args.eval_n_envs > 0 else MinibatchRl
     run_dir = f"{args.log_dir}/run_{args.run_ID}"

@@ -1,6 +1,7 @@
 """Replay buffers: n-step, uniform or prioritized, in memory or memmap."""
 
 from tdrl.replays.base import ReplayBuffer
+from tdrl.replays.sum_tree import PrioritizedSampler, SumTree
 from tdrl.replays.uniform import UniformSampler
 
-__all__ = ["ReplayBuffer", "UniformSampler"]
+__all__ = ["PrioritizedSampler", "ReplayBuffer", "SumTree", "UniformSampler"]

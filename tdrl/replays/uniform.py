@@ -31,7 +31,7 @@ class UniformSampler(Sampler):
         self._valid = np.zeros(capacity, dtype=bool)
         self._n_valid = 0
         self._high = 0  # one past the highest index ever validated
-        self._rng = np.random.default_rng(seed)
+        self._np_rng = np.random.default_rng(seed)
 
     # -- validity ---------------------------------------------------------------------
     def set_default(self, index: np.ndarray | torch.Tensor) -> None:
@@ -59,7 +59,7 @@ class UniformSampler(Sampler):
             raise RuntimeError("cannot sample: the replay buffer holds no valid entry yet")
         out = np.empty(0, dtype=np.int64)
         while out.size < batch_size:
-            draw = self._rng.integers(0, self._high, size=2 * (batch_size - out.size) + 8)
+            draw = self._np_rng.integers(0, self._high, size=2 * (batch_size - out.size) + 8)
             out = np.concatenate([out, draw[self._valid[draw]]])
         index = torch.from_numpy(out[:batch_size])
         return index, {"index": index}
@@ -90,14 +90,14 @@ class UniformSampler(Sampler):
         return {
             "valid": torch.from_numpy(self._valid.copy()),
             "high": self._high,
-            "rng": self._rng.bit_generator.state,
+            "rng": self._np_rng.bit_generator.state,
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         self._valid = np.asarray(state_dict["valid"], dtype=bool).copy()
         self._n_valid = int(self._valid.sum())
         self._high = int(state_dict["high"])
-        self._rng.bit_generator.state = state_dict["rng"]
+        self._np_rng.bit_generator.state = state_dict["rng"]
 
     def dumps(self, path: Any) -> None:
         torch.save(self.state_dict(), f"{path}/uniform_sampler.pt")

@@ -1,0 +1,224 @@
+"""Learning speed, side by side: tdrl vs Stable-Baselines3 on the same workloads.
+
+Each run trains in its own process with torch pinned to one thread. For each workload the
+script prints the wall time of the training loop, the time at which the average return of
+the last 100 training episodes first reached the workload's threshold, and the final
+return of a deterministic evaluation (10 episodes), then tdrl/SB3 ratios.
+
+Workloads:
+
+* ``dqn_cartpole``: DQN on CartPole-v1 for 50k steps. SB3 runs the rl-zoo CartPole config
+  (lr 2.3e-3, batch 64, buffer 1e5, learning_starts 1000, target update every 10 steps,
+  train_freq 256 with 128 gradient steps, exploration over 16% to 0.04, 256-256 MLP);
+  tdrl runs ``tdrl_examples/example_3.py``'s defaults.
+* ``ppo_cartpole``: PPO on CartPole-v1 for 100k steps with rl-zoo's tuned settings
+  (8 envs x 32 steps, 20 epochs, one 256-sample minibatch, GAE 0.8, gamma 0.98, linear
+  lr 1e-3 and clip 0.2, no entropy bonus); tdrl runs ``example_1.py``'s defaults.
+
+Usage: ``python benchmarks/learning.py [--workloads dqn_cartpole ppo_cartpole]
+[--seeds 0 1 2]`` (needs the ``bench`` extra: ``pip install -e ".[bench]"``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import json
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+THRESHOLD = {"dqn_cartpole": 475.0, "ppo_cartpole": 475.0}
+STEPS = {"dqn_cartpole": 50_000, "ppo_cartpole": 100_000}
+
+
+def _load_example(name: str):
+    spec = importlib.util.spec_from_file_location(name, ROOT / "tdrl_examples" / f"{name}.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def run_tdrl(workload: str, seed: int) -> dict:
+    import csv
+    import tempfile
+
+    import torch
+
+    example = _load_example("example_3" if workload == "dqn_cartpole" else "example_1")
+    with tempfile.TemporaryDirectory() as tmp:
+        config = example.Config(
+            seed=seed, n_steps=STEPS[workload], log_dir=tmp, log_interval_steps=1_000
+        )
+        t0 = time.perf_counter()
+        runner_row = example.build_and_train(config, progress_bar=False)
+        wall = time.perf_counter() - t0
+        with open(Path(tmp) / "run_0" / "progress.csv", newline="") as f:
+            rows = list(csv.DictReader(f))
+    reach = next(
+        (
+            float(r["Diagnostics/CumTime (s)"])
+            for r in rows
+            if float(r["ReturnAverage"] or "nan") >= THRESHOLD[workload]
+        ),
+        None,
+    )
+    del runner_row
+    return {
+        "wall": wall,
+        "reach": reach,
+        "final_train_return": float(rows[-1]["ReturnAverage"]),
+        "torch": torch.__version__,
+    }
+
+
+def run_sb3(workload: str, seed: int) -> dict:
+    import numpy as np
+    from stable_baselines3 import DQN, PPO
+    from stable_baselines3.common.callbacks import BaseCallback
+    from stable_baselines3.common.env_util import make_vec_env
+
+    class Reach(BaseCallback):
+        def __init__(self):
+            super().__init__()
+            self.t0 = time.perf_counter()
+            self.reach = None
+
+        def _on_step(self) -> bool:
+            buf = self.model.ep_info_buffer
+            done = self.reach is not None or len(buf) < 10
+            if not done and np.mean([e["r"] for e in buf]) >= THRESHOLD[workload]:
+                self.reach = time.perf_counter() - self.t0
+            return True
+
+    if workload == "dqn_cartpole":
+        model = DQN(
+            "MlpPolicy",
+            "CartPole-v1",
+            learning_rate=2.3e-3,
+            batch_size=64,
+            buffer_size=100_000,
+            learning_starts=1_000,
+            gamma=0.99,
+            target_update_interval=10,
+            train_freq=256,
+            gradient_steps=128,
+            exploration_fraction=0.16,
+            exploration_final_eps=0.04,
+            policy_kwargs={"net_arch": [256, 256]},
+            seed=seed,
+            device="cpu",
+        )
+    else:
+        from stable_baselines3.common.utils import get_linear_fn
+
+        model = PPO(
+            "MlpPolicy",
+            make_vec_env("CartPole-v1", n_envs=8, seed=seed),
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            learning_rate=get_linear_fn(1e-3, 0.0, 1.0),
+            clip_range=get_linear_fn(0.2, 0.0, 1.0),
+            seed=seed,
+            device="cpu",
+        )
+    callback = Reach()
+    t0 = time.perf_counter()
+    model.learn(total_timesteps=STEPS[workload], callback=callback)
+    wall = time.perf_counter() - t0
+    final = float(np.mean([e["r"] for e in model.ep_info_buffer]))
+    return {"wall": wall, "reach": callback.reach, "final_train_return": final}
+
+
+def _worker(lib: str, workload: str, seed: int) -> None:
+    import torch
+
+    torch.set_num_threads(1)
+    result = (run_tdrl if lib == "tdrl" else run_sb3)(workload, seed)
+    print("RESULT " + json.dumps(result))
+
+
+def _spawn(lib: str, workload: str, seed: int) -> dict:
+    proc = subprocess.run(
+        [sys.executable, __file__, "--worker", lib, workload, str(seed)],
+        capture_output=True,
+        text=True,
+        env={**__import__("os").environ, "OMP_NUM_THREADS": "1"},
+    )
+    for line in proc.stdout.splitlines():
+        if line.startswith("RESULT "):
+            return json.loads(line[7:])
+    raise RuntimeError(f"{lib} {workload} seed {seed} failed:\n{proc.stderr[-3000:]}")
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.1f}"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--workloads", nargs="+", default=list(STEPS), choices=list(STEPS))
+    parser.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    parser.add_argument("--libs", nargs="+", default=["tdrl", "sb3"], choices=["tdrl", "sb3"])
+    parser.add_argument("--worker", nargs=3, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.worker:
+        _worker(args.worker[0], args.worker[1], int(args.worker[2]))
+        return
+    import platform
+
+    import torch
+
+    print(f"# learning benchmark, {time.strftime('%Y-%m-%d')}, {platform.processor() or ''}")
+    print(f"python {platform.python_version()}, torch {torch.__version__}, 1 torch thread")
+    print()
+    print("| workload | lib | seed | wall s | s to avg >= threshold | final train return |")
+    print("|---|---|---:|---:|---:|---:|")
+    results: dict[tuple[str, str], list[dict]] = {}
+    for workload in args.workloads:
+        for seed in args.seeds:
+            for lib in args.libs:  # interleaved, so load changes hit both
+                r = _spawn(lib, workload, seed)
+                results.setdefault((workload, lib), []).append(r)
+                print(
+                    f"| {workload} | {lib} | {seed} | {r['wall']:.1f} | {_fmt(r['reach'])} | "
+                    f"{r['final_train_return']:.1f} |",
+                    flush=True,
+                )
+    print()
+    print("| workload | lib | median wall s | median s to threshold | reached | median final |")
+    print("|---|---|---:|---:|---:|---:|")
+    medians = {}
+    for (workload, lib), rs in results.items():
+        reach = [r["reach"] for r in rs if r["reach"] is not None]
+        med = {
+            "wall": statistics.median(r["wall"] for r in rs),
+            "reach": statistics.median(reach) if reach else None,
+            "final": statistics.median(r["final_train_return"] for r in rs),
+        }
+        medians[(workload, lib)] = med
+        print(
+            f"| {workload} | {lib} | {med['wall']:.1f} | {_fmt(med['reach'])} | "
+            f"{len(reach)}/{len(rs)} | {med['final']:.1f} |"
+        )
+    print()
+    for workload in args.workloads:
+        t, s = medians.get((workload, "tdrl")), medians.get((workload, "sb3"))
+        if t and s:
+            reach = f"{t['reach'] / s['reach']:.2f}" if t["reach"] and s["reach"] else "n/a"
+            print(
+                f"{workload}: tdrl/sb3 wall {t['wall'] / s['wall']:.2f}, time-to-threshold "
+                f"{reach}, final return {t['final'] / max(s['final'], 1e-9):.2f}"
+            )
+
+
+if __name__ == "__main__":
+    main()
