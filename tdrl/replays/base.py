@@ -30,7 +30,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl._compat import LazyMemmapStorage, LazyTensorStorage, Sampler
+from tdrl._compat import LazyMemmapStorage, LazyTensorStorage, Sampler, storage_tensordict
 from tdrl.replays.uniform import UniformSampler
 from tdrl.samplers.base import check_positive_int
 
@@ -43,6 +43,13 @@ IS_WEIGHT = "is_weight"
 INDEX = "index"
 
 STORAGES = ("memory", "memmap")
+
+
+def _rows(value, rows: slice):
+    """Slice the leading dim of a tensor or of every leaf of a nested dict."""
+    if isinstance(value, dict):
+        return {k: _rows(v, rows) for k, v in value.items()}
+    return value[rows]
 
 
 class ReplayBuffer:
@@ -97,6 +104,7 @@ class ReplayBuffer:
                 f"(T_capacity={self.T_capacity} x batch_B={self.batch_B})"
             )
         self.storage: LazyTensorStorage | None = None
+        self._leaves: list | None = None
         self.t = 0  # time cursor: the next row to write
         self._written = np.zeros(self.T_capacity, dtype=bool)
         # Small per-step arrays kept beside the storage for the n-step computation.
@@ -195,63 +203,78 @@ class ReplayBuffer:
         t_idx = torch.div(index, self.batch_B, rounding_mode="floor")
         b_idx = index % self.batch_B
         return_n, discount_n, done_n, end_t, steps = self._n_step(t_idx, b_idx)
-        batch = self._extract(t_idx, b_idx, end_t)
-        batch.set(RETURN_N, return_n)
-        batch.set(DISCOUNT_N, discount_n)
-        batch.set(DONE_N, done_n)
-        batch.set(STEPS_N, steps)
         weight = info.get("priority_weight") if isinstance(info, dict) else None
-        batch.set(
-            IS_WEIGHT,
+        weight = (
             torch.ones(batch_size)
             if weight is None
-            else torch.as_tensor(weight, dtype=torch.float32).reshape(-1),
+            else torch.as_tensor(weight, dtype=torch.float32).reshape(-1)
         )
-        batch.set(INDEX, index)
-        return batch
+        extra = {
+            RETURN_N: return_n,
+            DISCOUNT_N: discount_n,
+            DONE_N: done_n,
+            STEPS_N: steps,
+            IS_WEIGHT: weight,
+            INDEX: index,
+        }
+        return self._extract(t_idx, b_idx, end_t, extra)
 
     def _n_step(
         self, t_idx: torch.Tensor, b_idx: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """n-step return, bootstrap discount, terminal flag, last step and step count."""
         n, gamma = self.n_step_return, self.discount
-        return_n = torch.zeros(t_idx.shape[0])
-        alive = torch.ones(t_idx.shape[0], dtype=torch.bool)
-        end_t = t_idx.clone()
-        steps = torch.zeros(t_idx.shape[0], dtype=torch.long)
-        discount_n = torch.zeros(t_idx.shape[0])
-        terminated_n = torch.zeros(t_idx.shape[0], dtype=torch.bool)
-        for k in range(n):
-            tk = (t_idx + k) % self.T_capacity
-            alive_f = alive.float()
-            return_n += alive_f * (gamma**k) * self._reward[tk, b_idx]
-            end_t = torch.where(alive, tk, end_t)
-            steps += alive.long()
-            done = self._done[tk, b_idx]
-            term = self._terminated[tk, b_idx]
-            ending = alive & (done | (k == n - 1))
-            discount_n = torch.where(ending, (gamma ** (k + 1)) * (~term).float(), discount_n)
-            terminated_n |= alive & term
-            alive = alive & ~done
-        return return_n, discount_n, terminated_n, end_t, steps
+        if n == 1:
+            terminated = self._terminated[t_idx, b_idx]
+            discount_n = torch.where(terminated, 0.0, gamma)
+            return self._reward[t_idx, b_idx], discount_n, terminated, t_idx, torch.ones_like(t_idx)
+        window = (t_idx[:, None] + torch.arange(n)) % self.T_capacity  # [N, n]
+        cols = b_idx[:, None]
+        done = self._done[window, cols]
+        # Step k of the window counts if no episode ended at steps 0..k-1.
+        alive = (done.long().cumsum(1) - done.long()) == 0
+        steps = alive.sum(1)
+        powers = gamma ** torch.arange(n, dtype=torch.float32)
+        return_n = (self._reward[window, cols] * powers * alive).sum(1)
+        end_t = (t_idx + steps - 1) % self.T_capacity
+        terminated = self._terminated[end_t, b_idx]
+        discount_n = torch.where(terminated, 0.0, gamma ** steps.float())
+        return return_n, discount_n, terminated, end_t, steps
 
-    def _extract(self, t_idx: torch.Tensor, b_idx: torch.Tensor, end_t: torch.Tensor) -> TensorDict:
-        """Agent inputs and action at ``(t, b)``; bootstrap inputs after step ``end_t``."""
+    def _gather(self, t_idx: torch.Tensor, b_idx: torch.Tensor) -> dict:
+        """Stored leaves at ``(t, b)`` as a nested dict of tensors (no TensorDict indexing)."""
+        if self._leaves is None:
+            data = storage_tensordict(self.storage)
+            self._leaves = [(k, data.get(k)) for k in data.keys(True, True)]
+        out: dict = {}
+        flat = t_idx * self.batch_B + b_idx
+        for key, leaf in self._leaves:
+            # index_select on a flat view is several times faster than advanced indexing.
+            value = leaf.view(-1, *leaf.shape[2:]).index_select(0, flat)
+            if isinstance(key, tuple):
+                node = out
+                for k in key[:-1]:
+                    node = node.setdefault(k, {})
+                node[key[-1]] = value
+            else:
+                out[key] = value
+        return out
+
+    def _extract(
+        self, t_idx: torch.Tensor, b_idx: torch.Tensor, end_t: torch.Tensor, extra: dict
+    ) -> TensorDict:
+        """Agent inputs and action at ``(t, b)``, bootstrap inputs after step ``end_t`` and
+        the ``extra`` entries, as one TensorDict."""
         n = t_idx.shape[0]
-        both = self.storage.get((torch.cat([t_idx, end_t]), torch.cat([b_idx, b_idx])))
-        now, end = both[:n], both[n:]
-        batch = now.select(*keys.AGENT_INPUTS, keys.ACTION)
-        batch.set(
-            keys.NEXT,
-            TensorDict(
-                {
-                    keys.OBSERVATION: end.get(keys.NEXT_OBSERVATION),
-                    keys.PREV_ACTION: end.get(keys.ACTION),
-                    keys.PREV_REWARD: self._reward[end_t, b_idx].unsqueeze(-1),
-                },
-                batch_size=batch.batch_size,
-            ),
-        )
-        return batch
+        both = self._gather(torch.cat([t_idx, end_t]), torch.cat([b_idx, b_idx]))
+        batch = {k: _rows(both[k], slice(None, n)) for k in (*keys.AGENT_INPUTS, keys.ACTION)}
+        batch[keys.NEXT] = {
+            keys.OBSERVATION: _rows(both[keys.NEXT][keys.OBSERVATION], slice(n, None)),
+            keys.PREV_ACTION: both[keys.ACTION][n:],
+            keys.PREV_REWARD: self._reward[end_t, b_idx].unsqueeze(-1),
+        }
+        batch.update(extra)
+        return TensorDict(batch, batch_size=[n])
 
     def update_priorities(self, index: torch.Tensor, priorities: torch.Tensor) -> None:
         """New priorities for the entries of the last batch (prioritized sampling)."""
@@ -297,4 +320,5 @@ class ReplayBuffer:
             if self.storage is None:
                 self.storage = self._new_storage()
             self.storage.loads(path / "storage")
+            self._leaves = None
         self.load_state_dict(torch.load(state_file, weights_only=False))
