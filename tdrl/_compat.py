@@ -8,6 +8,8 @@ module so that a version bump touches one file. Import TorchRL names from here, 
 
 from __future__ import annotations
 
+import logging
+
 from torchrl.data import (
     Bounded,
     Categorical,
@@ -30,6 +32,10 @@ from torchrl.envs import (
     TransformedEnv,
 )
 from torchrl.objectives.value.functional import vec_generalized_advantage_estimate
+
+# TorchRL logs an INFO line each time a storage is allocated; keep the console for tdrl's
+# own progress bar and messages (set the "torchrl" logger's level to see them again).
+logging.getLogger("torchrl").setLevel(logging.WARNING)
 
 
 def storage_tensordict(storage: LazyTensorStorage):

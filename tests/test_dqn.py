@@ -135,7 +135,7 @@ def setup_on_sampler(algo, agent, *, env_fn=CountingEnv, env_kwargs=None, T=4, B
 
 
 def reseed_replay(algo: DQN, seed: int) -> None:
-    """Give the replay buffer's sampler a seeded generator (see the determinism xfail)."""
+    """Give the replay buffer's sampler a seeded generator (an explicit per-test seed)."""
     sampler = algo.replay_buffer.sampler
     if isinstance(sampler, UniformSampler):
         sampler.load_state_dict(UniformSampler(sampler.capacity, seed=seed).state_dict())
@@ -878,7 +878,9 @@ def test_same_seed_same_result(kind):
     assert any(not torch.equal(params_a[n], params_c[n]) for n in params_a)
 
 
-def counting_runner(n_itr, *, seed=0, resume_from=None, n_step_return=1, min_steps_learn=8):
+def counting_runner(
+    n_itr, *, seed=0, resume_from=None, n_step_return=1, min_steps_learn=8, snapshot_replay=False
+):
     torch.manual_seed(seed)
     return MinibatchRl(
         DQN(
@@ -894,14 +896,10 @@ def counting_runner(n_itr, *, seed=0, resume_from=None, n_step_return=1, min_ste
         log_interval_steps=4,
         progress_bar=False,
         resume_from=resume_from,
+        snapshot_replay=snapshot_replay,
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="DQN.make_replay_buffer builds ReplayBuffer / PrioritizedSampler with seed=None, "
-    "so replay draws come from OS entropy, not from the runner's seed",
-)
 def test_runner_with_same_seed_gives_same_dqn_run():
     first = counting_runner(6, seed=1).train()
     second = counting_runner(6, seed=1).train()
@@ -948,11 +946,6 @@ def test_wrong_agents_are_refused():
         DqnAgent().initialize(box, box)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="min_steps_learn < the first complete n-step window (n_step_return=3, batch_T=2) "
-    "is not checked: optimize_agent samples an empty buffer and raises RuntimeError",
-)
 def test_min_steps_learn_shorter_than_n_step_window_is_handled():
     torch.manual_seed(0)
     agent = DqnAgent(model_kwargs={"hidden_sizes": (8,)})
@@ -1041,11 +1034,6 @@ def test_algo_state_dict_round_trip(kind, tmp_path):
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="runner snapshots hold no replay buffer: a resumed DQN run past min_itr_learn "
-    "samples an empty buffer (n_step_return=3 > batch_T=2) and raises RuntimeError",
-)
 def test_runner_resume_of_an_n_step_dqn_run(tmp_path):
     with logger_context(tmp_path, 0, "t", echo=False):
         counting_runner(4, n_step_return=3).train()
@@ -1053,3 +1041,17 @@ def test_runner_resume_of_an_n_step_dqn_run(tmp_path):
     with logger_context(tmp_path, 0, "t", echo=False, resume=True):
         row = resumed.train()
     assert resumed.algo.update_counter > 0 and math.isfinite(row["lossAverage"])
+
+
+def test_runner_resume_restores_the_replay_buffer(tmp_path):
+    with logger_context(tmp_path, 0, "t", echo=False):
+        first = counting_runner(4, n_step_return=3, snapshot_replay=True)
+        first.train()
+    saved = len(first.algo.replay_buffer)
+    assert saved > 0 and (tmp_path / "run_0" / "replay" / "replay_state.pt").exists()
+    resumed = counting_runner(6, n_step_return=3, resume_from=tmp_path / "run_0")
+    with logger_context(tmp_path, 0, "t", echo=False, resume=True):
+        resumed.startup()
+        assert len(resumed.algo.replay_buffer) == saved
+        assert resumed.algo.replay_buffer.t == first.algo.replay_buffer.t
+        resumed.sampler.shutdown()

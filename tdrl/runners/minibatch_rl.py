@@ -39,7 +39,12 @@ class MinibatchRl:
         log_traj_window: number of recent training episodes the statistics cover.
         progress_bar: show a tqdm bar over the run (None: only on a terminal).
         resume_from: a snapshot file or run directory to continue from: agent and
-            optimizer state, iteration and counters are restored; envs start fresh.
+            optimizer state, iteration and counters are restored (and the replay buffer
+            when one was saved there); envs start fresh.
+        snapshot_replay: with every snapshot, also save the algorithm's replay buffer
+            (contents, cursor, priorities) to ``run_dir/replay`` so that a resumed
+            off-policy run does not start from an empty buffer. Off by default: a large
+            buffer takes long to write.
     """
 
     _eval = False
@@ -56,6 +61,7 @@ class MinibatchRl:
         log_traj_window: int = 100,
         progress_bar: bool | None = None,
         resume_from: str | Path | None = None,
+        snapshot_replay: bool = False,
     ):
         if isinstance(n_steps, bool) or not isinstance(n_steps, (int, float)) or n_steps < 1:
             raise ValueError(f"n_steps must be a positive number of env steps, got {n_steps!r}")
@@ -76,6 +82,7 @@ class MinibatchRl:
         self.log_traj_window = int(log_traj_window)
         self.progress_bar = progress_bar
         self.resume_from = resume_from
+        self.snapshot_replay = bool(snapshot_replay)
 
     # ------------------------------------------------------------------------- the loop
     def train(self) -> dict[str, float]:
@@ -127,6 +134,11 @@ class MinibatchRl:
         self.cum_eval_time = 0.0
         if self.resume_from is not None:
             self._restore(load_snapshot(self.resume_from))
+            replay_dir = Path(self.resume_from) / "replay"
+            replay = getattr(self.algo, "replay_buffer", None)
+            if replay is not None and (replay_dir / "replay_state.pt").exists():
+                replay.load(replay_dir)
+                get_logger().log(f"replay buffer restored from {replay_dir} ({len(replay)})")
         self._traj_window: deque[TrajInfo] = deque(maxlen=self.log_traj_window)
         self._new_trajs = 0
         self._opt_infos: dict[str, list[float]] = {}
@@ -217,6 +229,9 @@ class MinibatchRl:
         logger.dump_tabular()
         if not eval_only:
             logger.save_itr_params(itr, self.snapshot(itr))
+            replay = getattr(self.algo, "replay_buffer", None)
+            if self.snapshot_replay and replay is not None and logger.run_dir is not None:
+                replay.save(Path(logger.run_dir) / "replay")
         self.last_row = row
         self._opt_infos = {}
         self._new_trajs = 0

@@ -35,9 +35,8 @@ def huber(delta: torch.Tensor, delta_clip: float | None) -> torch.Tensor:
     """Huber loss of ``delta`` with threshold ``delta_clip`` (``0.5 delta^2`` when None)."""
     if delta_clip is None:
         return 0.5 * delta**2
-    abs_delta = delta.abs()
-    return torch.where(
-        abs_delta <= delta_clip, 0.5 * delta**2, delta_clip * (abs_delta - 0.5 * delta_clip)
+    return torch.nn.functional.huber_loss(
+        delta, torch.zeros_like(delta), reduction="none", delta=delta_clip
     )
 
 
@@ -174,6 +173,8 @@ class DQN:
         """Uniform or prioritized, frame-based for uint8 frame stacks."""
         size = max(self.replay_size, (self.n_step_return + 1) * batch_spec.B)
         size = -(-size // batch_spec.B) * batch_spec.B
+        # Seeded from torch's generator, so a seeded run replays the same minibatches.
+        seed = int(torch.randint(2**31 - 1, ()).item())
         sampler = None
         if self.prioritized_replay:
             from tdrl.replays.sum_tree import PrioritizedSampler
@@ -185,6 +186,7 @@ class DQN:
                 beta_final=self.pri_beta_final,
                 beta_steps=self.pri_beta_itr,
                 default_priority=self.default_priority,
+                seed=seed,
             )
         kwargs = {
             "size": size,
@@ -194,6 +196,7 @@ class DQN:
             "sampler": sampler,
             "storage": self.replay_storage,
             "scratch_dir": self.replay_scratch_dir,
+            "seed": seed,
         }
         spec = agent.observation_spec
         is_frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
@@ -236,8 +239,8 @@ class DQN:
     def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
         """Store the batch; replay ``updates_per_optimize`` minibatches once learning."""
         self.replay_buffer.append_samples(samples)
-        if itr < self.min_itr_learn:
-            return {}
+        if itr < self.min_itr_learn or len(self.replay_buffer) == 0:
+            return {}  # warming up (or no n-step window complete yet)
         info: dict[str, list[torch.Tensor]] = {"loss": [], "grad_norm": [], "td_abs_err": []}
         info["q_mean"] = []
         params = list(self.agent.model.parameters())
