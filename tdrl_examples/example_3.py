@@ -4,10 +4,14 @@ Adds to example 1 the off-policy pieces: a ``DqnAgent`` acting epsilon-greedily 
 Q-network (with a target network), and ``DQN``, which appends every sampler batch to an
 n-step replay buffer and replays minibatches from it (``replay_ratio`` transitions replayed
 per transition collected). The runner is the same ``MinibatchRl`` as for PPO. Flags switch
-on double DQN's siblings: ``--dueling``, ``--prioritized``, ``--n-step``, or ``--algo
-catdqn`` for categorical DQN (C51).
+on DQN's variants: ``--dueling``, ``--prioritized``, ``--n-step``, or ``--algo catdqn``
+for categorical DQN (C51). ``MinibatchRlEval`` evaluates the greedy policy (epsilon 0.001)
+in 4 separate envs every 2,500 steps, and ``ReturnAverage`` in ``progress.csv`` is that
+evaluation return.
 
-The default settings reach ``ReturnAverage`` >= 475 within 50k environment steps.
+The default settings (double DQN, Huber loss, soft target updates every update, 32
+transitions replayed per transition collected) reach an evaluation ``ReturnAverage`` of
+475 or more within 50k environment steps.
 ``python tdrl_examples/example_3.py --n-steps 50000``.
 """
 
@@ -22,7 +26,7 @@ import torch
 from tdrl.agents.dqn import DqnAgent
 from tdrl.algos.dqn import DQN, CategoricalDQN
 from tdrl.logging import logger_context, next_run_id
-from tdrl.runners import MinibatchRl
+from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import SerialSampler
 
 
@@ -34,15 +38,17 @@ class Config:
     algo: str = "dqn"  # or "catdqn"
     n_steps: int = 50_000
     seed: int = 0
-    batch_T: int = 64
+    batch_T: int = 256
     batch_B: int = 1
     discount: float = 0.99
     batch_size: int = 64
-    learning_rate: float = 2.3e-3
+    learning_rate: float = 5e-4
+    adam_eps: float = 1e-8
     replay_size: int = 100_000
-    replay_ratio: float = 16.0
+    replay_ratio: float = 32.0
     min_steps_learn: int = 1_000
-    target_update_interval: int = 64
+    target_update_tau: float = 0.01
+    target_update_interval: int = 1
     eps_steps: int = 8_000
     eps_final: float = 0.04
     hidden_sizes: tuple[int, ...] = (256, 256)
@@ -50,8 +56,11 @@ class Config:
     dueling: bool = False
     prioritized_replay: bool = False
     n_step_return: int = 1
-    delta_clip: float | None = None
-    log_interval_steps: int = 5_000
+    delta_clip: float | None = 1.0
+    eval_n_envs: int = 4
+    eval_max_trajectories: int = 8
+    eval_max_steps: int = 20_000
+    log_interval_steps: int = 2_500
     log_dir: str = "data/example_3"
     run_ID: int = 0
 
@@ -64,6 +73,9 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         batch_T=config.batch_T,
         batch_B=config.batch_B,
         max_decorrelation_steps=0,
+        eval_n_envs=config.eval_n_envs,
+        eval_max_trajectories=config.eval_max_trajectories,
+        eval_max_steps=config.eval_max_steps,
     )
     model_kwargs = {"hidden_sizes": config.hidden_sizes, "dueling": config.dueling}
     algo_kwargs = {
@@ -74,6 +86,8 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         "replay_ratio": config.replay_ratio,
         "min_steps_learn": config.min_steps_learn,
         "target_update_interval": config.target_update_interval,
+        "target_update_tau": config.target_update_tau,
+        "optim_kwargs": {"eps": config.adam_eps},
         "eps_steps": config.eps_steps,
         "double_dqn": config.double_dqn,
         "prioritized_replay": config.prioritized_replay,
@@ -88,7 +102,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         algo = CategoricalDQN(V_min=0.0, V_max=100.0, **algo_kwargs)
     else:
         raise ValueError(f"algo must be 'dqn' or 'catdqn', got {config.algo!r}")
-    runner = MinibatchRl(
+    runner = MinibatchRlEval(
         algo,
         agent,
         sampler,
@@ -103,7 +117,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         t0 = time.time()
         row = runner.train()
         logger.log(
-            f"{config.algo} {config.env_id}: ReturnAverage {row['ReturnAverage']:.1f} after "
+            f"{config.algo} {config.env_id}: eval ReturnAverage {row['ReturnAverage']:.1f} after "
             f"{row['Diagnostics/CumSteps']:.0f} steps in {time.time() - t0:.1f} s; "
             f"logs in {logger.run_dir}",
             echo=True,

@@ -30,22 +30,30 @@ def test_examples_exist():
     assert [p.name for p in EXAMPLES][:2] == ["example_1.py", "example_2.py"]
 
 
+#: Tiny budgets: Atari steps and conv updates cost ~100x a CartPole step on this CPU.
+SMOKE_STEPS = {"example_4": 512}
+
+
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
 def test_example_smoke(path, tmp_path):
-    proc = _run(
-        [str(path), "--n-steps", "2048", "--seed", "1", "--log-dir", str(tmp_path)], tmp_path
-    )
+    n_steps = SMOKE_STEPS.get(path.stem, 2048)
+    args = [str(path), "--n-steps", str(n_steps), "--seed", "1", "--log-dir", str(tmp_path)]
+    proc = _run(args, tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     run_dir = tmp_path / "run_0"
     rows = _rows(run_dir / "progress.csv")
     assert rows and "ReturnAverage" in rows[-1]
+    assert int(rows[-1]["Diagnostics/CumSteps"]) >= n_steps
     params = json.loads((run_dir / "params.json").read_text())
-    assert params["seed"] == 1 and params["n_steps"] == 2048
-    # A second run in the same folder goes to the next run directory.
-    proc = _run(
-        [str(path), "--n-steps", "2048", "--seed", "1", "--log-dir", str(tmp_path)], tmp_path
-    )
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert params["seed"] == 1 and params["n_steps"] == n_steps
+
+
+def test_example_picks_next_free_run_dir(tmp_path):
+    args = [str(EXAMPLES[0]), "--n-steps", "256", "--log-dir", str(tmp_path)]
+    for _ in range(2):
+        proc = _run(args, tmp_path)
+        assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "run_0" / "progress.csv").exists()
     assert (tmp_path / "run_1" / "progress.csv").exists()
 
 
@@ -68,7 +76,7 @@ def test_example_1_solves_cartpole_within_100k_steps(tmp_path):
     assert best >= 475, [r["ReturnAverage"] for r in rows]
 
 
-@pytest.mark.parametrize("algo", ["ppo", "a2c"])
+@pytest.mark.parametrize("algo", ["ppo", "a2c", "dqn", "catdqn", "rainbow"])
 def test_cli_train(algo, tmp_path):
     proc = _run(
         [
@@ -89,6 +97,11 @@ def test_cli_train(algo, tmp_path):
             "4",
             "--algo-arg",
             "learning_rate=3e-4",
+            *(
+                ["--algo-arg", "min_steps_learn=512"]
+                if algo in ("dqn", "catdqn", "rainbow")
+                else []
+            ),
             "--no-progress",
         ],
         tmp_path,
@@ -97,7 +110,7 @@ def test_cli_train(algo, tmp_path):
     run_dir = tmp_path / "run_0"
     params = json.loads((run_dir / "params.json").read_text())
     assert params["algo"] == algo and params["batch_B"] == 4
-    assert params["algo_kwargs"] == {"learning_rate": 3e-4}
+    assert params["algo_kwargs"]["learning_rate"] == 3e-4
     assert _rows(run_dir / "progress.csv")
     assert (run_dir / "params.pkl").exists()
 
@@ -136,3 +149,29 @@ def test_cli_bad_input(tmp_path):
         tmp_path,
     )
     assert proc.returncode != 0 and "not_an_arg" in proc.stderr
+
+
+def test_cli_train_atari(tmp_path):
+    proc = _run(
+        [
+            *("-m", "tdrl.cli", "train", "--algo", "dqn", "--env", "atari:pong"),
+            *("--n-steps", "64", "--batch-T", "2", "--batch-B", "2", "--no-progress"),
+            *("--algo-arg", "min_steps_learn=32", "--algo-arg", "replay_size=1024"),
+            *("--log-dir", str(tmp_path)),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(tmp_path / "run_0" / "progress.csv")
+    assert int(rows[-1]["Diagnostics/CumUpdates"]) > 0
+
+
+@pytest.mark.slow
+def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
+    example = _load_example("example_3")
+    config = example.Config(log_dir=str(tmp_path))
+    assert config.n_steps == 50_000
+    example.build_and_train(config, progress_bar=False)
+    rows = _rows(tmp_path / "run_0" / "progress.csv")
+    best = max(float(r["ReturnAverage"]) for r in rows if int(r["Diagnostics/CumSteps"]) <= 50_000)
+    assert best >= 475, [r["ReturnAverage"] for r in rows]

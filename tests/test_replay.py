@@ -72,7 +72,9 @@ def test_n_step_targets_match_plain_loop(n, size_T):
     sampler = SerialSampler(_env_factory(), batch_T=4, batch_B=B, max_decorrelation_steps=0)
     sampler.initialize(RandomAgent(), seed=0)
     index_sampler = FixedIndexSampler(size_T * B)
-    rb = ReplayBuffer(size=size_T * B, batch_B=B, discount=gamma, n_step_return=n, sampler=index_sampler)
+    rb = ReplayBuffer(
+        size=size_T * B, batch_B=B, discount=gamma, n_step_return=n, sampler=index_sampler
+    )
     batches, written_at = [], {}
     checked = 0
     for itr in range(8):  # 32 steps: the buffer wraps 2-3 times
@@ -104,10 +106,7 @@ def test_n_step_targets_match_plain_loop(n, size_T):
             checked += 1
         # Every entry with a complete window (and not yet overwritten) is valid.
         expected = {
-            (row, b)
-            for row, tau in written_at.items()
-            for b in range(B)
-            if tau + n - 1 <= newest
+            (row, b) for row, tau in written_at.items() for b in range(B) if tau + n - 1 <= newest
         }
         assert {divmod(int(f), B) for f in valid} == expected
     assert checked > 100
