@@ -41,8 +41,8 @@ class Config:
     batch_T: int = 256
     batch_B: int = 1
     discount: float = 0.99
-    batch_size: int = 64
-    learning_rate: float = 5e-4
+    batch_size: int = 128
+    learning_rate: float = 1e-3
     adam_eps: float = 1e-8
     replay_size: int = 100_000
     replay_ratio: float = 32.0

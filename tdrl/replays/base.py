@@ -30,7 +30,13 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl._compat import LazyMemmapStorage, LazyTensorStorage, Sampler, storage_tensordict
+from tdrl._compat import (
+    LazyMemmapStorage,
+    LazyTensorStorage,
+    Sampler,
+    storage_tensordict,
+    tensordict_from_trusted,
+)
 from tdrl.replays.uniform import UniformSampler
 from tdrl.samplers.base import check_positive_int
 
@@ -274,7 +280,7 @@ class ReplayBuffer:
             keys.PREV_REWARD: self._reward[end_t, b_idx].unsqueeze(-1),
         }
         batch.update(extra)
-        return TensorDict(batch, batch_size=[n])
+        return tensordict_from_trusted(batch, (n,))
 
     def update_priorities(self, index: torch.Tensor, priorities: torch.Tensor) -> None:
         """New priorities for the entries of the last batch (prioritized sampling)."""

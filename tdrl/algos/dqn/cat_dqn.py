@@ -19,6 +19,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
+from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.dqn.dqn_agent import DqnAgent, Q
 from tdrl.algos.dqn.dqn import DQN
 from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N
@@ -95,4 +96,5 @@ class CategoricalDQN(DQN):
             kl = (target * (torch.log(target.clamp_min(1e-12)) - log_p)).sum(-1)
             td_abs_err = kl.clamp(1e-6, 1e6)
             q_mean = (log_p.exp() * support).sum(-1).mean()
-        return TensorDict({"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_mean}, batch_size=[])
+        terms = {"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_mean}
+        return tensordict_from_trusted(terms, ())

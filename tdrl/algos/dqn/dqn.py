@@ -24,6 +24,7 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
+from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.dqn.dqn_agent import DqnAgent
 from tdrl.algos.base import check_range, make_optimizer
 from tdrl.algos.pg.base import grad_norm_clip
@@ -40,16 +41,9 @@ def huber(delta: torch.Tensor, delta_clip: float | None) -> torch.Tensor:
     )
 
 
-def online_q(agent: DqnAgent, *tds: TensorDictBase) -> torch.Tensor:
-    """The online network's output for the rows of one or more TensorDicts, in one pass."""
-    if len(tds) == 1:
-        td = tds[0]
-        return agent.model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
-    cat = [
-        torch.cat([td[k] for td in tds])
-        for k in (keys.OBSERVATION, keys.PREV_ACTION, keys.PREV_REWARD)
-    ]
-    return agent.model(*cat)
+def online_q(agent: DqnAgent, td: TensorDictBase) -> torch.Tensor:
+    """The online network's output for the rows of ``td`` (model called on its tensors)."""
+    return agent.model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
 
 
 class DQN:
@@ -211,16 +205,11 @@ class DQN:
         """DQN loss on a replay batch (see the module docstring)."""
         agent = self.agent
         nxt = batch.get(keys.NEXT)
-        if self.double_dqn:  # one online pass over o and o'
-            q_all = online_q(agent, batch, nxt)
-            q, next_online = q_all.chunk(2)
-            next_online = next_online.detach()
-        else:
-            q = online_q(agent, batch)
+        q = online_q(agent, batch)
         q_a = q.gather(-1, batch.get(keys.ACTION).long().unsqueeze(-1)).squeeze(-1)
-        with torch.no_grad():
+        with torch.no_grad():  # o' passes hold no graph: backward only through Q(o)
             target_q = agent.target(nxt)
-            choose = next_online if self.double_dqn else target_q
+            choose = online_q(agent, nxt) if self.double_dqn else target_q
             next_a = choose.argmax(dim=-1, keepdim=True)
             bootstrap = target_q.gather(-1, next_a).squeeze(-1)
             target = batch.get(RETURN_N) + batch.get(DISCOUNT_N) * bootstrap
@@ -230,10 +219,8 @@ class DQN:
         td_abs_err = delta.detach().abs()
         if self.delta_clip is not None:
             td_abs_err = td_abs_err.clamp(max=self.delta_clip)
-        return TensorDict(
-            {"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_a.detach().mean()},
-            batch_size=[],
-        )
+        terms = {"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_a.detach().mean()}
+        return tensordict_from_trusted(terms, ())
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
