@@ -16,7 +16,8 @@ from typing import Any
 
 PG_ALGOS = ("a2c", "ppo")
 DQN_ALGOS = ("dqn", "catdqn", "rainbow")
-ALGOS = PG_ALGOS + DQN_ALGOS
+QPG_ALGOS = ("sac",)
+ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS
 #: Sampler shape when --batch-T/--batch-B are not given.
 DEFAULT_BATCH = {
     "a2c": (128, 8),
@@ -24,6 +25,7 @@ DEFAULT_BATCH = {
     "dqn": (4, 8),
     "catdqn": (4, 8),
     "rainbow": (4, 8),
+    "sac": (100, 1),
 }
 
 
@@ -97,8 +99,10 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
 
     from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
     from tdrl.agents.dqn import DqnAgent
+    from tdrl.agents.qpg import SacAgent
     from tdrl.algos import A2C, PPO
     from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
+    from tdrl.algos.qpg import SAC
 
     env_fn, env_kwargs = _env_fn(env_id)
     env = env_fn(**env_kwargs)
@@ -112,6 +116,10 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
             if isinstance(space, gym.spaces.Box):
                 return algo, GaussianPgAgent()
             raise SystemExit(f"tdrl train: no policy-gradient agent for action space {space}")
+        if name in QPG_ALGOS:
+            if not isinstance(space, gym.spaces.Box):
+                raise SystemExit(f"tdrl train: {name} needs a Box action space, got {space}")
+            return SAC(**kwargs), SacAgent()
         if not isinstance(space, gym.spaces.Discrete):
             raise SystemExit(f"tdrl train: {name} needs a Discrete action space, got {space}")
         if name == "rainbow":

@@ -173,5 +173,30 @@ def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
     assert config.n_steps == 50_000
     example.build_and_train(config, progress_bar=False)
     rows = _rows(tmp_path / "run_0" / "progress.csv")
-    best = max(float(r["ReturnAverage"]) for r in rows if int(r["Diagnostics/CumSteps"]) <= 50_000)
+    # 50k steps rounded up to whole batches of 256 (196 batches = 50,176 steps).
+    budget = -(-50_000 // (config.batch_T * config.batch_B)) * config.batch_T * config.batch_B
+    best = max(float(r["ReturnAverage"]) for r in rows if int(r["Diagnostics/CumSteps"]) <= budget)
     assert best >= 475, [r["ReturnAverage"] for r in rows]
+
+
+def test_cli_train_sac(tmp_path):
+    proc = _run(
+        [
+            *("-m", "tdrl.cli", "train", "--algo", "sac", "--env", "Pendulum-v1"),
+            *("--n-steps", "600", "--no-progress", "--log-dir", str(tmp_path)),
+            *("--algo-arg", "min_steps_learn=200", "--algo-arg", "replay_ratio=16"),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = _rows(tmp_path / "run_0" / "progress.csv")
+    assert int(rows[-1]["Diagnostics/CumUpdates"]) > 0
+    assert "alphaAverage" in rows[-1]
+    proc = _run(
+        [
+            *("-m", "tdrl.cli", "train", "--algo", "sac", "--env", "CartPole-v1"),
+            *("--log-dir", str(tmp_path / "x")),
+        ],
+        tmp_path,
+    )
+    assert proc.returncode != 0 and "Box" in proc.stderr

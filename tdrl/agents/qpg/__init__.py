@@ -1,0 +1,5 @@
+"""Agents for Q-function policy gradients (continuous actions)."""
+
+from tdrl.agents.qpg.sac_agent import SacAgent
+
+__all__ = ["SacAgent"]
