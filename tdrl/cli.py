@@ -16,7 +16,7 @@ from typing import Any
 
 PG_ALGOS = ("a2c", "ppo")
 DQN_ALGOS = ("dqn", "catdqn", "rainbow")
-QPG_ALGOS = ("sac",)
+QPG_ALGOS = ("ddpg", "td3", "sac")
 ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS
 #: Sampler shape when --batch-T/--batch-B are not given.
 DEFAULT_BATCH = {
@@ -25,6 +25,8 @@ DEFAULT_BATCH = {
     "dqn": (4, 8),
     "catdqn": (4, 8),
     "rainbow": (4, 8),
+    "ddpg": (100, 1),
+    "td3": (100, 1),
     "sac": (100, 1),
 }
 
@@ -99,10 +101,10 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
 
     from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
     from tdrl.agents.dqn import DqnAgent
-    from tdrl.agents.qpg import SacAgent
+    from tdrl.agents.qpg import DdpgAgent, SacAgent, Td3Agent
     from tdrl.algos import A2C, PPO
     from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
-    from tdrl.algos.qpg import SAC
+    from tdrl.algos.qpg import DDPG, SAC, TD3
 
     env_fn, env_kwargs = _env_fn(env_id)
     env = env_fn(**env_kwargs)
@@ -119,6 +121,10 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
         if name in QPG_ALGOS:
             if not isinstance(space, gym.spaces.Box):
                 raise SystemExit(f"tdrl train: {name} needs a Box action space, got {space}")
+            if name == "ddpg":
+                return DDPG(**kwargs), DdpgAgent()
+            if name == "td3":
+                return TD3(**kwargs), Td3Agent()
             return SAC(**kwargs), SacAgent()
         if not isinstance(space, gym.spaces.Discrete):
             raise SystemExit(f"tdrl train: {name} needs a Discrete action space, got {space}")

@@ -179,10 +179,11 @@ def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
     assert best >= 475, [r["ReturnAverage"] for r in rows]
 
 
-def test_cli_train_sac(tmp_path):
+@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg"])
+def test_cli_train_qpg(algo, tmp_path):
     proc = _run(
         [
-            *("-m", "tdrl.cli", "train", "--algo", "sac", "--env", "Pendulum-v1"),
+            *("-m", "tdrl.cli", "train", "--algo", algo, "--env", "Pendulum-v1"),
             *("--n-steps", "600", "--no-progress", "--log-dir", str(tmp_path)),
             *("--algo-arg", "min_steps_learn=200", "--algo-arg", "replay_ratio=16"),
         ],
@@ -191,10 +192,10 @@ def test_cli_train_sac(tmp_path):
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(tmp_path / "run_0" / "progress.csv")
     assert int(rows[-1]["Diagnostics/CumUpdates"]) > 0
-    assert "alphaAverage" in rows[-1]
+    assert ("alphaAverage" in rows[-1]) == (algo == "sac")
     proc = _run(
         [
-            *("-m", "tdrl.cli", "train", "--algo", "sac", "--env", "CartPole-v1"),
+            *("-m", "tdrl.cli", "train", "--algo", algo, "--env", "CartPole-v1"),
             *("--log-dir", str(tmp_path / "x")),
         ],
         tmp_path,

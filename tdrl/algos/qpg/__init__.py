@@ -1,5 +1,7 @@
 """Q-function policy gradients for continuous actions."""
 
+from tdrl.algos.qpg.ddpg import DDPG
 from tdrl.algos.qpg.sac import SAC
+from tdrl.algos.qpg.td3 import TD3
 
-__all__ = ["SAC"]
+__all__ = ["DDPG", "SAC", "TD3"]
