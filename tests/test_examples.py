@@ -31,7 +31,7 @@ def test_examples_exist():
 
 
 #: Tiny budgets: Atari steps and conv updates cost ~100x a CartPole step on this CPU.
-SMOKE_STEPS = {"example_4": 512}
+SMOKE_STEPS = {"example_4": 512, "example_5": 512}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)
