@@ -15,6 +15,7 @@ from torch import nn
 from tdrl import keys
 from tdrl._compat import Categorical, TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.utils.tensor import polyak_update
 
 Q = "q"
 
@@ -187,9 +188,6 @@ class DqnAgent(Agent):
                 list(self.model.buffers()),
             )
         target, online, target_buffers, online_buffers = self._target_pairs
-        if tau == 1.0:
-            torch._foreach_copy_(target, online)
-        else:
-            torch._foreach_lerp_(target, online, tau)
+        polyak_update(target, online, tau)
         if target_buffers:
-            torch._foreach_copy_(target_buffers, online_buffers)
+            polyak_update(target_buffers, online_buffers, 1.0)

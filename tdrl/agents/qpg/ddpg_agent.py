@@ -14,6 +14,7 @@ from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.sac_agent import _sizes
 from tdrl.models.qpg.mlp import MuMlpModel, QEnsembleMlpModel
+from tdrl.utils.tensor import polyak_update
 
 
 class DdpgAgent(Agent):
@@ -160,11 +161,7 @@ class DdpgAgent(Agent):
                 [*self.target_model.parameters(), *self.target_q_model.parameters()],
                 [*self.model.parameters(), *self.q_model.parameters()],
             )
-        target, online = self._target_pairs
-        if tau == 1.0:
-            torch._foreach_copy_(target, online)
-        else:
-            torch._foreach_lerp_(target, online, tau)
+        polyak_update(*self._target_pairs, tau)
 
 
 class Td3Agent(DdpgAgent):

@@ -14,6 +14,7 @@ from tdrl import keys
 from tdrl._compat import Bounded, TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel
+from tdrl.utils.tensor import polyak_update
 
 _LOG_2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -163,11 +164,7 @@ class SacAgent(Agent):
                 list(self.target_q_model.parameters()),
                 list(self.q_model.parameters()),
             )
-        target, online = self._target_pairs
-        if tau == 1.0:
-            torch._foreach_copy_(target, online)
-        else:
-            torch._foreach_lerp_(target, online, tau)
+        polyak_update(*self._target_pairs, tau)
 
 
 def _sizes(observation_spec: TensorSpec, action_spec: TensorSpec, who: str) -> tuple[int, int]:

@@ -24,6 +24,7 @@ from tdrl import keys
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
 from tdrl.algos.base import check_range, make_optimizer
 from tdrl.algos.pg.base import grad_norm_clip
+from tdrl.algos.qpg.base import make_replay_buffer, replay_updates
 from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N, STORAGES, ReplayBuffer
 from tdrl.samplers.base import BatchSpec, check_positive_int
 
@@ -125,16 +126,7 @@ class DDPG:
         self.q_optimizer = make_optimizer(
             self.optim_cls, agent.q_model.parameters(), self.q_learning_rate, self.optim_kwargs
         )
-        size = max(self.replay_size, (self.n_step_return + 2) * batch_spec.B)
-        self.replay_buffer = ReplayBuffer(
-            size=-(-size // batch_spec.B) * batch_spec.B,
-            batch_B=batch_spec.B,
-            discount=self.discount,
-            n_step_return=self.n_step_return,
-            storage=self.replay_storage,
-            scratch_dir=self.replay_scratch_dir,
-            seed=int(torch.randint(2**31 - 1, ()).item()),
-        )
+        self.replay_buffer = make_replay_buffer(self, batch_spec)
         self._mu_params = list(agent.model.parameters())
         self._q_params = list(agent.q_model.parameters())
 
@@ -179,15 +171,7 @@ class DDPG:
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
         """Store the batch; ``updates_per_optimize`` updates once learning started."""
-        self.replay_buffer.append_samples(samples)
-        if itr < self.min_itr_learn or len(self.replay_buffer) == 0:
-            return {}
-        info: dict[str, list[torch.Tensor]] = {}
-        for _ in range(self.updates_per_optimize):
-            step_info = self.update(self.replay_buffer.sample_batch(self.batch_size))
-            for key, value in step_info.items():
-                info.setdefault(key, []).append(value)
-        return {k: torch.stack(v).tolist() for k, v in info.items()}
+        return replay_updates(self, itr, samples)
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
