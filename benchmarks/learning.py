@@ -12,6 +12,10 @@ Workloads:
   (lr 2.3e-3, batch 64, buffer 1e5, learning_starts 1000, target update every 10 steps,
   train_freq 256 with 128 gradient steps, exploration over 16% to 0.04, 256-256 MLP);
   tdrl runs ``tdrl_examples/example_3.py``'s defaults.
+* ``sac_pendulum``: SAC on Pendulum-v1 for 10k steps, both with SAC's defaults (batch 256,
+  one update per step, lr 3e-4, tau 0.005, learned temperature, 256-256 nets) and a
+  1,000-step warm-up; tdrl runs ``example_5.py`` on Pendulum-v1. Judged on deterministic
+  evaluation every 1,000 steps (8 episodes), threshold -200.
 * ``ppo_cartpole``: PPO on CartPole-v1 for 100k steps with rl-zoo's tuned settings
   (8 envs x 32 steps, 20 epochs, one 256-sample minibatch, GAE 0.8, gamma 0.98, linear
   lr 1e-3 and clip 0.2, no entropy bonus); tdrl runs ``example_1.py``'s defaults.
@@ -32,8 +36,10 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-THRESHOLD = {"dqn_cartpole": 475.0, "ppo_cartpole": 475.0}
-STEPS = {"dqn_cartpole": 50_000, "ppo_cartpole": 100_000}
+THRESHOLD = {"dqn_cartpole": 475.0, "ppo_cartpole": 475.0, "sac_pendulum": -200.0}
+STEPS = {"dqn_cartpole": 50_000, "ppo_cartpole": 100_000, "sac_pendulum": 10_000}
+ENV = {"dqn_cartpole": "CartPole-v1", "ppo_cartpole": "CartPole-v1", "sac_pendulum": "Pendulum-v1"}
+EXAMPLE = {"dqn_cartpole": "example_3", "ppo_cartpole": "example_1", "sac_pendulum": "example_5"}
 
 
 def _load_example(name: str):
@@ -47,19 +53,28 @@ def _load_example(name: str):
 #: How "reached the threshold" is judged: "eval" = greedy evaluation (8 episodes in separate
 #: envs, epsilon 0.001 for tdrl, deterministic for SB3) every 2,500 steps, its time excluded;
 #: "online" = the average return of the last 100 training episodes.
-PROTOCOL = {"dqn_cartpole": "eval", "ppo_cartpole": "online"}
-EVAL_EVERY = 2_500
+PROTOCOL = {"dqn_cartpole": "eval", "ppo_cartpole": "online", "sac_pendulum": "eval"}
+EVAL_EVERY = {"dqn_cartpole": 2_500, "sac_pendulum": 1_000}
 
 
 def run_tdrl(workload: str, seed: int) -> dict:
     import csv
     import tempfile
 
-    example = _load_example("example_3" if workload == "dqn_cartpole" else "example_1")
+    example = _load_example(EXAMPLE[workload])
     with tempfile.TemporaryDirectory() as tmp:
         kwargs = {"seed": seed, "n_steps": STEPS[workload], "log_dir": tmp}
         if PROTOCOL[workload] == "online":
             kwargs["log_interval_steps"] = 1_000
+        if workload == "sac_pendulum":  # SAC defaults, a 1k-step warm-up, eval every 1k
+            kwargs.update(
+                env_id="Pendulum-v1",
+                min_steps_learn=1_000,
+                log_interval_steps=1_000,
+                eval_n_envs=2,
+                eval_max_trajectories=8,
+                eval_max_steps=4_000,
+            )
         config = example.Config(**kwargs)
         t0 = time.perf_counter()
         example.build_and_train(config, progress_bar=False)
@@ -102,7 +117,7 @@ def run_sb3(workload: str, seed: int) -> dict:
             self.eval_time = 0.0
             self.reach = None
             self.last_eval = float("nan")
-            self.env = gym.make("CartPole-v1")
+            self.env = gym.make(ENV[workload])
 
         def _evaluate(self) -> float:
             t = time.perf_counter()
@@ -112,7 +127,9 @@ def run_sb3(workload: str, seed: int) -> dict:
                 done, total = False, 0.0
                 while not done:
                     action, _ = self.model.predict(obs, deterministic=True)
-                    obs, r, term, trunc, _ = self.env.step(int(action))
+                    if workload == "dqn_cartpole":
+                        action = int(action)
+                    obs, r, term, trunc, _ = self.env.step(action)
                     total += r
                     done = term or trunc
                 returns.append(total)
@@ -124,7 +141,7 @@ def run_sb3(workload: str, seed: int) -> dict:
 
         def _on_step(self) -> bool:
             if protocol == "eval":
-                if self.num_timesteps % EVAL_EVERY == 0:
+                if self.num_timesteps % EVAL_EVERY[workload] == 0:
                     self.last_eval = self._evaluate()
                     if self.reach is None and self.last_eval >= THRESHOLD[workload]:
                         self.reach = self.train_time()
@@ -149,6 +166,17 @@ def run_sb3(workload: str, seed: int) -> dict:
             gradient_steps=128,
             exploration_fraction=0.16,
             exploration_final_eps=0.04,
+            policy_kwargs={"net_arch": [256, 256]},
+            seed=seed,
+            device="cpu",
+        )
+    elif workload == "sac_pendulum":
+        from stable_baselines3 import SAC
+
+        model = SAC(
+            "MlpPolicy",
+            "Pendulum-v1",
+            learning_starts=1_000,
             policy_kwargs={"net_arch": [256, 256]},
             seed=seed,
             device="cpu",
@@ -264,7 +292,7 @@ def main() -> None:
             reach = f"{t['reach'] / s['reach']:.2f}" if t["reach"] and s["reach"] else "n/a"
             print(
                 f"{workload}: tdrl/sb3 train time {t['wall'] / s['wall']:.2f}, time-to-threshold "
-                f"{reach}, final return {t['final'] / max(s['final'], 1e-9):.2f}"
+                f"{reach}; median final return tdrl {t['final']:.1f}, sb3 {s['final']:.1f}"
             )
 
 

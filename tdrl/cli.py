@@ -16,7 +16,7 @@ from typing import Any
 
 PG_ALGOS = ("a2c", "ppo")
 DQN_ALGOS = ("dqn", "catdqn", "rainbow")
-QPG_ALGOS = ("ddpg", "td3", "sac")
+QPG_ALGOS = ("ddpg", "td3", "sac", "sac_v")
 ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS
 #: Sampler shape when --batch-T/--batch-B are not given.
 DEFAULT_BATCH = {
@@ -28,6 +28,7 @@ DEFAULT_BATCH = {
     "ddpg": (100, 1),
     "td3": (100, 1),
     "sac": (100, 1),
+    "sac_v": (100, 1),
 }
 
 
@@ -101,10 +102,10 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
 
     from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
     from tdrl.agents.dqn import DqnAgent
-    from tdrl.agents.qpg import DdpgAgent, SacAgent, Td3Agent
+    from tdrl.agents.qpg import DdpgAgent, SacAgent, SacVAgent, Td3Agent
     from tdrl.algos import A2C, PPO
     from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
-    from tdrl.algos.qpg import DDPG, SAC, TD3
+    from tdrl.algos.qpg import DDPG, SAC, SAC_V, TD3
 
     env_fn, env_kwargs = _env_fn(env_id)
     env = env_fn(**env_kwargs)
@@ -125,6 +126,8 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
                 return DDPG(**kwargs), DdpgAgent()
             if name == "td3":
                 return TD3(**kwargs), Td3Agent()
+            if name == "sac_v":
+                return SAC_V(**kwargs), SacVAgent()
             return SAC(**kwargs), SacAgent()
         if not isinstance(space, gym.spaces.Discrete):
             raise SystemExit(f"tdrl train: {name} needs a Discrete action space, got {space}")

@@ -179,7 +179,7 @@ def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
     assert best >= 475, [r["ReturnAverage"] for r in rows]
 
 
-@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg"])
+@pytest.mark.parametrize("algo", ["sac", "td3", "ddpg", "sac_v"])
 def test_cli_train_qpg(algo, tmp_path):
     proc = _run(
         [

@@ -2,5 +2,6 @@
 
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent, Td3Agent
 from tdrl.agents.qpg.sac_agent import SacAgent
+from tdrl.agents.qpg.sac_v_agent import SacVAgent
 
-__all__ = ["DdpgAgent", "SacAgent", "Td3Agent"]
+__all__ = ["DdpgAgent", "SacAgent", "SacVAgent", "Td3Agent"]

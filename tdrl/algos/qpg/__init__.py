@@ -2,6 +2,7 @@
 
 from tdrl.algos.qpg.ddpg import DDPG
 from tdrl.algos.qpg.sac import SAC
+from tdrl.algos.qpg.sac_v import SAC_V
 from tdrl.algos.qpg.td3 import TD3
 
-__all__ = ["DDPG", "SAC", "TD3"]
+__all__ = ["DDPG", "SAC", "SAC_V", "TD3"]
