@@ -328,3 +328,37 @@ class ReplayBuffer:
             self.storage.loads(path / "storage")
             self._leaves = None
         self.load_state_dict(torch.load(state_file, weights_only=False))
+
+
+def replay_capacity(algo: Any, batch_spec: Any) -> int:
+    """An algorithm's replay capacity: ``replay_size`` rounded up to whole rows of
+    ``batch_spec.B``, and at least ``n_step_return + 2`` rows."""
+    size = max(algo.replay_size, (algo.n_step_return + 2) * batch_spec.B)
+    return -(-size // batch_spec.B) * batch_spec.B
+
+
+def make_replay_buffer(
+    algo: Any,
+    batch_spec: Any,
+    *,
+    sampler: Sampler | None = None,
+    buffer_cls: type[ReplayBuffer] | None = None,
+    seed: int | None = None,
+) -> ReplayBuffer:
+    """The replay buffer of an off-policy algorithm, from its ``replay_size``,
+    ``discount``, ``n_step_return``, ``replay_storage`` and ``replay_scratch_dir``.
+
+    The capacity is ``replay_capacity(algo, batch_spec)``; without ``seed`` the default
+    sampler is seeded from torch's generator, so a seeded run
+    replays the same minibatches.
+    """
+    return (buffer_cls or ReplayBuffer)(
+        size=replay_capacity(algo, batch_spec),
+        batch_B=batch_spec.B,
+        discount=algo.discount,
+        n_step_return=algo.n_step_return,
+        sampler=sampler,
+        storage=algo.replay_storage,
+        scratch_dir=algo.replay_scratch_dir,
+        seed=int(torch.randint(2**31 - 1, ()).item()) if seed is None else seed,
+    )

@@ -15,7 +15,7 @@ A sampler is built from an env factory and a batch shape, then:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -132,8 +132,3 @@ def make_envs(env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int) ->
     from tdrl.envs.gym import unwrap_gym_env
 
     return [unwrap_gym_env(env_fn(**env_kwargs)) for _ in range(n)]
-
-
-def iter_done(done: np.ndarray) -> Iterator[int]:
-    """Indices of the envs whose episode ended."""
-    return iter(np.flatnonzero(done).tolist())

@@ -162,7 +162,7 @@ class DqnAgent(Agent):
         action = q.argmax(dim=-1)
         eps = self.epsilon
         n = action.shape[0]
-        explore = torch.rand(n) < (eps if not torch.is_tensor(eps) or eps.numel() == n else eps[0])
+        explore = torch.rand(n) < eps  # eps: a number, or one per env (Ape-X vector)
         if explore.any():
             action = torch.where(explore, torch.randint(self.n_actions, (n,)), action)
         return action, {Q: q}

@@ -39,6 +39,7 @@ class SacVAgent(SacAgent):
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
         super().initialize(observation_spec, action_spec)
+        self.target_q_model = None  # SAC_V bootstraps from the value target instead
         if self.v_model is None:
             self.v_model = VMlpModel(math.prod(observation_spec.shape), **self.v_model_kwargs)
         self.target_v_model = copy.deepcopy(self.v_model)

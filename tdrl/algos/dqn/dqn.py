@@ -28,7 +28,15 @@ from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.dqn.dqn_agent import DqnAgent
 from tdrl.algos.base import check_range, make_optimizer
 from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.replays.base import DISCOUNT_N, INDEX, IS_WEIGHT, RETURN_N, STORAGES, ReplayBuffer
+from tdrl.replays.base import (
+    DISCOUNT_N,
+    INDEX,
+    IS_WEIGHT,
+    RETURN_N,
+    STORAGES,
+    ReplayBuffer,
+    make_replay_buffer,
+)
 from tdrl.samplers.base import BatchSpec, check_positive_int
 
 
@@ -165,16 +173,16 @@ class DQN:
 
     def make_replay_buffer(self, agent: DqnAgent, batch_spec: BatchSpec) -> ReplayBuffer:
         """Uniform or prioritized, frame-based for uint8 frame stacks."""
-        size = max(self.replay_size, (self.n_step_return + 1) * batch_spec.B)
-        size = -(-size // batch_spec.B) * batch_spec.B
-        # Seeded from torch's generator, so a seeded run replays the same minibatches.
         seed = int(torch.randint(2**31 - 1, ()).item())
         sampler = None
         if self.prioritized_replay:
             from tdrl.replays.sum_tree import PrioritizedSampler
 
+            rows = -(
+                -max(self.replay_size, (self.n_step_return + 2) * batch_spec.B) // batch_spec.B
+            )
             sampler = PrioritizedSampler(
-                size,
+                rows * batch_spec.B,
                 alpha=self.pri_alpha,
                 beta=self.pri_beta_init,
                 beta_final=self.pri_beta_final,
@@ -182,23 +190,16 @@ class DQN:
                 default_priority=self.default_priority,
                 seed=seed,
             )
-        kwargs = {
-            "size": size,
-            "batch_B": batch_spec.B,
-            "discount": self.discount,
-            "n_step_return": self.n_step_return,
-            "sampler": sampler,
-            "storage": self.replay_storage,
-            "scratch_dir": self.replay_scratch_dir,
-            "seed": seed,
-        }
         spec = agent.observation_spec
         is_frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
+        buffer_cls = ReplayBuffer
         if self.frame_replay or (self.frame_replay is None and is_frames):
             from tdrl.replays.frame import FrameReplayBuffer
 
-            return FrameReplayBuffer(**kwargs)
-        return ReplayBuffer(**kwargs)
+            buffer_cls = FrameReplayBuffer
+        return make_replay_buffer(
+            self, batch_spec, sampler=sampler, buffer_cls=buffer_cls, seed=seed
+        )
 
     # ------------------------------------------------------------------ the loss
     def loss(self, batch: TensorDictBase) -> TensorDict:

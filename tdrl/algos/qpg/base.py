@@ -1,5 +1,5 @@
-"""What the Q-function policy-gradient algorithms (DDPG, TD3, SAC) share: their replay
-buffer and the replay-ratio update schedule around their own ``update(batch)``."""
+"""What the Q-function policy-gradient algorithms (DDPG, TD3, SAC) share: the
+replay-ratio update schedule around their own ``update(batch)``."""
 
 from __future__ import annotations
 
@@ -7,24 +7,6 @@ from typing import Any
 
 import torch
 from tensordict import TensorDictBase
-
-from tdrl.replays.base import ReplayBuffer
-from tdrl.samplers.base import BatchSpec
-
-
-def make_replay_buffer(algo: Any, batch_spec: BatchSpec) -> ReplayBuffer:
-    """An n-step ``ReplayBuffer`` sized by ``algo.replay_size`` (at least a few rows),
-    seeded from torch's generator so a seeded run replays the same minibatches."""
-    size = max(algo.replay_size, (algo.n_step_return + 2) * batch_spec.B)
-    return ReplayBuffer(
-        size=-(-size // batch_spec.B) * batch_spec.B,
-        batch_B=batch_spec.B,
-        discount=algo.discount,
-        n_step_return=algo.n_step_return,
-        storage=algo.replay_storage,
-        scratch_dir=algo.replay_scratch_dir,
-        seed=int(torch.randint(2**31 - 1, ()).item()),
-    )
 
 
 def replay_updates(algo: Any, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:

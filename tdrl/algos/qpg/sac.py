@@ -27,8 +27,15 @@ from tdrl import keys
 from tdrl.agents.qpg.sac_agent import SacAgent
 from tdrl.algos.base import check_range, make_optimizer
 from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.algos.qpg.base import make_replay_buffer, replay_updates
-from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N, STORAGES, ReplayBuffer
+from tdrl.algos.qpg.base import replay_updates
+from tdrl.replays.base import (
+    DISCOUNT_N,
+    IS_WEIGHT,
+    RETURN_N,
+    STORAGES,
+    ReplayBuffer,
+    make_replay_buffer,
+)
 from tdrl.samplers.base import BatchSpec, check_positive_int
 
 ACTION_PRIORS = ("uniform", "gaussian")
