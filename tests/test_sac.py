@@ -314,16 +314,14 @@ def test_update_losses_match_hand_computation(algo_kwargs, monkeypatch):
         info = algo.update(batch)
     assert fixed.calls == 2  # a~ ~ pi(.|o) first, then a' ~ pi(.|o')
 
-    # The hand computation, with the networks as they were (the critics of the actor loss
-    # are the updated ones, which the actor step does not change).
+    # The hand computation, with the networks as they were: as in rlpyt, all three losses
+    # are taken at the parameters before the update (the actor against the old critics).
     current_q, current_pi = agent.q_model, agent.model
     agent.model, agent.q_model = pi, q_old
     saved_target = agent.target_q_model
     agent.target_q_model = target_q
     try:
-        _, loss_q, _, alpha_loss = hand_sac(agent, algo, batch, NOISES, log_alpha=log_alpha)
-        agent.q_model = current_q
-        _, _, loss_pi, _ = hand_sac(agent, algo, batch, NOISES, log_alpha=log_alpha)
+        _, loss_q, loss_pi, alpha_loss = hand_sac(agent, algo, batch, NOISES, log_alpha=log_alpha)
     finally:
         agent.model, agent.q_model, agent.target_q_model = current_pi, current_q, saved_target
     assert log_alpha == pytest.approx(math.log(0.3) if algo.fixed_alpha is None else math.log(0.05))
@@ -440,12 +438,11 @@ def test_numeric_target_entropy():
     assert algo.alpha < 1.0
 
 
-# ----------------------------------------------------------- 6. optimizers stay separate
+# ------------------------------------------------- 6. one backward, separate gradients
 def test_actor_step_leaves_critics_alone():
     agent = make_agent()
     algo = make_algo(agent)
-    for group in algo.q_optimizer.param_groups:
-        group["lr"] = 0.0
+    algo.param_group("q")["lr"] = 0.0
     batch = two_sample_batch()
     q_before, pi_before = params(agent.q_model), params(agent.model)
     for _ in range(2):
@@ -463,8 +460,7 @@ def test_critic_grads_come_from_the_critic_loss_only(monkeypatch):
     gradient of ``0.5 * sum_i mean((Q_i - y)^2)``: the actor's backward added nothing."""
     agent = make_agent(seed=3)
     algo = make_algo(agent, discount=GAMMA)
-    for group in algo.q_optimizer.param_groups:
-        group["lr"] = 0.0
+    algo.param_group("q")["lr"] = 0.0
     batch = two_sample_batch()
     pi, alpha = copy.deepcopy(agent.model), math.exp(algo.log_alpha.item())
     with monkeypatch.context() as m:

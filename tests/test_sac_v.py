@@ -57,7 +57,7 @@ def test_losses_match_hand_computation(reward_scale, monkeypatch):
         y = reward_scale * returns + discounts * before.target_v_model(next_obs)
         q = before.q_model(obs, actions)
         assert_close(info["loss_q"], (0.5 * ((q - y) ** 2).mean(1).sum()), atol=1e-5, rtol=0)
-        # Value and actor: the updated critics, the pre-update policy and value nets.
+        # Value and actor: all networks as before the update (rlpyt's order).
         mean, log_std = before.model(obs)
         log_std = log_std.clamp(-20, 2)
         u = mean + log_std.exp() * noise
@@ -66,7 +66,7 @@ def test_losses_match_hand_computation(reward_scale, monkeypatch):
             - torch.log(1 - torch.tanh(u) ** 2)
         ).sum(-1)
         new_action = torch.tanh(u) * agent.action_scale + agent.action_bias
-        q_pi = agent.q_model(obs, new_action).min(0).values
+        q_pi = before.q_model(obs, new_action).min(0).values
         v_target = q_pi - log_pi
         v = before.v_model(obs)
         assert_close(info["loss_v"], (0.5 * (v - v_target) ** 2).mean(), atol=1e-5, rtol=0)
@@ -117,5 +117,7 @@ def test_checks():
     agent = make_agent()
     algo = make_algo(agent)
     state = algo.state_dict()
-    assert "v_optimizer" in state
+    assert [g["name"] for g in state["optimizer"]["param_groups"]] == ["pi", "q", "v"]
     make_algo(make_agent()).load_state_dict(state)
+    with pytest.raises(KeyError, match="alpha"):
+        algo.param_group("alpha")  # fixed temperature: no group

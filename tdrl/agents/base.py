@@ -55,6 +55,12 @@ class Agent(nn.Module):
         """Told by the sampler which of the ``global_B`` envs this agent steps (for per-env
         exploration such as Ape-X epsilons). No-op by default."""
 
+    @property
+    def has_per_env_state(self) -> bool:
+        """Whether ``step`` keeps state per env row (per-env epsilons, recurrent state), so
+        that it must see all the sampler's envs in every call."""
+        return False
+
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:

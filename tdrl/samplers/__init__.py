@@ -1,6 +1,7 @@
 """Samplers collect ``[T, B]`` batches of experience with an agent."""
 
 from tdrl.samplers.base import BatchSpec
+from tdrl.samplers.parallel import AlternatingSampler, CpuSampler, GpuSampler
 from tdrl.samplers.serial import SerialSampler
 
-__all__ = ["BatchSpec", "SerialSampler"]
+__all__ = ["AlternatingSampler", "BatchSpec", "CpuSampler", "GpuSampler", "SerialSampler"]

@@ -31,7 +31,7 @@ def _rows(x: torch.Tensor) -> list[torch.Tensor]:
     return [x[t] for t in range(x.shape[0])]
 
 
-class _ActionAdapter:
+class ActionAdapter:
     """Turns a row of stored agent actions into what ``env.step`` accepts.
 
     Box actions are clipped to the bounds (the stored action stays unclipped, so the
@@ -52,6 +52,247 @@ class _ActionAdapter:
         if self.offset:
             return actions + self.offset
         return actions
+
+
+class AgentRows:
+    """Per-time-step views of a ``[T, B]`` sample buffer's agent inputs and outputs.
+
+    ``act(agent, t)`` runs the agent on row ``t``'s inputs and writes its action and info
+    into row ``t``, in place. The views are made once (indexing a TensorDict per step
+    costs more than a small policy's forward pass).
+    """
+
+    def __init__(self, samples: TensorDict):
+        T = samples.shape[0]
+        obs = samples.get(keys.OBSERVATION)
+        self.observation = [obs[t] for t in range(T)]  # a tensor or TensorDict per row
+        self.prev_action = _rows(samples.get(keys.PREV_ACTION))
+        self.prev_reward = _rows(samples.get(keys.PREV_REWARD))
+        self.action = _rows(samples.get(keys.ACTION))
+        not_info = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT)
+        self.info_keys = [k for k in samples.keys() if k not in not_info]  # noqa: SIM118
+        self.info = {k: _rows(samples.get(k)) for k in self.info_keys}
+
+    def act(self, agent: Agent, t: int) -> None:
+        """The agent's action (and info) for row ``t``, written into row ``t``."""
+        observation, prev_action, prev_reward = (
+            self.observation[t],
+            self.prev_action[t],
+            self.prev_reward[t],
+        )
+        device = agent.device
+        if device.type != "cpu":
+            observation = observation.to(device, non_blocking=True)
+            prev_action = prev_action.to(device, non_blocking=True)
+            prev_reward = prev_reward.to(device, non_blocking=True)
+        action, info = agent.step(observation, prev_action, prev_reward)
+        self.action[t].copy_(action)
+        for k in self.info_keys:
+            self.info[k][t].copy_(info[k])
+
+
+class EnvRunner:
+    """Steps a list of gymnasium envs and writes their ``[T, len(envs)]`` columns of a sample
+    buffer in place; the per-env loop shared by every sampler.
+
+    It keeps each env's carried agent inputs (observation, previous action and reward) and
+    its running ``TrajInfo`` across batches. ``write_inputs(t)`` copies the carried inputs
+    into row ``t`` of the buffer; the caller then fills ``action[t]`` (and agent info)
+    itself; ``step_envs(t)`` steps every env with ``action[t]`` and records the results.
+
+    Args:
+        envs: the envs (unwrapped to gymnasium).
+        env_ranks: each env's index among all the sampler's envs; env ``b`` is seeded with
+            ``seed + env_ranks[b]`` and decorrelated with its own generator, so a batch
+            does not depend on how envs are split among processes.
+        seed: base seed.
+        observation_spec: spec of one observation.
+        action_spec: spec of one action.
+        traj_info_cls: per-episode record class.
+        discount: for ``TrajInfo.DiscountedReturn``.
+    """
+
+    def __init__(
+        self,
+        envs: list[gym.Env],
+        *,
+        env_ranks: list[int],
+        seed: int,
+        observation_spec: Any,
+        action_spec: Any,
+        traj_info_cls: type[TrajInfo],
+        discount: float,
+    ):
+        self.envs = envs
+        self.env_ranks = list(env_ranks)
+        self.seed = int(seed)
+        self.observation_spec = observation_spec
+        self.action_spec = action_spec
+        n = len(envs)
+        self.act = ActionAdapter(envs[0].action_space)
+        self.traj = TrajTracker(n, traj_info_cls, discount)
+        self.obs = ObsWriter(observation_spec, n)
+        self.prev_action = action_spec.zeros((n,))
+        self.prev_reward = torch.zeros(n, 1)
+        self.null_action = action_spec.zeros(()).numpy()
+
+    def start(self, max_decorrelation_steps: int) -> None:
+        """Seed and reset every env, then take ``[0, max_decorrelation_steps)`` random steps
+        in each so that episodes do not end in lockstep (those episodes are not reported;
+        the one in progress keeps counting)."""
+        prev_action = self.prev_action.numpy()
+        prev_reward = self.prev_reward.numpy()
+        for b, env in enumerate(self.envs):
+            seed = self.seed + self.env_ranks[b]
+            env.action_space.seed(seed)
+            obs, _ = env.reset(seed=seed)
+            n_steps = int(np.random.default_rng(seed).random() * max_decorrelation_steps)
+            for _ in range(n_steps):
+                action = env.action_space.sample()
+                obs, reward, terminated, truncated, _ = env.step(action)
+                if terminated or truncated:
+                    self.traj.reset_one(b)
+                    obs, _ = env.reset()
+                    prev_action[b] = self.null_action
+                    prev_reward[b] = 0.0
+                else:
+                    self.traj.step_one(b, float(reward))
+                    prev_action[b] = np.asarray(action) - self.act.offset
+                    prev_reward[b] = reward
+            self.obs.write(b, obs)
+
+    def bind(self, samples: TensorDict) -> None:
+        """Per-time-step views of ``samples`` (``[T, len(envs)]``, possibly a column slice
+        of a larger buffer), made once."""
+        self.samples = samples
+        self.rows = AgentRows(samples)
+        obs = samples.get(keys.OBSERVATION)
+        self.np_obs = numpy_leaves(obs)
+        self.np_next_obs = numpy_leaves(samples.get(keys.NEXT_OBSERVATION))
+        self.np_action = samples.get(keys.ACTION).numpy()
+        self.np_reward = samples.get(keys.NEXT_REWARD).numpy()[..., 0]
+        self.np_done = samples.get(keys.NEXT_DONE).numpy()[..., 0]
+        self.np_terminated = samples.get(keys.NEXT_TERMINATED).numpy()[..., 0]
+        self.np_truncated = samples.get(keys.NEXT_TRUNCATED).numpy()[..., 0]
+
+    def write_inputs(self, t: int) -> None:
+        """Row ``t``'s agent inputs: the carried observation, previous action and reward."""
+        for dst, src in zip(self.np_obs, self.obs.leaves, strict=True):
+            dst[t] = src
+        self.rows.prev_action[t].copy_(self.prev_action)
+        self.rows.prev_reward[t].copy_(self.prev_reward)
+
+    def step_envs(self, t: int) -> list[TrajInfo]:
+        """Step every env with ``action[t]``; record reward, next observation and episode
+        ends in row ``t``; reset finished envs (mid-batch). Returns finished episodes."""
+        envs, traj, obs_writer = self.envs, self.traj, self.obs
+        next_leaves, paths = self.np_next_obs, self.obs.paths
+        env_actions = self.act(self.np_action[t])
+        reward_t, term_t, trunc_t = self.np_reward[t], self.np_terminated[t], self.np_truncated[t]
+        done_b = []
+        for b in range(len(envs)):
+            o, r, terminated, truncated, env_info = envs[b].step(env_actions[b])
+            reward_t[b] = r
+            term_t[b] = terminated
+            trunc_t[b] = truncated
+            if not paths:
+                next_leaves[0][t, b] = o
+            else:
+                for path, leaf in zip(paths, next_leaves, strict=True):
+                    value = o
+                    for k in path:
+                        value = value[k]
+                    leaf[t, b] = value
+            if traj.needs_info:
+                traj.step_info(b, env_info)
+            if terminated or truncated:
+                done_b.append((b, env_info))
+                o, _ = envs[b].reset()
+            obs_writer.write(b, o)
+        np.logical_or(term_t, trunc_t, out=self.np_done[t])
+        traj.step(reward_t)
+        np_prev_action = self.prev_action.numpy()
+        np_prev_reward = self.prev_reward.numpy()[:, 0]
+        np_prev_action[:] = self.np_action[t]
+        np_prev_reward[:] = reward_t
+        completed = []
+        for b, env_info in done_b:
+            completed.append(traj.finish(b, env_info))
+            np_prev_action[b] = self.null_action
+            np_prev_reward[b] = 0.0
+        return completed
+
+    def collect(self, agent: Agent) -> list[TrajInfo]:
+        """A whole batch with ``agent`` acting in this process."""
+        completed: list[TrajInfo] = []
+        for t in range(len(self.rows.action)):
+            self.write_inputs(t)
+            self.rows.act(agent, t)
+            completed.extend(self.step_envs(t))
+        return completed
+
+    def close(self) -> None:
+        for env in self.envs:
+            env.close()
+
+
+@torch.no_grad()
+def evaluate(
+    agent: Agent,
+    envs: list[gym.Env],
+    *,
+    observation_spec: Any,
+    action_spec: Any,
+    traj_info_cls: type[TrajInfo],
+    discount: float,
+    max_steps: int | None,
+    max_trajectories: int | None,
+    seeds: list[int] | None,
+) -> list[TrajInfo]:
+    """Run ``agent`` (already in eval mode) on ``envs`` from fresh episodes; return the
+    completed episodes only. Stops after ``max_steps`` env steps over all envs or once
+    ``max_trajectories`` episodes completed. ``seeds``: reset seeds (None: continue the
+    envs' generators)."""
+    n = len(envs)
+    act = ActionAdapter(envs[0].action_space)
+    writer = ObsWriter(observation_spec, n)
+    prev_action = action_spec.zeros((n,))
+    prev_reward = torch.zeros(n, 1)
+    np_prev_action = prev_action.numpy()
+    np_prev_reward = prev_reward.numpy()[:, 0]
+    null_action = action_spec.zeros(()).numpy()
+    traj = TrajTracker(n, traj_info_cls, discount)
+    for i, env in enumerate(envs):
+        obs, _ = env.reset(seed=None if seeds is None else seeds[i])
+        writer.write(i, obs)
+    max_T = math.inf if max_steps is None else max(1, max_steps // n)
+    max_trajs = max_trajectories or math.inf
+    completed: list[TrajInfo] = []
+    rewards = np.zeros(n)
+    t = 0
+    while t < max_T and len(completed) < max_trajs:
+        action, _ = agent.step(writer.tensors, prev_action, prev_reward)
+        np_action = action.cpu().numpy()
+        env_actions = act(np_action)
+        done_b = []
+        for i in range(n):
+            o, r, terminated, truncated, env_info = envs[i].step(env_actions[i])
+            rewards[i] = r
+            if traj.needs_info:
+                traj.step_info(i, env_info)
+            if terminated or truncated:
+                done_b.append((i, env_info))
+                o, _ = envs[i].reset()
+            writer.write(i, o)
+        traj.step(rewards)
+        np_prev_action[:] = np_action
+        np_prev_reward[:] = rewards
+        for i, env_info in done_b:
+            completed.append(traj.finish(i, env_info))
+            np_prev_action[i] = null_action
+            np_prev_reward[i] = 0.0
+        t += 1
+    return completed[:max_trajectories] if max_trajectories else completed
 
 
 class SerialSampler:
@@ -144,79 +385,33 @@ class SerialSampler:
         B = self.batch_spec.B
         self.seed = int(seed)
         self.envs = make_envs(self.env_fn, self.env_kwargs, B)
-        space_o, space_a = self.envs[0].observation_space, self.envs[0].action_space
-        self.observation_spec = space_to_spec(space_o)
-        self.action_spec = space_to_spec(space_a)
-        self._act = _ActionAdapter(space_a)
+        self.observation_spec = space_to_spec(self.envs[0].observation_space)
+        self.action_spec = space_to_spec(self.envs[0].action_space)
         agent.initialize(self.observation_spec, self.action_spec)
         agent.collector_initialize(B, list(range(B)))
         self.agent = agent
         self._discount = float((traj_info_kwargs or {}).get("discount", 1.0))
-        self._traj = TrajTracker(B, self.traj_info_cls, self._discount)
-
-        # Current (carried) agent inputs, as persistent [B] arrays.
-        self._obs = ObsWriter(self.observation_spec, B)
-        self._prev_action = self.action_spec.zeros((B,))
-        self._prev_reward = torch.zeros(B, 1)
-        self._null_action = self.action_spec.zeros(()).numpy()
-        rng = np.random.default_rng(self.seed)
-        for b, env in enumerate(self.envs):
-            env.action_space.seed(self.seed + b)
-            obs, _ = env.reset(seed=self.seed + b)
-            self._obs.write(b, obs)
-        self._decorrelate(rng)
-
+        self._runner = EnvRunner(
+            self.envs,
+            env_ranks=list(range(B)),
+            seed=self.seed,
+            observation_spec=self.observation_spec,
+            action_spec=self.action_spec,
+            traj_info_cls=self.traj_info_cls,
+            discount=self._discount,
+        )
+        self._runner.start(self.max_decorrelation_steps)
         agent.sample_mode(0)
-        _, info = agent.step(self._obs.tensors, self._prev_action, self._prev_reward)
+        r = self._runner
+        _, info = agent.step(r.obs.tensors, r.prev_action, r.prev_reward)
         self.samples = build_samples_buffer(
             self.batch_spec, self.observation_spec, self.action_spec, info
         )
-        self._bind_views()
+        self._runner.bind(self.samples)
         if self.eval_n_envs:
             self.eval_envs = make_envs(self.env_fn, self.eval_env_kwargs, self.eval_n_envs)
             self._eval_started = False
         return self.samples
-
-    def _decorrelate(self, rng: np.random.Generator) -> None:
-        """Random actions for a random number of steps per env; episodes that end here are
-        not reported, the one in progress keeps counting."""
-        prev_action = self._prev_action.numpy()
-        prev_reward = self._prev_reward.numpy()
-        for b, env in enumerate(self.envs):
-            n_steps = int(rng.random() * self.max_decorrelation_steps)
-            for _ in range(n_steps):
-                action = env.action_space.sample()
-                obs, reward, terminated, truncated, _ = env.step(action)
-                if terminated or truncated:
-                    self._traj.reset_one(b)
-                    obs, _ = env.reset()
-                    prev_action[b] = self._null_action
-                    prev_reward[b] = 0.0
-                else:
-                    self._traj.step_one(b, float(reward))
-                    prev_action[b] = np.asarray(action) - self._act.offset
-                    prev_reward[b] = reward
-                self._obs.write(b, obs)
-
-    def _bind_views(self) -> None:
-        """Per-time-step torch views and NumPy views of the buffer, made once."""
-        s = self.samples
-        T = self.batch_spec.T
-        obs = s.get(keys.OBSERVATION)
-        self._v_obs = [obs[t] for t in range(T)]  # agent inputs at t (tensor or TensorDict)
-        self._v_prev_action = _rows(s.get(keys.PREV_ACTION))
-        self._v_prev_reward = _rows(s.get(keys.PREV_REWARD))
-        self._v_action = _rows(s.get(keys.ACTION))
-        not_info = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT)
-        self._info_keys = [k for k in s.keys() if k not in not_info]  # noqa: SIM118
-        self._v_info = {k: _rows(s.get(k)) for k in self._info_keys}
-        self._np_obs = numpy_leaves(obs)
-        self._np_next_obs = numpy_leaves(s.get(keys.NEXT_OBSERVATION))
-        self._np_action = s.get(keys.ACTION).numpy()
-        self._np_reward = s.get(keys.NEXT_REWARD).numpy()[..., 0]
-        self._np_done = s.get(keys.NEXT_DONE).numpy()[..., 0]
-        self._np_terminated = s.get(keys.NEXT_TERMINATED).numpy()[..., 0]
-        self._np_truncated = s.get(keys.NEXT_TRUNCATED).numpy()[..., 0]
 
     # ------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -232,68 +427,9 @@ class SerialSampler:
         """
         if self.agent is None:
             raise RuntimeError("call initialize(agent, seed=...) before obtain_samples")
-        T, B = self.batch_spec
-        agent, envs, traj, act = self.agent, self.envs, self._traj, self._act
-        obs_leaves, cur_leaves = self._np_obs, self._obs.leaves
-        next_leaves = self._np_next_obs
-        single_leaf = not self._obs.paths
-        write_obs = self._obs.write
-        cur_prev_action = self._prev_action
-        cur_prev_reward = self._prev_reward
-        np_prev_action = cur_prev_action.numpy()
-        np_prev_reward = cur_prev_reward.numpy()[:, 0]
-        np_action, np_reward = self._np_action, self._np_reward
-        np_term, np_trunc, np_done = self._np_terminated, self._np_truncated, self._np_done
-        null_action = self._null_action
-        needs_info = traj.needs_info
-        completed: list[TrajInfo] = []
-
-        for t in range(T):
-            # The agent's inputs at t: the carried observation and previous action/reward.
-            for dst, src in zip(obs_leaves, cur_leaves, strict=True):
-                dst[t] = src
-            self._v_prev_action[t].copy_(cur_prev_action)
-            self._v_prev_reward[t].copy_(cur_prev_reward)
-            action, info = agent.step(
-                self._v_obs[t], self._v_prev_action[t], self._v_prev_reward[t]
-            )
-            self._v_action[t].copy_(action)
-            for k in self._info_keys:
-                self._v_info[k][t].copy_(info[k])
-            env_actions = act(np_action[t])
-            reward_t, term_t, trunc_t = np_reward[t], np_term[t], np_trunc[t]
-            done_b = []
-            for b in range(B):
-                o, r, terminated, truncated, env_info = envs[b].step(env_actions[b])
-                reward_t[b] = r
-                term_t[b] = terminated
-                trunc_t[b] = truncated
-                if single_leaf:
-                    next_leaves[0][t, b] = o
-                else:
-                    for path, leaf in zip(self._obs.paths, next_leaves, strict=True):
-                        value = o
-                        for k in path:
-                            value = value[k]
-                        leaf[t, b] = value
-                if needs_info:
-                    traj.step_info(b, env_info)
-                if terminated or truncated:
-                    done_b.append((b, env_info))
-                    o, _ = envs[b].reset()
-                write_obs(b, o)
-            np.logical_or(term_t, trunc_t, out=np_done[t])
-            traj.step(reward_t)
-            np_prev_action[:] = np_action[t]
-            np_prev_reward[:] = reward_t
-            for b, env_info in done_b:
-                completed.append(traj.finish(b, env_info))
-                np_prev_action[b] = null_action
-                np_prev_reward[b] = 0.0
-        return self.samples, completed
+        return self.samples, self._runner.collect(self.agent)
 
     # ----------------------------------------------------------------------- evaluation
-    @torch.no_grad()
     def evaluate_agent(self, itr: int) -> list[TrajInfo]:
         """Run the agent in eval mode on the eval envs; return completed episodes only.
 
@@ -302,49 +438,24 @@ class SerialSampler:
         """
         if not self.eval_n_envs:
             raise RuntimeError("evaluate_agent needs eval_n_envs > 0")
-        n = self.eval_n_envs
-        agent = self.agent
-        agent.eval_mode(itr)
-        envs = self.eval_envs
-        writer = ObsWriter(self.observation_spec, n)
-        prev_action = self.action_spec.zeros((n,))
-        prev_reward = torch.zeros(n, 1)
-        np_prev_action = prev_action.numpy()
-        np_prev_reward = prev_reward.numpy()[:, 0]
-        traj = TrajTracker(n, self.traj_info_cls, self._discount)
-        for i, env in enumerate(envs):
-            seed = self.seed + 10_000 + i if not self._eval_started else None
-            obs, _ = env.reset(seed=seed)
-            writer.write(i, obs)
+        self.agent.eval_mode(itr)
+        seeds = (
+            None
+            if self._eval_started
+            else [self.seed + 10_000 + i for i in range(self.eval_n_envs)]
+        )
         self._eval_started = True
-        max_T = math.inf if self.eval_max_steps is None else max(1, self.eval_max_steps // n)
-        max_trajs = self.eval_max_trajectories or math.inf
-        completed: list[TrajInfo] = []
-        rewards = np.zeros(n)
-        t = 0
-        while t < max_T and len(completed) < max_trajs:
-            action, _ = agent.step(writer.tensors, prev_action, prev_reward)
-            np_action = action.cpu().numpy()
-            env_actions = self._act(np_action)
-            done_b = []
-            for i in range(n):
-                o, r, terminated, truncated, env_info = envs[i].step(env_actions[i])
-                rewards[i] = r
-                if traj.needs_info:
-                    traj.step_info(i, env_info)
-                if terminated or truncated:
-                    done_b.append((i, env_info))
-                    o, _ = envs[i].reset()
-                writer.write(i, o)
-            traj.step(rewards)
-            np_prev_action[:] = np_action
-            np_prev_reward[:] = rewards
-            for i, env_info in done_b:
-                completed.append(traj.finish(i, env_info))
-                np_prev_action[i] = self._null_action
-                np_prev_reward[i] = 0.0
-            t += 1
-        return completed[: self.eval_max_trajectories] if self.eval_max_trajectories else completed
+        return evaluate(
+            self.agent,
+            self.eval_envs,
+            observation_spec=self.observation_spec,
+            action_spec=self.action_spec,
+            traj_info_cls=self.traj_info_cls,
+            discount=self._discount,
+            max_steps=self.eval_max_steps,
+            max_trajectories=self.eval_max_trajectories,
+            seeds=seeds,
+        )
 
     def shutdown(self) -> None:
         """Close every env."""

@@ -1,5 +1,6 @@
-"""Tiny deterministic environments and helpers shared by tests and users."""
+"""Tiny deterministic environments and agents shared by tests and users."""
 
+from tdrl.testing.agents import FixedActionAgent
 from tdrl.testing.envs import ContinuousIdentityEnv, CountingEnv, IdentityEnv
 
-__all__ = ["ContinuousIdentityEnv", "CountingEnv", "IdentityEnv"]
+__all__ = ["ContinuousIdentityEnv", "CountingEnv", "FixedActionAgent", "IdentityEnv"]

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+from collections.abc import Iterator, Sequence
 
 import torch
 
@@ -17,3 +18,18 @@ def polyak_update(
         torch._foreach_copy_(list(target), list(online))
     else:
         torch._foreach_lerp_(list(target), list(online), tau)
+
+
+@contextlib.contextmanager
+def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
+    """Within the block, ``module``'s parameters do not require gradients: a backward pass
+    through what it computes reaches its inputs but neither touches nor pays for its weight
+    gradients. ``requires_grad`` is restored on exit."""
+    params = [p for p in module.parameters() if p.requires_grad]
+    for p in params:
+        p.requires_grad_(False)
+    try:
+        yield module
+    finally:
+        for p in params:
+            p.requires_grad_(True)

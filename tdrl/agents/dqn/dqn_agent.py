@@ -124,6 +124,10 @@ class DqnAgent(Agent):
             vec = epsilon_vector(self.eps_final, self.eps_final_min, env_ranks, global_B)
             self._eps_final_vec = torch.as_tensor(vec, dtype=torch.float32)
 
+    @property
+    def has_per_env_state(self) -> bool:
+        return self._eps_final_vec is not None
+
     def set_support(self, v_min: float, v_max: float) -> None:
         """Fix the categorical support ``linspace(v_min, v_max, n_atoms)``."""
         if not self.n_atoms:

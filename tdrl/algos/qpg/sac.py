@@ -9,10 +9,15 @@ actions::
     L_pi    = E[alpha log pi(a~|o) - min_i Q_i(o, a~) - log p(a~)]
     L_alpha = -E[log alpha (log pi(a~|o) + H_target)]
 
-(``s``: ``reward_scale``; ``p``: the action prior, uniform or standard normal). The update
-order follows Stable-Baselines3: temperature, then critics, then the actor against the
-updated critics, then a Polyak target update every ``target_update_interval`` updates.
-Time-limit cuts bootstrap (``truncated`` is not terminal).
+(``s``: ``reward_scale``; ``p``: the action prior, uniform or standard normal). As in
+rlpyt, all three losses are taken at the same parameters (the actor against the critics
+before this update's critic step) and summed into one backward pass: the critics are
+frozen while they score ``a~``, so ``L_pi`` reaches the actor through ``a~`` but adds nothing
+to the critics' gradients, and ``log pi`` enters ``L_alpha`` detached. One optimizer then
+steps the three parameter groups (``"pi"``, ``"q"``, ``"alpha"``) with the same arithmetic
+as three separate Adams, and a Polyak target update follows every
+``target_update_interval`` updates. Time-limit cuts bootstrap (``truncated`` is not
+terminal).
 """
 
 from __future__ import annotations
@@ -37,6 +42,7 @@ from tdrl.replays.base import (
     make_replay_buffer,
 )
 from tdrl.samplers.base import BatchSpec, check_positive_int
+from tdrl.utils.tensor import frozen
 
 ACTION_PRIORS = ("uniform", "gaussian")
 
@@ -138,13 +144,27 @@ class SAC:
         self.log_alpha = torch.zeros((), requires_grad=True)
         if self.fixed_alpha is not None:
             self.log_alpha.data.fill_(math.log(max(self.fixed_alpha, 1e-30)))
-        lr, kw = self.learning_rate, self.optim_kwargs
-        self.pi_optimizer = make_optimizer(self.optim_cls, agent.model.parameters(), lr, kw)
-        self.q_optimizer = make_optimizer(self.optim_cls, agent.q_model.parameters(), lr, kw)
-        self.alpha_optimizer = make_optimizer(self.optim_cls, [self.log_alpha], lr, kw)
+        groups = [
+            {"params": list(agent.model.parameters()), "name": "pi"},
+            {"params": list(agent.q_model.parameters()), "name": "q"},
+        ]
+        if self.fixed_alpha is None:
+            groups.append({"params": [self.log_alpha], "name": "alpha"})
+        self.optimizer = make_optimizer(
+            self.optim_cls, groups, self.learning_rate, self.optim_kwargs
+        )
         self.replay_buffer = make_replay_buffer(self, batch_spec)
         self._pi_params = list(agent.model.parameters())
         self._q_params = list(agent.q_model.parameters())
+
+    def param_group(self, name: str) -> dict[str, Any]:
+        """The optimizer's parameter group ``name`` (``"pi"``, ``"q"``, ``"alpha"``, ...),
+        e.g. to change one network's learning rate."""
+        for group in self.optimizer.param_groups:
+            if group.get("name") == name:
+                return group
+        names = [g.get("name") for g in self.optimizer.param_groups]
+        raise KeyError(f"no parameter group {name!r}; groups: {names}")
 
     @property
     def alpha(self) -> float:
@@ -152,21 +172,13 @@ class SAC:
 
     # ------------------------------------------------------------------ one update
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One SAC update on a replay batch (temperature, critics, actor, target)."""
+        """One SAC update on a replay batch: one backward pass of ``L_Q + L_pi + L_alpha``,
+        one optimizer step, then the target update when due."""
         agent = self.agent
         obs = batch.get(keys.OBSERVATION)
         next_obs = batch.get(keys.NEXT_OBSERVATION)
-        weight = batch.get(IS_WEIGHT)
-        new_action, log_pi, _, log_std = agent.pi(obs)
         alpha = self.log_alpha.detach().exp()
-        info: dict[str, torch.Tensor] = {}
-        if self.fixed_alpha is None:
-            alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-            self.alpha_optimizer.zero_grad(set_to_none=True)
-            alpha_loss.backward()
-            self.alpha_optimizer.step()
-            info["alpha_loss"] = alpha_loss.detach()
-
+        new_action, log_pi, _, log_std = agent.pi(obs)
         with torch.no_grad():
             next_action, next_log_pi, _, _ = agent.pi(next_obs)
             next_q = agent.target_q(next_obs, next_action).min(0).values
@@ -174,23 +186,21 @@ class SAC:
                 next_q - alpha * next_log_pi
             )
         q = agent.q(obs, batch.get(keys.ACTION))
-        q_loss = 0.5 * ((q - target) ** 2 * weight).mean(1).sum()
-        self.q_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
-        self.q_optimizer.step()
-
-        agent.q_model.requires_grad_(False)  # the actor's backward skips critic weight grads
-        try:
+        q_loss = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
+        with frozen(agent.q_model):  # the actor's gradient skips critic weight grads
             q_pi = agent.q(obs, new_action).min(0).values
-        finally:
-            agent.q_model.requires_grad_(True)
-        prior = self._log_prior(new_action)
-        pi_loss = (alpha * log_pi - q_pi - prior).mean()
-        self.pi_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()
+        pi_loss = (alpha * log_pi - q_pi - self._log_prior(new_action)).mean()
+        loss = q_loss + pi_loss
+        info: dict[str, torch.Tensor] = {}
+        if self.fixed_alpha is None:
+            alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+            loss = loss + alpha_loss
+            info["alpha_loss"] = alpha_loss.detach()
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
         pi_grad_norm = grad_norm_clip(self._pi_params, self.clip_grad_norm)
-        self.pi_optimizer.step()
+        self.optimizer.step()
 
         self.update_counter += 1
         if self.update_counter % self.target_update_interval == 0:
@@ -222,17 +232,13 @@ class SAC:
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:
         return {
-            "pi_optimizer": self.pi_optimizer.state_dict(),
-            "q_optimizer": self.q_optimizer.state_dict(),
-            "alpha_optimizer": self.alpha_optimizer.state_dict(),
+            "optimizer": self.optimizer.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
             "update_counter": self.update_counter,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        self.pi_optimizer.load_state_dict(state["pi_optimizer"])
-        self.q_optimizer.load_state_dict(state["q_optimizer"])
-        self.alpha_optimizer.load_state_dict(state["alpha_optimizer"])
+        self.optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
         self.update_counter = state["update_counter"]

@@ -9,7 +9,10 @@ weight is fixed and folded into ``reward_scale`` (rlpyt's config uses 5). With
     L_pi = E[log pi(a~|o) - min_i Q_i(o, a~) - log p(a~)]
            + c * E[0.5 (mean^2 + log_std^2)]          (c: policy_output_regularization)
 
-with a Polyak target for V. Shares SAC's replay buffer and schedule.
+with a Polyak target for V. As in ``SAC`` (and rlpyt), the three losses are taken at the
+same parameters and summed into one backward pass (the critics frozen while they score
+``a~``); one optimizer steps the groups ``"pi"``, ``"q"`` and ``"v"``. Shares SAC's replay
+buffer and schedule.
 """
 
 from __future__ import annotations
@@ -21,11 +24,12 @@ from tensordict import TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.qpg.sac_v_agent import SacVAgent
-from tdrl.algos.base import check_range, make_optimizer
+from tdrl.algos.base import check_range
 from tdrl.algos.pg.base import grad_norm_clip
 from tdrl.algos.qpg.sac import SAC
 from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N
 from tdrl.samplers.base import BatchSpec
+from tdrl.utils.tensor import frozen
 
 
 class SAC_V(SAC):  # noqa: N801 - rlpyt's name
@@ -48,13 +52,12 @@ class SAC_V(SAC):  # noqa: N801 - rlpyt's name
         if not hasattr(agent, "v_model"):
             raise TypeError(f"SAC_V needs a SacVAgent, got {type(agent).__name__}")
         super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
-        self.v_optimizer = make_optimizer(
-            self.optim_cls, agent.v_model.parameters(), self.learning_rate, self.optim_kwargs
-        )
+        self.optimizer.add_param_group({"params": list(agent.v_model.parameters()), "name": "v"})
         self._v_params = list(agent.v_model.parameters())
 
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One update of the critics, the value network, the actor and the value target."""
+        """One update: one backward pass of ``L_Q + L_V + L_pi``, one optimizer step, then
+        the value target update when due."""
         agent = self.agent
         obs = batch.get(keys.OBSERVATION)
         weight = batch.get(IS_WEIGHT)
@@ -63,32 +66,23 @@ class SAC_V(SAC):  # noqa: N801 - rlpyt's name
             target_q = self.reward_scale * batch.get(RETURN_N) + batch.get(DISCOUNT_N) * next_v
         q = agent.q(obs, batch.get(keys.ACTION))
         q_loss = 0.5 * ((q - target_q) ** 2 * weight).mean(1).sum()
-        self.q_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
-        self.q_optimizer.step()
 
         new_action, log_pi, mean, log_std = agent.pi(obs)
         prior = self._log_prior(new_action)
-        agent.q_model.requires_grad_(False)
-        try:
+        with frozen(agent.q_model):
             q_pi = agent.q(obs, new_action).min(0).values
-        finally:
-            agent.q_model.requires_grad_(True)
         v = agent.v(obs)
         v_target = (q_pi - log_pi + prior).detach()
         v_loss = 0.5 * ((v - v_target) ** 2 * weight).mean()
-        self.v_optimizer.zero_grad(set_to_none=True)
-        v_loss.backward()
-        v_grad_norm = grad_norm_clip(self._v_params, self.clip_grad_norm)
-        self.v_optimizer.step()
-
         regularizer = 0.5 * (mean.pow(2).mean() + log_std.pow(2).mean())
         pi_loss = (log_pi - q_pi - prior).mean() + self.policy_output_regularization * regularizer
-        self.pi_optimizer.zero_grad(set_to_none=True)
-        pi_loss.backward()
+
+        self.optimizer.zero_grad(set_to_none=True)
+        (q_loss + v_loss + pi_loss).backward()
+        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
+        v_grad_norm = grad_norm_clip(self._v_params, self.clip_grad_norm)
         pi_grad_norm = grad_norm_clip(self._pi_params, self.clip_grad_norm)
-        self.pi_optimizer.step()
+        self.optimizer.step()
 
         self.update_counter += 1
         if self.update_counter % self.target_update_interval == 0:
@@ -104,10 +98,3 @@ class SAC_V(SAC):  # noqa: N801 - rlpyt's name
             "v_mean": v.detach().mean(),
             "log_pi": log_pi.detach().mean(),
         }
-
-    def state_dict(self) -> dict[str, Any]:
-        return {**super().state_dict(), "v_optimizer": self.v_optimizer.state_dict()}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        super().load_state_dict(state)
-        self.v_optimizer.load_state_dict(state["v_optimizer"])
