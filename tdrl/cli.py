@@ -1,5 +1,8 @@
 """The ``tdrl`` command line: ``tdrl train --algo ppo --env CartPole-v1 ...``.
 
+``tdrl launch SCRIPT --grid KEY=V1,V2 ...`` runs a grid of variants of a launchable script
+over the machine's run slots (see ``docs/launching.md``).
+
 Every algorithm that tdrl implements gets an entry in ``ALGOS``; its hyperparameters
 default to the algorithm's own (rlpyt's) defaults and any of them can be set with
 ``--algo-arg NAME=VALUE``.
@@ -9,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import ast
+import os
 import sys
 import time
 from collections.abc import Sequence
@@ -94,7 +98,123 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--torch-threads", type=int, default=1, help="torch intra-op threads (1 is fastest here)"
     )
+    _add_launch_parser(sub)
     return parser
+
+
+def _grid_arg(text: str) -> tuple[str, list[str]]:
+    key, sep, values = text.partition("=")
+    if not sep or not key.strip() or not values:
+        raise argparse.ArgumentTypeError(f"--grid expects KEY=V1,V2,..., got {text!r}")
+    return key.strip(), values.split(",")
+
+
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+def _add_launch_parser(sub: Any) -> None:
+    launch = sub.add_parser(
+        "launch",
+        help="run a grid of variants of a launchable script over the machine's run slots",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+        description="Run every variant of the --grid options RUNS_PER_SETTING times, each "
+        "run as 'python SCRIPT SLOT_AFFINITY_CODE LOG_DIR RUN_ID [ARGS...]', at most one "
+        "per run slot at once. Arguments after '--' go to every run. Logs go to "
+        "LOG_ROOT/TITLE/<variant dirs>/run_<RUN_ID>. Exits 1 if a run failed.",
+    )
+    launch.add_argument("script", help="the launchable script (see docs/launching.md)")
+    launch.add_argument(
+        "--grid",
+        type=_grid_arg,
+        action="append",
+        default=[],
+        metavar="KEY=V1,V2",
+        help="a grid level: config key (dotted for nested) and its values, e.g. "
+        "--grid algo.learning_rate=1e-3,3e-4 (repeatable; levels are crossed)",
+    )
+    launch.add_argument("--runs-per-setting", type=int, default=1, help="runs of each variant")
+    launch.add_argument("--title", default=None, help="experiment name; None: the script's name")
+    launch.add_argument("--log-root", default="data", help="directory of experiment dirs")
+    hw = launch.add_argument_group("hardware (see tdrl.launch.make_affinity)")
+    hw.add_argument(
+        "--n-cpu-core",
+        type=int,
+        default=_available_cpus(),
+        help="cores to use, numbered from 0 (the default: all available here)",
+    )
+    hw.add_argument("--n-gpu", type=int, default=0, help="GPUs to use")
+    hw.add_argument("--cpu-per-run", type=int, default=1, help="cores per run (no GPU)")
+    hw.add_argument("--gpu-per-run", type=int, default=1, help="GPUs per run")
+    hw.add_argument("--contexts-per-gpu", type=int, default=1, help="runs sharing a GPU")
+    hw.add_argument("--cpu-per-worker", type=int, default=1, help="cores per sampler worker")
+    hw.add_argument("--cpu-reserved", type=int, default=0, help="cores per run off the workers")
+    hw.add_argument("--hyperthread-offset", type=int, default=0, help="0: no hyperthreads")
+    hw.add_argument("--async-sample", action="store_true", help="asynchronous runs")
+    hw.add_argument("--alternating", action="store_true", help="alternating sampler")
+    hw.add_argument("--no-set-affinity", action="store_true", help="do not pin runs to their CPUs")
+    hw.add_argument(
+        "--affinity-code", default=None, help="an affinity code replacing the options above"
+    )
+    launch.add_argument("--python", default=None, help="interpreter of the runs; None: this one")
+    launch.add_argument(
+        "--kill-timeout", type=float, default=10.0, help="seconds from SIGTERM to SIGKILL"
+    )
+
+
+def _grid_value(text: str) -> Any:
+    try:
+        return ast.literal_eval(text)
+    except (ValueError, SyntaxError):
+        return text
+
+
+def launch(args: argparse.Namespace, script_args: Sequence[str] = ()) -> int:
+    """Runs ``tdrl launch``; returns 0 if every run succeeded, 1 if one failed."""
+    from pathlib import Path
+
+    from tdrl.launch import VariantLevel, encode_affinity, make_variants, run_experiments
+
+    code = args.affinity_code or encode_affinity(
+        n_cpu_core=args.n_cpu_core,
+        n_gpu=args.n_gpu,
+        contexts_per_gpu=args.contexts_per_gpu,
+        gpu_per_run=args.gpu_per_run,
+        cpu_per_run=args.cpu_per_run,
+        cpu_per_worker=args.cpu_per_worker,
+        cpu_reserved=args.cpu_reserved,
+        hyperthread_offset=args.hyperthread_offset,
+        async_sample=args.async_sample,
+        alternating=args.alternating,
+        set_affinity=not args.no_set_affinity,
+    )
+    keys = [key for key, _ in args.grid]
+    if len(set(keys)) != len(keys):
+        raise ValueError(f"--grid: a key is given twice in {keys}")
+    levels = [
+        VariantLevel(
+            keys=[key],
+            values=[[_grid_value(v)] for v in values],
+            dir_names=[f"{key.split('.')[-1]}_{v.replace('/', '_')}" for v in values],
+        )
+        for key, values in args.grid
+    ]
+    variants, log_dirs = make_variants(*levels)
+    results = run_experiments(
+        args.script,
+        code,
+        args.title or Path(args.script).stem,
+        args.runs_per_setting,
+        variants,
+        log_dirs,
+        log_root=args.log_root,
+        common_args=script_args,
+        python_executable=args.python,
+        kill_timeout=args.kill_timeout,
+    )
+    return 0 if all(r.ok for r in results) else 1
 
 
 def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
@@ -217,7 +337,20 @@ def train(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    script_args: list[str] = []
+    if argv[:1] == ["launch"] and "--" in argv:  # what follows "--" goes to every run
+        cut = argv.index("--")
+        argv, script_args = argv[:cut], argv[cut + 1 :]
     args = build_parser().parse_args(argv)
+    if args.command == "launch":
+        try:
+            return launch(args, script_args)
+        except KeyboardInterrupt:
+            return 130
+        except (ValueError, FileNotFoundError) as e:
+            print(f"tdrl launch: error: {e}", file=sys.stderr)
+            return 2
     if args.command == "train":
         try:
             train(args)

@@ -179,6 +179,20 @@ def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
     assert best >= 475, [r["ReturnAverage"] for r in rows]
 
 
+@pytest.mark.slow
+def test_example_5_sac_halfcheetah_reaches_3000_within_100k_steps(tmp_path):
+    """About 25 minutes on 2 cores (one update per step); the curve is in
+    docs/benchmarks.md."""
+    example = _load_example("example_5")
+    config = example.Config(n_steps=100_000, log_dir=str(tmp_path)).scaled_to_budget()
+    assert (config.env_id, config.algo, config.min_steps_learn) == ("HalfCheetah-v5", "sac", 10_000)
+    example.build_and_train(config, progress_bar=False)
+    rows = _rows(tmp_path / "run_0" / "progress.csv")
+    assert int(rows[-1]["Diagnostics/CumSteps"]) == 100_000
+    best = max(float(r["ReturnAverage"]) for r in rows)
+    assert best >= 3000, [r["ReturnAverage"] for r in rows]
+
+
 @pytest.mark.parametrize("algo", ["sac", "td3", "ddpg", "sac_v"])
 def test_cli_train_qpg(algo, tmp_path):
     proc = _run(

@@ -18,6 +18,7 @@ An algorithm never sees envs or samplers: it receives TensorDicts.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Iterable
 from typing import Any, Protocol
 
@@ -65,3 +66,30 @@ def make_optimizer(
     if optim_cls in (torch.optim.Adam, torch.optim.AdamW) and "foreach" not in kwargs:
         kwargs.setdefault("fused", True)
     return optim_cls(params, lr=learning_rate, **kwargs)
+
+
+def replay_updates(algo: Any, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
+    """The replay schedule of the off-policy algorithms (DQN family, DDPG, TD3, SAC).
+
+    Append the sampler's batch (``None``: the caller stored it, as ``AsyncRl``'s sampler
+    thread does), then, from ``algo.min_itr_learn`` on, make ``algo.updates_per_optimize``
+    calls of ``algo.update`` on minibatches of ``algo.batch_size``. When
+    ``algo.replay_lock`` is set (``AsyncRl``), each draw-and-update holds it, so appends
+    from another thread land between updates.
+
+    Returns:
+        The updates' diagnostics as lists (one synchronisation per iteration).
+    """
+    lock = getattr(algo, "replay_lock", None) or contextlib.nullcontext()
+    if samples is not None:
+        with lock:
+            algo.replay_buffer.append_samples(samples)
+    if itr < algo.min_itr_learn or len(algo.replay_buffer) == 0:
+        return {}
+    info: dict[str, list[torch.Tensor]] = {}
+    for _ in range(algo.updates_per_optimize):
+        with lock:
+            step_info = algo.update(algo.replay_buffer.sample_batch(algo.batch_size))
+        for key, value in step_info.items():
+            info.setdefault(key, []).append(value)
+    return {k: torch.stack(v).tolist() for k, v in info.items()}

@@ -47,3 +47,47 @@ class RunningMeanStd(nn.Module):
         mean = self.mean.to(x.dtype)
         std = self.var.clamp_min(self.min_var).sqrt().to(x.dtype)
         return ((x - mean) / std).clamp(-self.clip, self.clip)
+
+    @torch.no_grad()
+    def update_across_ranks(
+        self, x: torch.Tensor, group: torch.distributed.ProcessGroup | None = None
+    ) -> None:
+        """Merge the batches ``[..., *shape]`` of all ``torch.distributed`` ranks at once.
+
+        Every rank calls it with its own batch (a collective call, like an all-reduce); the
+        batch moments are summed across ranks before the merge, so all ranks end with the
+        statistics of the concatenation of their batches, and with equal statistics when
+        they started equal. Without an initialised process group it is ``update(x)``.
+
+        Args:
+            x: this rank's observations.
+            group: the process group (None: the default group).
+        """
+        import torch.distributed as dist
+
+        if not (dist.is_available() and dist.is_initialized()):
+            self.update(x)
+            return
+        x = x.reshape(-1, *self.mean.shape).to(self.mean.device, torch.float64)
+        # Sums around the current mean (equal on all ranks) keep the one-pass variance exact;
+        # the batch mean relative to it is the delta of the Chan merge in ``update``.
+        centred = x - self.mean
+        k = self.mean.numel()
+        sums = torch.cat(
+            [
+                x.new_full((1,), x.shape[0]),
+                centred.sum(0).reshape(-1),
+                centred.pow(2).sum(0).reshape(-1),
+            ]
+        )
+        dist.all_reduce(sums, group=group)
+        n = sums[0]
+        if n == 0:
+            return
+        delta = sums[1 : 1 + k].view_as(self.mean) / n
+        batch_var = (sums[1 + k :].view_as(self.mean) / n - delta.pow(2)).clamp_min(0.0)
+        total = self.count + n
+        self.mean += delta * n / total
+        m2 = self.var * self.count + batch_var * n + delta.pow(2) * self.count * n / total
+        self.var.copy_(m2 / total)
+        self.count.copy_(total)

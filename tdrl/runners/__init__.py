@@ -1,5 +1,7 @@
 """Runners: the training loop connecting a sampler, an agent and an algorithm."""
 
+from tdrl.runners.async_rl import AsyncRl, AsyncRlEval
 from tdrl.runners.minibatch_rl import MinibatchRl, MinibatchRlEval
+from tdrl.runners.sync_rl import SyncRl, SyncRlEval
 
-__all__ = ["MinibatchRl", "MinibatchRlEval"]
+__all__ = ["AsyncRl", "AsyncRlEval", "MinibatchRl", "MinibatchRlEval", "SyncRl", "SyncRlEval"]

@@ -26,7 +26,7 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.dqn.dqn_agent import DqnAgent
-from tdrl.algos.base import check_range, make_optimizer
+from tdrl.algos.base import check_range, make_optimizer, replay_updates
 from tdrl.algos.pg.base import grad_norm_clip
 from tdrl.replays.base import (
     DISCOUNT_N,
@@ -169,6 +169,7 @@ class DQN:
         self.optimizer = make_optimizer(
             self.optim_cls, agent.model.parameters(), self.learning_rate, self.optim_kwargs
         )
+        self._params = list(agent.model.parameters())
         self.replay_buffer = self.make_replay_buffer(agent, batch_spec)
 
     def make_replay_buffer(self, agent: DqnAgent, batch_spec: BatchSpec) -> ReplayBuffer:
@@ -224,33 +225,32 @@ class DQN:
         return tensordict_from_trusted(terms, ())
 
     # ------------------------------------------------------------------ the schedule
-    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
-        """Store the batch; replay ``updates_per_optimize`` minibatches once learning."""
-        self.replay_buffer.append_samples(samples)
-        if itr < self.min_itr_learn or len(self.replay_buffer) == 0:
-            return {}  # warming up (or no n-step window complete yet)
-        info: dict[str, list[torch.Tensor]] = {"loss": [], "grad_norm": [], "td_abs_err": []}
-        info["q_mean"] = []
-        params = list(self.agent.model.parameters())
-        for _ in range(self.updates_per_optimize):
-            batch = self.replay_buffer.sample_batch(self.batch_size)
-            terms = self.loss(batch)
-            self.optimizer.zero_grad(set_to_none=True)
-            terms["loss"].backward()
-            grad_norm = grad_norm_clip(params, self.clip_grad_norm)
-            self.optimizer.step()
-            if self.prioritized_replay:
-                self.replay_buffer.update_priorities(batch.get(INDEX), terms["td_abs_err"])
-            self.update_counter += 1
-            if self.update_counter % self.target_update_interval == 0:
-                self.agent.update_target(self.target_update_tau)
-            info["loss"].append(terms["loss"].detach())
-            info["grad_norm"].append(grad_norm.detach())
-            info["td_abs_err"].append(terms["td_abs_err"].mean())
-            info["q_mean"].append(terms["q_mean"])
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One gradient step on a replay batch (priorities and target net updated)."""
+        terms = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = grad_norm_clip(self._params, self.clip_grad_norm)
+        self.optimizer.step()
         if self.prioritized_replay:
+            self.replay_buffer.update_priorities(batch.get(INDEX), terms["td_abs_err"])
+        self.update_counter += 1
+        if self.update_counter % self.target_update_interval == 0:
+            self.agent.update_target(self.target_update_tau)
+        return {
+            "loss": terms["loss"].detach(),
+            "grad_norm": grad_norm.detach(),
+            "td_abs_err": terms["td_abs_err"].mean(),
+            "q_mean": terms["q_mean"],
+        }
+
+    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
+        """Store the batch (None: already stored, as by ``AsyncRl``); replay
+        ``updates_per_optimize`` minibatches once learning started."""
+        info = replay_updates(self, itr, samples)
+        if info and self.prioritized_replay:
             self.replay_buffer.sampler.anneal_beta(itr - self.min_itr_learn)
-        return {k: torch.stack(v).tolist() for k, v in info.items()}
+        return info
 
     # ------------------------------------------------------------------ state
     def state_dict(self) -> dict[str, Any]:

@@ -22,9 +22,8 @@ from tensordict import TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
-from tdrl.algos.base import check_range, make_optimizer
+from tdrl.algos.base import check_range, make_optimizer, replay_updates
 from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.algos.qpg.base import replay_updates
 from tdrl.replays.base import (
     DISCOUNT_N,
     IS_WEIGHT,
@@ -176,7 +175,7 @@ class DDPG:
         return info
 
     # ------------------------------------------------------------------ the schedule
-    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
+    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
         """Store the batch; ``updates_per_optimize`` updates once learning started."""
         return replay_updates(self, itr, samples)
 

@@ -30,9 +30,8 @@ from tensordict import TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.qpg.sac_agent import SacAgent
-from tdrl.algos.base import check_range, make_optimizer
+from tdrl.algos.base import check_range, make_optimizer, replay_updates
 from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.algos.qpg.base import replay_updates
 from tdrl.replays.base import (
     DISCOUNT_N,
     IS_WEIGHT,
@@ -225,7 +224,7 @@ class SAC:
         return (-0.5 * action.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     # ------------------------------------------------------------------ the schedule
-    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
+    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
         """Store the batch; ``updates_per_optimize`` updates once learning started."""
         return replay_updates(self, itr, samples)
 

@@ -1,0 +1,448 @@
+"""Launch a grid of experiments as subprocesses over a machine's run slots.
+
+:func:`run_experiments` queues every (variant, run) and starts each as::
+
+    python SCRIPT SLOT_AFFINITY_CODE LOG_DIR RUN_ID [COMMON_ARGS...] [RUN_ARGS...]
+
+at most one run per run slot of the affinity at once. Before a run starts, its variant is
+saved to ``LOG_DIR/variant_config.json``; its stdout and stderr go to
+``LOG_DIR/run_{RUN_ID}/launch_output.log``. The launched script reads its arguments with
+:func:`get_run_args`, its variant with :func:`~tdrl.launch.load_variant` and logs into
+``LOG_DIR/run_{RUN_ID}`` (what ``tdrl.logging.logger_context(LOG_DIR, RUN_ID)`` opens)::
+
+    from tdrl.launch import apply_affinity, get_run_args, load_variant, update_config
+
+    run = get_run_args()
+    affinity = run.affinity
+    apply_affinity(affinity)
+    config = update_config(DEFAULT_CONFIG, load_variant(run.log_dir))
+    with logger_context(run.log_dir, run.run_ID, "my_experiment", config):
+        ...
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager, suppress
+from pathlib import Path
+from typing import Any, TextIO
+
+from tdrl.launch.affinity import (
+    RunAffinity,
+    affinity_from_code,
+    get_n_run_slots,
+    pin_process,
+    prepend_run_slot,
+)
+from tdrl.launch.variants import save_variant
+
+#: File in ``LOG_DIR/run_{RUN_ID}`` receiving a launched run's stdout and stderr.
+OUTPUT_FILE = "launch_output.log"
+#: File in the experiment directory summarising every launched run.
+SUMMARY_FILE = "launch_summary.json"
+_USAGE = "usage: SCRIPT SLOT_AFFINITY_CODE LOG_DIR RUN_ID [ARGS...]"
+
+
+@dataclasses.dataclass(frozen=True)
+class RunArgs:
+    """The arguments :func:`run_experiments` gives a launched script.
+
+    Attributes:
+        affinity_code: The run slot's affinity code (``"0slt_2cpu_0gpu"``).
+        log_dir: The variant's log directory, holding ``variant_config.json``.
+        run_ID: The run's number within its variant (0 .. runs_per_setting - 1).
+        args: The remaining arguments (``common_args`` then the variant's ``runs_args``).
+    """
+
+    affinity_code: str
+    log_dir: str
+    run_ID: int
+    args: tuple[str, ...] = ()
+
+    @property
+    def affinity(self) -> RunAffinity:
+        """The run slot's affinity (see :func:`~tdrl.launch.affinity_from_code`)."""
+        return affinity_from_code(self.affinity_code)
+
+    @property
+    def run_dir(self) -> Path:
+        """``log_dir/run_{run_ID}``: where ``logger_context(log_dir, run_ID)`` writes."""
+        return Path(self.log_dir) / f"run_{self.run_ID}"
+
+
+def get_run_args(argv: Sequence[str] | None = None) -> RunArgs:
+    """Parses a launched script's arguments: ``SLOT_AFFINITY_CODE LOG_DIR RUN_ID [ARGS...]``.
+
+    Args:
+        argv: The arguments after the script's name; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The parsed :class:`RunArgs`.
+
+    Raises:
+        SystemExit: Fewer than three arguments, a malformed affinity code or a RUN_ID that
+            is not an integer (the message says which).
+    """
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if len(argv) < 3:
+        raise SystemExit(f"{_USAGE}\nerror: expected at least 3 arguments, got {argv!r}")
+    code, log_dir, run_id, *rest = argv
+    try:
+        affinity_from_code(code)
+    except ValueError as e:
+        raise SystemExit(f"{_USAGE}\nerror: SLOT_AFFINITY_CODE: {e}") from e
+    try:
+        run_ID = int(run_id)
+    except ValueError as e:
+        raise SystemExit(f"{_USAGE}\nerror: RUN_ID must be an integer, got {run_id!r}") from e
+    return RunArgs(affinity_code=code, log_dir=log_dir, run_ID=run_ID, args=tuple(rest))
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """How one launched run ended.
+
+    Attributes:
+        log_dir: The variant's log directory given to the run.
+        run_ID: The run's number within its variant.
+        returncode: Exit status (negative: killed by that signal).
+        seconds: Wall-clock time from start to exit.
+        run_slot: The run slot it ran in.
+        output: Path of the file holding its stdout and stderr.
+    """
+
+    log_dir: str
+    run_ID: int
+    returncode: int
+    seconds: float
+    run_slot: int
+    output: str
+
+    @property
+    def ok(self) -> bool:
+        """Whether the run exited with status 0."""
+        return self.returncode == 0
+
+
+@dataclasses.dataclass
+class _Running:
+    index: int  # position in the queue, to return results in queue order
+    log_dir: str
+    run_ID: int
+    run_slot: int
+    proc: subprocess.Popen
+    out: TextIO
+    output: Path
+    start: float
+
+    def result(self) -> RunResult:
+        return RunResult(
+            log_dir=self.log_dir,
+            run_ID=self.run_ID,
+            returncode=self.proc.returncode,
+            seconds=time.monotonic() - self.start,
+            run_slot=self.run_slot,
+            output=str(self.output),
+        )
+
+
+def run_experiments(
+    script: str | os.PathLike[str] | Sequence[str],
+    affinity_code: str,
+    experiment_title: str,
+    runs_per_setting: int,
+    variants: Sequence[Mapping[str, Any]],
+    log_dirs: Sequence[str],
+    *,
+    log_root: str | os.PathLike[str] = "data",
+    common_args: Sequence[str] = (),
+    runs_args: Sequence[Sequence[str]] | None = None,
+    python_executable: str | None = None,
+    poll_interval: float = 0.2,
+    kill_timeout: float = 10.0,
+    verbose: bool = True,
+) -> list[RunResult]:
+    """Runs every variant ``runs_per_setting`` times, one subprocess per run, over run slots.
+
+    Runs are queued run ID first (every variant's run 0, then every run 1, ...) and each
+    starts as soon as a run slot is free, with that slot's affinity code; at most
+    ``get_n_run_slots(affinity_code)`` run at once. Each run is started in its own process
+    group, pinned to its slot's CPUs (skipped with a warning where unsupported, see
+    :func:`~tdrl.launch.pin_process`) and given its variant in
+    ``log_root/experiment_title/LOG_DIR/variant_config.json``. A run that fails is reported
+    (printed, with the tail of its output) and the others go on.
+
+    No process is left behind: when a run exits, what it started in its process group is
+    terminated; on Ctrl-C (``KeyboardInterrupt``) or SIGTERM every running run is sent
+    SIGTERM, then SIGKILL after ``kill_timeout`` seconds, and ``KeyboardInterrupt`` is
+    raised again. ``log_root/experiment_title/launch_summary.json`` lists every run that
+    ended.
+
+    Args:
+        script: Path of the script to launch, or a sequence whose first item is the script
+            and whose other items go before the run arguments (``[path, "--run"]``).
+        affinity_code: The machine's affinity code (:func:`~tdrl.launch.encode_affinity`);
+            any run-slot prefix is replaced by each run's slot.
+        experiment_title: Name of the experiment directory under ``log_root``.
+        runs_per_setting: Runs of each variant (run IDs ``0 .. runs_per_setting - 1``).
+        variants: One nested dict per setting (:func:`~tdrl.launch.make_variants`).
+        log_dirs: One relative log directory per variant.
+        log_root: Directory holding experiment directories.
+        common_args: Extra arguments given to every run.
+        runs_args: Extra arguments per variant (after ``common_args``); None: none.
+        python_executable: Interpreter to run ``script`` with; None: this one.
+        poll_interval: Seconds between checks for finished runs.
+        kill_timeout: Seconds between SIGTERM and SIGKILL when stopping runs.
+        verbose: Print a line as each run starts and ends, and a summary.
+
+    Returns:
+        One :class:`RunResult` per run, in queue order.
+
+    Raises:
+        ValueError: Mismatched ``variants``/``log_dirs``/``runs_args`` lengths, duplicate
+            log dirs, ``runs_per_setting < 1`` or a bad affinity code.
+        FileNotFoundError: ``script`` does not exist.
+        KeyboardInterrupt: Ctrl-C or SIGTERM, after every run was stopped.
+    """
+    script_cmd = [os.fspath(script)] if isinstance(script, str | os.PathLike) else list(script)
+    if not script_cmd or not Path(script_cmd[0]).is_file():
+        raise FileNotFoundError(f"script {script_cmd[0] if script_cmd else None!r} is not a file")
+    if runs_per_setting < 1:
+        raise ValueError(f"runs_per_setting must be >= 1, got {runs_per_setting}")
+    if len(variants) != len(log_dirs):
+        raise ValueError(f"{len(variants)} variants but {len(log_dirs)} log_dirs")
+    if len(set(log_dirs)) != len(log_dirs):
+        raise ValueError("log_dirs must be unique")
+    runs_args = [()] * len(variants) if runs_args is None else list(runs_args)
+    if len(runs_args) != len(variants):
+        raise ValueError(f"{len(variants)} variants but {len(runs_args)} runs_args")
+    n_slots = get_n_run_slots(affinity_code)
+    exp_dir = Path(log_root) / experiment_title
+    queue = [(run_ID, i) for run_ID in range(runs_per_setting) for i in range(len(variants))]
+    total = len(queue)
+    python = python_executable or sys.executable
+    say = (lambda msg: print(f"tdrl launch: {msg}", flush=True)) if verbose else (lambda msg: None)
+    say(f"{total} runs of {script_cmd[0]} over {n_slots} run slots into {exp_dir}")
+
+    running: dict[int, _Running] = {}
+    results: list[tuple[int, RunResult]] = []
+    pin = True
+    with _sigterm_as_interrupt():
+        try:
+            for index, (run_ID, i) in enumerate(queue):
+                _reap(running, results, say, total, kill_timeout)
+                while len(running) >= n_slots:
+                    time.sleep(poll_interval)
+                    _reap(running, results, say, total, kill_timeout)
+                slot = min(set(range(n_slots)) - set(running))
+                log_dir = str(exp_dir / log_dirs[i])
+                save_variant(variants[i], log_dir)
+                code = prepend_run_slot(affinity_code, slot)
+                cmd = [python, *script_cmd, code, log_dir, str(run_ID)]
+                cmd += [*common_args, *runs_args[i]]
+                running[slot] = _start(index, log_dir, run_ID, slot, cmd)
+                say(f"[{index + 1}/{total}] started {log_dir} run {run_ID} in slot {slot}")
+                if pin:
+                    affinity = affinity_from_code(code)
+                    if getattr(affinity, "set_affinity", True):
+                        pin = pin_process(_all_cpus(affinity), running[slot].proc.pid)
+            while running:
+                _reap(running, results, say, total, kill_timeout)
+                if running:
+                    time.sleep(poll_interval)
+        except BaseException as e:
+            if running:
+                why = "interrupted" if isinstance(e, KeyboardInterrupt) else type(e).__name__
+                say(f"{why}: stopping {len(running)} running runs")
+                _stop_all(running, results, kill_timeout)
+            raise
+        finally:
+            ordered = [r for _, r in sorted(results, key=lambda x: x[0])]
+            _write_summary(exp_dir, ordered, total)
+            _report(ordered, total, say)
+    return ordered
+
+
+def _start(index: int, log_dir: str, run_ID: int, slot: int, cmd: list[str]) -> _Running:
+    output = Path(log_dir) / f"run_{run_ID}" / OUTPUT_FILE
+    output.parent.mkdir(parents=True, exist_ok=True)
+    out = open(output, "a")  # noqa: SIM115  (closed when the run ends)
+    out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} tdrl launch: {shlex.join(cmd)}\n")
+    out.flush()
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    try:
+        proc = subprocess.Popen(
+            cmd,
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            env=env,
+            start_new_session=True,  # its own process group: stopped as a whole
+        )
+    except BaseException:
+        out.close()
+        raise
+    return _Running(index, log_dir, run_ID, slot, proc, out, output, time.monotonic())
+
+
+def _all_cpus(affinity: RunAffinity) -> tuple[int, ...]:
+    if isinstance(affinity, tuple):
+        return tuple(sorted({c for a in affinity for c in a.all_cpus}))
+    return affinity.all_cpus
+
+
+def _reap(
+    running: dict[int, _Running],
+    results: list[tuple[int, RunResult]],
+    say: Any,
+    total: int,
+    kill_timeout: float,
+) -> None:
+    """Collects runs that exited, stopping what they left in their process groups."""
+    for slot, run in list(running.items()):
+        if run.proc.poll() is None:
+            continue
+        result = run.result()
+        _stop_groups([run.proc.pid], kill_timeout)  # leftovers the run started
+        run.out.close()
+        del running[slot]
+        results.append((run.index, result))
+        status = "finished" if result.ok else f"FAILED (return code {result.returncode})"
+        say(
+            f"[{run.index + 1}/{total}] {status}: {run.log_dir} run {run.run_ID} "
+            f"in {result.seconds:.1f} s"
+        )
+        if not result.ok:
+            say(f"  output in {result.output}, ending:\n{_tail(run.output)}")
+
+
+def _stop_all(
+    running: dict[int, _Running], results: list[tuple[int, RunResult]], kill_timeout: float
+) -> None:
+    """SIGTERM every run's process group, SIGKILL after ``kill_timeout``, then reap."""
+    with _ignore_sigint():
+        _stop_groups([run.proc.pid for run in running.values()], kill_timeout)
+        for run in running.values():
+            run.proc.wait()
+            run.out.close()
+            results.append((run.index, run.result()))
+        running.clear()
+
+
+def _stop_groups(pgids: list[int], kill_timeout: float) -> None:
+    alive = [g for g in pgids if _group_alive(g)]
+    for pgid in alive:
+        _signal_group(pgid, signal.SIGTERM)
+    deadline = time.monotonic() + kill_timeout
+    while alive and time.monotonic() < deadline:
+        time.sleep(0.05)
+        alive = [g for g in alive if _group_alive(g)]
+    for pgid in alive:
+        _signal_group(pgid, signal.SIGKILL)
+
+
+def _signal_group(pgid: int, sig: int) -> None:
+    with suppress(ProcessLookupError, PermissionError):
+        os.killpg(pgid, sig)
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether process group ``pgid`` has a member that is not a zombie."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    if not os.path.isdir("/proc/self"):
+        return True
+    return any(state != "Z" for state in _group_states(pgid))
+
+
+def _group_states(pgid: int) -> Iterator[str]:
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[2]) == pgid:  # state, ppid, pgrp, ...
+            yield fields[0]
+
+
+def _tail(path: Path, n_lines: int = 8) -> str:
+    try:
+        lines = path.read_text(errors="replace").splitlines()[-n_lines:]
+    except OSError:
+        return "    (no output)"
+    return "\n".join(f"    {line}" for line in lines)
+
+
+def _write_summary(exp_dir: Path, results: list[RunResult], total: int) -> None:
+    exp_dir.mkdir(parents=True, exist_ok=True)
+    summary = {
+        "n_runs": total,
+        "n_ended": len(results),
+        "n_failed": sum(not r.ok for r in results),
+        "runs": [dataclasses.asdict(r) for r in results],
+    }
+    (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+
+
+def _report(results: list[RunResult], total: int, say: Any) -> None:
+    failed = [r for r in results if not r.ok]
+    not_run = total - len(results)
+    msg = f"{len(results) - len(failed)} of {total} runs succeeded"
+    if failed:
+        msg += f", {len(failed)} failed"
+    if not_run:
+        msg += f", {not_run} not started"
+    say(msg)
+    for r in failed:
+        say(f"  failed (return code {r.returncode}): {r.log_dir} run {r.run_ID}: {r.output}")
+
+
+def _in_main_thread() -> bool:
+    return threading.current_thread() is threading.main_thread()
+
+
+@contextmanager
+def _sigterm_as_interrupt() -> Iterator[None]:
+    """Turns SIGTERM into ``KeyboardInterrupt`` (main thread only), so runs get stopped."""
+    if not _in_main_thread():
+        yield
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        raise KeyboardInterrupt(f"signal {signum}")
+
+    previous = signal.signal(signal.SIGTERM, handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+@contextmanager
+def _ignore_sigint() -> Iterator[None]:
+    """Ignores further Ctrl-C / SIGTERM while runs are being stopped (main thread only)."""
+    if not _in_main_thread():
+        yield
+        return
+    previous = {s: signal.signal(s, signal.SIG_IGN) for s in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield
+    finally:
+        for s, h in previous.items():
+            signal.signal(s, h)
