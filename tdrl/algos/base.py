@@ -25,6 +25,7 @@ from typing import Any, Protocol
 import torch
 from tensordict import TensorDict, TensorDictBase
 
+from tdrl import keys
 from tdrl.agents.base import Agent
 from tdrl.samplers.base import BatchSpec
 
@@ -81,6 +82,11 @@ def replay_updates(algo: Any, itr: int, samples: TensorDictBase | None) -> dict[
         The updates' diagnostics as lists (one synchronisation per iteration).
     """
     lock = getattr(algo, "replay_lock", None) or contextlib.nullcontext()
+    if samples is not None and samples.get(keys.VALID, None) is not None:
+        raise ValueError(
+            f"{type(algo).__name__} stores every transition of a batch; wait-reset "
+            "collection (mid_batch_reset=False) is for on-policy algorithms"
+        )
     if samples is not None:
         with lock:
             algo.replay_buffer.append_samples(samples)

@@ -74,13 +74,22 @@ class TrajTracker:
         self._disc = np.ones(n_envs, dtype=np.float64)
         self._custom = [traj_info_cls() for _ in range(n_envs)] if self.needs_info else None
 
-    def step(self, reward: np.ndarray) -> None:
-        """Add one step's rewards (shape ``[n_envs]``) for every env."""
-        self._length += 1
+    def step(self, reward: np.ndarray, active: np.ndarray | None = None) -> None:
+        """Add one step's rewards (shape ``[n_envs]``) for every env, or only for the envs
+        where ``active`` is True (the others are frozen, waiting for a reset)."""
+        if active is None:
+            self._length += 1
+            self._return += reward
+            self._nonzero += reward != 0
+            self._disc_return += self._disc * reward
+            self._disc *= self.discount
+            return
+        reward = np.where(active, reward, 0.0)
+        self._length += active
         self._return += reward
         self._nonzero += reward != 0
         self._disc_return += self._disc * reward
-        self._disc *= self.discount
+        self._disc *= np.where(active, self.discount, 1.0)
 
     def step_one(self, b: int, reward: float) -> None:
         """Add one step's reward for env ``b`` only (used while decorrelating)."""

@@ -50,6 +50,8 @@ def build_samples_buffer(
     observation_spec: TensorSpec,
     action_spec: TensorSpec,
     agent_info: dict[str, torch.Tensor],
+    *,
+    valid: bool = False,
 ) -> TensorDict:
     """Allocate the zeroed ``[T, B]`` sample TensorDict for these specs.
 
@@ -59,6 +61,7 @@ def build_samples_buffer(
         action_spec: spec of one action.
         agent_info: an example of what the agent's ``step`` returns beside the action, with
             leading dim B; one ``[T, B, ...]`` entry is allocated per key.
+        valid: add a bool ``valid`` ``[T, B]`` entry (wait-reset collection).
 
     Returns:
         The buffer, with the time dim named ``"time"``.
@@ -86,6 +89,8 @@ def build_samples_buffer(
     )
     for key, value in agent_info.items():
         buf.set(key, torch.zeros(T, *value.shape, dtype=value.dtype))
+    if valid:
+        buf.set(keys.VALID, torch.ones(T, B, dtype=torch.bool))
     buf.names = [keys.TIME_DIM_NAME, None]
     return buf
 

@@ -84,6 +84,7 @@ def _worker(
     max_decorrelation_steps: int,
     traj_info_cls: type[TrajInfo],
     discount: float,
+    mid_batch_reset: bool,
     cpus: Sequence[int] | None,
     torch_threads: int,
 ) -> None:
@@ -100,6 +101,7 @@ def _worker(
             action_spec=space_to_spec(envs[0].action_space),
             traj_info_cls=traj_info_cls,
             discount=discount,
+            mid_batch_reset=mid_batch_reset,
         )
         runner.start(max_decorrelation_steps)
         runner.bind(samples[:, columns[0] : columns[1]])
@@ -155,6 +157,8 @@ class ParallelSampler:
         eval_max_steps: env steps per evaluation, over all eval envs.
         eval_max_trajectories: stop evaluating once this many episodes completed.
         traj_info_cls: per-episode record class.
+        mid_batch_reset: reset finished envs at once (True) or before the next batch
+            (False, "wait reset"; see ``SerialSampler``).
         worker_cpus: CPUs to pin each worker to (one list per worker; None: no pinning).
         torch_threads: torch threads per worker.
     """
@@ -169,6 +173,7 @@ class ParallelSampler:
         *,
         batch_T: int,
         batch_B: int,
+        mid_batch_reset: bool = True,
         n_workers: int | None = None,
         max_decorrelation_steps: int = 100,
         eval_n_envs: int = 0,
@@ -205,6 +210,9 @@ class ParallelSampler:
         self.torch_threads = check_positive_int("torch_threads", torch_threads)
         self.env_fn = env_fn
         self.env_kwargs = dict(env_kwargs or {})
+        if not isinstance(mid_batch_reset, bool):
+            raise TypeError(f"mid_batch_reset must be a bool, got {mid_batch_reset!r}")
+        self.mid_batch_reset = mid_batch_reset
         self.max_decorrelation_steps = check_positive_int(
             "max_decorrelation_steps", max_decorrelation_steps, 0
         )
@@ -269,7 +277,11 @@ class ParallelSampler:
                 torch.zeros(B, 1),
             )
         self.samples = build_samples_buffer(
-            self.batch_spec, self.observation_spec, self.action_spec, info
+            self.batch_spec,
+            self.observation_spec,
+            self.action_spec,
+            info,
+            valid=not self.mid_batch_reset,
         ).share_memory_()
         self._slices = _env_slices(B, self.n_workers)
         per_group = self.n_workers // self.n_groups
@@ -312,6 +324,7 @@ class ParallelSampler:
                     "max_decorrelation_steps": self.max_decorrelation_steps,
                     "traj_info_cls": self.traj_info_cls,
                     "discount": self._discount,
+                    "mid_batch_reset": self.mid_batch_reset,
                     "cpus": self.worker_cpus[w] if self.worker_cpus else None,
                     "torch_threads": self.torch_threads,
                 },

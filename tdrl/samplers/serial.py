@@ -69,7 +69,7 @@ class AgentRows:
         self.prev_action = _rows(samples.get(keys.PREV_ACTION))
         self.prev_reward = _rows(samples.get(keys.PREV_REWARD))
         self.action = _rows(samples.get(keys.ACTION))
-        not_info = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT)
+        not_info = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT, keys.VALID)
         self.info_keys = [k for k in samples.keys() if k not in not_info]  # noqa: SIM118
         self.info = {k: _rows(samples.get(k)) for k in self.info_keys}
 
@@ -110,6 +110,9 @@ class EnvRunner:
         action_spec: spec of one action.
         traj_info_cls: per-episode record class.
         discount: for ``TrajInfo.DiscountedReturn``.
+        mid_batch_reset: reset an env as soon as its episode ends (True), or freeze it
+            for the rest of the batch and reset it before the next one (False: "wait
+            reset"; the buffer then has a ``valid`` entry, 0 on the frozen steps).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class EnvRunner:
         action_spec: Any,
         traj_info_cls: type[TrajInfo],
         discount: float,
+        mid_batch_reset: bool = True,
     ):
         self.envs = envs
         self.env_ranks = list(env_ranks)
@@ -135,6 +139,8 @@ class EnvRunner:
         self.prev_action = action_spec.zeros((n,))
         self.prev_reward = torch.zeros(n, 1)
         self.null_action = action_spec.zeros(()).numpy()
+        self.mid_batch_reset = bool(mid_batch_reset)
+        self.waiting = np.zeros(n, dtype=bool)  # wait-reset: finished, frozen until next batch
 
     def start(self, max_decorrelation_steps: int) -> None:
         """Seed and reset every env, then take ``[0, max_decorrelation_steps)`` random steps
@@ -174,9 +180,27 @@ class EnvRunner:
         self.np_done = samples.get(keys.NEXT_DONE).numpy()[..., 0]
         self.np_terminated = samples.get(keys.NEXT_TERMINATED).numpy()[..., 0]
         self.np_truncated = samples.get(keys.NEXT_TRUNCATED).numpy()[..., 0]
+        valid = samples.get(keys.VALID, None)
+        self.np_valid = None if valid is None else valid.numpy()
+
+    def begin_batch(self) -> None:
+        """Wait-reset: reset the envs that finished during the previous batch."""
+        if self.mid_batch_reset or not self.waiting.any():
+            return
+        np_prev_action = self.prev_action.numpy()
+        np_prev_reward = self.prev_reward.numpy()[:, 0]
+        for b in np.flatnonzero(self.waiting):
+            o, _ = self.envs[b].reset()
+            self.obs.write(b, o)
+            np_prev_action[b] = self.null_action
+            np_prev_reward[b] = 0.0
+        self.waiting[:] = False
 
     def write_inputs(self, t: int) -> None:
-        """Row ``t``'s agent inputs: the carried observation, previous action and reward."""
+        """Row ``t``'s agent inputs: the carried observation, previous action and reward
+        (``begin_batch`` first when ``t == 0``)."""
+        if t == 0:
+            self.begin_batch()
         for dst, src in zip(self.np_obs, self.obs.leaves, strict=True):
             dst[t] = src
         self.rows.prev_action[t].copy_(self.prev_action)
@@ -184,13 +208,26 @@ class EnvRunner:
 
     def step_envs(self, t: int) -> list[TrajInfo]:
         """Step every env with ``action[t]``; record reward, next observation and episode
-        ends in row ``t``; reset finished envs (mid-batch). Returns finished episodes."""
+        ends in row ``t``; reset finished envs (mid-batch), or freeze them until the next
+        batch (wait-reset: their later rows hold zeros, ``done`` and ``valid = 0``).
+        Returns the finished episodes."""
         envs, traj, obs_writer = self.envs, self.traj, self.obs
         next_leaves, paths = self.np_next_obs, self.obs.paths
         env_actions = self.act(self.np_action[t])
         reward_t, term_t, trunc_t = self.np_reward[t], self.np_terminated[t], self.np_truncated[t]
+        waiting = self.waiting
+        if self.np_valid is not None:
+            self.np_valid[t] = ~waiting
+        frozen = waiting.copy() if not self.mid_batch_reset else None
         done_b = []
         for b in range(len(envs)):
+            if frozen is not None and frozen[b]:
+                reward_t[b] = 0.0
+                term_t[b] = True
+                trunc_t[b] = False
+                for leaf in next_leaves:
+                    leaf[t, b] = 0
+                continue
             o, r, terminated, truncated, env_info = envs[b].step(env_actions[b])
             reward_t[b] = r
             term_t[b] = terminated
@@ -207,10 +244,18 @@ class EnvRunner:
                 traj.step_info(b, env_info)
             if terminated or truncated:
                 done_b.append((b, env_info))
-                o, _ = envs[b].reset()
-            obs_writer.write(b, o)
+                if self.mid_batch_reset:
+                    o, _ = envs[b].reset()
+                else:
+                    waiting[b] = True
+                    o = None
+            if o is not None:
+                obs_writer.write(b, o)
+            else:
+                for leaf in obs_writer.leaves:
+                    leaf[b] = 0
         np.logical_or(term_t, trunc_t, out=self.np_done[t])
-        traj.step(reward_t)
+        traj.step(reward_t, active=None if frozen is None or not frozen.any() else ~frozen)
         np_prev_action = self.prev_action.numpy()
         np_prev_reward = self.prev_reward.numpy()[:, 0]
         np_prev_action[:] = self.np_action[t]
@@ -218,6 +263,7 @@ class EnvRunner:
         completed = []
         for b, env_info in done_b:
             completed.append(traj.finish(b, env_info))
+        for b in np.flatnonzero(waiting) if not self.mid_batch_reset else [b for b, _ in done_b]:
             np_prev_action[b] = self.null_action
             np_prev_reward[b] = 0.0
         return completed
@@ -320,6 +366,11 @@ class SerialSampler:
         eval_max_steps: budget of env steps per evaluation, over all eval envs.
         eval_max_trajectories: stop evaluating once this many episodes completed.
         traj_info_cls: per-episode record class (``TrajInfo`` or a subclass).
+        mid_batch_reset: reset an env as soon as its episode ends (default); False freezes
+            it for the rest of the batch and resets it before the next ("wait reset", for
+            recurrent training and slow resets): its later rows hold zeros and ``done``, and
+            the batch gets a bool ``valid`` entry, False on those rows, that the
+            policy-gradient losses use as a mask.
     """
 
     def __init__(
@@ -329,6 +380,7 @@ class SerialSampler:
         *,
         batch_T: int,
         batch_B: int,
+        mid_batch_reset: bool = True,
         max_decorrelation_steps: int = 100,
         eval_n_envs: int = 0,
         eval_env_kwargs: dict[str, Any] | None = None,
@@ -345,6 +397,9 @@ class SerialSampler:
         )
         self.env_fn = env_fn
         self.env_kwargs = dict(env_kwargs or {})
+        if not isinstance(mid_batch_reset, bool):
+            raise TypeError(f"mid_batch_reset must be a bool, got {mid_batch_reset!r}")
+        self.mid_batch_reset = mid_batch_reset
         self.max_decorrelation_steps = check_positive_int(
             "max_decorrelation_steps", max_decorrelation_steps, 0
         )
@@ -399,13 +454,18 @@ class SerialSampler:
             action_spec=self.action_spec,
             traj_info_cls=self.traj_info_cls,
             discount=self._discount,
+            mid_batch_reset=self.mid_batch_reset,
         )
         self._runner.start(self.max_decorrelation_steps)
         agent.sample_mode(0)
         r = self._runner
         _, info = agent.step(r.obs.tensors, r.prev_action, r.prev_reward)
         self.samples = build_samples_buffer(
-            self.batch_spec, self.observation_spec, self.action_spec, info
+            self.batch_spec,
+            self.observation_spec,
+            self.action_spec,
+            info,
+            valid=not self.mid_batch_reset,
         )
         self._runner.bind(self.samples)
         if self.eval_n_envs:
