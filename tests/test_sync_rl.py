@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import functools
 import os
 import pickle
 import subprocess
@@ -16,13 +17,17 @@ import time
 import uuid
 from pathlib import Path
 
+import gymnasium as gym
 import pytest
 import torch
 import torch.distributed as dist
 
 from tdrl.agents import CategoricalPgAgent
+from tdrl.agents.qpg import SacAgent, Td3Agent
 from tdrl.algos import A2C
 from tdrl.algos.pg.base import process_returns
+from tdrl.algos.qpg import SAC, TD3
+from tdrl.envs import space_to_spec
 from tdrl.logging import logger_context
 from tdrl.models.pg.mlp import CategoricalPgMlpModel
 from tdrl.models.running_mean_std import RunningMeanStd
@@ -296,21 +301,18 @@ def test_torchrun_style_start_with_dqn_and_eval(tmp_path):
     assert all(float(r["Diagnostics/TrajsInEval"]) > 0 for r in rows)
 
 
-def test_unsupported_algorithm_is_refused_by_name(tmp_path):
-    from tdrl.agents.qpg.sac_agent import SacAgent
-    from tdrl.algos.qpg.sac import SAC
-
-    sampler = SerialSampler(env_kwargs={"id": "Pendulum-v1"}, batch_T=4, batch_B=1)
+def test_agent_without_trainable_parameters_is_refused():
+    model = CategoricalPgMlpModel(4, 2).requires_grad_(False)
     runner = SyncRl(
-        SAC(min_steps_learn=0, replay_size=100, batch_size=4),
-        SacAgent(),
-        sampler,
-        n_steps=4,
+        A2C(),
+        CategoricalPgAgent(model=model),
+        _sampler(),
+        n_steps=T * B,
         world_size=1,
         progress_bar=False,
         timeout_s=30,
     )
-    with pytest.raises(ValueError, match=r"q_model.*SAC is not supported"):
+    with pytest.raises(ValueError, match=r"no trainable parameter.*A2C"):
         runner.train()
     assert not dist.is_initialized()
 
@@ -372,3 +374,192 @@ def test_rms_update_across_ranks_without_a_group_is_update():
         b.update_across_ranks(x)
     for key, value in a.state_dict().items():
         torch.testing.assert_close(b.state_dict()[key], value)
+
+
+# ------------------------------------------- algorithms training more than agent.model
+QT = 8  # Pendulum steps per rank and iteration (batch_B=1); also the replay batch size
+QPG_KWARGS = {"min_steps_learn": 0, "replay_size": 100, "batch_size": QT}
+SMALL = {"model_kwargs": {"hidden_sizes": (16,)}, "q_model_kwargs": {"hidden_sizes": (16,)}}
+
+
+def _trained(algo):
+    """(name, tensor) of the parameters the algorithm trains, SAC's log_alpha included."""
+    named = [(n, p) for n, p in algo.agent.named_parameters() if p.requires_grad]
+    return named + ([("log_alpha", algo.log_alpha)] if hasattr(algo, "log_alpha") else [])
+
+
+def _values(algo):
+    """The agent's state (targets included) and SAC's log_alpha, cloned."""
+    state = {k: v.clone() for k, v in algo.agent.state_dict().items()}
+    if hasattr(algo, "log_alpha"):
+        state["log_alpha"] = algo.log_alpha.detach().clone()
+    return state
+
+
+def _recorded_update(algo, update, batch):
+    """Run ``update(batch)``, saving its inputs, (averaged, clipped) gradients and results."""
+    record = {
+        "counter": algo.update_counter,
+        "rng": torch.get_rng_state(),
+        "batch": batch.clone(),
+        "before": _values(algo),
+    }
+    info = update(batch)
+    record["grads"] = {n: p.grad.clone() for n, p in _trained(algo) if p.grad is not None}
+    record["after"] = _values(algo)
+    name = f"rank{dist.get_rank()}_update{algo.update_counter}.pt"
+    torch.save(record, Path(algo.record_dir) / name)
+    return info
+
+
+class RecordingSAC(SAC):
+    def __init__(self, record_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.record_dir = str(record_dir)
+
+    def update(self, batch):
+        return _recorded_update(self, super().update, batch)
+
+
+class RecordingTD3(TD3):
+    def __init__(self, record_dir, **kwargs):
+        super().__init__(**kwargs)
+        self.record_dir = str(record_dir)
+
+    def update(self, batch):
+        return _recorded_update(self, super().update, batch)
+
+
+def _run_qpg(tmp_path, algo_cls, agent_cls, algo_kwargs):
+    """One iteration of 2 ranks; returns {(rank, update): record}."""
+    record_dir = tmp_path / "records"
+    record_dir.mkdir()
+    sampler = SerialSampler(env_kwargs={"id": "Pendulum-v1"}, batch_T=QT, batch_B=1)
+    runner = SyncRl(
+        algo_cls(record_dir, **algo_kwargs),
+        agent_cls(**SMALL),
+        sampler,
+        n_steps=2 * QT,
+        world_size=2,
+        seed=7,
+        progress_bar=False,
+        timeout_s=60,
+    )
+    runner.train()
+    return {
+        (int(f.stem[4]), int(f.stem.split("update")[1])): torch.load(f, weights_only=False)
+        for f in record_dir.iterdir()
+    }
+
+
+def _set_values(params, values):
+    with torch.no_grad():
+        for p, v in zip(params, values, strict=True):
+            p.copy_(v)
+
+
+def _local_grads(algo_cls, agent_cls, algo_kwargs, record):
+    """One rank's update recomputed alone in this process (no all-reduce, no clipping):
+    the rank's parameters, batch and RNG state; each optimizer step sets the rank's values
+    after that step (so TD3's actor loss sees the stepped critic) instead of stepping."""
+    env = gym.make("Pendulum-v1")
+    agent = agent_cls(**SMALL)
+    agent.initialize(space_to_spec(env.observation_space), space_to_spec(env.action_space))
+    algo = algo_cls(**{**algo_kwargs, "clip_grad_norm": 1e9})
+    algo.initialize(agent, n_itr=1, batch_spec=BatchSpec(QT, 1))
+    named = dict(_trained(algo))
+    _set_values(list(named.values()), [record["before"][n] for n in named])
+    agent.load_state_dict({k: v for k, v in record["before"].items() if k != "log_alpha"})
+    for optimizer in (v for v in vars(algo).values() if isinstance(v, torch.optim.Optimizer)):
+        held = {id(p) for group in optimizer.param_groups for p in group["params"]}
+        names = [n for n, p in named.items() if id(p) in held]
+        after = [record["after"][n] for n in names]
+        optimizer.step = functools.partial(_set_values, [named[n] for n in names], after)
+    algo.update_counter = record["counter"]
+    with torch.random.fork_rng():
+        torch.set_rng_state(record["rng"])
+        algo.update(record["batch"])
+    return {n: p.grad for n, p in named.items() if p.grad is not None}
+
+
+def _assert_replicas_equal_and_moved(records, last_update):
+    first, last = records[0, 1]["before"], records[0, last_update]["after"]
+    for key in first:
+        for update in range(1, last_update + 1):
+            for when in ("before", "after"):
+                a, b = records[0, update][when][key], records[1, update][when][key]
+                assert torch.equal(a, b), (key, update, when)
+        if key not in ("action_scale", "action_bias"):
+            assert not torch.equal(first[key], last[key]), key  # pi, q, alpha and targets
+    assert not torch.equal(
+        records[0, 1]["batch"]["observation"], records[1, 1]["batch"]["observation"]
+    )
+
+
+def _clipped(grads, max_norm):
+    clipped = [g.clone().requires_grad_() for g in grads]
+    for c, g in zip(clipped, grads, strict=True):
+        c.grad = g.clone()
+    torch.nn.utils.clip_grad_norm_(clipped, max_norm)
+    return [c.grad for c in clipped]
+
+
+@pytest.mark.parametrize("clip_grad_norm", [1e9, 1e-2])
+def test_sac_on_two_ranks_averages_gradients_before_clipping(
+    tmp_path, process_marker, clip_grad_norm
+):
+    kwargs = {**QPG_KWARGS, "replay_ratio": 1.0, "clip_grad_norm": clip_grad_norm}
+    records = _run_qpg(tmp_path, RecordingSAC, SacAgent, kwargs)
+    assert sorted(records) == [(0, 1), (1, 1)]  # one update per rank
+    _assert_replicas_equal_and_moved(records, 1)
+    synced = records[0, 1]["grads"]
+    assert (
+        synced.keys()
+        == records[1, 1]["grads"].keys()
+        == records[0, 1]["before"].keys()
+        - {
+            "action_scale",
+            "action_bias",
+            *(k for k in records[0, 1]["before"] if k.startswith("target_")),
+        }
+    )
+    for name, grad in records[1, 1]["grads"].items():
+        assert torch.equal(grad, synced[name]), name
+    g0, g1 = (_local_grads(SAC, SacAgent, kwargs, records[r, 1]) for r in (0, 1))
+    mean = {n: (g0[n] + g1[n]) / 2 for n in synced}
+    assert any(not torch.allclose(mean[n], g0[n], atol=1e-6) for n in synced)
+    expected = dict(mean)  # log_alpha is not clipped; each network is clipped on its own
+    for prefix in ("model.", "q_model."):
+        names = [n for n in mean if n.startswith(prefix)]
+        expected.update(zip(names, _clipped([mean[n] for n in names], clip_grad_norm), strict=True))
+        if clip_grad_norm < 1:  # the clip acted on the average, not on each rank's gradient
+            norm = torch.linalg.vector_norm(torch.cat([synced[n].flatten() for n in names]))
+            torch.testing.assert_close(norm, torch.tensor(clip_grad_norm), rtol=1e-4, atol=0)
+            per_rank = [_clipped([g[n] for n in names], clip_grad_norm) for g in (g0, g1)]
+            assert not all(
+                torch.allclose((a + b) / 2, synced[n], atol=1e-6)
+                for n, a, b in zip(names, *per_rank, strict=True)
+            )
+    for name in synced:
+        torch.testing.assert_close(synced[name], expected[name], rtol=1e-4, atol=1e-6)
+
+
+def test_td3_on_two_ranks_averages_critic_and_delayed_actor_gradients(tmp_path, process_marker):
+    kwargs = {**QPG_KWARGS, "replay_ratio": 2.0}
+    records = _run_qpg(tmp_path, RecordingTD3, Td3Agent, kwargs)
+    assert sorted(records) == [(0, 1), (0, 2), (1, 1), (1, 2)]  # two updates per rank
+    _assert_replicas_equal_and_moved(records, 2)
+    for key in records[0, 1]["before"]:  # the actor and the targets wait for update 2
+        if key.startswith(("model.", "target_")):
+            assert torch.equal(records[0, 1]["after"][key], records[0, 1]["before"][key])
+    for update in (1, 2):
+        synced = records[0, update]["grads"]
+        actor = [n for n in synced if n.startswith("model.")]
+        assert (actor != []) == (update == 2)
+        g0, g1 = (_local_grads(TD3, Td3Agent, kwargs, records[r, update]) for r in (0, 1))
+        assert synced.keys() == g0.keys() == g1.keys()
+        for name, grad in synced.items():
+            assert torch.equal(grad, records[1, update]["grads"][name]), name
+            mean = (g0[name] + g1[name]) / 2
+            torch.testing.assert_close(grad, mean, rtol=1e-4, atol=1e-6)
+        assert any(not torch.allclose(synced[n], g0[n], atol=1e-6) for n in actor or synced)

@@ -1,13 +1,16 @@
 """Synchronous multi-process training: one full sampler + agent + algorithm per rank.
 
 ``SyncRl`` is ``MinibatchRl`` run by several processes (ranks) at once, rlpyt's ``SyncRl``.
-Each rank collects its own batches and optimises its own replica of the agent;
-``DistributedDataParallel`` averages the gradients of ``agent.model`` across ranks during
-every backward pass, so all replicas take the same optimizer steps and stay equal. Batch
-sizes are per rank (weak scaling): ``N`` ranks collect ``N`` times the sampler's batch per
-iteration, and ``n_steps`` counts the steps of all ranks. Running observation statistics
-are merged across ranks. Rank 0 logs, evaluates (``SyncRlEval``) and snapshots exactly as
-``MinibatchRl(Eval)`` does, with the other ranks' episodes gathered into its statistics.
+Each rank collects its own batches and optimises its own replica of the agent; the
+gradients are averaged across ranks at the end of every backward pass, so all replicas take
+the same optimizer steps and stay equal. ``DistributedDataParallel`` does it when only
+``agent.model`` is trained (A2C, PPO, the DQN family); when the algorithm trains more (the
+critics and temperature of DDPG, TD3, SAC, SAC-V) a hook on every trained parameter does
+it for all of them. Batch sizes are per rank (weak scaling): ``N`` ranks collect ``N``
+times the sampler's batch per iteration, and ``n_steps`` counts the steps of all ranks.
+Running observation statistics are merged across ranks. Rank 0 logs, evaluates
+(``SyncRlEval``) and snapshots exactly as ``MinibatchRl(Eval)`` does, with the other
+ranks' episodes gathered into its statistics.
 
 Two ways to start (see ``docs/sync_rl.md``):
 
@@ -24,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import datetime
+import functools
 import os
 import pickle
 import time
@@ -51,18 +55,22 @@ _GRACE_S = 10.0
 
 
 class SyncRl(MinibatchRl):
-    """``MinibatchRl`` over several processes, gradients all-reduced with DDP.
+    """``MinibatchRl`` over several processes, gradients averaged across ranks.
 
-    Supported algorithms are those whose gradients flow through ``agent.model`` only, with
-    one gradient-enabled ``agent.model`` forward per backward pass: A2C, PPO and the DQN
-    family (DQN, CategoricalDQN, Rainbow). Agents that train other modules (the critics of
-    DDPG, TD3, SAC and SAC-V) are refused at start-up with an error naming them.
+    When the algorithm trains ``agent.model`` only (A2C, PPO and the DQN family: DQN,
+    CategoricalDQN, Rainbow), ``agent.model`` is wrapped in ``DistributedDataParallel``.
+    When it trains more (DDPG and TD3: ``agent.q_model``; SAC: ``agent.q_model`` and the
+    algorithm's ``log_alpha``; SAC-V: ``agent.q_model`` and ``agent.v_model``), every
+    trained parameter (the agent's trainable ones and those of the algorithm's optimizers)
+    gets a hook that averages, at the end of each backward pass, the gradients that pass
+    produced, before the algorithm clips them and steps (see ``_GradAverager``).
 
     Rank ``r`` seeds with ``seed + 100 * r`` (its envs with ``seed + 100 * r + 1``); at
-    start all ranks take rank 0's parameters and buffers (target networks included). After
-    every iteration the ranks compare their parameters and raise if they drifted apart,
-    so an algorithm that updates parameters outside the synchronised backward pass fails
-    loudly instead of training unsynchronised replicas.
+    start all ranks take rank 0's parameters and buffers (target networks included) and
+    the trained tensors the algorithm holds outside the agent (SAC's ``log_alpha``). After
+    every iteration the ranks compare all these parameters (targets included) and raise if
+    they drifted apart, so an algorithm that updates parameters outside the synchronised
+    backward pass fails loudly instead of training unsynchronised replicas.
 
     Args:
         algo: the algorithm (not initialised); every rank gets its own copy.
@@ -144,6 +152,8 @@ class SyncRl(MinibatchRl):
         self.timeout_s = float(timeout_s)
         self.rank = 0
         self._ddp_model: DistributedDataParallel | None = None
+        self._grad_averager: _GradAverager | None = None
+        self._replica_tensors: list[torch.Tensor] = []
         self._synced_rms: list[RunningMeanStd] = []
 
     @staticmethod
@@ -281,25 +291,20 @@ class SyncRl(MinibatchRl):
         return n_itr
 
     def _replicate(self) -> None:
-        """Start the replicas equal and route ``agent.model`` calls through DDP."""
+        """Start the replicas equal and synchronise their gradients: through DDP around
+        ``agent.model`` when only it is trained, else with a ``_GradAverager``."""
         agent = self.agent
         model = agent.model
-        in_model = {id(p) for p in model.parameters()}
-        others = [
-            name
-            for name, p in agent.named_parameters()
-            if p.requires_grad and id(p) not in in_model
-        ]
-        if others:
+        agent_params = {id(p) for p in agent.parameters()}
+        extra = _optimized_outside(self.algo, agent_params)
+        trained = [p for p in agent.parameters() if p.requires_grad] + extra
+        if not trained:
             raise ValueError(
-                f"SyncRl all-reduces the gradients of agent.model only, but "
-                f"{type(agent).__name__} also trains {', '.join(others[:4])}"
-                f"{', ...' if len(others) > 4 else ''}, so {type(self.algo).__name__} is not "
-                "supported (SyncRl supports A2C, PPO and the DQN family; not DDPG, TD3, SAC "
-                "or SAC-V)"
+                f"{type(agent).__name__} has no trainable parameter to synchronise "
+                f"({type(self.algo).__name__})"
             )
-        if not any(p.requires_grad for p in model.parameters()):
-            raise ValueError("agent.model has no trainable parameter to synchronise")
+        in_model = {id(p) for p in model.parameters()}
+        ddp = all(id(p) in in_model for p in trained)
         device = None
         if self.cuda:
             device = torch.device("cuda", torch.cuda.current_device())
@@ -307,9 +312,17 @@ class SyncRl(MinibatchRl):
             if self.start_itr:  # optimizer state restored on the CPU follows its parameters
                 self.algo.load_state_dict(self.algo.state_dict())
         with torch.no_grad():  # rank 0's parameters and buffers, targets included
-            for tensor in agent.state_dict().values():
+            for tensor in [*agent.state_dict().values(), *extra]:
                 if isinstance(tensor, torch.Tensor):
                     _broadcast_inplace(tensor)
+        # Checked after every iteration: all agent parameters (targets too) and log_alpha.
+        self._replica_tensors = [*agent.parameters(), *extra]
+        self._synced_rms = [m for m in model.modules() if isinstance(m, RunningMeanStd)]
+        for rms in self._synced_rms:
+            vars(rms)["update"] = rms.update_across_ranks
+        if not ddp:  # critics, value network, temperature: average at the end of backward
+            self._grad_averager = _GradAverager(trained, self.world_size)
+            return
         self._ddp_model = _DdpModel(
             model,
             device_ids=None if device is None else [device.index],
@@ -319,16 +332,17 @@ class SyncRl(MinibatchRl):
         # Shadow the registered submodule: agent.model(...) now runs DDP, while the module
         # tree (parameters(), state_dict(), to(), train()) still holds the plain model.
         vars(agent)["model"] = self._ddp_model
-        self._synced_rms = [m for m in model.modules() if isinstance(m, RunningMeanStd)]
-        for rms in self._synced_rms:
-            vars(rms)["update"] = rms.update_across_ranks
 
     def _unreplicate(self) -> None:
-        """Give the agent back its plain model and statistics."""
+        """Give the agent back its plain model and statistics, remove the gradient hooks."""
         vars(self.agent).pop("model", None)
         for rms in self._synced_rms:
             vars(rms).pop("update", None)
+        if self._grad_averager is not None:
+            self._grad_averager.remove()
         self._synced_rms = []
+        self._replica_tensors = []
+        self._grad_averager = None
         self._ddp_model = None
 
     def shutdown(self) -> None:
@@ -349,7 +363,7 @@ class SyncRl(MinibatchRl):
         super().store_diagnostics(itr, [t for infos in gathered for t in infos], opt_info)
 
     def _check_replicas_equal(self, itr: int) -> None:
-        params = [p.detach().double() for p in self.agent.parameters() if p.requires_grad]
+        params = [p.detach().double() for p in self._replica_tensors]
         local = torch.stack([s for p in params for s in (p.sum(), p.square().sum())])
         gathered = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(gathered, local)
@@ -357,10 +371,11 @@ class SyncRl(MinibatchRl):
             if not torch.allclose(other, gathered[0], rtol=1e-5, atol=1e-8):
                 raise RuntimeError(
                     f"SyncRl: the parameters of rank {rank} differ from rank 0's after "
-                    f"iteration {itr}: {type(self.algo).__name__} changed them outside "
-                    "DistributedDataParallel's synchronised backward pass (e.g. several "
-                    "gradient-enabled agent.model calls per backward, or gradients through "
-                    "another module), so it is not supported by SyncRl"
+                    f"iteration {itr}: {type(self.algo).__name__} changed them outside the "
+                    "synchronised backward passes (e.g. several gradient-enabled "
+                    "agent.model calls per backward under DDP, a parameter updated without "
+                    "its gradient, or backward passes that differ between ranks), so it is "
+                    "not supported by SyncRl"
                 )
 
     def evaluate(self, itr: int) -> None:
@@ -430,7 +445,77 @@ def _unwrapped(module: torch.nn.Module) -> torch.nn.Module:
     return module
 
 
+class _GradAverager:
+    """Averages across ranks the gradients that every backward pass leaves on ``params``.
+
+    A post-accumulate-grad hook on each parameter records which ones received a gradient;
+    the first one of a backward pass queues a callback that autograd runs once that whole
+    pass has finished (DDP's own mechanism). The callback all-reduces those gradients, in
+    one flat bucket per dtype and device, and divides by the world size. The average is
+    thus taken inside ``backward()``, before the algorithm clips the gradient norms and
+    steps its optimizers: with the same clip and step code on equal gradients, the ranks
+    stay equal, exactly as under DDP. Parameters without gradient in a pass (the critics
+    frozen for the actor's loss) are left alone; all ranks run the same code, so the same
+    parameters receive gradients everywhere. A gradient already present before the pass
+    (accumulated over several passes) was averaged by its own pass and is equal on all
+    ranks, so averaging the sum is still exact.
+
+    Args:
+        params: the trained parameters, in the same order on every rank.
+        world_size: number of ranks.
+    """
+
+    def __init__(self, params: Sequence[torch.Tensor], world_size: int):
+        self.params = list(params)
+        self.world_size = world_size
+        self._received: set[int] = set()
+        self._queued = False
+        self._handles = [
+            p.register_post_accumulate_grad_hook(functools.partial(self._on_grad, i))
+            for i, p in enumerate(self.params)
+        ]
+
+    def _on_grad(self, index: int, param: torch.Tensor) -> None:
+        self._received.add(index)
+        if not self._queued:
+            self._queued = True
+            torch.autograd.Variable._execution_engine.queue_callback(self._average)
+
+    def _average(self) -> None:
+        received = sorted(self._received)  # the parameters' order, not autograd's
+        self._received.clear()
+        self._queued = False
+        buckets: dict[tuple[torch.device, torch.dtype], list[torch.Tensor]] = {}
+        for index in received:
+            grad = self.params[index].grad
+            buckets.setdefault((grad.device, grad.dtype), []).append(grad)
+        for grads in buckets.values():
+            flat = torch.cat([g.reshape(-1) for g in grads])
+            dist.all_reduce(flat)
+            flat.div_(self.world_size)
+            for grad, mean in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
+                grad.copy_(mean.view_as(grad))
+
+    def remove(self) -> None:
+        for handle in self._handles:
+            handle.remove()
+        self._handles = []
+
+
 # ---------------------------------------------------------------------------- helpers
+def _optimized_outside(algo: Any, agent_params: set[int]) -> list[torch.Tensor]:
+    """Trainable tensors held by the algorithm's optimizers (its attributes) but not by the
+    agent, such as SAC's ``log_alpha``, in attribute and parameter-group order."""
+    found: dict[int, torch.Tensor] = {}
+    for value in vars(algo).values():
+        if isinstance(value, torch.optim.Optimizer):
+            for group in value.param_groups:
+                for p in group["params"]:
+                    if p.requires_grad and id(p) not in agent_params:
+                        found.setdefault(id(p), p)
+    return list(found.values())
+
+
 def _launched_by_torchrun() -> bool:
     return "RANK" in os.environ and "WORLD_SIZE" in os.environ
 
