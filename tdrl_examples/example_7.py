@@ -11,7 +11,9 @@ cores.
 
 ``--algo dqn`` trains example 3's double DQN on CartPole-v1; ``--algo sac`` trains SAC on
 Pendulum-v1 (example 5's agent and algorithm with 10k-step settings).
-``--runner sync`` trains the same configuration with ``MinibatchRlEval``, for comparison.
+``--sampler-process`` moves the sampler from a thread to a process of its own (rlpyt's
+layout: no GIL shared with the optimiser). ``--runner sync`` trains the same
+configuration with ``MinibatchRlEval``, for comparison.
 ``python tdrl_examples/example_7.py --algo sac --n-steps 10000``.
 """
 
@@ -41,6 +43,7 @@ class Config:
     n_workers: int = 1
     max_lead: int = 1  # 0: free-running sampler
     runner: str = "async"  # or "sync" (MinibatchRlEval, for comparison)
+    sampler_process: bool = False  # async: the sampler in its own process, not a thread
     n_steps: int = 50_000
     seed: int = 0
     log_dir: str = "data/example_7"
@@ -99,7 +102,14 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
     }
     if config.runner == "async":
         lead = config.max_lead or None
-        runner = AsyncRlEval(algo, agent, sampler, max_sampler_lead_itrs=lead, **common)
+        runner = AsyncRlEval(
+            algo,
+            agent,
+            sampler,
+            max_sampler_lead_itrs=lead,
+            sampler_process=config.sampler_process,
+            **common,
+        )
     elif config.runner == "sync":
         runner = MinibatchRlEval(algo, agent, sampler, **common)
     else:
@@ -127,6 +137,9 @@ def main() -> None:
     parser.add_argument("--n-workers", type=int, default=defaults.n_workers)
     parser.add_argument("--max-lead", type=int, default=defaults.max_lead)
     parser.add_argument("--runner", default=defaults.runner, choices=("async", "sync"))
+    parser.add_argument(
+        "--sampler-process", action="store_true", help="async: sample in a separate process"
+    )
     parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
     parser.add_argument("--seed", type=int, default=defaults.seed)
     parser.add_argument("--log-dir", default=defaults.log_dir)
@@ -139,6 +152,7 @@ def main() -> None:
         n_workers=args.n_workers,
         max_lead=args.max_lead,
         runner=args.runner,
+        sampler_process=args.sampler_process,
         n_steps=args.n_steps,
         seed=args.seed,
         log_dir=args.log_dir,

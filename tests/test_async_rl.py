@@ -123,6 +123,14 @@ def test_bounded_sampler_lead_keeps_the_replay_ratio(tmp_path):
         tmp_path / "free", sampler_cls=SerialSampler, replay_ratio=32
     )
     assert free_row["Diagnostics/CumReplayRatio"] < ratio
+    with pytest.raises(TypeError, match="sampler_process"):
+        AsyncRl(
+            DQN(),
+            DqnAgent(),
+            SerialSampler(CountingEnv, {}, batch_T=2, batch_B=1),
+            n_steps=8,
+            sampler_process="yes",
+        )
     with pytest.raises(ValueError, match="max_sampler_lead_itrs"):
         AsyncRl(
             DQN(),
@@ -131,6 +139,51 @@ def test_bounded_sampler_lead_keeps_the_replay_ratio(tmp_path):
             n_steps=8,
             max_sampler_lead_itrs=0,
         )
+
+
+def test_sampler_process_keeps_the_bound_and_leaves_no_process(tmp_path):
+    """The sampler in its own process: batches arrive through the double buffer, weights
+    reach it, the throttle holds, evaluation rows come from it, and it is gone after."""
+    sampler = SlowSampler(
+        CountingEnv,
+        {"episode_length": 6},
+        batch_T=8,
+        batch_B=2,
+        eval_n_envs=2,
+        eval_max_steps=24,
+    )
+    agent = DqnAgent(model_kwargs={"hidden_sizes": (16,)})
+    algo = DQN(batch_size=16, replay_ratio=4, min_steps_learn=64, replay_size=1000)
+    runner = AsyncRlEval(
+        algo,
+        agent,
+        sampler,
+        n_steps=960,
+        seed=0,
+        log_interval_steps=320,
+        sampler_process=True,
+        max_sampler_lead_itrs=2,
+    )
+    with logger_context(str(tmp_path), 0, "async_proc", {}, echo=False) as logger:
+        row = runner.train()
+        rows = _rows(logger.run_dir)
+    assert len(rows) == 4  # evaluation at itr 0 + 3 log points
+    assert all(int(r["Diagnostics/TrajsInEval"]) == 4 for r in rows)  # 12 steps x 2 envs
+    assert row["Diagnostics/CumSteps"] == 960 and algo.update_counter > 0
+    assert len(algo.replay_buffer) > 0
+    for r in rows:
+        assert float(r["Diagnostics/CumReplayRatio"]) <= algo.replay_ratio + 1e-9
+    assert 0 < runner.sampler_weights_version <= runner._version
+    for name, value in runner.agent.state_dict().items():
+        assert torch.equal(value, runner._published[name]), name
+    runner._proc.join(5)
+    assert not runner._proc.is_alive() and runner._proc.exitcode == 0
+
+
+def test_sampler_process_failure_is_raised(tmp_path):
+    with pytest.raises(RuntimeError, match="sampler process failed") as info:
+        _dqn_run(tmp_path, sampler_cls=FailingSampler, runner_kwargs={"sampler_process": True})
+    assert "sampler broke on purpose" in str(info.value.__cause__)
 
 
 def test_sampler_thread_failure_is_raised(tmp_path):
