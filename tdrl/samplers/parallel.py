@@ -43,8 +43,8 @@ from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import BatchSpec, build_samples_buffer, check_positive_int, make_envs
-from tdrl.samplers.serial import AgentRows, EnvRunner, evaluate
+from tdrl.samplers.base import build_samples_buffer, check_positive_int, make_envs
+from tdrl.samplers.serial import AgentRows, EnvRunner, SerialSampler
 
 _POLL_S = 0.5  # how often a waiting parent checks that its workers are alive
 
@@ -139,9 +139,10 @@ def _worker(
             conn.send(("error", traceback.format_exc()))
 
 
-class ParallelSampler:
+class ParallelSampler(SerialSampler):
     """What ``CpuSampler``, ``GpuSampler`` and ``AlternatingSampler`` share (see the module
-    docstring); use one of those.
+    docstring); use one of those. Argument checks and offline evaluation (in this process,
+    on the eval envs) are ``SerialSampler``'s.
 
     Args:
         env_fn: builds one env from ``**env_kwargs`` (a gymnasium env or a
@@ -184,12 +185,18 @@ class ParallelSampler:
         worker_cpus: Sequence[Sequence[int]] | None = None,
         torch_threads: int = 1,
     ):
-        if not callable(env_fn):
-            raise TypeError(f"env_fn must be callable, got {env_fn!r}")
-        if env_kwargs is not None and not isinstance(env_kwargs, dict):
-            raise TypeError(f"env_kwargs must be a dict, got {type(env_kwargs).__name__}")
-        self.batch_spec = BatchSpec(
-            check_positive_int("batch_T", batch_T), check_positive_int("batch_B", batch_B)
+        super().__init__(
+            env_fn,
+            env_kwargs,
+            batch_T=batch_T,
+            batch_B=batch_B,
+            mid_batch_reset=mid_batch_reset,
+            max_decorrelation_steps=max_decorrelation_steps,
+            eval_n_envs=eval_n_envs,
+            eval_env_kwargs=eval_env_kwargs,
+            eval_max_steps=eval_max_steps,
+            eval_max_trajectories=eval_max_trajectories,
+            traj_info_cls=traj_info_cls,
         )
         if n_workers is None:
             n_workers = max(self.n_groups, min(batch_B, os.cpu_count() or 1))
@@ -208,31 +215,6 @@ class ParallelSampler:
             )
         self.worker_cpus = [list(c) for c in worker_cpus] if worker_cpus is not None else None
         self.torch_threads = check_positive_int("torch_threads", torch_threads)
-        self.env_fn = env_fn
-        self.env_kwargs = dict(env_kwargs or {})
-        if not isinstance(mid_batch_reset, bool):
-            raise TypeError(f"mid_batch_reset must be a bool, got {mid_batch_reset!r}")
-        self.mid_batch_reset = mid_batch_reset
-        self.max_decorrelation_steps = check_positive_int(
-            "max_decorrelation_steps", max_decorrelation_steps, 0
-        )
-        self.eval_n_envs = check_positive_int("eval_n_envs", eval_n_envs, 0)
-        self.eval_env_kwargs = dict(
-            eval_env_kwargs if eval_env_kwargs is not None else self.env_kwargs
-        )
-        if eval_max_steps is not None:
-            check_positive_int("eval_max_steps", eval_max_steps)
-        if eval_max_trajectories is not None:
-            check_positive_int("eval_max_trajectories", eval_max_trajectories)
-        if self.eval_n_envs > 0 and eval_max_steps is None and eval_max_trajectories is None:
-            raise ValueError(
-                "eval_n_envs > 0 needs eval_max_steps or eval_max_trajectories to bound evaluation"
-            )
-        self.eval_max_steps = eval_max_steps
-        self.eval_max_trajectories = eval_max_trajectories
-        self.traj_info_cls = traj_info_cls
-        self.agent: Agent | None = None
-        self.eval_envs: list[Any] = []
         self.startup_seconds: float | None = None
         self._procs: list[mp.process.BaseProcess] = []
         self._conns: list[Any] = []
@@ -409,31 +391,7 @@ class ParallelSampler:
                 for w in group:
                     self._act_ready[w].release()
 
-    # ----------------------------------------------------------------------- evaluation
-    def evaluate_agent(self, itr: int) -> list[TrajInfo]:
-        """Run the agent in eval mode on the eval envs (in this process); return completed
-        episodes only."""
-        if not self.eval_n_envs:
-            raise RuntimeError("evaluate_agent needs eval_n_envs > 0")
-        self.agent.eval_mode(itr)
-        seeds = (
-            None
-            if self._eval_started
-            else [self.seed + 10_000 + i for i in range(self.eval_n_envs)]
-        )
-        self._eval_started = True
-        return evaluate(
-            self.agent,
-            self.eval_envs,
-            observation_spec=self.observation_spec,
-            action_spec=self.action_spec,
-            traj_info_cls=self.traj_info_cls,
-            discount=self._discount,
-            max_steps=self.eval_max_steps,
-            max_trajectories=self.eval_max_trajectories,
-            seeds=seeds,
-        )
-
+    # ------------------------------------------------------------------------ shut-down
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the workers (asking first, then terminating) and close the eval envs."""
         for conn, proc in zip(self._conns, self._procs, strict=True):
