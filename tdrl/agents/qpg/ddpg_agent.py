@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 from typing import Any
 
 import torch
@@ -11,13 +10,12 @@ from torch import nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent
-from tdrl.agents.qpg.sac_agent import _sizes
-from tdrl.models.qpg.mlp import MuMlpModel, QEnsembleMlpModel
+from tdrl.agents.qpg.base import QpgAgent, flat_sizes, frozen_copy
+from tdrl.models.qpg.mlp import MuMlpModel
 from tdrl.utils.tensor import polyak_update
 
 
-class DdpgAgent(Agent):
+class DdpgAgent(QpgAgent):
     """Deterministic actor ``mu(o)`` in ``[-1, 1]^A`` with Gaussian exploration, ``n_q``
     critics and target copies of both (rlpyt's ``DdpgAgent``).
 
@@ -50,7 +48,8 @@ class DdpgAgent(Agent):
         action_noise_clip: float | None = None,
         pretrain_std: float | None = None,
     ):
-        super().__init__(model, model_kwargs)
+        q_model_kwargs = {"hidden_sizes": (400, 300), "n_q": n_q, **(q_model_kwargs or {})}
+        super().__init__(model, q_model, model_kwargs=model_kwargs, q_model_kwargs=q_model_kwargs)
         if n_q < 1:
             raise ValueError(f"n_q must be >= 1, got {n_q!r}")
         if action_std < 0:
@@ -59,54 +58,22 @@ class DdpgAgent(Agent):
             raise ValueError(f"action_noise_clip must be positive, got {action_noise_clip!r}")
         if pretrain_std is not None and pretrain_std < 0:
             raise ValueError(f"pretrain_std must be >= 0, got {pretrain_std!r}")
-        self.q_model = q_model
-        self.q_model_kwargs = {"hidden_sizes": (400, 300), "n_q": n_q, **(q_model_kwargs or {})}
         self.n_q = n_q
         self.action_std = float(action_std)
         self.action_noise_clip = action_noise_clip
         self.pretrain_std = pretrain_std
-        self.pretrain_itr = 0
-        self._pretraining = False
         self.target_model: nn.Module | None = None
-        self.target_q_model: nn.Module | None = None
-        self._target_pairs: tuple | None = None
-        self.register_buffer("action_scale", torch.ones(()))
-        self.register_buffer("action_bias", torch.zeros(()))
 
     # ------------------------------------------------------------------ set-up
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
-        obs_size, act_size = _sizes(observation_spec, action_spec, type(self).__name__)
+        obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
         return MuMlpModel(obs_size, act_size, **kwargs)
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
         super().initialize(observation_spec, action_spec)
-        obs_size, act_size = _sizes(observation_spec, action_spec, type(self).__name__)
-        if self.q_model is None:
-            self.q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
-        self.target_model = copy.deepcopy(self.model)
-        self.target_model.requires_grad_(False)
-        self.target_q_model = copy.deepcopy(self.q_model)
-        self.target_q_model.requires_grad_(False)
-        self._target_pairs = None
-        low, high = action_spec.space.low.float(), action_spec.space.high.float()
-        self.action_scale = (high - low) / 2.0
-        self.action_bias = (high + low) / 2.0
-        self.action_size = act_size
-
-    def set_pretrain_itr(self, itr: int) -> None:
-        """Use ``pretrain_std`` exploration in sample mode before iteration ``itr``."""
-        self.pretrain_itr = int(itr)
-
-    def sample_mode(self, itr: int) -> None:
-        super().sample_mode(itr)
-        self._pretraining = itr < self.pretrain_itr
-
-    # ------------------------------------------------------------------ acting
-    def to_env(self, squashed: torch.Tensor) -> torch.Tensor:
-        """Map actions from ``[-1, 1]`` to the env's bounds."""
-        return squashed * self.action_scale + self.action_bias
+        self.target_model = frozen_copy(self.model)
 
     def add_noise(self, action: torch.Tensor, std: float, noise_clip: float | None) -> torch.Tensor:
         """``clip(action + clip(N(0, std^2), ±noise_clip), -1, 1)`` in ``[-1, 1]`` space."""
@@ -139,15 +106,6 @@ class DdpgAgent(Agent):
     ) -> torch.Tensor:
         """The target actor's env-space action, optionally smoothed with clipped noise."""
         return self.to_env(self.add_noise(self.target_model(observation), noise_std, noise_clip))
-
-    def q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
-        """``[n_q, N]`` Q-values of env-space actions."""
-        return self.q_model(observation, action)
-
-    @torch.no_grad()
-    def target_q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
-        """``[n_q, N]`` target Q-values."""
-        return self.target_q_model(observation, action)
 
     def forward(self, td: TensorDictBase) -> TensorDict:
         """The actor's ``[-1, 1]`` output (``loc``) for every row of ``td``."""
