@@ -383,11 +383,12 @@ class ParallelSampler(SerialSampler):
         """The parent's side of a batch without the agent in the workers: per time step and
         group, wait for the group's inputs, act on all its envs at once, release it."""
         agent = self.agent
+        device = agent.device
         for t in range(self.batch_spec.T):
             for group, rows in zip(self._groups, self._group_rows, strict=True):
                 for w in group:
                     self._wait_obs(w)
-                rows.act(agent, t)
+                rows.act(agent, t, device)
                 for w in group:
                     self._act_ready[w].release()
 

@@ -73,14 +73,15 @@ class AgentRows:
         self.info_keys = [k for k in samples.keys() if k not in not_info]  # noqa: SIM118
         self.info = {k: _rows(samples.get(k)) for k in self.info_keys}
 
-    def act(self, agent: Agent, t: int) -> None:
-        """The agent's action (and info) for row ``t``, written into row ``t``."""
+    def act(self, agent: Agent, t: int, device: torch.device | None = None) -> None:
+        """The agent's action (and info) for row ``t``, written into row ``t``; inputs go to
+        ``device`` (default: the agent's; pass it to skip the lookup in a loop)."""
         observation, prev_action, prev_reward = (
             self.observation[t],
             self.prev_action[t],
             self.prev_reward[t],
         )
-        device = agent.device
+        device = agent.device if device is None else device
         if device.type != "cpu":
             observation = observation.to(device, non_blocking=True)
             prev_action = prev_action.to(device, non_blocking=True)
@@ -138,6 +139,8 @@ class EnvRunner:
         self.obs = ObsWriter(observation_spec, n)
         self.prev_action = action_spec.zeros((n,))
         self.prev_reward = torch.zeros(n, 1)
+        self.np_prev_action = self.prev_action.numpy()  # views, written in place
+        self.np_prev_reward = self.prev_reward.numpy()[:, 0]
         self.null_action = action_spec.zeros(()).numpy()
         self.mid_batch_reset = bool(mid_batch_reset)
         self.waiting = np.zeros(n, dtype=bool)  # wait-reset: finished, frozen until next batch
@@ -187,8 +190,7 @@ class EnvRunner:
         """Wait-reset: reset the envs that finished during the previous batch."""
         if self.mid_batch_reset or not self.waiting.any():
             return
-        np_prev_action = self.prev_action.numpy()
-        np_prev_reward = self.prev_reward.numpy()[:, 0]
+        np_prev_action, np_prev_reward = self.np_prev_action, self.np_prev_reward
         for b in np.flatnonzero(self.waiting):
             o, _ = self.envs[b].reset()
             self.obs.write(b, o)
@@ -256,8 +258,7 @@ class EnvRunner:
                     leaf[b] = 0
         np.logical_or(term_t, trunc_t, out=self.np_done[t])
         traj.step(reward_t, active=None if frozen is None or not frozen.any() else ~frozen)
-        np_prev_action = self.prev_action.numpy()
-        np_prev_reward = self.prev_reward.numpy()[:, 0]
+        np_prev_action, np_prev_reward = self.np_prev_action, self.np_prev_reward
         np_prev_action[:] = self.np_action[t]
         np_prev_reward[:] = reward_t
         completed = []
@@ -271,9 +272,10 @@ class EnvRunner:
     def collect(self, agent: Agent) -> list[TrajInfo]:
         """A whole batch with ``agent`` acting in this process."""
         completed: list[TrajInfo] = []
+        device = agent.device  # looked up once per batch, not per step
         for t in range(len(self.rows.action)):
             self.write_inputs(t)
-            self.rows.act(agent, t)
+            self.rows.act(agent, t, device)
             completed.extend(self.step_envs(t))
         return completed
 
