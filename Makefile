@@ -41,9 +41,11 @@ test: $(VENV)/.test-deps
 test-all: $(VENV)/.test-deps
 	$(PY) -m pytest -q
 
+## ruff (lint, Google docstrings in tdrl/, format) and mypy on tdrl/, as CI runs them.
 lint: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check $(SRC)
 	$(VENV)/bin/ruff format --check $(SRC)
+	$(VENV)/bin/mypy
 
 format: $(VENV)/.test-deps
 	$(VENV)/bin/ruff check --fix $(SRC)

@@ -14,7 +14,7 @@ EXTRAS = {
     "mujoco": ["gymnasium[mujoco]>=1.0", "mujoco>=3.0"],
     "tb": ["tensorboard>=2.14"],
     "plot": ["matplotlib>=3.7"],
-    "dev": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.6", "tensorboard>=2.14"],
+    "dev": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.6", "mypy>=1.10", "tensorboard>=2.14"],
     "docs": ["sphinx>=7", "myst-parser>=2"],
     # Peers measured side by side in benchmarks/; never part of the core install.
     "bench": ["stable-baselines3>=2.3"],

@@ -41,17 +41,21 @@ logging.getLogger("torchrl").setLevel(logging.WARNING)
 
 
 def storage_tensordict(storage: LazyTensorStorage):
-    """The TensorDict a TorchRL tensor storage keeps its data in (``None`` before the first
-    write). TorchRL exposes it only as a private attribute; reading it here keeps that
+    """The TensorDict a TorchRL tensor storage keeps its data in (``None`` before a write).
+
+    TorchRL exposes it only as a private attribute; reading it here keeps that
     version-sensitive detail in this module. Indexing its leaves directly costs a few
-    microseconds where ``storage.get`` costs ~100 us of TensorDict indexing."""
+    microseconds where ``storage.get`` costs ~100 us of TensorDict indexing.
+    """
     return storage._storage if storage.initialized else None
 
 
 def tensordict_from_trusted(source: dict, batch_size: tuple[int, ...]) -> TensorDict:
-    """Build a TensorDict from a (nested) dict of tensors that already agree with
-    ``batch_size``, skipping the per-entry validation (~10 us per key). Only for tensors
-    tdrl itself just created with the right shapes."""
+    """A TensorDict from a (nested) dict of tensors that already agree with ``batch_size``.
+
+    Skips the per-entry validation (~10 us per key). Only for tensors tdrl itself just
+    created with the right shapes.
+    """
     return TensorDict._new_unsafe(source, batch_size=torch.Size(batch_size))
 
 

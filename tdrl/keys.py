@@ -1,4 +1,4 @@
-"""Canonical TensorDict keys shared by samplers, agents, replay buffers and algorithms.
+"""The data contract: canonical TensorDict keys and the batch shape every role shares.
 
 Samples are TensorDicts of batch size ``[T, B]`` (time first, dim named ``"time"``). Each
 row ``[t, b]`` holds the agent's inputs at step t, what it output, and under ``"next"`` what
@@ -22,9 +22,28 @@ key                           meaning
 ============================  ===========================================================
 
 Algorithms add ``advantage`` and ``return`` (``value_target``) to a batch they process.
+
+A replay batch (``ReplayBuffer.sample_batch``) is a flat ``[N]`` TensorDict with the agent
+inputs and ``action`` at step t, under ``"next"`` the agent inputs to bootstrap from, and:
+
+==================  ===========================================================
+key                 meaning
+==================  ===========================================================
+``return_n``        discounted n-step return ``sum_{k<m} gamma^k r_{t+k}``
+``discount_n``      bootstrap discount ``gamma^m``, 0 when the window hit a terminal state
+``done_n``          the window ended at a terminal state
+``steps_n``         m, the steps in the window (``<= n``)
+``is_weight``       importance-sampling weight (ones for uniform replay)
+``index``           flat storage index, for priority updates
+==================  ===========================================================
+
+This module is the bottom of tdrl's import order: it imports nothing from tdrl, and every
+role may import it.
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 OBSERVATION = "observation"
 ACTION = "action"
@@ -46,6 +65,8 @@ VALUE = "value"
 LOGITS = "logits"
 LOC = "loc"
 SCALE = "scale"
+LOG_STD = "log_std"
+Q = "q"
 ADVANTAGE = "advantage"
 RETURN = "return"
 VALID = "valid"
@@ -54,3 +75,23 @@ TIME_DIM_NAME = "time"
 
 #: Keys every agent receives (rlpyt's ``AgentInputs``).
 AGENT_INPUTS = (OBSERVATION, PREV_ACTION, PREV_REWARD)
+
+# Replay batches (see the module docstring).
+RETURN_N = "return_n"
+DISCOUNT_N = "discount_n"
+DONE_N = "done_n"
+STEPS_N = "steps_n"
+IS_WEIGHT = "is_weight"
+INDEX = "index"
+
+
+class BatchSpec(NamedTuple):
+    """Shape of one sampler batch: ``T`` time steps of ``B`` envs."""
+
+    T: int
+    B: int
+
+    @property
+    def size(self) -> int:
+        """Samples in one batch, ``T * B``."""
+        return self.T * self.B

@@ -1,8 +1,9 @@
-"""Small tensor helpers."""
+"""Small tensor and module helpers: Polyak updates, frozen copies and frozen blocks."""
 
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator, Sequence
 
 import torch
@@ -12,8 +13,10 @@ import torch
 def polyak_update(
     target: Sequence[torch.Tensor], online: Sequence[torch.Tensor], tau: float
 ) -> None:
-    """``target <- target + tau * (online - target)`` for paired tensors (tau=1: copy),
-    with one fused ``foreach`` call."""
+    """``target <- target + tau * (online - target)`` for paired tensors (tau=1: copy).
+
+    One fused ``foreach`` call for all pairs.
+    """
     if tau == 1.0:
         torch._foreach_copy_(list(target), list(online))
     else:
@@ -22,9 +25,11 @@ def polyak_update(
 
 @contextlib.contextmanager
 def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
-    """Within the block, ``module``'s parameters do not require gradients: a backward pass
-    through what it computes reaches its inputs but neither touches nor pays for its weight
-    gradients. ``requires_grad`` is restored on exit."""
+    """Within the block, ``module``'s parameters do not require gradients.
+
+    A backward pass through what it computes reaches its inputs but neither touches nor
+    pays for its weight gradients. ``requires_grad`` is restored on exit.
+    """
     params = [p for p in module.parameters() if p.requires_grad]
     for p in params:
         p.requires_grad_(False)
@@ -33,3 +38,10 @@ def frozen(module: torch.nn.Module) -> Iterator[torch.nn.Module]:
     finally:
         for p in params:
             p.requires_grad_(True)
+
+
+def frozen_copy(module: torch.nn.Module) -> torch.nn.Module:
+    """A deep copy of ``module`` whose parameters do not require gradients (a target)."""
+    target = copy.deepcopy(module)
+    target.requires_grad_(False)
+    return target
