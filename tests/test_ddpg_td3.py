@@ -21,9 +21,8 @@ from torch.testing import assert_close
 from tdrl import keys
 from tdrl.agents.qpg import DdpgAgent, SacAgent, Td3Agent
 from tdrl.algos.qpg import DDPG, TD3
-from tdrl.algos.qpg.td3 import TD3_DEFAULTS
 from tdrl.envs import space_to_spec
-from tdrl.replays.base import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
+from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
 from tdrl.samplers import BatchSpec, SerialSampler
 from tdrl.testing.envs import ContinuousIdentityEnv
 
@@ -156,7 +155,7 @@ def test_ddpg_losses_match_hand_computation(n_q):
     with torch.no_grad():
         expected_mu = -agent.q_model(obs, agent.to_env(old_actor(obs)))[0].mean()
         stale_mu = -old_q(obs, agent.to_env(old_actor(obs)))[0].mean()
-    assert_close(info["loss_mu"], expected_mu, atol=1e-5, rtol=1e-5)
+    assert_close(info["loss_pi"], expected_mu, atol=1e-5, rtol=1e-5)
     assert not torch.allclose(expected_mu, stale_mu, atol=1e-5, rtol=1e-5)
 
 
@@ -174,9 +173,7 @@ def test_td3_target_mu_smoothing_clips_noise_and_action(monkeypatch):
     agent = make_agent(Td3Agent, model=ConstMu((0.8, -0.3)))
     next_obs = torch.tensor(NEXT_OBS)
     monkeypatch.setattr(torch, "randn_like", FixedNoise([10.0, -10.0]))
-    a = agent.target_mu(
-        next_obs, TD3_DEFAULTS["target_noise_std"], TD3_DEFAULTS["target_noise_clip"]
-    )
+    a = agent.target_mu(next_obs, TD3().target_noise_std, TD3().target_noise_clip)
     # [-1, 1] space: 0.8 + 0.5 -> 1.0 (outer clip), -0.3 - 0.5 -> -0.8; env: (2, 0.1).
     assert_close(a, torch.tensor([[2.0, 0.1], [2.0, 0.1]]))
 
@@ -230,14 +227,14 @@ def test_td3_delayed_actor_and_target_updates():
     t_actor0, t_critic0 = params(agent.target_model), params(agent.target_q_model)
 
     info1 = algo.update(batch)
-    assert "loss_mu" not in info1
+    assert "loss_pi" not in info1
     assert all_equal(params(agent.model), actor0)
     assert not all_equal(params(agent.q_model), critic0)
     assert all_equal(params(agent.target_model), t_actor0)
     assert all_equal(params(agent.target_q_model), t_critic0)
 
     info2 = algo.update(batch)
-    assert "loss_mu" in info2
+    assert "loss_pi" in info2
     actor2, critic2 = params(agent.model), params(agent.q_model)
     assert not all_equal(actor2, actor0)
     for old, new, target in (
@@ -262,7 +259,7 @@ def test_both_learning_rates_honoured():
         algo = make_algo(agent, learning_rate=mu_lr, q_learning_rate=q_lr)
         actor0, critic0 = params(agent.model), params(agent.q_model)
         info = algo.update(batch)
-        assert "loss_mu" in info
+        assert "loss_pi" in info
         assert all_equal(params(agent.model), actor0) == (mu_lr == 0)
         assert all_equal(params(agent.q_model), critic0) == (q_lr == 0)
 
@@ -423,7 +420,7 @@ def test_schedule_min_steps_and_updates_per_itr():
                 assert algo.update_counter == expected * (itr - 1)
                 # Actor updates every second critic update, counted across iterations.
                 before = expected * (itr - 2)
-                assert len(info["loss_mu"]) == algo.update_counter // 2 - before // 2
+                assert len(info["loss_pi"]) == algo.update_counter // 2 - before // 2
     finally:
         sampler.shutdown()
 
@@ -451,7 +448,7 @@ def test_state_dict_round_trip_gives_identical_next_update():
 
     torch.manual_seed(3)
     info = algo.update(batch)  # the 4th update also moves the actor and the targets
-    assert "loss_mu" in info
+    assert "loss_pi" in info
 
     agent2, algo2 = make_pair(seed=1)
     agent2.load_state_dict(agent_state)

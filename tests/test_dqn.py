@@ -28,15 +28,15 @@ from tdrl.agents.dqn import DqnAgent
 from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
 from tdrl.algos.dqn.cat_dqn import project_distribution
 from tdrl.envs import space_to_spec
+from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
 from tdrl.logging import logger_context
 from tdrl.replays import ReplayBuffer, UniformSampler
-from tdrl.replays.base import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
 from tdrl.runners import MinibatchRl, MinibatchRlEval
 from tdrl.samplers import BatchSpec, SerialSampler
 from tdrl.testing import CountingEnv, IdentityEnv
 
 try:
-    from tdrl.replays.sum_tree import PrioritizedSampler
+    from tdrl.replays import PrioritizedSampler
 except ImportError:  # pragma: no cover - the sum tree may still be in progress
     PrioritizedSampler = None
 
@@ -796,7 +796,7 @@ def test_learns_identity_env(kind):
     """Random play scores 10 / 4 = 2.5 per episode; the best return is 10."""
     algo, agent = make_learner(kind)
     if kind == "rainbow":
-        assert algo.double_dqn and algo.prioritized_replay and algo.n_step_return == 3
+        assert algo.double_dqn and algo.prioritized_replay and algo.replay.n_step_return == 3
     sampler = SerialSampler(
         IdentityEnv,
         IDENTITY,

@@ -102,7 +102,12 @@ def test_loss_is_finite_reaches_every_parameter_and_leaves_batch_alone(algo_name
     terms = algo.loss(batch)
     assert torch.isfinite(terms["loss"])
     assert terms["loss"].requires_grad
-    for key in ("loss_pi", "loss_value", "loss_entropy", "entropy", "clip_fraction"):
+    keys = ["loss_pi", "loss_value", "loss_entropy", "entropy", "approx_kl"]
+    if algo_name == "ppo":
+        keys.append("clip_fraction")
+    else:  # A2C clips nothing: no constant clip_fraction column
+        assert "clip_fraction" not in terms
+    for key in keys:
         assert torch.isfinite(terms[key]), key
     assert_close(terms["loss"], terms["loss_pi"] + terms["loss_value"] + terms["loss_entropy"])
     terms["loss"].backward()
@@ -133,8 +138,12 @@ def test_optimize_agent_returns_diagnostics_and_counts_updates(algo_name, kind):
     before = {n: p.detach().clone() for n, p in trainable(agent).items()}
 
     info = algo.optimize_agent(0, samples)
-    expected = {"loss", "loss_pi", "loss_value", "entropy", "grad_norm"}
-    expected |= {"clip_fraction", "approx_kl"}
+    expected = {"loss", "loss_pi", "loss_value", "loss_entropy", "entropy", "grad_norm"}
+    expected |= {"approx_kl"}
+    if algo_name == "ppo":
+        expected.add("clip_fraction")
+    else:
+        assert "clip_fraction" not in info
     assert expected <= set(info)
     for key, values in info.items():
         assert isinstance(values, list), key

@@ -65,7 +65,7 @@ from tdrl.agents.qpg import DdpgAgent, SacAgent, Td3Agent
 from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
 from tdrl.algos.qpg import DDPG, SAC, TD3
 from tdrl.envs import space_to_spec
-from tdrl.replays.base import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
+from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
 from tdrl.samplers import BatchSpec
 
 pytestmark = pytest.mark.filterwarnings("ignore:No target network updater:UserWarning")
@@ -309,8 +309,8 @@ def test_ddpg_matches_ddpgloss():
     for ours, their in zip(grads(q_params), their_q_grads, strict=True):
         assert_close(ours, 0.5 * weight_mean * their, **TOL)
     assert any(g.abs().sum() > 0 for g in their_q_grads)
-    assert info["loss_mu"].abs() > 1e-3
-    assert_close(info["loss_mu"], unweighted["loss_actor"].detach(), **TOL)
+    assert info["loss_pi"].abs() > 1e-3
+    assert_close(info["loss_pi"], unweighted["loss_actor"].detach(), **TOL)
     assert not torch.allclose(theirs["loss_actor"], unweighted["loss_actor"])  # TorchRL: w
     for ours, their in zip(grads(mu_params), their_mu_grads, strict=True):
         assert_close(ours, their, **TOL)
@@ -363,7 +363,7 @@ def test_td3_matches_td3loss(bounds, noise, monkeypatch):
         unsmoothed = agent.target_q(next_obs, agent.target_mu(next_obs)).min(0).values
     assert (next_q != unsmoothed).all() == noise
     first = algo.update(batch)  # critic only
-    assert "loss_mu" not in first
+    assert "loss_pi" not in first
     q_grads = grads(agent.q_model.parameters())
     info = algo.update(batch)  # critic (unmoved: lr 0) and the delayed actor
     assert fixed.calls == (4 if noise else 1)  # TorchRL draws (x 0) even with the noise off
@@ -377,8 +377,8 @@ def test_td3_matches_td3loss(bounds, noise, monkeypatch):
     for ours, their in zip(q_grads, their_q_grads, strict=True):
         assert_close(ours, 0.5 * weight_mean * their, **TOL)
     assert all(g.abs().sum() > 0 for g in their_q_grads)
-    assert info["loss_mu"].abs() > 1e-3
-    assert_close(info["loss_mu"], their_actor.detach(), **TOL)  # -Q_1 (the first critic)
+    assert info["loss_pi"].abs() > 1e-3
+    assert_close(info["loss_pi"], their_actor.detach(), **TOL)  # -Q_1 (the first critic)
     for ours, their in zip(grads(mu_params), their_mu_grads, strict=True):
         assert_close(ours, their, **TOL)
 
@@ -461,9 +461,9 @@ def test_sac_matches_sacloss(monkeypatch):
     for ours, their in zip(grads(agent.q_model.parameters()), their_q_grads, strict=True):
         assert_close(ours, 0.5 * weight_mean * their, **TOL)
     assert all(g.abs().sum() > 0 for g in their_q_grads)
-    assert info["loss_pi"].abs() > 1e-3 and info["alpha_loss"].abs() > 1e-3
+    assert info["loss_pi"].abs() > 1e-3 and info["loss_alpha"].abs() > 1e-3
     assert_close(info["loss_pi"], unweighted["loss_actor"].detach(), **TOL)
-    assert_close(info["alpha_loss"], unweighted["loss_alpha"].detach(), **TOL)
+    assert_close(info["loss_alpha"], unweighted["loss_alpha"].detach(), **TOL)
     assert_close(info["log_pi"], -unweighted["entropy"], **TOL)
     assert not torch.allclose(theirs["loss_actor"], unweighted["loss_actor"])  # TorchRL: w
     for ours, their in zip(grads(pi_params), their_pi_grads, strict=True):

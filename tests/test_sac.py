@@ -25,7 +25,7 @@ from tdrl.agents.qpg import SacAgent
 from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
 from tdrl.algos.qpg import SAC
 from tdrl.envs import space_to_spec
-from tdrl.replays.base import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
+from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
 from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import BatchSpec, SerialSampler
 from tdrl.testing.envs import ContinuousIdentityEnv
@@ -329,10 +329,10 @@ def test_update_losses_match_hand_computation(algo_kwargs, monkeypatch):
     assert info["loss_q"].item() == pytest.approx(loss_q, rel=1e-5, abs=1e-5)
     assert info["loss_pi"].item() == pytest.approx(loss_pi, rel=1e-5, abs=1e-5)
     if algo.fixed_alpha is None:
-        assert info["alpha_loss"].item() == pytest.approx(alpha_loss, rel=1e-5, abs=1e-5)
+        assert info["loss_alpha"].item() == pytest.approx(alpha_loss, rel=1e-5, abs=1e-5)
         assert abs(alpha_loss) > 1e-3
     else:
-        assert "alpha_loss" not in info
+        assert "loss_alpha" not in info
         assert algo.alpha == pytest.approx(0.05)
 
 
@@ -548,7 +548,7 @@ def test_state_dict_round_trip_gives_identical_next_update():
     algo2.load_state_dict(algo_state)
     torch.manual_seed(3)
     info2 = algo2.update(batch)
-    for key in ("loss_q", "loss_pi", "alpha_loss", "alpha"):
+    for key in ("loss_q", "loss_pi", "loss_alpha", "alpha"):
         assert torch.equal(info[key], info2[key]), key
     assert algo.alpha == algo2.alpha
     for (name, a), b in zip(agent.state_dict().items(), agent2.state_dict().values(), strict=True):

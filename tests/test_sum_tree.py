@@ -10,7 +10,7 @@ import torch
 from tensordict import TensorDict
 from torchrl.data import LazyTensorStorage, ReplayBuffer, TensorDictReplayBuffer
 
-from tdrl.replays.sum_tree import PrioritizedSampler, SumTree
+from tdrl.replays import PrioritizedSampler, SumTree
 
 
 def random_leaves(rng: np.random.Generator, capacity: int, zero_frac: float = 0.3) -> np.ndarray:

@@ -1,7 +1,18 @@
 """Agents: a model plus action selection, exploration and sample/train/eval modes."""
 
-from tdrl.agents.base import Agent
+from tdrl.agents.base import Agent, PgAgent
 from tdrl.agents.dqn import DqnAgent
 from tdrl.agents.pg import CategoricalPgAgent, GaussianPgAgent
+from tdrl.agents.qpg import DdpgAgent, SacAgent, SacVAgent, Td3Agent
 
-__all__ = ["Agent", "CategoricalPgAgent", "DqnAgent", "GaussianPgAgent"]
+__all__ = [
+    "Agent",
+    "CategoricalPgAgent",
+    "DdpgAgent",
+    "DqnAgent",
+    "GaussianPgAgent",
+    "PgAgent",
+    "SacAgent",
+    "SacVAgent",
+    "Td3Agent",
+]

@@ -12,22 +12,32 @@ An agent owns its model(s) and answers two calls:
 
 Modes follow rlpyt: ``sample_mode(itr)`` while collecting training data,
 ``train_mode(itr)`` while optimising, ``eval_mode(itr)`` while evaluating.
+
+``Agent`` is the one in-project base class of every concrete agent. ``PgAgent`` declares
+what the policy-gradient algorithms (A2C, PPO) rely on beyond it: the action distribution
+of a forward pass and the state value.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
 
 from tdrl._compat import TensorSpec
+from tdrl.models.running_mean_std import RunningMeanStd
+from tdrl.utils.checks import check_mapping
 
 
 class Agent(nn.Module):
     """Base class of tdrl agents (the one in-project ancestor of each concrete agent).
+
+    ``model`` is the trained network the agent acts with; a model not given to the
+    constructor is built by ``initialize`` from the env's specs (``make_model``), so it
+    exists from then on.
 
     Args:
         model: a ready model; when ``None`` the agent builds its default model from the
@@ -35,10 +45,13 @@ class Agent(nn.Module):
         model_kwargs: keyword arguments of the default model.
     """
 
+    model: nn.Module
+
     def __init__(self, model: nn.Module | None = None, model_kwargs: dict[str, Any] | None = None):
         super().__init__()
-        self.model = model
-        self.model_kwargs = dict(model_kwargs or {})
+        if model is not None:
+            self.model = model
+        self.model_kwargs = check_mapping("model_kwargs", model_kwargs)
         self.mode = "train"
         self.observation_spec: TensorSpec | None = None
         self.action_spec: TensorSpec | None = None
@@ -48,17 +61,21 @@ class Agent(nn.Module):
         """Receive the env's specs (from the sampler) and build the model if needed."""
         self.observation_spec = observation_spec
         self.action_spec = action_spec
-        if self.model is None:
+        if self._modules.get("model") is None:
             self.model = self.make_model(observation_spec, action_spec, **self.model_kwargs)
 
     def collector_initialize(self, global_B: int, env_ranks: Sequence[int]) -> None:
-        """Told by the sampler which of the ``global_B`` envs this agent steps (for per-env
-        exploration such as Ape-X epsilons). No-op by default."""
+        """Learn which of the sampler's ``global_B`` envs this agent steps.
+
+        For per-env exploration such as Ape-X epsilons; a no-op by default.
+        """
 
     @property
     def has_per_env_state(self) -> bool:
-        """Whether ``step`` keeps state per env row (per-env epsilons, recurrent state), so
-        that it must see all the sampler's envs in every call."""
+        """Whether ``step`` keeps state per env row (per-env epsilons, recurrent state).
+
+        Such an agent must see all the sampler's envs in every call.
+        """
         return False
 
     def make_model(
@@ -69,6 +86,7 @@ class Agent(nn.Module):
 
     @property
     def device(self) -> torch.device:
+        """The device of the agent's parameters (CPU when it has none)."""
         for p in self.parameters():
             return p.device
         return torch.device("cpu")
@@ -90,9 +108,9 @@ class Agent(nn.Module):
         self.eval()
 
     def update_obs_rms(self, observation: torch.Tensor) -> None:
-        """Merge observations into the model's running statistics, when it keeps any."""
-        rms = getattr(self.model, "obs_rms", None)
-        if rms is not None:
+        """Merge observations into the model's ``obs_rms`` statistics, when it keeps them."""
+        rms = self.model._modules.get("obs_rms")
+        if isinstance(rms, RunningMeanStd):
             rms.update(observation)
 
     # --- acting -------------------------------------------------------------------------
@@ -105,3 +123,35 @@ class Agent(nn.Module):
     def forward(self, td: TensorDictBase) -> TensorDict:
         """Training forward pass over a TensorDict of agent inputs (any batch shape)."""
         raise NotImplementedError
+
+
+@runtime_checkable
+class PgAgent(Protocol):
+    """What A2C and PPO need of an agent (``CategoricalPgAgent``, ``GaussianPgAgent``).
+
+    ``forward`` (``agent(td)``) writes the distribution parameters and ``value`` for every
+    row; ``distribution`` turns them (or the ones the sampler stored) into a
+    ``torch.distributions`` object; ``value`` is V(o) for bootstrapping.
+    """
+
+    def __call__(self, td: TensorDictBase) -> TensorDict:
+        """Training forward pass: distribution parameters and ``value`` per row."""
+        ...
+
+    def parameters(self, recurse: bool = True) -> Iterator[nn.Parameter]:
+        """The trained parameters."""
+        ...
+
+    def update_obs_rms(self, observation: torch.Tensor) -> None:
+        """Merge observations into the running statistics (no-op without them)."""
+        ...
+
+    def distribution(self, out: TensorDictBase) -> torch.distributions.Distribution:
+        """The action distribution of a forward output or of stored sample info."""
+        ...
+
+    def value(
+        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+    ) -> torch.Tensor:
+        """V(o) for a batch of agent inputs."""
+        ...

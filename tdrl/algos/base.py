@@ -1,101 +1,255 @@
-"""What every algorithm provides to the runners.
+"""What every algorithm provides to the runners, and what algorithms share.
 
-An algorithm never sees envs or samplers: it receives TensorDicts.
+An algorithm never sees envs or samplers: it receives TensorDicts. Two contracts:
 
-* ``initialize(agent, *, n_itr, batch_spec)``: bind the agent, build optimizers and any
-  schedule that needs the run length.
-* ``loss(batch) -> TensorDict``: pure; the total ``loss`` (with gradient), its named
-  ``loss_*`` terms and detached diagnostics. Does not modify ``batch``.
-* ``optimize_agent(itr, samples) -> dict[str, list[float]]``: one iteration's updates; the
-  returned diagnostics (``loss``, ``grad_norm``, ``entropy``, ...) are logged by the runner
-  as ``<name>Average``, ``<name>Std``, ... with no per-algorithm code.
-* ``state_dict()`` / ``load_state_dict()``: optimizer and schedule state for snapshots.
-* ``discount``: used by samplers for ``TrajInfo.DiscountedReturn``.
-* ``update_counter``: gradient updates done so far (for ``Diagnostics/CumUpdates``).
-* ``batch_size``: samples per gradient update, set by ``initialize`` (for
-  ``Diagnostics/ReplayRatio``).
+* ``Algorithm`` (every algorithm): ``initialize(agent, *, n_itr, batch_spec)`` binds the
+  agent and builds optimizers and schedules; ``loss(batch) -> TensorDict`` is **pure** (it
+  reads the batch, changes neither the batch nor any parameter, and returns the total
+  ``loss`` with gradient, its named ``loss_*`` terms and detached diagnostics);
+  ``optimize_agent(itr, samples)`` runs one iteration's updates and returns the
+  diagnostics as lists of floats; ``state_dict()`` / ``load_state_dict()`` hold optimizer
+  and schedule state for snapshots; ``optimizers()`` lists what it steps (``SyncRl``
+  synchronises every parameter there); ``discount``, ``update_counter`` and
+  ``batch_size`` are read by runners and samplers.
+* ``ReplayAlgorithm`` (DQN family, DDPG, TD3, SAC, SAC_V) adds the replay buffer and the
+  update schedule the asynchronous runner drives: ``update(batch)`` is one gradient update
+  on a replay batch (``loss`` plus optimizer step, priorities and target updates), and
+  ``optimize_agent(itr, None)`` replays without appending (the caller appended).
+
+Diagnostics have one name everywhere (``DIAGNOSTICS``); the runner logs each as
+``<name>Average``, ``<name>Std``, ... with no per-algorithm code.
+
+Shared functions: ``make_optimizer``, ``grad_norm_clip``, ``stack_diagnostics``,
+``make_replay_buffer`` and ``replay_updates`` (the off-policy schedule).
 """
 
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable
-from typing import Any, Protocol
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.samplers.base import BatchSpec
+from tdrl.keys import BatchSpec
+from tdrl.replays import FrameReplayBuffer, ReplayBuffer
+from tdrl.replays.base import ReplayConfig, ReplaySampler
+
+#: The diagnostic vocabulary: every name an algorithm may return from ``loss`` /
+#: ``update`` / ``optimize_agent``, and what it means. A test keeps the algorithms to it.
+DIAGNOSTICS: dict[str, str] = {
+    "loss": "the total objective of an update (the sum of its loss_* terms)",
+    "loss_pi": "policy term: PG surrogate, or the actor loss of DDPG/TD3/SAC/SAC_V",
+    "loss_value": "value-function term of A2C/PPO, c_v * E[0.5 (V - R)^2]",
+    "loss_entropy": "entropy-bonus term of A2C/PPO, -c_e * E[H]",
+    "loss_q": "critic (Bellman) term of DDPG/TD3/SAC/SAC_V",
+    "loss_v": "state-value term of SAC_V",
+    "loss_alpha": "temperature term of SAC",
+    "grad_norm": "global gradient norm before clipping (one optimizer)",
+    "grad_norm_pi": "gradient norm of the policy (actor) before clipping",
+    "grad_norm_q": "gradient norm of the critics before clipping",
+    "grad_norm_v": "gradient norm of the value network before clipping",
+    "entropy": "mean entropy of the policy",
+    "perplexity": "exp(entropy)",
+    "clip_fraction": "fraction of PPO ratios outside [1 - eps, 1 + eps]",
+    "approx_kl": "estimate of KL(pi_old || pi), E[(rho - 1) - log rho]",
+    "td_abs_err": "mean absolute TD error (C51: KL to the projected target), as prioritized",
+    "q_mean": "mean Q-value of the replayed actions",
+    "v_mean": "mean state value",
+    "log_pi": "mean log-probability of fresh policy actions",
+    "pi_log_std": "mean log standard deviation of the policy",
+    "alpha": "entropy temperature",
+}
 
 
 class Algorithm(Protocol):
-    """Structural type of tdrl algorithms (see the module docstring)."""
+    """Structural type of every tdrl algorithm (see the module docstring)."""
 
     discount: float
     update_counter: int
     batch_size: int
 
-    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None: ...
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent; build optimizers and schedules over ``n_itr`` iterations."""
+        ...
 
-    def loss(self, batch: TensorDictBase) -> TensorDict: ...
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """Pure loss: ``loss``, its ``loss_*`` terms and detached diagnostics."""
+        ...
 
-    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]: ...
+    def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
+        """One iteration's updates on the sampler's ``[T, B]`` batch; diagnostics as lists."""
+        ...
 
-    def state_dict(self) -> dict[str, Any]: ...
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """Every optimizer the algorithm steps (what it trains, agent or not)."""
+        ...
 
-    def load_state_dict(self, state: dict[str, Any]) -> None: ...
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer and schedule state, for snapshots."""
+        ...
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        ...
 
 
-def check_range(name: str, value: float, low: float, high: float) -> float:
-    """Return ``float(value)`` if ``low <= value <= high``, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or not low <= value <= high:
-        raise ValueError(f"{name} must be a number in [{low}, {high}], got {value!r}")
-    return float(value)
+@runtime_checkable
+class ReplayAlgorithm(Algorithm, Protocol):
+    """An ``Algorithm`` that learns from a replay buffer (see the module docstring).
+
+    ``replay_lock`` is None unless a runner that appends from another thread
+    (``AsyncRl``) sets a lock there for the run; each append and each draw-and-update then
+    holds it.
+    """
+
+    replay: ReplayConfig
+    replay_buffer: ReplayBuffer | None
+    updates_per_optimize: int
+    min_itr_learn: int
+    replay_lock: contextlib.AbstractContextManager[Any] | None
+
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One gradient update on a replay batch; detached diagnostics (tensors)."""
+        ...
+
+    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
+        """Append ``samples`` (None: already appended), then replay once learning started."""
+        ...
 
 
 def make_optimizer(
-    optim_cls: type[torch.optim.Optimizer],
-    params: Iterable[torch.nn.Parameter],
+    optim_cls: Callable[..., torch.optim.Optimizer],
+    params: Iterable[Any],
     learning_rate: float,
-    optim_kwargs: dict[str, Any],
+    optim_kwargs: Mapping[str, Any],
 ) -> torch.optim.Optimizer:
-    """Build an optimizer; Adam and AdamW use their fused kernel unless told otherwise
-    (same arithmetic, one kernel per step instead of several per parameter)."""
+    """Build an optimizer over parameters (or parameter groups).
+
+    Adam and AdamW use their fused kernel unless ``optim_kwargs`` chooses otherwise: the same
+    arithmetic, one kernel per step instead of several per parameter.
+    """
     kwargs = dict(optim_kwargs)
     if optim_cls in (torch.optim.Adam, torch.optim.AdamW) and "foreach" not in kwargs:
         kwargs.setdefault("fused", True)
     return optim_cls(params, lr=learning_rate, **kwargs)
 
 
-def replay_updates(algo: Any, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
-    """The replay schedule of the off-policy algorithms (DQN family, DDPG, TD3, SAC).
+def param_group(optimizer: torch.optim.Optimizer, name: str) -> dict[str, Any]:
+    """The parameter group of ``optimizer`` whose ``"name"`` entry is ``name``.
 
-    Append the sampler's batch (``None``: the caller stored it, as ``AsyncRl``'s sampler
-    thread does), then, from ``algo.min_itr_learn`` on, make ``algo.updates_per_optimize``
-    calls of ``algo.update`` on minibatches of ``algo.batch_size``. When
-    ``algo.replay_lock`` is set (``AsyncRl``), each draw-and-update holds it, so appends
-    from another thread land between updates.
+    Raises:
+        KeyError: no such group (the message lists the names there are).
+    """
+    for group in optimizer.param_groups:
+        if group.get("name") == name:
+            return group
+    names = [g.get("name") for g in optimizer.param_groups]
+    raise KeyError(f"no parameter group {name!r}; groups: {names}")
+
+
+def grad_norm_clip(parameters: Iterable[torch.Tensor], max_norm: float | None) -> torch.Tensor:
+    """Clip the global gradient norm of ``parameters`` to ``max_norm`` (None: no clip).
 
     Returns:
-        The updates' diagnostics as lists (one synchronisation per iteration).
+        The norm before clipping.
     """
-    lock = getattr(algo, "replay_lock", None) or contextlib.nullcontext()
-    if samples is not None and samples.get(keys.VALID, None) is not None:
-        raise ValueError(
-            f"{type(algo).__name__} stores every transition of a batch; wait-reset "
-            "collection (mid_batch_reset=False) is for on-policy algorithms"
-        )
+    params = [p for p in parameters if p.grad is not None]
+    if max_norm is None:
+        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))  # type: ignore[union-attr]
+    return torch.nn.utils.clip_grad_norm_(params, max_norm)
+
+
+def detached_diagnostics(terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """Every entry of a ``loss`` output (or an update's terms), detached."""
+    return {key: value.detach() for key, value in terms.items()}
+
+
+def stack_diagnostics(steps: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, list[float]]:
+    """Per-update diagnostics (scalar tensors) as lists of floats.
+
+    One synchronisation for the whole iteration instead of one ``.item()`` per value. A
+    name missing from some updates (an actor updated every second step) gets a list of the
+    updates that have it.
+    """
+    collected: dict[str, list[torch.Tensor]] = {}
+    for step in steps:
+        for key, value in step.items():
+            collected.setdefault(key, []).append(value)
+    return {key: torch.stack(values).tolist() for key, values in collected.items()}
+
+
+def make_replay_buffer(
+    config: ReplayConfig,
+    batch_spec: BatchSpec,
+    *,
+    discount: float,
+    sampler: ReplaySampler | None = None,
+    frames: bool = False,
+    seed: int | None = None,
+) -> ReplayBuffer:
+    """The replay buffer of an off-policy algorithm.
+
+    Args:
+        config: the algorithm's replay settings.
+        batch_spec: the sampler's batch shape (the buffer keeps ``B`` columns).
+        discount: gamma of the n-step returns.
+        sampler: index sampler over ``config.capacity(batch_spec)`` entries (None:
+            uniform, seeded with ``seed``).
+        frames: store each frame of ``[C, H, W]`` frame stacks once (``FrameReplayBuffer``).
+        seed: seed of the default uniform sampler (None: drawn from torch's generator, so a
+            seeded run replays the same minibatches).
+    """
+    buffer_cls = FrameReplayBuffer if frames else ReplayBuffer
+    return buffer_cls(
+        size=config.capacity(batch_spec),
+        batch_B=batch_spec.B,
+        discount=discount,
+        n_step_return=config.n_step_return,
+        sampler=sampler,
+        storage=config.replay_storage,
+        scratch_dir=config.replay_scratch_dir,
+        seed=int(torch.randint(2**31 - 1, ()).item()) if seed is None else seed,
+    )
+
+
+def replay_updates(
+    algo: ReplayAlgorithm, itr: int, samples: TensorDictBase | None
+) -> dict[str, list[float]]:
+    """The replay schedule of the off-policy algorithms.
+
+    Append the sampler's batch (``None``: the caller stored it, as ``AsyncRl`` does), then,
+    from ``algo.min_itr_learn`` on and once the buffer holds a complete n-step window, make
+    ``algo.updates_per_optimize`` calls of ``algo.update`` on minibatches of
+    ``algo.batch_size``. When ``algo.replay_lock`` is set, each append and each
+    draw-and-update holds it, so appends from another thread land between updates.
+
+    Returns:
+        The updates' diagnostics as lists (``{}`` when no update was made).
+
+    Raises:
+        ValueError: ``samples`` came from wait-reset collection (it has a ``valid`` mask):
+            replay stores every transition.
+    """
+    lock = algo.replay_lock or contextlib.nullcontext()
+    buffer = algo.replay_buffer
+    if buffer is None:
+        raise RuntimeError(f"call {type(algo).__name__}.initialize before optimize_agent")
     if samples is not None:
+        if samples.get(keys.VALID, None) is not None:
+            raise ValueError(
+                f"{type(algo).__name__} stores every transition of a batch; wait-reset "
+                "collection (mid_batch_reset=False) is for on-policy algorithms"
+            )
         with lock:
-            algo.replay_buffer.append_samples(samples)
-    if itr < algo.min_itr_learn or len(algo.replay_buffer) == 0:
+            buffer.append_samples(samples)
+    if itr < algo.min_itr_learn or len(buffer) == 0:
         return {}
-    info: dict[str, list[torch.Tensor]] = {}
+    steps = []
     for _ in range(algo.updates_per_optimize):
         with lock:
-            step_info = algo.update(algo.replay_buffer.sample_batch(algo.batch_size))
-        for key, value in step_info.items():
-            info.setdefault(key, []).append(value)
-    return {k: torch.stack(v).tolist() for k, v in info.items()}
+            steps.append(algo.update(buffer.sample_batch(algo.batch_size)))
+    return stack_diagnostics(steps)

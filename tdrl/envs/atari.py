@@ -15,13 +15,14 @@ frame stack. ``info["traj_done"]`` (rlpyt's name) says when the real game ended.
 from __future__ import annotations
 
 import re
-from typing import Any, ClassVar
+from typing import Any
 
 import gymnasium as gym
 import numpy as np
 from gymnasium.utils import seeding
 
 from tdrl.envs.traj_info import TrajInfo
+from tdrl.utils.checks import check_bool, check_choice, check_int
 
 __all__ = [
     "FRAME_SHAPES",
@@ -62,18 +63,18 @@ class FrameProcessor:
     """
 
     def __init__(self, frame_shape: tuple[int, int], screen_shape: tuple[int, int] = (210, 160)):
-        self.frame_shape = _check_frame_shape(frame_shape)
+        self.frame_shape = _frame_shape(frame_shape)
         self.screen_shape = (int(screen_shape[0]), int(screen_shape[1]))
         H, W = self.frame_shape
         sh, sw = self.screen_shape
         if self.frame_shape == (104, 80):
             rows = 1 + 2 * np.arange(H)
             cols = 2 * np.arange(W)
-            self._slices = (slice(1, 1 + 2 * H, 2), slice(0, 2 * W, 2))
+            self._slices: tuple[slice, slice] | None = (slice(1, 1 + 2 * H, 2), slice(0, 2 * W, 2))
         else:
             rows = ((np.arange(H) + 0.5) * sh / H).astype(np.intp)
             cols = ((np.arange(W) + 0.5) * sw / W).astype(np.intp)
-            self._slices = None
+            self._slices = None  # not a stride pattern: fancy indexing
         if rows[-1] >= sh or cols[-1] >= sw:
             raise ValueError(f"frame_shape {frame_shape} does not fit a {screen_shape} screen")
         self.rows, self.cols = rows, cols
@@ -102,26 +103,13 @@ class FrameProcessor:
         return np.maximum(self._scratch, out, out=out)
 
 
-def _check_frame_shape(frame_shape: Any) -> tuple[int, int]:
+def _frame_shape(frame_shape: Any) -> tuple[int, int]:
+    """``frame_shape`` as one of ``FRAME_SHAPES`` (a list or array of two ints is fine)."""
     try:
-        shape = tuple(int(s) for s in frame_shape)
+        shape: Any = tuple(int(s) for s in frame_shape)
     except (TypeError, ValueError):
-        shape = None
-    if shape not in FRAME_SHAPES:
-        raise ValueError(f"frame_shape must be one of {FRAME_SHAPES}, got {frame_shape!r}")
-    return shape
-
-
-def _check_int(name: str, value: Any, low: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise ValueError(f"{name} must be an int >= {low}, got {value!r}")
-    return int(value)
-
-
-def _check_bool(name: str, value: Any) -> bool:
-    if not isinstance(value, (bool, np.bool_)):
-        raise ValueError(f"{name} must be a bool, got {value!r}")
-    return bool(value)
+        shape = frame_shape
+    return check_choice("frame_shape", shape, FRAME_SHAPES)
 
 
 def _rom_path(game: Any) -> tuple[str, str]:
@@ -194,7 +182,7 @@ class AtariEnv(gym.Env):
         ImportError: ale-py is not installed.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium declares it per instance
 
     def __init__(
         self,
@@ -217,12 +205,12 @@ class AtariEnv(gym.Env):
             raise ImportError('AtariEnv needs ale-py: pip install "tdrl[atari]"') from e
 
         self.game, self._rom_path = _rom_path(game)
-        self.frame_skip = _check_int("frame_skip", frame_skip, 1)
-        self.num_img_obs = _check_int("num_img_obs", num_img_obs, 1)
-        self.clip_reward = _check_bool("clip_reward", clip_reward)
-        self.episodic_lives = _check_bool("episodic_lives", episodic_lives)
-        self.fire_on_reset = _check_bool("fire_on_reset", fire_on_reset)
-        self.max_start_noops = _check_int("max_start_noops", max_start_noops, 0)
+        self.frame_skip = check_int("frame_skip", frame_skip, minimum=1)
+        self.num_img_obs = check_int("num_img_obs", num_img_obs, minimum=1)
+        self.clip_reward = check_bool("clip_reward", clip_reward)
+        self.episodic_lives = check_bool("episodic_lives", episodic_lives)
+        self.fire_on_reset = check_bool("fire_on_reset", fire_on_reset)
+        self.max_start_noops = check_int("max_start_noops", max_start_noops, minimum=0)
         if (
             isinstance(repeat_action_probability, bool)
             or not isinstance(repeat_action_probability, (int, float, np.floating, np.integer))
@@ -233,10 +221,10 @@ class AtariEnv(gym.Env):
                 f"got {repeat_action_probability!r}"
             )
         self.repeat_action_probability = float(repeat_action_probability)
-        self.horizon = _check_int("horizon", horizon, 1)
-        self.frame_shape = _check_frame_shape(frame_shape)
+        self.horizon = check_int("horizon", horizon, minimum=1)
+        self.frame_shape = _frame_shape(frame_shape)
         if seed is not None:
-            _check_int("seed", seed, 0)
+            check_int("seed", seed, minimum=0)
 
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         self.ale = ale_py.ALEInterface()
@@ -255,7 +243,8 @@ class AtariEnv(gym.Env):
         H, W = self.frame_shape
         self.observation_space = gym.spaces.Box(0, 255, (self.num_img_obs, H, W), dtype=np.uint8)
 
-        screen_shape = tuple(int(s) for s in self.ale.getScreenDims())
+        height, width = (int(s) for s in self.ale.getScreenDims())
+        screen_shape = (height, width)
         self._process = FrameProcessor(self.frame_shape, screen_shape)
         self._screens = np.zeros((2, *screen_shape), dtype=np.uint8)
         self._newest = 0  # which of self._screens holds the latest raw screen
@@ -341,7 +330,7 @@ class AtariEnv(gym.Env):
         """
         ale, screens = self.ale, self._screens
         a = self._action_set[action]
-        score = 0
+        score = 0.0
         first_grab = self.frame_skip - 2
         for i in range(self.frame_skip):
             score += ale.act(a)

@@ -75,8 +75,10 @@ class TrajTracker:
         self._custom = [traj_info_cls() for _ in range(n_envs)] if self.needs_info else None
 
     def step(self, reward: np.ndarray, active: np.ndarray | None = None) -> None:
-        """Add one step's rewards (shape ``[n_envs]``) for every env, or only for the envs
-        where ``active`` is True (the others are frozen, waiting for a reset)."""
+        """Add one step's rewards (shape ``[n_envs]``) for every env, or only the active ones.
+
+        Envs where ``active`` is False are frozen, waiting for a reset.
+        """
         if active is None:
             self._length += 1
             self._return += reward
@@ -101,6 +103,7 @@ class TrajTracker:
 
     def step_info(self, b: int, info: dict[str, Any]) -> None:
         """Pass env ``b``'s step ``info`` to its record (only when ``needs_info``)."""
+        assert self._custom is not None, "step_info is called only when needs_info"
         self._custom[b].step_info(info)
 
     def finish(self, b: int, info: dict[str, Any] | None = None) -> TrajInfo:

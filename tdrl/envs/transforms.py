@@ -41,6 +41,7 @@ class PrevActionReward(Transform):
         return next_tensordict
 
     def transform_observation_spec(self, observation_spec: Composite) -> Composite:
+        """Add ``prev_action`` and ``prev_reward`` entries shaped like the action and reward."""
         parent = self.parent
         observation_spec[keys.PREV_ACTION] = parent.full_action_spec[keys.ACTION].clone()
         observation_spec[keys.PREV_REWARD] = parent.full_reward_spec[keys.REWARD].clone()

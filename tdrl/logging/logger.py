@@ -30,6 +30,8 @@ import numpy as np
 import torch
 import tqdm
 
+from tdrl.utils.checks import check_choice, check_int
+
 SNAPSHOT_MODES = ("none", "last", "all", "gap", "last+gap")
 """Allowed values of ``snapshot_mode``:
 
@@ -61,10 +63,8 @@ def check_snapshot_args(snapshot_mode: str, snapshot_gap: int) -> None:
     Raises:
         ValueError: Naming the bad argument and its allowed values.
     """
-    if snapshot_mode not in SNAPSHOT_MODES:
-        raise ValueError(f"snapshot_mode must be one of {SNAPSHOT_MODES}, got {snapshot_mode!r}")
-    if isinstance(snapshot_gap, bool) or not isinstance(snapshot_gap, int) or snapshot_gap < 1:
-        raise ValueError(f"snapshot_gap must be a positive int (1, 2, ...), got {snapshot_gap!r}")
+    check_choice("snapshot_mode", snapshot_mode, SNAPSHOT_MODES)
+    check_int("snapshot_gap", snapshot_gap, minimum=1)
 
 
 def atomic_write_bytes(path: Path, data: bytes) -> None:
@@ -228,11 +228,11 @@ class Logger:
             stats = dict.fromkeys(("Average", "Std", "Median", "Min", "Max"), math.nan)
         else:
             stats = {
-                "Average": np.mean(array),
-                "Std": np.std(array),
-                "Median": np.median(array),
-                "Min": np.min(array),
-                "Max": np.max(array),
+                "Average": float(np.mean(array)),
+                "Std": float(np.std(array)),
+                "Median": float(np.median(array)),
+                "Min": float(np.min(array)),
+                "Max": float(np.max(array)),
             }
         for suffix, stat in stats.items():
             self._row[f"{key}{suffix}"] = float(stat)

@@ -1,5 +1,8 @@
-"""Plain ``nn.Module`` models. Every model's forward takes
-``(observation, prev_action, prev_reward)``; feed-forward models ignore the last two."""
+"""Plain ``nn.Module`` models.
+
+Every model's forward takes ``(observation, prev_action, prev_reward)``; feed-forward
+models ignore the last two.
+"""
 
 from tdrl.models.mlp import MlpModel
 from tdrl.models.running_mean_std import RunningMeanStd

@@ -7,6 +7,8 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from tdrl.utils.checks import check_int, check_int_list
+
 
 class MlpModel(nn.Module):
     """Linear layers with a nonlinearity between them.
@@ -27,18 +29,18 @@ class MlpModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        if input_size < 1:
-            raise ValueError(f"input_size must be >= 1, got {input_size}")
+        last = check_int("input_size", input_size, minimum=1)
         layers: list[nn.Module] = []
-        last = input_size
-        for size in hidden_sizes:
-            layers += [nn.Linear(last, int(size)), nonlinearity()]
-            last = int(size)
+        for size in check_int_list("hidden_sizes", hidden_sizes, minimum=1):
+            layers += [nn.Linear(last, size), nonlinearity()]
+            last = size
         if output_size is not None:
-            layers.append(nn.Linear(last, output_size))
-            last = output_size
+            last_out = check_int("output_size", output_size, minimum=1)
+            layers.append(nn.Linear(last, last_out))
+            last = last_out
         self.net = nn.Sequential(*layers)
         self.output_size = last
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """The MLP applied to the last dim of ``x``."""
         return self.net(x)

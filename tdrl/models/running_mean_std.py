@@ -11,11 +11,19 @@ class RunningMeanStd(nn.Module):
 
     Uses the parallel (Chan et al.) update, so a batch of any size merges exactly.
 
+    With ``sync_across_ranks`` set (``SyncRl`` sets it for a run) and a
+    ``torch.distributed`` process group initialised, ``update`` merges the batches of all
+    ranks at once (``update_across_ranks``), so every replica normalises alike.
+
     Args:
         shape: shape of one observation.
         clip: normalised values are clipped to ``[-clip, clip]``.
         min_var: variance floor.
     """
+
+    mean: torch.Tensor
+    var: torch.Tensor
+    count: torch.Tensor
 
     def __init__(
         self, shape: tuple[int, ...] | torch.Size, clip: float = 10.0, min_var: float = 1e-6
@@ -26,10 +34,20 @@ class RunningMeanStd(nn.Module):
         self.register_buffer("count", torch.zeros((), dtype=torch.float64))
         self.clip = clip
         self.min_var = min_var
+        self.sync_across_ranks = False
 
     @torch.no_grad()
     def update(self, x: torch.Tensor) -> None:
-        """Merge a batch ``[..., *shape]`` into the statistics."""
+        """Merge a batch ``[..., *shape]`` into the statistics.
+
+        Across ranks when ``sync_across_ranks`` is set.
+        """
+        if self.sync_across_ranks:
+            self.update_across_ranks(x)
+        else:
+            self._merge_local(x)
+
+    def _merge_local(self, x: torch.Tensor) -> None:
         x = x.reshape(-1, *self.mean.shape).to(torch.float64)
         n = x.shape[0]
         if n == 0:
@@ -44,6 +62,7 @@ class RunningMeanStd(nn.Module):
         self.count.copy_(total)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """``x`` standardised with the running statistics, clipped to ``[-clip, clip]``."""
         mean = self.mean.to(x.dtype)
         std = self.var.clamp_min(self.min_var).sqrt().to(x.dtype)
         return ((x - mean) / std).clamp(-self.clip, self.clip)
@@ -66,7 +85,7 @@ class RunningMeanStd(nn.Module):
         import torch.distributed as dist
 
         if not (dist.is_available() and dist.is_initialized()):
-            self.update(x)
+            self._merge_local(x)
             return
         x = x.reshape(-1, *self.mean.shape).to(self.mean.device, torch.float64)
         # Sums around the current mean (equal on all ranks) keep the one-pass variance exact;

@@ -1,8 +1,20 @@
-"""Replay buffers: n-step, uniform or prioritized, in memory or memmap."""
+"""Replay buffers: n-step, uniform or prioritized, frame-based for Atari, in memory or memmap."""
 
-from tdrl.replays.base import ReplayBuffer
-from tdrl.replays.frame import FrameReplayBuffer
-from tdrl.replays.sum_tree import PrioritizedSampler, SumTree
+from tdrl.replays.base import STORAGES, ReplayConfig, ReplaySampler
+from tdrl.replays.frame import FrameReplayBuffer, replay_nbytes
+from tdrl.replays.n_step import ReplayBuffer
+from tdrl.replays.prioritized import PrioritizedSampler
+from tdrl.replays.sum_tree import SumTree
 from tdrl.replays.uniform import UniformSampler
 
-__all__ = ["FrameReplayBuffer", "PrioritizedSampler", "ReplayBuffer", "SumTree", "UniformSampler"]
+__all__ = [
+    "STORAGES",
+    "FrameReplayBuffer",
+    "PrioritizedSampler",
+    "ReplayBuffer",
+    "ReplayConfig",
+    "ReplaySampler",
+    "SumTree",
+    "UniformSampler",
+    "replay_nbytes",
+]

@@ -41,8 +41,9 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl._compat import Sampler, storage_tensordict
-from tdrl.replays.base import ReplayBuffer
+from tdrl._compat import storage_tensordict
+from tdrl.replays.base import ReplaySampler
+from tdrl.replays.n_step import ReplayBuffer
 
 __all__ = ["FRAME", "FrameReplayBuffer", "replay_nbytes"]
 
@@ -117,7 +118,7 @@ class FrameReplayBuffer(ReplayBuffer):
         batch_B: int,
         discount: float = 0.99,
         n_step_return: int = 1,
-        sampler: Sampler | None = None,
+        sampler: ReplaySampler | None = None,
         storage: str = "memory",
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
@@ -157,19 +158,26 @@ class FrameReplayBuffer(ReplayBuffer):
             )
         if self.n_frames is None:
             self._first_batch(samples, obs)
-        elif obs.shape[2] != self.n_frames or obs.shape[3:] != self._final_frames.shape[1:]:
+        n_frames, final_frames = self._layout()
+        if obs.shape[2] != n_frames or obs.shape[3:] != final_frames.shape[1:]:
             raise ValueError(
                 f"observation stacks {tuple(obs.shape[2:])} differ from the first batch's "
-                f"({self.n_frames}, {tuple(self._final_frames.shape[1:])})"
+                f"({n_frames}, {tuple(final_frames.shape[1:])})"
             )
         rows = super().append_samples(samples, priorities)
         self._store_final_frames(samples, torch.from_numpy(rows))
         # The oldest C - 1 rows lost their earlier frames to the newest rows.
-        oldest = (self.t + np.arange(self.n_frames - 1)) % self.T_capacity
+        oldest = (self.t + np.arange(n_frames - 1)) % self.T_capacity
         oldest = oldest[self._written[oldest]]
         if oldest.size:
             self._invalidate(oldest)
         return rows
+
+    def _layout(self) -> tuple[int, torch.Tensor]:
+        """C and the side store, known once the first batch was appended (or loaded)."""
+        if self.n_frames is None or self._final_frames is None:
+            raise RuntimeError("the frame layout is known once a batch was appended")
+        return self.n_frames, self._final_frames
 
     def _first_batch(self, samples: TensorDictBase, obs: torch.Tensor) -> None:
         """Learn C and the frame shape; check that observations really are frame stacks."""
@@ -213,13 +221,13 @@ class FrameReplayBuffer(ReplayBuffer):
         if t.numel() == 0:
             return
         slots = self._allocate(t.numel())
-        self._final_frames[slots] = samples.get(keys.NEXT_OBSERVATION)[t, b, -1]
+        self._layout()[1][slots] = samples.get(keys.NEXT_OBSERVATION)[t, b, -1]
         self._final_slot[rows[t], b] = slots.int()
 
     def _allocate(self, count: int) -> torch.Tensor:
         """``count`` free slots of the side store, growing it (doubling) when needed."""
         if len(self._free) < count:
-            old = self._final_frames
+            old = self._layout()[1]
             K = old.shape[0]
             new_K = max(2 * K, K + count - len(self._free))
             self._final_frames = torch.zeros((new_K, *old.shape[1:]), dtype=old.dtype)
@@ -230,10 +238,14 @@ class FrameReplayBuffer(ReplayBuffer):
         return torch.tensor(slots, dtype=torch.long)
 
     def _validate(self, rows: np.ndarray) -> None:
-        """Validate only rows whose C - 1 earlier rows were written (not so in the first pass
-        for rows ``0 .. C - 2``, whose earlier frames the buffer never saw)."""
-        if rows.size and self.n_frames > 1:
-            back = (rows[:, None] - np.arange(1, self.n_frames)[None, :]) % self.T_capacity
+        """Validate only rows whose C - 1 earlier rows were written.
+
+        Not so in the first pass for rows ``0 .. C - 2``, whose earlier frames the buffer never
+        saw.
+        """
+        n_frames = self.n_frames or 1
+        if rows.size and n_frames > 1:
+            back = (rows[:, None] - np.arange(1, n_frames)[None, :]) % self.T_capacity
             rows = rows[self._written[back].all(axis=1)]
         super()._validate(rows)
 
@@ -252,7 +264,7 @@ class FrameReplayBuffer(ReplayBuffer):
         ``end_t`` its newest frame is the side-stored final frame (row ``end_t + 1`` then
         belongs to the next episode). ``extra`` entries are added to the batch as they are.
         """
-        C, N, cap = self.n_frames, t_idx.shape[0], self.T_capacity
+        (C, final_frames), N, cap = self._layout(), t_idx.shape[0], self.T_capacity
         offsets = torch.arange(1 - C, 1)[None, :]
         rows = torch.cat([t_idx[:, None] + offsets, end_t[:, None] + 1 + offsets]) % cap
         cols = torch.cat([b_idx, b_idx])[:, None]
@@ -274,7 +286,7 @@ class FrameReplayBuffer(ReplayBuffer):
             slot = self._final_slot[end_t[ended], b_idx[ended]].long()
             if (slot < 0).any():
                 raise RuntimeError("a final frame is missing from the side store")
-            next_obs[ended, -1] = self._final_frames[slot]
+            next_obs[ended, -1] = final_frames[slot]
         _zero_before_episode_start(stacks, dones)
 
         small = self._gather_keys(torch.cat([t_idx, end_t]), cols[:, 0], _SMALL_KEYS)
@@ -332,6 +344,7 @@ class FrameReplayBuffer(ReplayBuffer):
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``, the side store of final frames included."""
         super().load_state_dict(state)
         side = state["frames"]
         self.n_frames = side["n_frames"]

@@ -66,9 +66,11 @@ class UniformSampler(Sampler):
 
     # -- TorchRL Sampler interface ----------------------------------------------------
     def extend(self, index: torch.Tensor) -> None:
+        """Mark entries valid (TorchRL ``Sampler`` interface)."""
         self.set_default(np.asarray(index))
 
     def add(self, index: int) -> None:
+        """Mark one entry valid (TorchRL ``Sampler`` interface)."""
         self.set_default(np.asarray([index]))
 
     def update_priority(self, index: Any, priority: Any, **kwargs: Any) -> None:
@@ -79,6 +81,7 @@ class UniformSampler(Sampler):
 
     @property
     def default_priority(self) -> float:
+        """Priority of new entries: uniform sampling has one, 1."""
         return 1.0
 
     def _empty(self) -> None:
@@ -87,6 +90,7 @@ class UniformSampler(Sampler):
         self._high = 0
 
     def state_dict(self) -> dict[str, Any]:
+        """Validity flags, the highest validated index and the generator state."""
         return {
             "valid": torch.from_numpy(self._valid.copy()),
             "high": self._high,
@@ -94,13 +98,16 @@ class UniformSampler(Sampler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
         self._valid = np.asarray(state_dict["valid"], dtype=bool).copy()
         self._n_valid = int(self._valid.sum())
         self._high = int(state_dict["high"])
         self._np_rng.bit_generator.state = state_dict["rng"]
 
     def dumps(self, path: Any) -> None:
+        """Save ``state_dict()`` to ``path/uniform_sampler.pt``."""
         torch.save(self.state_dict(), f"{path}/uniform_sampler.pt")
 
     def loads(self, path: Any) -> None:
+        """Load what ``dumps`` saved."""
         self.load_state_dict(torch.load(f"{path}/uniform_sampler.pt", weights_only=False))

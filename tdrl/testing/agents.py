@@ -17,18 +17,12 @@ class _Offset(nn.Module):
 
 
 class FixedActionAgent(Agent):
-    """Discrete actions ``(k + offset + env_rank) mod n_actions`` from an observation whose
-    first entry is a step count ``k`` (``CountingEnv``), and ``info["k"]``.
+    """Discrete actions ``(k + offset + env_rank) mod n_actions`` and ``info["k"]``.
 
-    ``offset`` is a parameter (``agent.model.offset``) so tests can check that a change in
-    the learner reaches sampler workers. ``env_rank`` is the env's global index, set by
-    ``collector_initialize`` (so per-env state is exercised too); the agent then needs all
-    its envs in each ``step`` (``has_per_env_state``) unless ``per_env=False``.
-
-    Args:
-        n_actions: size of the action space.
-        per_env: add the env rank to the action.
+    ``k`` is the step count in the observation's first entry (``CountingEnv``).
     """
+
+    model: _Offset
 
     def __init__(self, n_actions: int = 3, *, per_env: bool = False):
         super().__init__(model=_Offset())
@@ -38,13 +32,16 @@ class FixedActionAgent(Agent):
 
     @property
     def has_per_env_state(self) -> bool:
+        """True with ``per_env``: the action depends on the env rank."""
         return self.per_env
 
     def collector_initialize(self, global_B: int, env_ranks: Any) -> None:
+        """Record each env's global rank."""
         self.env_ranks = torch.as_tensor(list(env_ranks), dtype=torch.long)
 
     @torch.no_grad()
     def step(self, observation, prev_action, prev_reward):
+        """Actions ``(k + offset [+ env_rank]) mod n_actions``; ``info["k"]``."""
         k = observation[..., 0].round().long()
         action = k + self.model.offset.round().long()
         if self.per_env:

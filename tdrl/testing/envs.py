@@ -6,8 +6,6 @@ as with real environments.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
-
 import gymnasium as gym
 import numpy as np
 
@@ -28,7 +26,7 @@ class CountingEnv(gym.Env):
         env_id: a number written into every observation.
     """
 
-    metadata: ClassVar[dict[str, Any]] = {"render_modes": []}
+    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium declares it per instance
 
     def __init__(
         self, episode_length: int = 5, n_actions: int = 3, truncate: bool = False, env_id: int = 0
@@ -47,12 +45,14 @@ class CountingEnv(gym.Env):
         return np.array([self._k, self._episode, self.env_id], dtype=np.float32)
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """Start counting at 0."""
         super().reset(seed=seed)
         self._k = 0
         self._episode += 1
         return self._obs(), {}
 
     def step(self, action):
+        """Count one step; reward and episode end as in the class docstring."""
         reward = self._k + 1 + int(action) / 10
         self._k += 1
         end = self._k >= self.episode_length
@@ -84,11 +84,13 @@ class IdentityEnv(gym.Env):
         return obs
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """A new random target."""
         super().reset(seed=seed)
         self._t = 0
         return self._obs(), {}
 
     def step(self, action):
+        """Reward 1 for matching the target, then a new target."""
         reward = float(int(action) == self._target)
         self._t += 1
         return self._obs(), reward, False, self._t >= self.episode_length, {}
@@ -113,11 +115,13 @@ class ContinuousIdentityEnv(gym.Env):
         return self._target.copy()
 
     def reset(self, *, seed: int | None = None, options: dict | None = None):
+        """A new random target."""
         super().reset(seed=seed)
         self._t = 0
         return self._obs(), {}
 
     def step(self, action):
+        """Reward ``-||a - target||^2``, then a new target."""
         reward = -float(np.sum((np.asarray(action, dtype=np.float32) - self._target) ** 2))
         self._t += 1
         return self._obs(), reward, False, self._t >= self.episode_length, {}

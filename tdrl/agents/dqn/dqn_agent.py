@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import copy
 import math
 from collections.abc import Sequence
 from typing import Any
@@ -15,14 +14,19 @@ from torch import nn
 from tdrl import keys
 from tdrl._compat import Categorical, TensorSpec
 from tdrl.agents.base import Agent
-from tdrl.utils.tensor import polyak_update
+from tdrl.keys import Q
+from tdrl.models.dqn import AtariCatDqnModel, AtariDqnModel, CatDqnMlpModel, DqnMlpModel
+from tdrl.utils.checks import check_int, check_range
+from tdrl.utils.tensor import frozen_copy, polyak_update
 
-Q = "q"
 
+def epsilon_vector(
+    eps_final: float, eps_final_min: float, env_ranks: Sequence[int], global_B: int
+) -> np.ndarray:
+    """Ape-X style per-env final epsilons over the global env ranks.
 
-def epsilon_vector(eps_final: float, eps_final_min: float, env_ranks: Sequence[int], global_B: int):
-    """Ape-X style per-env final epsilons, log-spaced from ``eps_final_min`` to
-    ``eps_final`` over the global env ranks (rank 0 gets ``eps_final_min``)."""
+    Log-spaced from ``eps_final_min`` (rank 0) to ``eps_final`` (rank ``global_B - 1``).
+    """
     if global_B == 1:
         return np.array([eps_final], dtype=np.float64)
     log_eps = np.linspace(math.log(eps_final_min), math.log(eps_final), global_B)
@@ -54,6 +58,9 @@ class DqnAgent(Agent):
         eps_eval: epsilon in eval mode.
     """
 
+    target_model: nn.Module
+    support: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module | None = None,
@@ -66,36 +73,25 @@ class DqnAgent(Agent):
         eps_eval: float = 0.001,
     ):
         super().__init__(model, model_kwargs)
-        for name, value in (
-            ("eps_init", eps_init),
-            ("eps_final", eps_final),
-            ("eps_eval", eps_eval),
-        ):
-            if not 0.0 <= value <= 1.0:
-                raise ValueError(f"{name} must be in [0, 1], got {value!r}")
-        if eps_final_min is not None and not 0.0 < eps_final_min <= eps_final:
-            raise ValueError(f"eps_final_min must be in (0, eps_final], got {eps_final_min!r}")
-        if n_atoms is not None and (not isinstance(n_atoms, int) or n_atoms < 2):
-            raise ValueError(f"n_atoms must be an int >= 2 or None, got {n_atoms!r}")
-        self.n_atoms = n_atoms
-        self.eps_init = eps_init
-        self.eps_final = eps_final
-        self.eps_final_min = eps_final_min
-        self.eps_eval = eps_eval
+        self.eps_init = check_range("eps_init", eps_init, 0.0, 1.0)
+        self.eps_final = check_range("eps_final", eps_final, 0.0, 1.0)
+        self.eps_eval = check_range("eps_eval", eps_eval, 0.0, 1.0)
+        self.eps_final_min = None
+        if eps_final_min is not None:
+            self.eps_final_min = check_range("eps_final_min", eps_final_min, 1e-12, eps_final)
+        self.n_atoms = None if n_atoms is None else check_int("n_atoms", n_atoms, minimum=2)
         self.eps_itr_min = 0
         self.eps_itr_max = 1
         self._eps_final_vec: torch.Tensor | None = None
-        self.epsilon: float | torch.Tensor = eps_init
-        self.target_model: nn.Module | None = None
-        self._target_pairs: tuple | None = None
+        self.epsilon: float | torch.Tensor = self.eps_init
+        self._target_pairs: tuple[list[torch.Tensor], ...] | None = None
         self.register_buffer("support", torch.zeros(n_atoms or 0))
 
     # ------------------------------------------------------------------ set-up
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
-        from tdrl.models.dqn import AtariCatDqnModel, AtariDqnModel, CatDqnMlpModel, DqnMlpModel
-
+        """The default Q model: rlpyt's Atari conv net for ``[C, H, W]`` frames, else an MLP."""
         if not isinstance(action_spec, Categorical):
             raise TypeError(
                 f"DqnAgent needs a Discrete action space, got {type(action_spec).__name__}"
@@ -113,19 +109,21 @@ class DqnAgent(Agent):
         raise TypeError(f"no default DQN model for observations of shape {shape}; pass model=")
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
+        """Build the model (unless given) and its frozen target copy."""
         super().initialize(observation_spec, action_spec)
         self.n_actions = int(action_spec.space.n)
-        self.target_model = copy.deepcopy(self.model)
-        self.target_model.requires_grad_(False)
+        self.target_model = frozen_copy(self.model)
         self._target_pairs = None
 
     def collector_initialize(self, global_B: int, env_ranks: Sequence[int]) -> None:
+        """Per-env final epsilons for these env ranks (with ``eps_final_min``)."""
         if self.eps_final_min is not None:
             vec = epsilon_vector(self.eps_final, self.eps_final_min, env_ranks, global_B)
             self._eps_final_vec = torch.as_tensor(vec, dtype=torch.float32)
 
     @property
     def has_per_env_state(self) -> bool:
+        """True with per-env epsilons: ``step`` must see every env of the sampler."""
         return self._eps_final_vec is not None
 
     def set_support(self, v_min: float, v_max: float) -> None:
@@ -141,6 +139,7 @@ class DqnAgent(Agent):
 
     # ------------------------------------------------------------------ modes
     def sample_mode(self, itr: int) -> None:
+        """Sampling: epsilon at its scheduled value for ``itr``."""
         super().sample_mode(itr)
         frac = (itr - self.eps_itr_min) / (self.eps_itr_max - self.eps_itr_min)
         frac = min(1.0, max(0.0, frac))
@@ -148,6 +147,7 @@ class DqnAgent(Agent):
         self.epsilon = self.eps_init + frac * (final - self.eps_init)
 
     def eval_mode(self, itr: int) -> None:
+        """Evaluating: epsilon is ``eps_eval``."""
         super().eval_mode(itr)
         self.epsilon = self.eps_eval
 
@@ -162,13 +162,17 @@ class DqnAgent(Agent):
     def step(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Epsilon-greedy actions for a batch of envs, with their Q-values as info."""
         q = self.q_values(self.model(observation, prev_action, prev_reward))
         action = q.argmax(dim=-1)
-        eps = self.epsilon
+        eps = self.epsilon  # a number, or one per env (Ape-X vector)
         n = action.shape[0]
-        explore = torch.rand(n) < eps  # eps: a number, or one per env (Ape-X vector)
+        if isinstance(eps, torch.Tensor):
+            eps = eps.to(action.device)
+        explore = torch.rand(n, device=action.device) < eps
         if explore.any():
-            action = torch.where(explore, torch.randint(self.n_actions, (n,)), action)
+            random = torch.randint(self.n_actions, (n,), device=action.device)
+            action = torch.where(explore, random, action)
         return action, {Q: q}
 
     def forward(self, td: TensorDictBase) -> TensorDict:

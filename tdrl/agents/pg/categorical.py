@@ -12,6 +12,7 @@ from torch import nn
 from tdrl import keys
 from tdrl._compat import Categorical, TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.agents.pg.base import model_value
 from tdrl.models.pg.mlp import CategoricalPgMlpModel
 
 
@@ -38,6 +39,7 @@ class CategoricalPgAgent(Agent):
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
+        """The default MLP model for these specs (flat vector observations only)."""
         if not isinstance(action_spec, Categorical):
             raise TypeError(
                 "CategoricalPgAgent needs a Discrete action space, got "
@@ -56,6 +58,10 @@ class CategoricalPgAgent(Agent):
     def step(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Actions drawn from ``softmax(logits)``, with ``log_prob``, ``value`` and parameters.
+
+        In eval mode with ``eval_deterministic`` the action is the distribution's mode.
+        """
         logits, value = self.model(observation, prev_action, prev_reward)
         log_probs = torch.log_softmax(logits, dim=-1)
         if self.mode == "eval" and self.eval_deterministic:
@@ -74,9 +80,7 @@ class CategoricalPgAgent(Agent):
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> torch.Tensor:
         """V(o) for a batch of inputs."""
-        if hasattr(self.model, "value"):
-            return self.model.value(observation)
-        return self.model(observation, prev_action, prev_reward)[-1]
+        return model_value(self.model, observation, prev_action, prev_reward)
 
     @staticmethod
     def distribution(out: TensorDictBase) -> torch.distributions.Categorical:

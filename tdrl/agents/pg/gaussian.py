@@ -12,14 +12,14 @@ from torch import nn
 from tdrl import keys
 from tdrl._compat import Bounded, TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.agents.pg.base import model_value
 from tdrl.models.pg.mlp import GaussianPgMlpModel
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
 
 class GaussianPgAgent(Agent):
-    """Samples ``a ~ N(mu, exp(log_std)^2)`` (diagonal); the model returns
-    ``(mu, log_std, value)``.
+    """Samples ``a ~ N(mu, exp(log_std)^2)`` (diagonal); the model gives ``(mu, log_std, value)``.
 
     Actions are stored unclipped (so log-probabilities stay exact); the sampler clips what
     it sends to the env to the action bounds.
@@ -44,6 +44,7 @@ class GaussianPgAgent(Agent):
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
+        """The default MLP model for these specs (flat vector observations only)."""
         if not isinstance(action_spec, Bounded) or not action_spec.dtype.is_floating_point:
             raise TypeError(
                 "GaussianPgAgent needs a continuous Box action space, got "
@@ -62,6 +63,10 @@ class GaussianPgAgent(Agent):
     def step(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Actions drawn from ``N(mu, exp(log_std)^2)``, with log-prob, value and parameters.
+
+        In eval mode with ``eval_deterministic`` the action is the distribution's mode.
+        """
         mu, log_std, value = self.model(observation, prev_action, prev_reward)
         if self.mode == "eval" and self.eval_deterministic:
             action = mu
@@ -72,7 +77,7 @@ class GaussianPgAgent(Agent):
             keys.LOG_PROB: log_prob,
             keys.VALUE: value,
             keys.LOC: mu,
-            "log_std": log_std,
+            keys.LOG_STD: log_std,
         }
 
     def forward(self, td: TensorDictBase) -> TensorDict:
@@ -81,22 +86,20 @@ class GaussianPgAgent(Agent):
             td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD]
         )
         return TensorDict(
-            {keys.LOC: mu, "log_std": log_std, keys.VALUE: value}, batch_size=td.batch_size
+            {keys.LOC: mu, keys.LOG_STD: log_std, keys.VALUE: value}, batch_size=td.batch_size
         )
 
     def value(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> torch.Tensor:
         """V(o) for a batch of inputs."""
-        if hasattr(self.model, "value"):
-            return self.model.value(observation)
-        return self.model(observation, prev_action, prev_reward)[-1]
+        return model_value(self.model, observation, prev_action, prev_reward)
 
     @staticmethod
     def distribution(out: TensorDictBase) -> torch.distributions.Independent:
         """The action distribution for ``forward``'s output (or stored sample info)."""
         normal = torch.distributions.Normal(
-            out[keys.LOC], out["log_std"].exp(), validate_args=False
+            out[keys.LOC], out[keys.LOG_STD].exp(), validate_args=False
         )
         return torch.distributions.Independent(normal, 1, validate_args=False)
 

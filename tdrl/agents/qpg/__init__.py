@@ -1,7 +1,6 @@
 """Agents for Q-function policy gradients (continuous actions)."""
 
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent, Td3Agent
-from tdrl.agents.qpg.sac_agent import SacAgent
-from tdrl.agents.qpg.sac_v_agent import SacVAgent
+from tdrl.agents.qpg.sac_agent import SacAgent, SacVAgent, squashed_gaussian_sample
 
-__all__ = ["DdpgAgent", "SacAgent", "SacVAgent", "Td3Agent"]
+__all__ = ["DdpgAgent", "SacAgent", "SacVAgent", "Td3Agent", "squashed_gaussian_sample"]

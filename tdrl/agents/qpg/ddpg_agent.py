@@ -1,4 +1,4 @@
-"""Deterministic-actor agents for DDPG and TD3."""
+"""Deterministic-actor agent for DDPG, and the TD3 preset of it."""
 
 from __future__ import annotations
 
@@ -10,19 +10,21 @@ from torch import nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.qpg.base import QpgAgent, flat_sizes, frozen_copy
-from tdrl.models.qpg.mlp import MuMlpModel
-from tdrl.utils.tensor import polyak_update
+from tdrl.agents.base import Agent
+from tdrl.agents.qpg.base import action_map, flat_sizes
+from tdrl.models.qpg.mlp import MuMlpModel, QEnsembleMlpModel
+from tdrl.utils.checks import check_int, check_mapping, check_optional_range, check_range
+from tdrl.utils.tensor import frozen_copy, polyak_update
 
 
-class DdpgAgent(QpgAgent):
-    """Deterministic actor ``mu(o)`` in ``[-1, 1]^A`` with Gaussian exploration, ``n_q``
-    critics and target copies of both (rlpyt's ``DdpgAgent``).
+class DdpgAgent(Agent):
+    """Deterministic actor ``mu(o)`` in ``[-1, 1]^A``, ``n_q`` critics, target copies of both.
 
-    Exploration adds ``N(0, action_std^2)`` noise (clipped to ``±action_noise_clip`` when
-    given) to the actor's output in ``[-1, 1]``, clips to ``[-1, 1]`` and maps affinely to
-    the env's bounds; before learning starts (``set_pretrain_itr``) ``pretrain_std``
-    replaces ``action_std`` when set. Evaluation is deterministic.
+    rlpyt's ``DdpgAgent``. Exploration adds ``N(0, action_std^2)`` noise (clipped to
+    ``±action_noise_clip`` when given) to the actor's output in ``[-1, 1]``, clips to
+    ``[-1, 1]`` and maps affinely to the env's bounds; before learning starts
+    (``set_pretrain_itr``) ``pretrain_std`` replaces ``action_std`` when set. Evaluation is
+    deterministic.
 
     Args:
         model: actor ``(observation, ...) -> [-1, 1]^A``; ``MuMlpModel`` when None.
@@ -36,6 +38,12 @@ class DdpgAgent(QpgAgent):
         pretrain_std: exploration std before learning starts (None: ``action_std``).
     """
 
+    q_model: nn.Module
+    target_model: nn.Module
+    target_q_model: nn.Module
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module | None = None,
@@ -48,32 +56,59 @@ class DdpgAgent(QpgAgent):
         action_noise_clip: float | None = None,
         pretrain_std: float | None = None,
     ):
-        q_model_kwargs = {"hidden_sizes": (400, 300), "n_q": n_q, **(q_model_kwargs or {})}
-        super().__init__(model, q_model, model_kwargs=model_kwargs, q_model_kwargs=q_model_kwargs)
-        if n_q < 1:
-            raise ValueError(f"n_q must be >= 1, got {n_q!r}")
-        if action_std < 0:
-            raise ValueError(f"action_std must be >= 0, got {action_std!r}")
-        if action_noise_clip is not None and action_noise_clip <= 0:
-            raise ValueError(f"action_noise_clip must be positive, got {action_noise_clip!r}")
-        if pretrain_std is not None and pretrain_std < 0:
-            raise ValueError(f"pretrain_std must be >= 0, got {pretrain_std!r}")
-        self.n_q = n_q
-        self.action_std = float(action_std)
-        self.action_noise_clip = action_noise_clip
-        self.pretrain_std = pretrain_std
-        self.target_model: nn.Module | None = None
+        super().__init__(model, model_kwargs)
+        self.n_q = check_int("n_q", n_q, minimum=1)
+        self.q_model_kwargs = {
+            "hidden_sizes": (400, 300),
+            "n_q": self.n_q,
+            **check_mapping("q_model_kwargs", q_model_kwargs),
+        }
+        if q_model is not None:
+            self.q_model = q_model
+        self.action_std = check_range("action_std", action_std, 0.0, 1e6)
+        self.action_noise_clip = check_optional_range(
+            "action_noise_clip", action_noise_clip, 1e-12, 1e6
+        )
+        self.pretrain_std = check_optional_range("pretrain_std", pretrain_std, 0.0, 1e6)
+        self.pretrain_itr = 0
+        self._pretraining = False
+        self._target_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self.register_buffer("action_scale", torch.ones(()))
+        self.register_buffer("action_bias", torch.zeros(()))
 
     # ------------------------------------------------------------------ set-up
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
+        """The default actor, ``MuMlpModel``."""
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
         return MuMlpModel(obs_size, act_size, **kwargs)
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
+        """Build the actor and critics (unless given), their frozen targets, the action map."""
         super().initialize(observation_spec, action_spec)
+        obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
+        if self._modules.get("q_model") is None:
+            self.q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
         self.target_model = frozen_copy(self.model)
+        self.target_q_model = frozen_copy(self.q_model)
+        self._target_pairs = None
+        self.action_scale, self.action_bias = action_map(action_spec)
+        self.action_size = act_size
+
+    def set_pretrain_itr(self, itr: int) -> None:
+        """Explore with ``pretrain_std`` in sample mode before iteration ``itr``."""
+        self.pretrain_itr = int(itr)
+
+    def sample_mode(self, itr: int) -> None:
+        """Sampling: warm-up exploration before ``pretrain_itr``."""
+        super().sample_mode(itr)
+        self._pretraining = itr < self.pretrain_itr
+
+    # ------------------------------------------------------------------ acting
+    def to_env(self, squashed: torch.Tensor) -> torch.Tensor:
+        """Map actions from ``[-1, 1]`` to the env's bounds."""
+        return squashed * self.action_scale + self.action_bias
 
     def add_noise(self, action: torch.Tensor, std: float, noise_clip: float | None) -> torch.Tensor:
         """``clip(action + clip(N(0, std^2), ±noise_clip), -1, 1)`` in ``[-1, 1]`` space."""
@@ -88,6 +123,7 @@ class DdpgAgent(QpgAgent):
     def step(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Noisy actor actions in the env's bounds (noiseless in eval mode); no info."""
         action = self.model(observation)
         if self.mode != "eval":
             std = self.action_std
@@ -107,6 +143,15 @@ class DdpgAgent(QpgAgent):
         """The target actor's env-space action, optionally smoothed with clipped noise."""
         return self.to_env(self.add_noise(self.target_model(observation), noise_std, noise_clip))
 
+    def q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
+        """``[n_q, N]`` Q-values of env-space actions."""
+        return self.q_model(observation, action)
+
+    @torch.no_grad()
+    def target_q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
+        """``[n_q, N]`` target Q-values of env-space actions."""
+        return self.target_q_model(observation, action)
+
     def forward(self, td: TensorDictBase) -> TensorDict:
         """The actor's ``[-1, 1]`` output (``loc``) for every row of ``td``."""
         return TensorDict({keys.LOC: self.model(td[keys.OBSERVATION])}, batch_size=td.batch_size)
@@ -122,28 +167,27 @@ class DdpgAgent(QpgAgent):
         polyak_update(*self._target_pairs, tau)
 
 
-class Td3Agent(DdpgAgent):
-    """``DdpgAgent`` with TD3's defaults: twin critics and ``pretrain_std=0.5`` before
-    learning starts (networks 400-300 as in rlpyt)."""
+def Td3Agent(  # noqa: N802 - rlpyt's class name, kept so configs and examples read the same
+    model: nn.Module | None = None,
+    q_model: nn.Module | None = None,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    q_model_kwargs: dict[str, Any] | None = None,
+    action_std: float = 0.1,
+    action_noise_clip: float | None = None,
+    pretrain_std: float | None = 0.5,
+) -> DdpgAgent:
+    """A ``DdpgAgent`` with TD3's defaults: twin critics, ``pretrain_std=0.5`` before learning.
 
-    def __init__(
-        self,
-        model: nn.Module | None = None,
-        q_model: nn.Module | None = None,
-        *,
-        model_kwargs: dict[str, Any] | None = None,
-        q_model_kwargs: dict[str, Any] | None = None,
-        action_std: float = 0.1,
-        action_noise_clip: float | None = None,
-        pretrain_std: float | None = 0.5,
-    ):
-        super().__init__(
-            model,
-            q_model,
-            model_kwargs=model_kwargs,
-            q_model_kwargs=q_model_kwargs,
-            n_q=2,
-            action_std=action_std,
-            action_noise_clip=action_noise_clip,
-            pretrain_std=pretrain_std,
-        )
+    Networks are 400-300 as in rlpyt; the arguments are ``DdpgAgent``'s (``n_q`` is 2).
+    """
+    return DdpgAgent(
+        model,
+        q_model,
+        model_kwargs=model_kwargs,
+        q_model_kwargs=q_model_kwargs,
+        n_q=2,
+        action_std=action_std,
+        action_noise_clip=action_noise_clip,
+        pretrain_std=pretrain_std,
+    )

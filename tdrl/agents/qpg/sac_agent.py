@@ -1,4 +1,8 @@
-"""Soft actor-critic agent: a tanh-squashed Gaussian policy and twin Q-functions."""
+"""Soft actor-critic agent: a tanh-squashed Gaussian policy, twin Q-functions and a target.
+
+``SacAgent`` serves SAC (targets of the Q-functions) and, with ``value_network=True``,
+SAC_V (a state-value network and its target instead); ``SacVAgent`` is that preset.
+"""
 
 from __future__ import annotations
 
@@ -11,9 +15,11 @@ from torch import nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.qpg.base import QpgAgent, flat_sizes
-from tdrl.models.qpg.mlp import PiMlpModel
-from tdrl.utils.tensor import polyak_update
+from tdrl.agents.base import Agent
+from tdrl.agents.qpg.base import action_map, flat_sizes
+from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel, VMlpModel
+from tdrl.utils.checks import check_bool, check_mapping, check_range
+from tdrl.utils.tensor import frozen_copy, polyak_update
 
 _LOG_2 = math.log(2.0)
 _HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
@@ -37,54 +43,114 @@ def squashed_gaussian_sample(
     return torch.tanh(u), log_prob
 
 
-class SacAgent(QpgAgent):
-    """Tanh-Gaussian policy, twin Q-functions and their targets (rlpyt's ``SacAgent``).
+class SacAgent(Agent):
+    """Tanh-Gaussian policy, twin Q-functions and a Polyak target (rlpyt's ``SacAgent``).
 
     Actions are squashed to ``[-1, 1]`` and mapped affinely to the env's bounds. Before the
     algorithm starts learning (``set_pretrain_itr``) actions are drawn around the policy
     mean with a fixed ``pretrain_std``; evaluation is deterministic (``tanh(mean)``).
 
+    What the target is made of is chosen at construction: SAC bootstraps from target
+    Q-functions (``target_q_model``); SAC_V (``value_network=True``) from the target of a
+    state-value network (``v_model``, ``target_v_model``), and builds no Q target.
+
     Args:
         model: policy ``(observation, ...) -> (mean, log_std)``; ``PiMlpModel`` when None.
         q_model: critics ``(observation, action) -> [n_q, N]``; ``QEnsembleMlpModel`` with
             two Q-functions when None.
+        v_model: value network ``(observation) -> [N]`` (with ``value_network``);
+            ``VMlpModel`` when None.
         model_kwargs: keyword arguments of the default policy (``hidden_sizes``).
         q_model_kwargs: keyword arguments of the default critics.
+        v_model_kwargs: keyword arguments of the default value network.
+        value_network: hold a value network and bootstrap from its target (SAC_V).
         pretrain_std: exploration std (pre-squash) before learning starts.
         log_std_min: lower clamp of the policy's log std.
         log_std_max: upper clamp of the policy's log std.
     """
 
+    q_model: nn.Module
+    target_q_model: nn.Module
+    v_model: nn.Module
+    target_v_model: nn.Module
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+
     def __init__(
         self,
         model: nn.Module | None = None,
         q_model: nn.Module | None = None,
+        v_model: nn.Module | None = None,
         *,
         model_kwargs: dict[str, Any] | None = None,
         q_model_kwargs: dict[str, Any] | None = None,
+        v_model_kwargs: dict[str, Any] | None = None,
+        value_network: bool = False,
         pretrain_std: float = 0.75,
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
     ):
-        super().__init__(model, q_model, model_kwargs=model_kwargs, q_model_kwargs=q_model_kwargs)
-        if pretrain_std <= 0:
-            raise ValueError(f"pretrain_std must be positive, got {pretrain_std!r}")
-        if not log_std_min < log_std_max:
+        super().__init__(model, model_kwargs)
+        self.value_network = check_bool("value_network", value_network)
+        if v_model is not None and not self.value_network:
+            raise ValueError("v_model is given but value_network is False")
+        if q_model is not None:
+            self.q_model = q_model
+        if v_model is not None:
+            self.v_model = v_model
+        self.q_model_kwargs = check_mapping("q_model_kwargs", q_model_kwargs)
+        self.v_model_kwargs = check_mapping("v_model_kwargs", v_model_kwargs)
+        self.pretrain_std = check_range("pretrain_std", pretrain_std, 1e-12, 1e6)
+        self.log_std_min = check_range("log_std_min", log_std_min, -1e3, 1e3)
+        self.log_std_max = check_range("log_std_max", log_std_max, -1e3, 1e3)
+        if not self.log_std_min < self.log_std_max:
             raise ValueError(
                 f"log_std_min must be below log_std_max, got {log_std_min}, {log_std_max}"
             )
-        self.pretrain_std = float(pretrain_std)
-        self.log_std_min = float(log_std_min)
-        self.log_std_max = float(log_std_max)
+        self.pretrain_itr = 0
+        self._pretraining = False
+        self._target_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self.register_buffer("action_scale", torch.ones(()))
+        self.register_buffer("action_bias", torch.zeros(()))
 
     # ------------------------------------------------------------------ set-up
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
+        """The default policy, ``PiMlpModel``."""
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
         return PiMlpModel(obs_size, act_size, **kwargs)
 
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
+        """Build the networks not given, the frozen target and the action map."""
+        super().initialize(observation_spec, action_spec)
+        obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
+        if self._modules.get("q_model") is None:
+            self.q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
+        if self.value_network:
+            if self._modules.get("v_model") is None:
+                self.v_model = VMlpModel(obs_size, **self.v_model_kwargs)
+            self.target_v_model = frozen_copy(self.v_model)
+        else:
+            self.target_q_model = frozen_copy(self.q_model)
+        self._target_pairs = None
+        self.action_scale, self.action_bias = action_map(action_spec)
+        self.action_size = act_size
+
+    def set_pretrain_itr(self, itr: int) -> None:
+        """Explore with ``pretrain_std`` in sample mode before iteration ``itr``."""
+        self.pretrain_itr = int(itr)
+
+    def sample_mode(self, itr: int) -> None:
+        """Sampling: warm-up exploration before ``pretrain_itr``."""
+        super().sample_mode(itr)
+        self._pretraining = itr < self.pretrain_itr
+
     # ------------------------------------------------------------------ acting
+    def to_env(self, squashed: torch.Tensor) -> torch.Tensor:
+        """Map actions from ``[-1, 1]`` to the env's bounds."""
+        return squashed * self.action_scale + self.action_bias
+
     def distribution_params(self, observation: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy mean and clamped log std."""
         mean, log_std = self.model(observation)
@@ -94,6 +160,7 @@ class SacAgent(QpgAgent):
     def step(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Sampled actions in the env's bounds (``tanh(mean)`` in eval mode); no info."""
         mean, log_std = self.distribution_params(observation)
         if self.mode == "eval":
             squashed = torch.tanh(mean)
@@ -108,17 +175,65 @@ class SacAgent(QpgAgent):
         squashed, log_prob = squashed_gaussian_sample(mean, log_std)
         return self.to_env(squashed), log_prob, mean, log_std
 
+    def q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
+        """``[n_q, N]`` Q-values of env-space actions."""
+        return self.q_model(observation, action)
+
+    @torch.no_grad()
+    def target_q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
+        """``[n_q, N]`` target Q-values of env-space actions (SAC)."""
+        return self.target_q_model(observation, action)
+
+    def v(self, observation: Any) -> torch.Tensor:
+        """``[N]`` state values (SAC_V)."""
+        return self.v_model(observation)
+
+    @torch.no_grad()
+    def target_v(self, observation: Any) -> torch.Tensor:
+        """``[N]`` target state values (SAC_V)."""
+        return self.target_v_model(observation)
+
     def forward(self, td: TensorDictBase) -> TensorDict:
         """Policy mean and log std for every row of ``td``."""
         mean, log_std = self.distribution_params(td[keys.OBSERVATION])
-        return TensorDict({keys.LOC: mean, "log_std": log_std}, batch_size=td.batch_size)
+        return TensorDict({keys.LOC: mean, keys.LOG_STD: log_std}, batch_size=td.batch_size)
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
-        """``target <- tau * online + (1 - tau) * target`` for the critics."""
+        """``target <- tau * online + (1 - tau) * target`` for the target network."""
         if self._target_pairs is None:
-            self._target_pairs = (
-                list(self.target_q_model.parameters()),
-                list(self.q_model.parameters()),
-            )
+            online = self.v_model if self.value_network else self.q_model
+            target = self.target_v_model if self.value_network else self.target_q_model
+            self._target_pairs = (list(target.parameters()), list(online.parameters()))
         polyak_update(*self._target_pairs, tau)
+
+
+def SacVAgent(  # noqa: N802 - rlpyt's class name, kept so configs read the same
+    model: nn.Module | None = None,
+    q_model: nn.Module | None = None,
+    v_model: nn.Module | None = None,
+    *,
+    model_kwargs: dict[str, Any] | None = None,
+    q_model_kwargs: dict[str, Any] | None = None,
+    v_model_kwargs: dict[str, Any] | None = None,
+    pretrain_std: float = 0.75,
+    log_std_min: float = -20.0,
+    log_std_max: float = 2.0,
+) -> SacAgent:
+    """The agent of SAC_V (rlpyt's ``SacVAgent``): a ``SacAgent`` with a value network.
+
+    ``V(o)`` (``VMlpModel``, 256-256, by default) and its Polyak target, which bootstraps
+    the critics; no Q target. The arguments are ``SacAgent``'s.
+    """
+    return SacAgent(
+        model,
+        q_model,
+        v_model,
+        model_kwargs=model_kwargs,
+        q_model_kwargs=q_model_kwargs,
+        v_model_kwargs=v_model_kwargs,
+        value_network=True,
+        pretrain_std=pretrain_std,
+        log_std_min=log_std_min,
+        log_std_max=log_std_max,
+    )

@@ -15,15 +15,17 @@ The bootstrap action maximises the expected target return (the online one with
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
-from tdrl.agents.dqn.dqn_agent import DqnAgent, Q
-from tdrl.algos.dqn.dqn import DQN
-from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N
-from tdrl.samplers.base import BatchSpec
+from tdrl.agents.base import Agent
+from tdrl.algos.dqn.dqn import DQN, check_dqn_agent
+from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec, Q
+from tdrl.utils.checks import check_range
 
 
 def project_distribution(
@@ -48,30 +50,94 @@ def project_distribution(
 
 
 class CategoricalDQN(DQN):
-    """C51 on DQN's replay and update schedule (all DQN arguments apply).
+    """C51 on DQN's replay and update schedule.
+
+    The agent must be a ``DqnAgent(n_atoms=...)``; its support is set to
+    ``linspace(V_min, V_max, n_atoms)``.
 
     Args:
         V_min: lowest atom.
         V_max: highest atom.
-        **kwargs: DQN's arguments (``double_dqn``, ``n_step_return``,
-            ``prioritized_replay``, ...). The agent must be a ``DqnAgent(n_atoms=...)``.
+        discount, batch_size, ...: every other argument is ``DQN``'s, with its default and
+            meaning (``default_priority`` and ``td_abs_err`` here are KL divergences).
     """
 
-    def __init__(self, *, V_min: float = -10.0, V_max: float = 10.0, **kwargs):
-        super().__init__(**kwargs)
-        if not V_min < V_max:
+    def __init__(
+        self,
+        *,
+        V_min: float = -10.0,
+        V_max: float = 10.0,
+        discount: float = 0.99,
+        batch_size: int = 32,
+        min_steps_learn: int = 50_000,
+        delta_clip: float | None = 1.0,
+        replay_size: int = 1_000_000,
+        replay_ratio: float = 8.0,
+        target_update_tau: float = 1.0,
+        target_update_interval: int = 312,
+        n_step_return: int = 1,
+        learning_rate: float = 2.5e-4,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        clip_grad_norm: float | None = 10.0,
+        eps_steps: int = 1_000_000,
+        double_dqn: bool = False,
+        prioritized_replay: bool = False,
+        pri_alpha: float = 0.6,
+        pri_beta_init: float = 0.4,
+        pri_beta_final: float = 1.0,
+        pri_beta_steps: int = 50_000_000,
+        default_priority: float | None = None,
+        replay_storage: str = "memory",
+        replay_scratch_dir: str | None = None,
+        frame_replay: bool | None = None,
+    ):
+        super().__init__(
+            discount=discount,
+            batch_size=batch_size,
+            min_steps_learn=min_steps_learn,
+            delta_clip=delta_clip,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            target_update_tau=target_update_tau,
+            target_update_interval=target_update_interval,
+            n_step_return=n_step_return,
+            learning_rate=learning_rate,
+            optim_cls=optim_cls,
+            optim_kwargs=optim_kwargs,
+            clip_grad_norm=clip_grad_norm,
+            eps_steps=eps_steps,
+            double_dqn=double_dqn,
+            prioritized_replay=prioritized_replay,
+            pri_alpha=pri_alpha,
+            pri_beta_init=pri_beta_init,
+            pri_beta_final=pri_beta_final,
+            pri_beta_steps=pri_beta_steps,
+            default_priority=default_priority,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
+            frame_replay=frame_replay,
+        )
+        self.V_min = check_range("V_min", V_min, -1e12, 1e12)
+        self.V_max = check_range("V_max", V_max, -1e12, 1e12)
+        if not self.V_min < self.V_max:
             raise ValueError(f"V_min must be below V_max, got V_min={V_min}, V_max={V_max}")
-        self.V_min = float(V_min)
-        self.V_max = float(V_max)
 
-    def initialize(self, agent: DqnAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
-        if not getattr(agent, "n_atoms", None):
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Set the agent's support, then ``DQN.initialize``."""
+        dqn_agent = check_dqn_agent(type(self).__name__, agent)
+        if not dqn_agent.n_atoms:
             raise TypeError("CategoricalDQN needs a DqnAgent built with n_atoms (e.g. 51)")
-        agent.set_support(self.V_min, self.V_max)
-        super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
+        dqn_agent.set_support(self.V_min, self.V_max)
+        super().initialize(dqn_agent, n_itr=n_itr, batch_spec=batch_spec)
 
     def loss(self, batch: TensorDictBase) -> TensorDict:
-        """Cross-entropy between projected target and predicted return distributions."""
+        """Cross-entropy between the projected target and the predicted distributions.
+
+        Returns:
+            ``loss`` with the diagnostics ``td_abs_err`` (per transition: the KL divergence
+            used as priority) and ``q_mean``.
+        """
         agent = self.agent
         support = agent.support
         logits = agent(batch).get(Q)  # [N, A, P]

@@ -18,6 +18,7 @@ and, once ``min_steps_learn`` steps were collected, makes
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -25,19 +26,24 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
+from tdrl.agents.base import Agent
 from tdrl.agents.dqn.dqn_agent import DqnAgent
-from tdrl.algos.base import check_range, make_optimizer, replay_updates
-from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.replays.base import (
-    DISCOUNT_N,
-    INDEX,
-    IS_WEIGHT,
-    RETURN_N,
-    STORAGES,
-    ReplayBuffer,
+from tdrl.algos.base import (
+    detached_diagnostics,
+    grad_norm_clip,
+    make_optimizer,
     make_replay_buffer,
+    replay_updates,
 )
-from tdrl.samplers.base import BatchSpec, check_positive_int
+from tdrl.keys import DISCOUNT_N, INDEX, IS_WEIGHT, RETURN_N, BatchSpec
+from tdrl.replays import PrioritizedSampler, ReplayBuffer, ReplayConfig
+from tdrl.utils.checks import (
+    check_bool,
+    check_int,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
 
 
 def huber(delta: torch.Tensor, delta_clip: float | None) -> torch.Tensor:
@@ -52,6 +58,13 @@ def huber(delta: torch.Tensor, delta_clip: float | None) -> torch.Tensor:
 def online_q(agent: DqnAgent, td: TensorDictBase) -> torch.Tensor:
     """The online network's output for the rows of ``td`` (model called on its tensors)."""
     return agent.model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
+
+
+def check_dqn_agent(algo: str, agent: Agent) -> DqnAgent:
+    """``agent`` if it is a ``DqnAgent``, else a clear error naming ``algo``."""
+    if not isinstance(agent, DqnAgent):
+        raise TypeError(f"{algo} needs a DqnAgent, got {type(agent).__name__}")
+    return agent
 
 
 class DQN:
@@ -114,76 +127,74 @@ class DQN:
         frame_replay: bool | None = None,
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.min_steps_learn = check_positive_int("min_steps_learn", min_steps_learn, 0)
-        if delta_clip is not None:
-            check_range("delta_clip", delta_clip, 1e-12, float("inf"))
-        self.delta_clip = delta_clip
-        self.replay_size = check_positive_int("replay_size", replay_size)
-        self.replay_ratio = check_range("replay_ratio", replay_ratio, 1e-12, float("inf"))
-        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_positive_int(
-            "target_update_interval", target_update_interval
+        self.replay = ReplayConfig(
+            batch_size=batch_size,
+            min_steps_learn=min_steps_learn,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            n_step_return=n_step_return,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
         )
-        self.n_step_return = check_positive_int("n_step_return", n_step_return)
+        self.batch_size = self.replay.batch_size
+        self.delta_clip = check_optional_range("delta_clip", delta_clip, 1e-12, 1e12)
+        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
+        self.target_update_interval = check_int(
+            "target_update_interval", target_update_interval, minimum=1
+        )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
         self.optim_cls = optim_cls
-        self.optim_kwargs = dict(optim_kwargs or {})
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
             self.optim_kwargs["eps"] = 0.01 / self.batch_size
-        if clip_grad_norm is not None:
-            check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
-        self.clip_grad_norm = clip_grad_norm
-        self.eps_steps = check_positive_int("eps_steps", eps_steps)
-        self.double_dqn = bool(double_dqn)
-        self.prioritized_replay = bool(prioritized_replay)
+        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+        self.eps_steps = check_int("eps_steps", eps_steps, minimum=1)
+        self.double_dqn = check_bool("double_dqn", double_dqn)
+        self.prioritized_replay = check_bool("prioritized_replay", prioritized_replay)
         self.pri_alpha = check_range("pri_alpha", pri_alpha, 0.0, 10.0)
         self.pri_beta_init = check_range("pri_beta_init", pri_beta_init, 0.0, 1.0)
         self.pri_beta_final = check_range("pri_beta_final", pri_beta_final, 0.0, 1.0)
-        self.pri_beta_steps = check_positive_int("pri_beta_steps", pri_beta_steps)
-        self.default_priority = (
-            default_priority if default_priority is not None else (delta_clip or 1.0)
+        self.pri_beta_steps = check_int("pri_beta_steps", pri_beta_steps, minimum=1)
+        self.default_priority = check_range(
+            "default_priority",
+            default_priority if default_priority is not None else (self.delta_clip or 1.0),
+            1e-12,
+            1e12,
         )
-        if replay_storage not in STORAGES:
-            raise ValueError(f"replay_storage must be one of {STORAGES}, got {replay_storage!r}")
-        self.replay_storage = replay_storage
-        self.replay_scratch_dir = replay_scratch_dir
-        self.frame_replay = frame_replay
+        self.frame_replay = (
+            None if frame_replay is None else check_bool("frame_replay", frame_replay)
+        )
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None
+        self._prioritized: PrioritizedSampler | None = None
+        self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
+        self.updates_per_optimize = 0  # set by initialize
+        self.min_itr_learn = 0
 
     # ------------------------------------------------------------------ set-up
-    def initialize(self, agent: DqnAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent; build the optimizer, the replay buffer and the schedules."""
-        if not hasattr(agent, "update_target"):
-            raise TypeError(f"{type(self).__name__} needs a DqnAgent, got {type(agent).__name__}")
-        self.agent = agent
+        self.agent = check_dqn_agent(type(self).__name__, agent)
         self.batch_spec = batch_spec
-        sampler_bs = batch_spec.size
-        self.updates_per_optimize = max(1, round(self.replay_ratio * sampler_bs / self.batch_size))
-        self.min_itr_learn = self.min_steps_learn // sampler_bs
-        agent.set_epsilon_schedule(
-            self.min_itr_learn, self.min_itr_learn + self.eps_steps // sampler_bs
+        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
+        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
+        self.agent.set_epsilon_schedule(
+            self.min_itr_learn, self.min_itr_learn + self.eps_steps // batch_spec.size
         )
-        self.pri_beta_itr = max(1, self.pri_beta_steps // sampler_bs)
+        self.pri_beta_itr = max(1, self.pri_beta_steps // batch_spec.size)
         self.optimizer = make_optimizer(
-            self.optim_cls, agent.model.parameters(), self.learning_rate, self.optim_kwargs
+            self.optim_cls, self.agent.model.parameters(), self.learning_rate, self.optim_kwargs
         )
-        self._params = list(agent.model.parameters())
-        self.replay_buffer = self.make_replay_buffer(agent, batch_spec)
+        self._params = list(self.agent.model.parameters())
+        self.replay_buffer = self.make_replay_buffer(batch_spec)
 
-    def make_replay_buffer(self, agent: DqnAgent, batch_spec: BatchSpec) -> ReplayBuffer:
-        """Uniform or prioritized, frame-based for uint8 frame stacks."""
+    def make_replay_buffer(self, batch_spec: BatchSpec) -> ReplayBuffer:
+        """Uniform or prioritized; frame-based for uint8 frame stacks."""
         seed = int(torch.randint(2**31 - 1, ()).item())
-        sampler = None
+        sampler = self._prioritized = None
         if self.prioritized_replay:
-            from tdrl.replays.sum_tree import PrioritizedSampler
-
-            rows = -(
-                -max(self.replay_size, (self.n_step_return + 2) * batch_spec.B) // batch_spec.B
-            )
-            sampler = PrioritizedSampler(
-                rows * batch_spec.B,
+            sampler = self._prioritized = PrioritizedSampler(
+                self.replay.capacity(batch_spec),
                 alpha=self.pri_alpha,
                 beta=self.pri_beta_init,
                 beta_final=self.pri_beta_final,
@@ -191,20 +202,26 @@ class DQN:
                 default_priority=self.default_priority,
                 seed=seed,
             )
-        spec = agent.observation_spec
+        spec = self.agent.observation_spec
         is_frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
-        buffer_cls = ReplayBuffer
-        if self.frame_replay or (self.frame_replay is None and is_frames):
-            from tdrl.replays.frame import FrameReplayBuffer
-
-            buffer_cls = FrameReplayBuffer
+        frames = self.frame_replay if self.frame_replay is not None else is_frames
         return make_replay_buffer(
-            self, batch_spec, sampler=sampler, buffer_cls=buffer_cls, seed=seed
+            self.replay,
+            batch_spec,
+            discount=self.discount,
+            sampler=sampler,
+            frames=frames,
+            seed=seed,
         )
 
     # ------------------------------------------------------------------ the loss
     def loss(self, batch: TensorDictBase) -> TensorDict:
-        """DQN loss on a replay batch (see the module docstring)."""
+        """DQN loss on a replay batch (see the module docstring).
+
+        Returns:
+            ``loss`` with the diagnostics ``td_abs_err`` (per transition, the new
+            priorities) and ``q_mean``.
+        """
         agent = self.agent
         nxt = batch.get(keys.NEXT)
         q = online_q(agent, batch)
@@ -226,36 +243,48 @@ class DQN:
 
     # ------------------------------------------------------------------ the schedule
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One gradient step on a replay batch (priorities and target net updated)."""
+        """One gradient step on a replay batch.
+
+        ``loss``, an optimizer step, the batch's new priorities (prioritized replay) and
+        the target network update when due.
+        """
         terms = self.loss(batch)
         self.optimizer.zero_grad(set_to_none=True)
         terms["loss"].backward()
         grad_norm = grad_norm_clip(self._params, self.clip_grad_norm)
         self.optimizer.step()
         if self.prioritized_replay:
+            assert self.replay_buffer is not None
             self.replay_buffer.update_priorities(batch.get(INDEX), terms["td_abs_err"])
         self.update_counter += 1
         if self.update_counter % self.target_update_interval == 0:
             self.agent.update_target(self.target_update_tau)
-        return {
-            "loss": terms["loss"].detach(),
-            "grad_norm": grad_norm.detach(),
-            "td_abs_err": terms["td_abs_err"].mean(),
-            "q_mean": terms["q_mean"],
-        }
+        info = detached_diagnostics(terms)
+        info["td_abs_err"] = info["td_abs_err"].mean()
+        info["grad_norm"] = grad_norm.detach()
+        return info
 
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
-        """Store the batch (None: already stored, as by ``AsyncRl``); replay
-        ``updates_per_optimize`` minibatches once learning started."""
+        """Store the batch, then replay ``updates_per_optimize`` minibatches.
+
+        ``samples`` None: the batch is already stored (``AsyncRl``). No update is made
+        before ``min_itr_learn`` or while no n-step window is complete.
+        """
         info = replay_updates(self, itr, samples)
-        if info and self.prioritized_replay:
-            self.replay_buffer.sampler.anneal_beta(itr - self.min_itr_learn)
+        if info and self._prioritized is not None:
+            self._prioritized.anneal_beta(itr - self.min_itr_learn)
         return info
 
     # ------------------------------------------------------------------ state
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.optimizer]
+
     def state_dict(self) -> dict[str, Any]:
+        """Optimizer state and update counter (the replay buffer is saved apart)."""
         return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_counter = state["update_counter"]

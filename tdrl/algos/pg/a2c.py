@@ -17,9 +17,10 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import check_range, make_optimizer
-from tdrl.algos.pg.base import append_info, grad_norm_clip, info_to_lists, process_returns
-from tdrl.samplers.base import BatchSpec
+from tdrl.algos.base import detached_diagnostics, grad_norm_clip, make_optimizer, stack_diagnostics
+from tdrl.algos.pg.base import check_pg_agent, process_returns
+from tdrl.keys import BatchSpec
+from tdrl.utils.checks import check_bool, check_mapping, check_optional_range, check_range
 from tdrl.utils.returns import valid_mean
 
 
@@ -56,17 +57,16 @@ class A2C:
         self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
         self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
         self.optim_cls = optim_cls
-        self.optim_kwargs = dict(optim_kwargs or {})
-        if clip_grad_norm is not None:
-            check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
-        self.clip_grad_norm = clip_grad_norm
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
-        self.normalize_advantage = bool(normalize_advantage)
+        self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         self.update_counter = 0
+        self.batch_size = 0  # samples per gradient update, set by initialize
 
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent and build the optimizer."""
-        self.agent = agent
+        self.agent = check_pg_agent(type(self).__name__, agent)
         self.batch_spec = batch_spec
         self.batch_size = batch_spec.size
         self.optimizer = make_optimizer(
@@ -74,7 +74,16 @@ class A2C:
         )
 
     def loss(self, batch: TensorDictBase) -> TensorDict:
-        """A2C loss on a batch holding inputs, action, ``advantage`` and ``return``."""
+        """A2C loss on a batch of any shape.
+
+        Args:
+            batch: agent inputs, ``action``, the sampling ``log_prob``, ``advantage`` and
+                ``return`` (and optionally ``valid``), as ``process_returns`` builds them.
+
+        Returns:
+            ``loss`` and its terms ``loss_pi``, ``loss_value``, ``loss_entropy``, with the
+            detached diagnostics ``entropy``, ``perplexity`` and ``approx_kl``.
+        """
         out = self.agent(batch)
         dist = self.agent.distribution(out)
         valid = batch.get(keys.VALID, None)
@@ -95,7 +104,6 @@ class A2C:
                 "loss_entropy": loss_entropy,
                 "entropy": entropy.detach(),
                 "perplexity": entropy.detach().exp(),
-                "clip_fraction": torch.zeros(()),
                 "approx_kl": approx_kl,
             }
         )
@@ -116,13 +124,17 @@ class A2C:
         grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
         self.optimizer.step()
         self.update_counter += 1
-        info: dict[str, list[torch.Tensor]] = {}
-        append_info(info, terms, grad_norm)
-        return info_to_lists(info)
+        return stack_diagnostics([{**detached_diagnostics(terms), "grad_norm": grad_norm.detach()}])
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.optimizer]
 
     def state_dict(self) -> dict[str, Any]:
+        """Optimizer state and update counter."""
         return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
         self.optimizer.load_state_dict(state["optimizer"])
         self.update_counter = state["update_counter"]

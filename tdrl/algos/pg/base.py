@@ -1,4 +1,4 @@
-"""Pieces A2C and PPO share: advantages from a ``[T, B]`` batch, the training batch."""
+"""What A2C and PPO share: the training batch, with GAE advantages, from a ``[T, B]`` batch."""
 
 from __future__ import annotations
 
@@ -6,13 +6,13 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl.agents.base import Agent
+from tdrl.agents.base import Agent, PgAgent
 from tdrl.utils.returns import generalized_advantage_estimate
 
 
 @torch.no_grad()
 def process_returns(
-    agent: Agent,
+    agent: PgAgent,
     samples: TensorDictBase,
     *,
     discount: float,
@@ -67,32 +67,11 @@ def process_returns(
     return batch
 
 
-def grad_norm_clip(parameters, max_norm: float | None) -> torch.Tensor:
-    """Clip the global gradient norm (no clipping when ``max_norm`` is None); return the
-    norm before clipping."""
-    params = [p for p in parameters if p.grad is not None]
-    if max_norm is None:
-        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))
-    return torch.nn.utils.clip_grad_norm_(params, max_norm)
-
-
-def append_info(
-    info: dict[str, list[torch.Tensor]], terms: TensorDict, grad_norm: torch.Tensor
-) -> None:
-    """Collect one update's loss terms and gradient norm (kept as tensors)."""
-    for key in (
-        "loss",
-        "loss_pi",
-        "loss_value",
-        "entropy",
-        "perplexity",
-        "clip_fraction",
-        "approx_kl",
-    ):
-        info.setdefault(key, []).append(terms.get(key).detach())
-    info.setdefault("grad_norm", []).append(grad_norm.detach())
-
-
-def info_to_lists(info: dict[str, list[torch.Tensor]]) -> dict[str, list[float]]:
-    """One synchronisation per iteration instead of one ``.item()`` per value."""
-    return {k: torch.stack(v).tolist() for k, v in info.items()}
+def check_pg_agent(algo: str, agent: Agent) -> PgAgent:
+    """``agent`` if it provides what A2C and PPO need (``PgAgent``), else a clear error."""
+    if not isinstance(agent, PgAgent):
+        raise TypeError(
+            f"{algo} needs a policy-gradient agent (distribution and value, e.g. "
+            f"CategoricalPgAgent or GaussianPgAgent), got {type(agent).__name__}"
+        )
+    return agent

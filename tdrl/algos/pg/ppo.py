@@ -20,9 +20,16 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import check_range, make_optimizer
-from tdrl.algos.pg.base import append_info, grad_norm_clip, info_to_lists, process_returns
-from tdrl.samplers.base import BatchSpec, check_positive_int
+from tdrl.algos.base import detached_diagnostics, grad_norm_clip, make_optimizer, stack_diagnostics
+from tdrl.algos.pg.base import check_pg_agent, process_returns
+from tdrl.keys import BatchSpec
+from tdrl.utils.checks import (
+    check_bool,
+    check_int,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
 from tdrl.utils.returns import valid_mean
 
 
@@ -67,27 +74,26 @@ class PPO:
         self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
         self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
         self.optim_cls = optim_cls
-        self.optim_kwargs = dict(optim_kwargs or {})
-        if clip_grad_norm is not None:
-            check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
-        self.clip_grad_norm = clip_grad_norm
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
-        self.minibatches = check_positive_int("minibatches", minibatches)
-        self.epochs = check_positive_int("epochs", epochs)
+        self.minibatches = check_int("minibatches", minibatches, minimum=1)
+        self.epochs = check_int("epochs", epochs, minimum=1)
         self.initial_ratio_clip = check_range("ratio_clip", ratio_clip, 0.0, 10.0)
         self.ratio_clip = self.initial_ratio_clip
-        self.linear_lr_schedule = bool(linear_lr_schedule)
-        self.normalize_advantage = bool(normalize_advantage)
+        self.linear_lr_schedule = check_bool("linear_lr_schedule", linear_lr_schedule)
+        self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
         self.update_counter = 0
+        self.batch_size = 0  # samples per gradient update, set by initialize
 
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent and build the optimizer (and the schedule over ``n_itr``)."""
+        self.agent = check_pg_agent(type(self).__name__, agent)
         if batch_spec.size < self.minibatches:
             raise ValueError(
                 f"minibatches={self.minibatches} is larger than the batch of "
                 f"{batch_spec.size} samples (batch_T * batch_B)"
             )
-        self.agent = agent
         self.n_itr = max(1, int(n_itr))
         self.batch_spec = batch_spec
         self.batch_size = batch_spec.size // self.minibatches
@@ -101,8 +107,17 @@ class PPO:
             )
 
     def loss(self, batch: TensorDictBase) -> TensorDict:
-        """PPO loss on a batch of any shape holding inputs, action, old ``log_prob``,
-        ``advantage`` and ``return`` (and optionally ``valid``)."""
+        """PPO loss on a batch of any shape.
+
+        Args:
+            batch: agent inputs, ``action``, the sampling ``log_prob``, ``advantage`` and
+                ``return`` (and optionally ``valid``), as ``process_returns`` builds them.
+
+        Returns:
+            ``loss`` and its terms ``loss_pi``, ``loss_value``, ``loss_entropy``, with the
+            detached diagnostics ``entropy``, ``perplexity``, ``clip_fraction`` and
+            ``approx_kl``.
+        """
         out = self.agent(batch)
         dist = self.agent.distribution(out)
         valid = batch.get(keys.VALID, None)
@@ -145,7 +160,7 @@ class PPO:
         flat = batch.reshape(-1)
         n = flat.shape[0]
         mb_size = n // self.minibatches
-        info: dict[str, list[torch.Tensor]] = {}
+        steps = []
         for _ in range(self.epochs):
             perm = torch.randperm(n)
             for m in range(self.minibatches):
@@ -156,15 +171,20 @@ class PPO:
                 grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
                 self.optimizer.step()
                 self.update_counter += 1
-                append_info(info, terms, grad_norm)
+                steps.append({**detached_diagnostics(terms), "grad_norm": grad_norm.detach()})
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
             self.ratio_clip = self.initial_ratio_clip * max(
                 0.0, (self.n_itr - itr - 1) / self.n_itr
             )
-        return info_to_lists(info)
+        return stack_diagnostics(steps)
+
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.optimizer]
 
     def state_dict(self) -> dict[str, Any]:
+        """Optimizer, learning-rate schedule, current ratio clip and update counter."""
         return {
             "optimizer": self.optimizer.state_dict(),
             "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
@@ -173,6 +193,7 @@ class PPO:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
         self.optimizer.load_state_dict(state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])

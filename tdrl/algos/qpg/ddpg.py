@@ -5,34 +5,45 @@ transitions::
 
     y     = clip(R^(n) + gamma^m (1 - terminal) min_i Q'_i(o', mu'(o')), ±q_target_clip)
     L_Q   = sum_i E[0.5 (Q_i(o, a) - y)^2]
-    L_mu  = -E[Q_1(o, mu(o))]          (every ``policy_update_interval`` updates)
+    L_pi  = -E[Q_1(o, mu(o))]          (every ``policy_update_interval`` updates)
 
 with Polyak target updates of actor and critics every ``target_update_interval`` updates.
-The actor and the critics have their own optimizers and learning rates (``learning_rate``
-and ``q_learning_rate``), both honoured. Time-limit cuts bootstrap from the true next
+``loss`` returns both terms at the current parameters (``critic_loss`` and
+``actor_loss``, each pure); ``update`` takes them in rlpyt's order: a critic step, then,
+when due, the actor's loss against the *updated* critics and an actor step. The actor and
+the critics have their own optimizers and learning rates (``learning_rate`` and
+``q_learning_rate``), both honoured. Time-limit cuts bootstrap from the true next
 observation (rlpyt instead dropped them from the loss).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
+from tdrl._compat import tensordict_from_trusted
+from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
-from tdrl.algos.base import check_range, make_optimizer, replay_updates
-from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.replays.base import (
-    DISCOUNT_N,
-    IS_WEIGHT,
-    RETURN_N,
-    STORAGES,
-    ReplayBuffer,
+from tdrl.algos.base import (
+    detached_diagnostics,
+    grad_norm_clip,
+    make_optimizer,
     make_replay_buffer,
+    replay_updates,
 )
-from tdrl.samplers.base import BatchSpec, check_positive_int
+from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
+from tdrl.replays import ReplayBuffer, ReplayConfig
+from tdrl.utils.checks import (
+    check_int,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
+from tdrl.utils.tensor import frozen
 
 
 class DDPG:
@@ -84,47 +95,50 @@ class DDPG:
         replay_scratch_dir: str | None = None,
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.min_steps_learn = check_positive_int("min_steps_learn", min_steps_learn, 0)
-        self.replay_size = check_positive_int("replay_size", replay_size)
-        self.replay_ratio = check_range("replay_ratio", replay_ratio, 1e-12, float("inf"))
-        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_positive_int(
-            "target_update_interval", target_update_interval
+        self.replay = ReplayConfig(
+            batch_size=batch_size,
+            min_steps_learn=min_steps_learn,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            n_step_return=n_step_return,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
         )
-        self.policy_update_interval = check_positive_int(
-            "policy_update_interval", policy_update_interval
+        self.batch_size = self.replay.batch_size
+        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
+        self.target_update_interval = check_int(
+            "target_update_interval", target_update_interval, minimum=1
+        )
+        self.policy_update_interval = check_int(
+            "policy_update_interval", policy_update_interval, minimum=1
         )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
         self.q_learning_rate = check_range("q_learning_rate", q_learning_rate, 0.0, 10.0)
         self.optim_cls = optim_cls
-        self.optim_kwargs = dict(optim_kwargs or {})
-        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
-        self.q_target_clip = check_range("q_target_clip", q_target_clip, 0.0, float("inf"))
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+        self.q_target_clip = check_range("q_target_clip", q_target_clip, 0.0, 1e12)
         self.target_noise_std = check_range("target_noise_std", target_noise_std, 0.0, 10.0)
-        if target_noise_clip is not None:
-            check_range("target_noise_clip", target_noise_clip, 1e-12, 10.0)
-        self.target_noise_clip = target_noise_clip
-        self.n_step_return = check_positive_int("n_step_return", n_step_return)
-        if replay_storage not in STORAGES:
-            raise ValueError(f"replay_storage must be one of {STORAGES}, got {replay_storage!r}")
-        self.replay_storage = replay_storage
-        self.replay_scratch_dir = replay_scratch_dir
+        self.target_noise_clip = check_optional_range(
+            "target_noise_clip", target_noise_clip, 1e-12, 10.0
+        )
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None
+        self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
+        self.updates_per_optimize = 0  # set by initialize
+        self.min_itr_learn = 0
 
     # ------------------------------------------------------------------ set-up
-    def initialize(self, agent: DdpgAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent; build the two optimizers and the replay buffer."""
-        if not hasattr(agent, "target_mu"):
+        if not isinstance(agent, DdpgAgent):
             raise TypeError(
-                f"{type(self).__name__} needs a DdpgAgent or Td3Agent, got {type(agent).__name__}"
+                f"{type(self).__name__} needs a DdpgAgent (or Td3Agent), got {type(agent).__name__}"
             )
         self.agent = agent
         self.batch_spec = batch_spec
-        sampler_bs = batch_spec.size
-        self.updates_per_optimize = max(1, round(self.replay_ratio * sampler_bs / self.batch_size))
-        self.min_itr_learn = self.min_steps_learn // sampler_bs
+        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
+        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
         agent.set_pretrain_itr(self.min_itr_learn)
         self.mu_optimizer = make_optimizer(
             self.optim_cls, agent.model.parameters(), self.learning_rate, self.optim_kwargs
@@ -132,55 +146,79 @@ class DDPG:
         self.q_optimizer = make_optimizer(
             self.optim_cls, agent.q_model.parameters(), self.q_learning_rate, self.optim_kwargs
         )
-        self.replay_buffer = make_replay_buffer(self, batch_spec)
+        self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
         self._mu_params = list(agent.model.parameters())
         self._q_params = list(agent.q_model.parameters())
 
-    # ------------------------------------------------------------------ one update
-    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One critic update, an actor update every ``policy_update_interval``, targets."""
+    # ------------------------------------------------------------------ the losses
+    def critic_loss(self, batch: TensorDictBase) -> TensorDict:
+        """``L_Q`` on a replay batch, with the diagnostic ``q_mean``."""
         agent = self.agent
-        obs = batch.get(keys.OBSERVATION)
         with torch.no_grad():
             next_obs = batch.get(keys.NEXT_OBSERVATION)
             next_action = agent.target_mu(next_obs, self.target_noise_std, self.target_noise_clip)
             next_q = agent.target_q(next_obs, next_action).min(0).values
             target = batch.get(RETURN_N) + batch.get(DISCOUNT_N) * next_q
             target = target.clamp(-self.q_target_clip, self.q_target_clip)
-        q = agent.q(obs, batch.get(keys.ACTION))
-        q_loss = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
+        q = agent.q(batch.get(keys.OBSERVATION), batch.get(keys.ACTION))
+        loss_q = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
+        return tensordict_from_trusted({"loss_q": loss_q, "q_mean": q.detach().mean()}, ())
+
+    def actor_loss(self, batch: TensorDictBase) -> TensorDict:
+        """``L_pi`` on a replay batch.
+
+        The critics are frozen while they score the actor's action, so the backward pass
+        reaches the actor only.
+        """
+        agent = self.agent
+        obs = batch.get(keys.OBSERVATION)
+        with frozen(agent.q_model):
+            loss_pi = -agent.q(obs, agent.mu(obs))[0].mean()
+        return tensordict_from_trusted({"loss_pi": loss_pi}, ())
+
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """Both terms at the current parameters: ``loss = loss_q + loss_pi`` and ``q_mean``.
+
+        One backward pass of ``loss`` gives each network the gradient of its own term
+        (``update`` steps them in turn instead, as rlpyt does).
+        """
+        terms = self.critic_loss(batch).update(self.actor_loss(batch))
+        terms.set("loss", terms.get("loss_q") + terms.get("loss_pi"))
+        return terms
+
+    # ------------------------------------------------------------------ one update
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One critic step, an actor step every ``policy_update_interval``, the targets."""
+        critic = self.critic_loss(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
-        q_loss.backward()
-        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
+        critic.get("loss_q").backward()
+        info = detached_diagnostics(critic)
+        info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
         self.q_optimizer.step()
         self.update_counter += 1
-        info = {
-            "loss_q": q_loss.detach(),
-            "q_grad_norm": q_grad_norm.detach(),
-            "q_mean": q.detach().mean(),
-        }
         if self.update_counter % self.policy_update_interval == 0:
-            agent.q_model.requires_grad_(False)  # the actor's backward skips critic weights
-            try:
-                mu_loss = -agent.q(obs, agent.mu(obs))[0].mean()
-            finally:
-                agent.q_model.requires_grad_(True)
+            actor = self.actor_loss(batch)
             self.mu_optimizer.zero_grad(set_to_none=True)
-            mu_loss.backward()
-            info["mu_grad_norm"] = grad_norm_clip(self._mu_params, self.clip_grad_norm).detach()
+            actor.get("loss_pi").backward()
+            info.update(detached_diagnostics(actor))
+            info["grad_norm_pi"] = grad_norm_clip(self._mu_params, self.clip_grad_norm).detach()
             self.mu_optimizer.step()
-            info["loss_mu"] = mu_loss.detach()
         if self.update_counter % self.target_update_interval == 0:
-            agent.update_target(self.target_update_tau)
+            self.agent.update_target(self.target_update_tau)
         return info
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
-        """Store the batch; ``updates_per_optimize`` updates once learning started."""
+        """Store the batch (None: already stored), then replay once learning started."""
         return replay_updates(self, itr, samples)
 
     # ------------------------------------------------------------------ state
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.mu_optimizer, self.q_optimizer]
+
     def state_dict(self) -> dict[str, Any]:
+        """Both optimizers' state and the update counter."""
         return {
             "mu_optimizer": self.mu_optimizer.state_dict(),
             "q_optimizer": self.q_optimizer.state_dict(),
@@ -188,6 +226,7 @@ class DDPG:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
         self.mu_optimizer.load_state_dict(state["mu_optimizer"])
         self.q_optimizer.load_state_dict(state["q_optimizer"])
         self.update_counter = state["update_counter"]

@@ -22,28 +22,57 @@ terminal).
 
 from __future__ import annotations
 
+import contextlib
 import math
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
+from tdrl._compat import tensordict_from_trusted
+from tdrl.agents.base import Agent
 from tdrl.agents.qpg.sac_agent import SacAgent
-from tdrl.algos.base import check_range, make_optimizer, replay_updates
-from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.replays.base import (
-    DISCOUNT_N,
-    IS_WEIGHT,
-    RETURN_N,
-    STORAGES,
-    ReplayBuffer,
+from tdrl.algos.base import (
+    detached_diagnostics,
+    grad_norm_clip,
+    make_optimizer,
     make_replay_buffer,
+    param_group,
+    replay_updates,
 )
-from tdrl.samplers.base import BatchSpec, check_positive_int
+from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
+from tdrl.replays import ReplayBuffer, ReplayConfig
+from tdrl.utils.checks import (
+    check_choice,
+    check_int,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
 from tdrl.utils.tensor import frozen
 
+#: The action priors ``log p(a)`` of the actor loss.
 ACTION_PRIORS = ("uniform", "gaussian")
+
+
+def action_log_prior(action: torch.Tensor, prior: str) -> torch.Tensor:
+    """``log p(a)`` of an action prior.
+
+    0 for ``"uniform"``; for ``"gaussian"`` a standard normal's log-density summed over the
+    action dims.
+    """
+    if prior == "uniform":
+        return torch.zeros((), dtype=action.dtype, device=action.device)
+    return (-0.5 * action.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+
+
+def check_sac_agent(algo: str, agent: Agent, *, value_network: bool) -> SacAgent:
+    """``agent`` if it is a ``SacAgent`` of the right kind, else a clear error."""
+    wanted = "SacVAgent (a SacAgent with value_network=True)" if value_network else "SacAgent"
+    if not isinstance(agent, SacAgent) or agent.value_network != value_network:
+        raise TypeError(f"{algo} needs a {wanted}, got {type(agent).__name__}")
+    return agent
 
 
 class SAC:
@@ -94,49 +123,48 @@ class SAC:
         replay_scratch_dir: str | None = None,
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.batch_size = check_positive_int("batch_size", batch_size)
-        self.min_steps_learn = check_positive_int("min_steps_learn", min_steps_learn, 0)
-        self.replay_size = check_positive_int("replay_size", replay_size)
-        self.replay_ratio = check_range("replay_ratio", replay_ratio, 1e-12, float("inf"))
+        self.replay = ReplayConfig(
+            batch_size=batch_size,
+            min_steps_learn=min_steps_learn,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            n_step_return=n_step_return,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
+        )
+        self.batch_size = self.replay.batch_size
         self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_positive_int(
-            "target_update_interval", target_update_interval
+        self.target_update_interval = check_int(
+            "target_update_interval", target_update_interval, minimum=1
         )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
-        if fixed_alpha is not None:
-            check_range("fixed_alpha", fixed_alpha, 0.0, float("inf"))
-        self.fixed_alpha = fixed_alpha
+        self.fixed_alpha = check_optional_range("fixed_alpha", fixed_alpha, 0.0, 1e12)
         self.optim_cls = optim_cls
-        self.optim_kwargs = dict(optim_kwargs or {})
-        if action_prior not in ACTION_PRIORS:
-            raise ValueError(f"action_prior must be one of {ACTION_PRIORS}, got {action_prior!r}")
-        self.action_prior = action_prior
-        self.reward_scale = check_range("reward_scale", reward_scale, 0.0, float("inf"))
-        if target_entropy != "auto" and not isinstance(target_entropy, (int, float)):
-            raise ValueError(f"target_entropy must be 'auto' or a number, got {target_entropy!r}")
-        self.target_entropy_arg = target_entropy
-        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, float("inf"))
-        self.n_step_return = check_positive_int("n_step_return", n_step_return)
-        if replay_storage not in STORAGES:
-            raise ValueError(f"replay_storage must be one of {STORAGES}, got {replay_storage!r}")
-        self.replay_storage = replay_storage
-        self.replay_scratch_dir = replay_scratch_dir
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
+        self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)
+        self.target_entropy_arg: str | float = (
+            "auto"
+            if target_entropy == "auto"
+            else check_range("target_entropy", target_entropy, -1e6, 1e6)
+        )
+        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None
+        self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
+        self.updates_per_optimize = 0  # set by initialize
+        self.min_itr_learn = 0
 
     # ------------------------------------------------------------------ set-up
-    def initialize(self, agent: SacAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
-        """Bind the agent; build optimizers, temperature and replay buffer."""
-        if not hasattr(agent, "q_model"):
-            raise TypeError(f"SAC needs a SacAgent, got {type(agent).__name__}")
-        self.agent = agent
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent; build the optimizer, the temperature and the replay buffer."""
+        self.agent = check_sac_agent(type(self).__name__, agent, value_network=False)
         self.batch_spec = batch_spec
-        sampler_bs = batch_spec.size
-        self.updates_per_optimize = max(1, round(self.replay_ratio * sampler_bs / self.batch_size))
-        self.min_itr_learn = self.min_steps_learn // sampler_bs
-        agent.set_pretrain_itr(self.min_itr_learn)
+        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
+        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
+        self.agent.set_pretrain_itr(self.min_itr_learn)
         self.target_entropy = (
-            -float(agent.action_size)
+            -float(self.agent.action_size)
             if self.target_entropy_arg == "auto"
             else float(self.target_entropy_arg)
         )
@@ -144,35 +172,39 @@ class SAC:
         if self.fixed_alpha is not None:
             self.log_alpha.data.fill_(math.log(max(self.fixed_alpha, 1e-30)))
         groups = [
-            {"params": list(agent.model.parameters()), "name": "pi"},
-            {"params": list(agent.q_model.parameters()), "name": "q"},
+            {"params": list(self.agent.model.parameters()), "name": "pi"},
+            {"params": list(self.agent.q_model.parameters()), "name": "q"},
         ]
         if self.fixed_alpha is None:
             groups.append({"params": [self.log_alpha], "name": "alpha"})
         self.optimizer = make_optimizer(
             self.optim_cls, groups, self.learning_rate, self.optim_kwargs
         )
-        self.replay_buffer = make_replay_buffer(self, batch_spec)
-        self._pi_params = list(agent.model.parameters())
-        self._q_params = list(agent.q_model.parameters())
+        self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
+        self._pi_params = list(self.agent.model.parameters())
+        self._q_params = list(self.agent.q_model.parameters())
 
     def param_group(self, name: str) -> dict[str, Any]:
-        """The optimizer's parameter group ``name`` (``"pi"``, ``"q"``, ``"alpha"``, ...),
-        e.g. to change one network's learning rate."""
-        for group in self.optimizer.param_groups:
-            if group.get("name") == name:
-                return group
-        names = [g.get("name") for g in self.optimizer.param_groups]
-        raise KeyError(f"no parameter group {name!r}; groups: {names}")
+        """The optimizer's parameter group ``name`` (``"pi"``, ``"q"``, ``"alpha"``).
+
+        E.g. to give one network its own learning rate.
+        """
+        return param_group(self.optimizer, name)
 
     @property
     def alpha(self) -> float:
+        """The current entropy temperature."""
         return float(self.log_alpha.detach().exp())
 
-    # ------------------------------------------------------------------ one update
-    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One SAC update on a replay batch: one backward pass of ``L_Q + L_pi + L_alpha``,
-        one optimizer step, then the target update when due."""
+    # ------------------------------------------------------------------ the loss
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """``L_Q + L_pi + L_alpha`` at the current parameters (see the module docstring).
+
+        Returns:
+            ``loss`` and its terms ``loss_q``, ``loss_pi`` and (learned temperature)
+            ``loss_alpha``, with the diagnostics ``q_mean``, ``log_pi``, ``pi_log_std`` and
+            ``alpha``.
+        """
         agent = self.agent
         obs = batch.get(keys.OBSERVATION)
         next_obs = batch.get(keys.NEXT_OBSERVATION)
@@ -185,51 +217,48 @@ class SAC:
                 next_q - alpha * next_log_pi
             )
         q = agent.q(obs, batch.get(keys.ACTION))
-        q_loss = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
+        loss_q = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
         with frozen(agent.q_model):  # the actor's gradient skips critic weight grads
             q_pi = agent.q(obs, new_action).min(0).values
-        pi_loss = (alpha * log_pi - q_pi - self._log_prior(new_action)).mean()
-        loss = q_loss + pi_loss
-        info: dict[str, torch.Tensor] = {}
+        loss_pi = (alpha * log_pi - q_pi - action_log_prior(new_action, self.action_prior)).mean()
+        terms = {"loss": loss_q + loss_pi, "loss_q": loss_q, "loss_pi": loss_pi}
         if self.fixed_alpha is None:
-            alpha_loss = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
-            loss = loss + alpha_loss
-            info["alpha_loss"] = alpha_loss.detach()
-        self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
-        pi_grad_norm = grad_norm_clip(self._pi_params, self.clip_grad_norm)
-        self.optimizer.step()
+            loss_alpha = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+            terms["loss"] = terms["loss"] + loss_alpha
+            terms["loss_alpha"] = loss_alpha
+        terms["q_mean"] = q.detach().mean()
+        terms["log_pi"] = log_pi.detach().mean()
+        terms["pi_log_std"] = log_std.detach().mean()
+        terms["alpha"] = alpha
+        return tensordict_from_trusted(terms, ())
 
+    # ------------------------------------------------------------------ one update
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One SAC update: a backward pass of ``loss``, one step, the target when due."""
+        terms = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.get("loss").backward()
+        info = detached_diagnostics(terms)
+        info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
+        info["grad_norm_pi"] = grad_norm_clip(self._pi_params, self.clip_grad_norm).detach()
+        self.optimizer.step()
         self.update_counter += 1
         if self.update_counter % self.target_update_interval == 0:
-            agent.update_target(self.target_update_tau)
-        info.update(
-            {
-                "loss_q": q_loss.detach(),
-                "loss_pi": pi_loss.detach(),
-                "q_grad_norm": q_grad_norm.detach(),
-                "pi_grad_norm": pi_grad_norm.detach(),
-                "q_mean": q.detach().mean(),
-                "log_pi": log_pi.detach().mean(),
-                "pi_log_std": log_std.detach().mean(),
-                "alpha": alpha,
-            }
-        )
+            self.agent.update_target(self.target_update_tau)
         return info
-
-    def _log_prior(self, action: torch.Tensor) -> torch.Tensor:
-        if self.action_prior == "uniform":
-            return torch.zeros((), dtype=action.dtype)
-        return (-0.5 * action.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
-        """Store the batch; ``updates_per_optimize`` updates once learning started."""
+        """Store the batch (None: already stored), then replay once learning started."""
         return replay_updates(self, itr, samples)
 
     # ------------------------------------------------------------------ state
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.optimizer]
+
     def state_dict(self) -> dict[str, Any]:
+        """Optimizer state, temperature and update counter."""
         return {
             "optimizer": self.optimizer.state_dict(),
             "log_alpha": self.log_alpha.detach().clone(),
@@ -237,6 +266,7 @@ class SAC:
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
         self.optimizer.load_state_dict(state["optimizer"])
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])

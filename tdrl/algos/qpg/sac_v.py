@@ -11,53 +11,145 @@ weight is fixed and folded into ``reward_scale`` (rlpyt's config uses 5). With
 
 with a Polyak target for V. As in ``SAC`` (and rlpyt), the three losses are taken at the
 same parameters and summed into one backward pass (the critics frozen while they score
-``a~``); one optimizer steps the groups ``"pi"``, ``"q"`` and ``"v"``. Shares SAC's replay
-buffer and schedule.
+``a~``); one optimizer steps the groups ``"pi"``, ``"q"`` and ``"v"``. The agent is a
+``SacVAgent`` (a ``SacAgent`` built with ``value_network=True``).
 """
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
-from tensordict import TensorDictBase
+from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl.agents.qpg.sac_v_agent import SacVAgent
-from tdrl.algos.base import check_range
-from tdrl.algos.pg.base import grad_norm_clip
-from tdrl.algos.qpg.sac import SAC
-from tdrl.replays.base import DISCOUNT_N, IS_WEIGHT, RETURN_N
-from tdrl.samplers.base import BatchSpec
+from tdrl._compat import tensordict_from_trusted
+from tdrl.agents.base import Agent
+from tdrl.algos.base import (
+    detached_diagnostics,
+    grad_norm_clip,
+    make_optimizer,
+    make_replay_buffer,
+    param_group,
+    replay_updates,
+)
+from tdrl.algos.qpg.sac import ACTION_PRIORS, action_log_prior, check_sac_agent
+from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
+from tdrl.replays import ReplayBuffer, ReplayConfig
+from tdrl.utils.checks import check_choice, check_int, check_mapping, check_range
 from tdrl.utils.tensor import frozen
 
 
-class SAC_V(SAC):  # noqa: N801 - rlpyt's name
-    """SAC with a value network (``SAC``'s arguments apply, except the temperature ones).
+class SAC_V:  # noqa: N801 - rlpyt's name
+    """SAC with a value network and a fixed entropy weight.
 
     Args:
+        discount: gamma.
+        batch_size: transitions per update.
+        min_steps_learn: env steps collected (with ``pretrain_std`` exploration) before
+            the first update.
+        replay_size: replay capacity in transitions.
+        replay_ratio: transitions replayed per transition collected.
+        target_update_tau: Polyak factor of the value target.
+        target_update_interval: updates between target updates.
+        learning_rate: step size of the actor, critics and value network.
+        optim_cls: optimizer class.
+        optim_kwargs: optimizer arguments.
+        action_prior: ``"uniform"`` or ``"gaussian"`` (standard normal on actions).
+        reward_scale: factor on rewards; sets the entropy weight (rlpyt's config uses 5).
         policy_output_regularization: weight ``c`` of the penalty on the policy's mean and
             log std.
-        **kwargs: ``SAC``'s arguments (``reward_scale`` sets the entropy weight).
+        clip_grad_norm: gradient-norm clip of each network.
+        n_step_return: n of the n-step returns.
+        replay_storage: ``"memory"`` or ``"memmap"``.
+        replay_scratch_dir: directory of memmap files.
     """
 
-    def __init__(self, *, policy_output_regularization: float = 1e-3, **kwargs: Any):
-        kwargs.setdefault("fixed_alpha", 1.0)
-        super().__init__(**kwargs)
-        self.policy_output_regularization = check_range(
-            "policy_output_regularization", policy_output_regularization, 0.0, float("inf")
+    def __init__(
+        self,
+        *,
+        discount: float = 0.99,
+        batch_size: int = 256,
+        min_steps_learn: int = 10_000,
+        replay_size: int = 1_000_000,
+        replay_ratio: float = 256.0,
+        target_update_tau: float = 0.005,
+        target_update_interval: int = 1,
+        learning_rate: float = 3e-4,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        action_prior: str = "uniform",
+        reward_scale: float = 1.0,
+        policy_output_regularization: float = 1e-3,
+        clip_grad_norm: float = 1e9,
+        n_step_return: int = 1,
+        replay_storage: str = "memory",
+        replay_scratch_dir: str | None = None,
+    ):
+        self.discount = check_range("discount", discount, 0.0, 1.0)
+        self.replay = ReplayConfig(
+            batch_size=batch_size,
+            min_steps_learn=min_steps_learn,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            n_step_return=n_step_return,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
         )
+        self.batch_size = self.replay.batch_size
+        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
+        self.target_update_interval = check_int(
+            "target_update_interval", target_update_interval, minimum=1
+        )
+        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.optim_cls = optim_cls
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
+        self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)
+        self.policy_output_regularization = check_range(
+            "policy_output_regularization", policy_output_regularization, 0.0, 1e12
+        )
+        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+        self.update_counter = 0
+        self.replay_buffer: ReplayBuffer | None = None
+        self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
+        self.updates_per_optimize = 0  # set by initialize
+        self.min_itr_learn = 0
 
-    def initialize(self, agent: SacVAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
-        if not hasattr(agent, "v_model"):
-            raise TypeError(f"SAC_V needs a SacVAgent, got {type(agent).__name__}")
-        super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
-        self.optimizer.add_param_group({"params": list(agent.v_model.parameters()), "name": "v"})
-        self._v_params = list(agent.v_model.parameters())
+    # ------------------------------------------------------------------ set-up
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent; build the optimizer and the replay buffer."""
+        self.agent = check_sac_agent(type(self).__name__, agent, value_network=True)
+        self.batch_spec = batch_spec
+        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
+        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
+        self.agent.set_pretrain_itr(self.min_itr_learn)
+        groups = [
+            {"params": list(self.agent.model.parameters()), "name": "pi"},
+            {"params": list(self.agent.q_model.parameters()), "name": "q"},
+            {"params": list(self.agent.v_model.parameters()), "name": "v"},
+        ]
+        self.optimizer = make_optimizer(
+            self.optim_cls, groups, self.learning_rate, self.optim_kwargs
+        )
+        self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
+        self._pi_params = list(self.agent.model.parameters())
+        self._q_params = list(self.agent.q_model.parameters())
+        self._v_params = list(self.agent.v_model.parameters())
 
-    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One update: one backward pass of ``L_Q + L_V + L_pi``, one optimizer step, then
-        the value target update when due."""
+    def param_group(self, name: str) -> dict[str, Any]:
+        """The optimizer's parameter group ``name`` (``"pi"``, ``"q"``, ``"v"``)."""
+        return param_group(self.optimizer, name)
+
+    # ------------------------------------------------------------------ the loss
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """``L_Q + L_V + L_pi`` at the current parameters (see the module docstring).
+
+        Returns:
+            ``loss`` and its terms ``loss_q``, ``loss_v``, ``loss_pi``, with the diagnostics
+            ``q_mean``, ``v_mean`` and ``log_pi``.
+        """
         agent = self.agent
         obs = batch.get(keys.OBSERVATION)
         weight = batch.get(IS_WEIGHT)
@@ -65,36 +157,59 @@ class SAC_V(SAC):  # noqa: N801 - rlpyt's name
             next_v = agent.target_v(batch.get(keys.NEXT_OBSERVATION))
             target_q = self.reward_scale * batch.get(RETURN_N) + batch.get(DISCOUNT_N) * next_v
         q = agent.q(obs, batch.get(keys.ACTION))
-        q_loss = 0.5 * ((q - target_q) ** 2 * weight).mean(1).sum()
+        loss_q = 0.5 * ((q - target_q) ** 2 * weight).mean(1).sum()
 
         new_action, log_pi, mean, log_std = agent.pi(obs)
-        prior = self._log_prior(new_action)
+        prior = action_log_prior(new_action, self.action_prior)
         with frozen(agent.q_model):
             q_pi = agent.q(obs, new_action).min(0).values
         v = agent.v(obs)
         v_target = (q_pi - log_pi + prior).detach()
-        v_loss = 0.5 * ((v - v_target) ** 2 * weight).mean()
+        loss_v = 0.5 * ((v - v_target) ** 2 * weight).mean()
         regularizer = 0.5 * (mean.pow(2).mean() + log_std.pow(2).mean())
-        pi_loss = (log_pi - q_pi - prior).mean() + self.policy_output_regularization * regularizer
-
-        self.optimizer.zero_grad(set_to_none=True)
-        (q_loss + v_loss + pi_loss).backward()
-        q_grad_norm = grad_norm_clip(self._q_params, self.clip_grad_norm)
-        v_grad_norm = grad_norm_clip(self._v_params, self.clip_grad_norm)
-        pi_grad_norm = grad_norm_clip(self._pi_params, self.clip_grad_norm)
-        self.optimizer.step()
-
-        self.update_counter += 1
-        if self.update_counter % self.target_update_interval == 0:
-            agent.update_target(self.target_update_tau)
-        return {
-            "loss_q": q_loss.detach(),
-            "loss_v": v_loss.detach(),
-            "loss_pi": pi_loss.detach(),
-            "q_grad_norm": q_grad_norm.detach(),
-            "v_grad_norm": v_grad_norm.detach(),
-            "pi_grad_norm": pi_grad_norm.detach(),
+        loss_pi = (log_pi - q_pi - prior).mean() + self.policy_output_regularization * regularizer
+        terms = {
+            "loss": loss_q + loss_v + loss_pi,
+            "loss_q": loss_q,
+            "loss_v": loss_v,
+            "loss_pi": loss_pi,
             "q_mean": q.detach().mean(),
             "v_mean": v.detach().mean(),
             "log_pi": log_pi.detach().mean(),
         }
+        return tensordict_from_trusted(terms, ())
+
+    # ------------------------------------------------------------------ one update
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One update: a backward pass of ``loss``, one step, the value target when due."""
+        terms = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.get("loss").backward()
+        info = detached_diagnostics(terms)
+        info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
+        info["grad_norm_v"] = grad_norm_clip(self._v_params, self.clip_grad_norm).detach()
+        info["grad_norm_pi"] = grad_norm_clip(self._pi_params, self.clip_grad_norm).detach()
+        self.optimizer.step()
+        self.update_counter += 1
+        if self.update_counter % self.target_update_interval == 0:
+            self.agent.update_target(self.target_update_tau)
+        return info
+
+    # ------------------------------------------------------------------ the schedule
+    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
+        """Store the batch (None: already stored), then replay once learning started."""
+        return replay_updates(self, itr, samples)
+
+    # ------------------------------------------------------------------ state
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.optimizer]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state and update counter."""
+        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.update_counter = state["update_counter"]

@@ -13,33 +13,69 @@ from __future__ import annotations
 
 from typing import Any
 
+import torch
+
+from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
 from tdrl.algos.qpg.ddpg import DDPG
-from tdrl.samplers.base import BatchSpec
-
-TD3_DEFAULTS: dict[str, Any] = {
-    "batch_size": 100,
-    "replay_ratio": 100.0,
-    "target_update_tau": 0.005,
-    "target_update_interval": 2,
-    "policy_update_interval": 2,
-    "learning_rate": 1e-3,
-    "q_learning_rate": 1e-3,
-    "target_noise_std": 0.2,
-    "target_noise_clip": 0.5,
-}
+from tdrl.keys import BatchSpec
 
 
 class TD3(DDPG):
-    """TD3: DDPG's arguments with TD3's defaults (``TD3_DEFAULTS``); any can be overridden.
+    """TD3: DDPG with TD3's defaults.
 
-    The agent must have twin critics (``Td3Agent``, or ``DdpgAgent(n_q=2)``).
+    Batch 100, replay ratio 100, tau 0.005, actor and targets every 2 updates, learning
+    rates 1e-3, target noise 0.2 clipped at 0.5. The agent must have twin critics
+    (``Td3Agent``, or ``DdpgAgent(n_q=2)``). The arguments are ``DDPG``'s.
     """
 
-    def __init__(self, **kwargs: Any):
-        super().__init__(**{**TD3_DEFAULTS, **kwargs})
+    def __init__(
+        self,
+        *,
+        discount: float = 0.99,
+        batch_size: int = 100,
+        min_steps_learn: int = 10_000,
+        replay_size: int = 1_000_000,
+        replay_ratio: float = 100.0,
+        target_update_tau: float = 0.005,
+        target_update_interval: int = 2,
+        policy_update_interval: int = 2,
+        learning_rate: float = 1e-3,
+        q_learning_rate: float = 1e-3,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        clip_grad_norm: float = 1e8,
+        q_target_clip: float = 1e6,
+        target_noise_std: float = 0.2,
+        target_noise_clip: float | None = 0.5,
+        n_step_return: int = 1,
+        replay_storage: str = "memory",
+        replay_scratch_dir: str | None = None,
+    ):
+        super().__init__(
+            discount=discount,
+            batch_size=batch_size,
+            min_steps_learn=min_steps_learn,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            target_update_tau=target_update_tau,
+            target_update_interval=target_update_interval,
+            policy_update_interval=policy_update_interval,
+            learning_rate=learning_rate,
+            q_learning_rate=q_learning_rate,
+            optim_cls=optim_cls,
+            optim_kwargs=optim_kwargs,
+            clip_grad_norm=clip_grad_norm,
+            q_target_clip=q_target_clip,
+            target_noise_std=target_noise_std,
+            target_noise_clip=target_noise_clip,
+            n_step_return=n_step_return,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
+        )
 
-    def initialize(self, agent: DdpgAgent, *, n_itr: int, batch_spec: BatchSpec) -> None:
-        if getattr(agent, "n_q", 0) < 2:
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Check for twin critics, then ``DDPG.initialize``."""
+        if isinstance(agent, DdpgAgent) and agent.n_q < 2:
             raise TypeError("TD3 needs twin critics: use Td3Agent or DdpgAgent(n_q=2)")
         super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)

@@ -12,14 +12,14 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tdrl.models.dqn.conv2d import Conv2dModel, _int_list
+from tdrl.models.dqn.conv2d import Conv2dModel
 from tdrl.models.dqn.heads import (
     DistributionalDuelingHeadModel,
     DistributionalHeadModel,
     DuelingHeadModel,
-    _positive,
 )
 from tdrl.models.mlp import MlpModel
+from tdrl.utils.checks import check_int, check_int_list
 
 
 class _AtariConvTrunk(nn.Module):
@@ -37,7 +37,7 @@ class _AtariConvTrunk(nn.Module):
         super().__init__()
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        c, h, w = _int_list("image_shape", image_shape, 1)
+        c, h, w = check_int_list("image_shape", image_shape, 1)
         self.image_shape = (c, h, w)
         self.conv = Conv2dModel(c, channels, kernel_sizes, strides, paddings, nn.ReLU, use_maxpool)
         self.output_size = self.conv.conv_out_size(h, w)
@@ -53,7 +53,7 @@ class _AtariConvTrunk(nn.Module):
 
 def _fc_list(fc_sizes: int | Sequence[int]) -> list[int]:
     sizes = list(fc_sizes) if isinstance(fc_sizes, Sequence) else [fc_sizes]
-    return _int_list("fc_sizes", sizes, 1)
+    return check_int_list("fc_sizes", sizes, 1)
 
 
 class AtariDqnModel(nn.Module):
@@ -88,7 +88,7 @@ class AtariDqnModel(nn.Module):
         paddings: Sequence[int] = (0, 1, 1),
     ):
         super().__init__()
-        output_size = _positive("output_size", output_size)
+        output_size = check_int("output_size", output_size, minimum=1)
         fc = _fc_list(fc_sizes)
         self.trunk = _AtariConvTrunk(
             image_shape, use_maxpool, channels, kernel_sizes, strides, paddings
@@ -140,7 +140,7 @@ class AtariCatDqnModel(nn.Module):
         paddings: Sequence[int] = (0, 1, 1),
     ):
         super().__init__()
-        output_size = _positive("output_size", output_size)
+        output_size = check_int("output_size", output_size, minimum=1)
         fc = _fc_list(fc_sizes)
         self.trunk = _AtariConvTrunk(
             image_shape, use_maxpool, channels, kernel_sizes, strides, paddings

@@ -12,14 +12,7 @@ import torch
 from torch import nn
 
 from tdrl.models.mlp import MlpModel
-
-
-def _int_list(name: str, values: Sequence[int], minimum: int) -> list[int]:
-    """``values`` as a list of ints, each at least ``minimum``; ValueError naming ``name``."""
-    out = [int(v) for v in values]
-    if any(v < minimum for v in out):
-        raise ValueError(f"{name} must all be >= {minimum}, got {list(values)}")
-    return out
+from tdrl.utils.checks import check_int_list
 
 
 class Conv2dModel(nn.Module):
@@ -62,10 +55,10 @@ class Conv2dModel(nn.Module):
         if len(channels) == 0:
             raise ValueError("channels must name at least one convolution")
         self.in_channels = in_channels
-        self.channels = _int_list("channels", channels, 1)
-        self.kernel_sizes = _int_list("kernel_sizes", kernel_sizes, 1)
-        self.strides = _int_list("strides", strides, 1)
-        self.paddings = _int_list("paddings", paddings, 0)
+        self.channels = check_int_list("channels", channels, 1)
+        self.kernel_sizes = check_int_list("kernel_sizes", kernel_sizes, 1)
+        self.strides = check_int_list("strides", strides, 1)
+        self.paddings = check_int_list("paddings", paddings, 0)
         self.use_maxpool = use_maxpool
         layers: list[nn.Module] = []
         last = in_channels
@@ -140,7 +133,7 @@ class Conv2dHeadModel(nn.Module):
         super().__init__()
         if len(image_shape) != 3:
             raise ValueError(f"image_shape must be (C, H, W), got {tuple(image_shape)}")
-        c, h, w = _int_list("image_shape", image_shape, 1)
+        c, h, w = check_int_list("image_shape", image_shape, 1)
         if output_size is not None and output_size < 1:
             raise ValueError(f"output_size must be >= 1 or None, got {output_size}")
         self.image_shape = (c, h, w)
@@ -149,7 +142,7 @@ class Conv2dHeadModel(nn.Module):
         )
         self.head = MlpModel(
             self.conv.conv_out_size(h, w),
-            _int_list("hidden_sizes", hidden_sizes, 1),
+            check_int_list("hidden_sizes", hidden_sizes, 1),
             output_size,
             nonlinearity,
         )

@@ -1,4 +1,4 @@
-"""Q-value heads: dueling, distributional (C51) and distributional dueling.
+r"""Q-value heads: dueling, distributional (C51) and distributional dueling.
 
 Every head maps features ``[..., input_size]`` (any leading dims) to Q-values
 ``[..., output_size]`` or to per-atom logits ``[..., output_size, n_atoms]``.
@@ -25,14 +25,13 @@ probabilities that were already normalised.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 
 import torch
 from torch import nn
 
-from tdrl.models.dqn.conv2d import _int_list
 from tdrl.models.mlp import MlpModel
+from tdrl.utils.checks import check_int, check_int_list, check_range
 
 
 class _ScaleGrad(torch.autograd.Function):
@@ -51,24 +50,6 @@ class _ScaleGrad(torch.autograd.Function):
 def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     """Returns ``x`` unchanged; the gradient flowing back through it is multiplied by ``scale``."""
     return _ScaleGrad.apply(x, scale)
-
-
-def _positive(name: str, value: int) -> int:
-    if int(value) < 1:
-        raise ValueError(f"{name} must be >= 1, got {value}")
-    return int(value)
-
-
-def _check_grad_scale(grad_scale: float) -> float:
-    if not (math.isfinite(grad_scale) and grad_scale > 0):
-        raise ValueError(f"grad_scale must be a finite number > 0, got {grad_scale}")
-    return float(grad_scale)
-
-
-def _check_n_atoms(n_atoms: int) -> int:
-    if int(n_atoms) < 2:
-        raise ValueError(f"n_atoms must be >= 2, got {n_atoms}")
-    return int(n_atoms)
 
 
 class DuelingHeadModel(nn.Module):
@@ -93,10 +74,10 @@ class DuelingHeadModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        input_size = _positive("input_size", input_size)
-        hidden_sizes = _int_list("hidden_sizes", hidden_sizes, 1)
-        self.output_size = _positive("output_size", output_size)
-        self.grad_scale = _check_grad_scale(grad_scale)
+        input_size = check_int("input_size", input_size, minimum=1)
+        hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
+        self.output_size = check_int("output_size", output_size, minimum=1)
+        self.grad_scale = check_range("grad_scale", grad_scale, 1e-12, 1e12)
         self.advantage_hidden = MlpModel(input_size, hidden_sizes, None, nonlinearity)
         self.advantage_out = nn.Linear(
             self.advantage_hidden.output_size, self.output_size, bias=False
@@ -137,10 +118,10 @@ class DistributionalHeadModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        input_size = _positive("input_size", input_size)
-        hidden_sizes = _int_list("hidden_sizes", hidden_sizes, 1)
-        self.output_size = _positive("output_size", output_size)
-        self.n_atoms = _check_n_atoms(n_atoms)
+        input_size = check_int("input_size", input_size, minimum=1)
+        hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
+        self.output_size = check_int("output_size", output_size, minimum=1)
+        self.n_atoms = check_int("n_atoms", n_atoms, minimum=2)
         self.mlp = MlpModel(input_size, hidden_sizes, self.output_size * self.n_atoms, nonlinearity)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -176,11 +157,11 @@ class DistributionalDuelingHeadModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        input_size = _positive("input_size", input_size)
-        hidden_sizes = _int_list("hidden_sizes", hidden_sizes, 1)
-        self.output_size = _positive("output_size", output_size)
-        self.n_atoms = _check_n_atoms(n_atoms)
-        self.grad_scale = _check_grad_scale(grad_scale)
+        input_size = check_int("input_size", input_size, minimum=1)
+        hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
+        self.output_size = check_int("output_size", output_size, minimum=1)
+        self.n_atoms = check_int("n_atoms", n_atoms, minimum=2)
+        self.grad_scale = check_range("grad_scale", grad_scale, 1e-12, 1e12)
         self.advantage_hidden = MlpModel(input_size, hidden_sizes, None, nonlinearity)
         self.advantage_out = nn.Linear(
             self.advantage_hidden.output_size, self.output_size * self.n_atoms, bias=False

@@ -15,22 +15,21 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from tdrl.models.dqn.conv2d import _int_list
 from tdrl.models.dqn.heads import (
     DistributionalDuelingHeadModel,
     DistributionalHeadModel,
     DuelingHeadModel,
-    _positive,
 )
 from tdrl.models.mlp import MlpModel
+from tdrl.utils.checks import check_int, check_int_list
 
 
 def _trunk(
     observation_size: int, hidden_sizes: Sequence[int], nonlinearity: type[nn.Module]
 ) -> tuple[MlpModel, list[int]]:
     """The shared trunk ``hidden_sizes[:-1]`` and the head's hidden sizes ``hidden_sizes[-1:]``."""
-    sizes = _int_list("hidden_sizes", hidden_sizes, 1)
-    observation_size = _positive("observation_size", observation_size)
+    sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
+    observation_size = check_int("observation_size", observation_size, minimum=1)
     return MlpModel(observation_size, sizes[:-1], None, nonlinearity), sizes[-1:]
 
 
@@ -55,7 +54,7 @@ class DqnMlpModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        output_size = _positive("output_size", output_size)
+        output_size = check_int("output_size", output_size, minimum=1)
         self.trunk, head_sizes = _trunk(observation_size, hidden_sizes, nonlinearity)
         self.dueling = dueling
         if dueling:
@@ -98,7 +97,7 @@ class CatDqnMlpModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        output_size = _positive("output_size", output_size)
+        output_size = check_int("output_size", output_size, minimum=1)
         self.trunk, head_sizes = _trunk(observation_size, hidden_sizes, nonlinearity)
         self.dueling = dueling
         self.n_atoms = n_atoms

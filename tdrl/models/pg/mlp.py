@@ -12,8 +12,7 @@ from tdrl.models.running_mean_std import RunningMeanStd
 
 
 class _PgMlpBase(nn.Module):
-    """Trunk(s) shared by both PG MLP models: optional obs normalisation, shared or
-    separate policy/value MLPs."""
+    """Trunk(s) of both PG MLP models: optional normalisation, shared or separate MLPs."""
 
     def __init__(
         self,

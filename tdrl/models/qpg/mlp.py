@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from tdrl.models.mlp import MlpModel
+from tdrl.utils.checks import check_int, check_int_list
 
 
 class MuMlpModel(nn.Module):
@@ -28,6 +29,7 @@ class MuMlpModel(nn.Module):
         self.mlp = MlpModel(observation_size, hidden_sizes, action_size)
 
     def forward(self, observation, prev_action=None, prev_reward=None) -> torch.Tensor:
+        """``tanh`` of the MLP: actions in ``[-1, 1]^A``."""
         return torch.tanh(self.mlp(observation.float()))
 
 
@@ -48,6 +50,7 @@ class PiMlpModel(nn.Module):
         self.action_size = action_size
 
     def forward(self, observation, prev_action=None, prev_reward=None):
+        """``(mean, log_std)`` of the pre-squash Gaussian."""
         out = self.mlp(observation.float())
         return out[..., : self.action_size], out[..., self.action_size :]
 
@@ -76,9 +79,12 @@ class QEnsembleMlpModel(nn.Module):
         n_q: int = 2,
     ):
         super().__init__()
-        if n_q < 1:
-            raise ValueError(f"n_q must be >= 1, got {n_q}")
-        sizes = [observation_size + action_size, *hidden_sizes, 1]
+        n_q = check_int("n_q", n_q, minimum=1)
+        sizes = [
+            observation_size + action_size,
+            *check_int_list("hidden_sizes", hidden_sizes, 1),
+            1,
+        ]
         self.n_q = n_q
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -110,4 +116,5 @@ class VMlpModel(nn.Module):
         self.mlp = MlpModel(observation_size, hidden_sizes, 1)
 
     def forward(self, observation, prev_action=None, prev_reward=None) -> torch.Tensor:
+        """``[N]`` state values."""
         return self.mlp(observation.float()).squeeze(-1)
