@@ -1,7 +1,15 @@
 """Samplers collect ``[T, B]`` batches of experience with an agent."""
 
-from tdrl.samplers.base import BatchSpec
+from tdrl.keys import BatchSpec
+from tdrl.samplers.base import Sampler
 from tdrl.samplers.parallel import AlternatingSampler, CpuSampler, GpuSampler
 from tdrl.samplers.serial import SerialSampler
 
-__all__ = ["AlternatingSampler", "BatchSpec", "CpuSampler", "GpuSampler", "SerialSampler"]
+__all__ = [
+    "AlternatingSampler",
+    "BatchSpec",
+    "CpuSampler",
+    "GpuSampler",
+    "Sampler",
+    "SerialSampler",
+]

@@ -1,4 +1,4 @@
-"""What every sampler provides, and the pieces samplers share.
+"""What every sampler provides (``Sampler``), and the pieces samplers share.
 
 A sampler is built from an env factory and a batch shape, then:
 
@@ -10,39 +10,156 @@ A sampler is built from an env factory and a batch shape, then:
   ``TrajInfo`` of every episode that ended during the batch;
 * ``evaluate_agent(itr) -> traj_infos`` runs the agent in eval mode on separate envs and
   returns only completed episodes;
-* ``shutdown()`` closes the envs.
+* ``shutdown()`` closes the envs (and stops any worker process).
+
+Every sampler checks its shared keyword arguments once, into a ``SamplerSettings``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable
-from typing import Any, NamedTuple
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 import gymnasium as gym
-import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict
 
 from tdrl import keys
-from tdrl._compat import Composite, TensorSpec
+from tdrl._compat import TensorSpec
+from tdrl.agents.base import Agent
+from tdrl.envs.traj_info import TrajInfo
+from tdrl.keys import BatchSpec
+from tdrl.utils.checks import (
+    ArgumentError,
+    check_bool,
+    check_callable,
+    check_mapping,
+    check_positive_int,
+)
 
 
-class BatchSpec(NamedTuple):
-    """Shape of one sampler batch: ``T`` time steps of ``B`` envs."""
+class Sampler(Protocol):
+    """Structural type of every tdrl sampler (see the module docstring).
 
-    T: int
-    B: int
+    ``agent`` is the agent that acts, set by ``initialize``; a runner may hand the sampler
+    a copy of the same architecture instead (``AsyncRl`` does, so that sampling and
+    optimising do not share weights mid-update). ``samples`` is the ``[T, B]`` buffer
+    ``obtain_samples`` fills (valid after ``initialize``).
+    """
 
-    @property
-    def size(self) -> int:
-        return self.T * self.B
+    batch_spec: BatchSpec
+    agent: Agent | None
+    eval_n_envs: int
+    samples: TensorDict
+
+    def initialize(
+        self, agent: Agent, *, seed: int = 0, traj_info_kwargs: dict[str, Any] | None = None
+    ) -> TensorDict:
+        """Build the envs, initialise the agent, allocate the buffer; returns the buffer."""
+        ...
+
+    def obtain_samples(self, itr: int) -> tuple[TensorDict, list[TrajInfo]]:
+        """One ``[T, B]`` batch and the episodes that ended during it."""
+        ...
+
+    def evaluate_agent(self, itr: int) -> list[TrajInfo]:
+        """Completed evaluation episodes of the agent in eval mode."""
+        ...
+
+    def shutdown(self) -> None:
+        """Close the envs and stop any worker process."""
+        ...
 
 
-def check_positive_int(name: str, value: Any, minimum: int = 1) -> int:
-    """Return ``value`` if it is an int >= ``minimum``, else raise naming ``name``."""
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-        raise ValueError(f"{name} must be an int >= {minimum}, got {value!r}")
-    return int(value)
+@dataclass(frozen=True)
+class SamplerSettings:
+    """The checked keyword arguments every sampler shares (see ``SerialSampler`` for each).
+
+    Build it with ``SamplerSettings.check(...)``, which validates every argument and names
+    the first bad one.
+
+    Attributes:
+        env_fn: builds one env from ``**env_kwargs``.
+        env_kwargs: keyword arguments of ``env_fn`` (a copy).
+        batch_spec: ``(batch_T, batch_B)``.
+        mid_batch_reset: reset finished envs at once (True) or before the next batch.
+        max_decorrelation_steps: random start-up steps per env, in ``[0, max)``.
+        eval_n_envs: envs for offline evaluation (0: none).
+        eval_env_kwargs: ``env_kwargs`` of the evaluation envs.
+        eval_max_steps: env steps per evaluation over all eval envs (None: unbounded).
+        eval_max_trajectories: episodes after which evaluation stops (None: unbounded).
+        traj_info_cls: per-episode record class.
+    """
+
+    env_fn: Callable[..., Any]
+    env_kwargs: dict[str, Any]
+    batch_spec: BatchSpec
+    mid_batch_reset: bool
+    max_decorrelation_steps: int
+    eval_n_envs: int
+    eval_env_kwargs: dict[str, Any]
+    eval_max_steps: int | None
+    eval_max_trajectories: int | None
+    traj_info_cls: type[TrajInfo]
+
+    @classmethod
+    def check(
+        cls,
+        env_fn: Callable[..., Any],
+        env_kwargs: dict[str, Any] | None,
+        *,
+        batch_T: int,
+        batch_B: int,
+        mid_batch_reset: bool,
+        max_decorrelation_steps: int,
+        eval_n_envs: int,
+        eval_env_kwargs: dict[str, Any] | None,
+        eval_max_steps: int | None,
+        eval_max_trajectories: int | None,
+        traj_info_cls: type[TrajInfo],
+    ) -> SamplerSettings:
+        """Validate a sampler's shared keyword arguments (same names and meaning).
+
+        Raises:
+            ArgumentError: (a ``ValueError`` and a ``TypeError``) naming the first bad
+                argument; also when evaluation is unbounded (``eval_n_envs > 0`` without
+                ``eval_max_steps`` or ``eval_max_trajectories``).
+        """
+        check_callable("env_fn", env_fn)
+        env_kwargs = check_mapping("env_kwargs", env_kwargs)
+        if eval_env_kwargs is not None:
+            eval_env_kwargs = check_mapping("eval_env_kwargs", eval_env_kwargs)
+        batch_spec = BatchSpec(
+            check_positive_int("batch_T", batch_T), check_positive_int("batch_B", batch_B)
+        )
+        mid_batch_reset = check_bool("mid_batch_reset", mid_batch_reset)
+        max_decorrelation_steps = check_positive_int(
+            "max_decorrelation_steps", max_decorrelation_steps, 0
+        )
+        eval_n_envs = check_positive_int("eval_n_envs", eval_n_envs, 0)
+        if eval_max_steps is not None:
+            eval_max_steps = check_positive_int("eval_max_steps", eval_max_steps)
+        if eval_max_trajectories is not None:
+            eval_max_trajectories = check_positive_int(
+                "eval_max_trajectories", eval_max_trajectories
+            )
+        if eval_n_envs > 0 and eval_max_steps is None and eval_max_trajectories is None:
+            raise ArgumentError(
+                "eval_n_envs > 0 needs eval_max_steps or eval_max_trajectories to bound evaluation"
+            )
+        return cls(
+            env_fn=env_fn,
+            env_kwargs=env_kwargs,
+            batch_spec=batch_spec,
+            mid_batch_reset=mid_batch_reset,
+            max_decorrelation_steps=max_decorrelation_steps,
+            eval_n_envs=eval_n_envs,
+            eval_env_kwargs=dict(eval_env_kwargs if eval_env_kwargs is not None else env_kwargs),
+            eval_max_steps=eval_max_steps,
+            eval_max_trajectories=eval_max_trajectories,
+            traj_info_cls=traj_info_cls,
+        )
 
 
 def build_samples_buffer(
@@ -93,43 +210,6 @@ def build_samples_buffer(
         buf.set(keys.VALID, torch.ones(T, B, dtype=torch.bool))
     buf.names = [keys.TIME_DIM_NAME, None]
     return buf
-
-
-class ObsWriter:
-    """Writes gymnasium observations (arrays or nested dicts) into ``[B, ...]`` arrays.
-
-    Built once from the observation spec; ``write(b, obs)`` costs one NumPy assignment per
-    leaf. For a plain ``Box`` space ``arrays`` is a single array.
-    """
-
-    def __init__(self, observation_spec: TensorSpec, n_envs: int):
-        self.paths: list[tuple[str, ...]] = (
-            [k if isinstance(k, tuple) else (k,) for k in observation_spec.keys(True, True)]
-            if isinstance(observation_spec, Composite)
-            else []
-        )
-        self.tensors = observation_spec.zeros((n_envs,))
-        if self.paths:
-            self.leaves = [self.tensors.get(p).numpy() for p in self.paths]
-        else:
-            self.leaves = [self.tensors.numpy()]
-
-    def write(self, b: int, obs: Any) -> None:
-        if not self.paths:
-            self.leaves[0][b] = obs
-            return
-        for path, leaf in zip(self.paths, self.leaves, strict=True):
-            value = obs
-            for k in path:
-                value = value[k]
-            leaf[b] = value
-
-
-def numpy_leaves(td_or_tensor: TensorDictBase | torch.Tensor) -> list[np.ndarray]:
-    """NumPy views of a tensor, or of a TensorDict's leaves in ``keys(True, True)`` order."""
-    if isinstance(td_or_tensor, torch.Tensor):
-        return [td_or_tensor.numpy()]
-    return [td_or_tensor.get(k).numpy() for k in td_or_tensor.keys(True, True)]
 
 
 def make_envs(env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int) -> list[gym.Env]:

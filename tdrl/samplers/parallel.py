@@ -13,40 +13,56 @@ worker steps it):
 * ``AlternatingSampler``: the workers form two groups over two halves of the envs; while
   one group steps its envs the parent computes the other group's actions.
 
-Workers are started (``spawn``) at the first ``obtain_samples``, after the algorithm has
-configured the agent (schedules, warm-up), and stay up until ``shutdown``; their start-up
-time is ``startup_seconds``. Every worker process is a daemon, and ``shutdown`` (also run
-at interpreter exit) terminates any that does not exit when asked. Offline evaluation runs
-in the parent process on its own eval envs. Scripts that use these samplers need the
+The three differ only in two declared class attributes of ``ParallelSampler``
+(``agent_in_workers``, ``n_groups``). Workers (``tdrl.samplers.worker``) are started
+(``spawn``) at the first ``obtain_samples``, after the algorithm has configured the agent
+(schedules, warm-up), and stay up until ``shutdown``; their start-up time is
+``startup_seconds``. The parent supervises them with ``tdrl.utils.processes``: a worker
+that dies or reports an error raises ``ChildFailed`` naming it (``tdrl-sampler-<w>``).
+Every worker process is a daemon, and ``shutdown`` (also run at interpreter exit) stops any
+that does not exit when asked. Offline evaluation runs in the parent process on its own
+eval envs (``Evaluator``). Scripts that use these samplers need the
 ``if __name__ == "__main__":`` guard of the ``spawn`` start method.
 """
 
 from __future__ import annotations
 
-import atexit
 import contextlib
 import copy
-import multiprocessing as mp
 import os
 import time
-import traceback
-import warnings
-import weakref
 from collections.abc import Callable, Sequence
-from typing import Any
+from multiprocessing.connection import Connection
+from multiprocessing.process import BaseProcess
+from multiprocessing.synchronize import Semaphore
+from typing import Any, ClassVar
 
+import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
 
+from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import build_samples_buffer, check_positive_int, make_envs
-from tdrl.samplers.serial import AgentRows, EnvRunner, SerialSampler
-
-_POLL_S = 0.5  # how often a waiting parent checks that its workers are alive
+from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
+from tdrl.samplers.env_loop import AgentRows
+from tdrl.samplers.evaluation import Evaluator
+from tdrl.samplers.worker import run_worker
+from tdrl.utils.checks import check_int, check_positive_int
+from tdrl.utils.processes import (
+    POLL_S,
+    ChildFailed,
+    exit_description,
+    forget_at_exit,
+    receive,
+    spawn_context,
+    stop_at_exit,
+    stop_processes,
+    wait_for,
+)
 
 
 def _env_slices(B: int, n_workers: int) -> list[tuple[int, int]]:
@@ -55,94 +71,11 @@ def _env_slices(B: int, n_workers: int) -> list[tuple[int, int]]:
     return [(int(bounds[i]), int(bounds[i + 1])) for i in range(n_workers)]
 
 
-def set_worker_affinity(cpus: Sequence[int] | None, torch_threads: int) -> None:
-    """Pin this process to ``cpus`` (skipped with a warning where unsupported) and set
-    torch's thread count."""
-    if cpus:
-        if hasattr(os, "sched_setaffinity"):
-            try:
-                os.sched_setaffinity(0, list(cpus))
-            except OSError as e:  # e.g. a CPU outside the container's set
-                warnings.warn(f"could not pin to CPUs {list(cpus)}: {e}", stacklevel=2)
-        else:
-            warnings.warn("CPU pinning is not supported on this platform", stacklevel=2)
-    torch.set_num_threads(torch_threads)
+class ParallelSampler:
+    """What ``CpuSampler``, ``GpuSampler`` and ``AlternatingSampler`` share; use one of those.
 
-
-def _worker(
-    conn: Any,
-    obs_ready: Any,
-    act_ready: Any,
-    *,
-    env_fn: Callable[..., Any],
-    env_kwargs: dict[str, Any],
-    env_ranks: list[int],
-    columns: tuple[int, int],
-    samples: TensorDict,
-    agent: Agent | None,
-    seed: int,
-    max_decorrelation_steps: int,
-    traj_info_cls: type[TrajInfo],
-    discount: float,
-    mid_batch_reset: bool,
-    cpus: Sequence[int] | None,
-    torch_threads: int,
-) -> None:
-    """A worker's life: build and start its envs, then serve ``collect`` (policy here) or
-    ``serve`` (actions from the parent, one time step at a time) until ``close``."""
-    try:
-        set_worker_affinity(cpus, torch_threads)
-        envs = make_envs(env_fn, env_kwargs, len(env_ranks))
-        runner = EnvRunner(
-            envs,
-            env_ranks=env_ranks,
-            seed=seed,
-            observation_spec=space_to_spec(envs[0].observation_space),
-            action_spec=space_to_spec(envs[0].action_space),
-            traj_info_cls=traj_info_cls,
-            discount=discount,
-            mid_batch_reset=mid_batch_reset,
-        )
-        runner.start(max_decorrelation_steps)
-        runner.bind(samples[:, columns[0] : columns[1]])
-        if agent is not None:
-            agent.collector_initialize(samples.shape[1], env_ranks)
-            torch.manual_seed(seed + 7919 * (1 + env_ranks[0]))  # own stream per worker
-        T = samples.shape[0]
-        conn.send(("ready", None))
-        while True:
-            command, arg = conn.recv()
-            if command == "collect":
-                mode, itr = arg
-                getattr(agent, mode)(itr)
-                with torch.no_grad():
-                    completed = runner.collect(agent)
-                conn.send(("done", completed))
-            elif command == "serve":
-                completed = []
-                for t in range(T):
-                    runner.write_inputs(t)
-                    obs_ready.release()
-                    act_ready.acquire()
-                    completed.extend(runner.step_envs(t))
-                conn.send(("done", completed))
-            elif command == "close":
-                runner.close()
-                conn.send(("closed", None))
-                return
-            else:
-                raise ValueError(f"unknown worker command {command!r}")
-    except KeyboardInterrupt:
-        return
-    except BaseException:  # reported to the parent, which raises it
-        with contextlib.suppress(BrokenPipeError, OSError):
-            conn.send(("error", traceback.format_exc()))
-
-
-class ParallelSampler(SerialSampler):
-    """What ``CpuSampler``, ``GpuSampler`` and ``AlternatingSampler`` share (see the module
-    docstring); use one of those. Argument checks and offline evaluation (in this process,
-    on the eval envs) are ``SerialSampler``'s.
+    Batches are ``[batch_T, batch_B]`` TensorDicts in shared memory (see the module
+    docstring for how each variant splits the work).
 
     Args:
         env_fn: builds one env from ``**env_kwargs`` (a gymnasium env or a
@@ -150,22 +83,34 @@ class ParallelSampler(SerialSampler):
         env_kwargs: keyword arguments of ``env_fn``.
         batch_T: time steps per batch.
         batch_B: envs over all workers.
-        n_workers: worker processes (default: ``min(batch_B, os.cpu_count())``); the envs
-            are split into contiguous slices of nearly equal size.
+        mid_batch_reset: reset finished envs at once (True) or before the next batch
+            (False, "wait reset"; see ``SerialSampler``).
+        n_workers: worker processes (default: ``min(batch_B, os.cpu_count())``, at least
+            ``n_groups``); the envs are split into contiguous slices of nearly equal size.
         max_decorrelation_steps: random start-up steps per env, in ``[0, max)``.
         eval_n_envs: envs for offline evaluation (in the parent process; 0: none).
         eval_env_kwargs: ``env_kwargs`` of the evaluation envs (default: ``env_kwargs``).
         eval_max_steps: env steps per evaluation, over all eval envs.
         eval_max_trajectories: stop evaluating once this many episodes completed.
         traj_info_cls: per-episode record class.
-        mid_batch_reset: reset finished envs at once (True) or before the next batch
-            (False, "wait reset"; see ``SerialSampler``).
         worker_cpus: CPUs to pin each worker to (one list per worker; None: no pinning).
         torch_threads: torch threads per worker.
+
+    Attributes:
+        agent_in_workers: class setting: the workers act with a shared-memory copy of the
+            agent (True), or the parent acts for them each time step (False).
+        n_groups: class setting: worker groups the parent serves in turn (``n_workers``
+            must be a multiple of it).
+        settings: the checked arguments shared with ``SerialSampler``.
+        startup_seconds: how long the workers took to start (None until they have).
     """
 
-    agent_in_workers = True
-    n_groups = 1
+    agent_in_workers: ClassVar[bool] = True
+    n_groups: ClassVar[int] = 1
+
+    samples: TensorDict
+    observation_spec: TensorSpec
+    action_spec: TensorSpec
 
     def __init__(
         self,
@@ -185,7 +130,7 @@ class ParallelSampler(SerialSampler):
         worker_cpus: Sequence[Sequence[int]] | None = None,
         torch_threads: int = 1,
     ):
-        super().__init__(
+        self.settings = SamplerSettings.check(
             env_fn,
             env_kwargs,
             batch_T=batch_T,
@@ -198,11 +143,12 @@ class ParallelSampler(SerialSampler):
             eval_max_trajectories=eval_max_trajectories,
             traj_info_cls=traj_info_cls,
         )
+        self.batch_spec = self.settings.batch_spec
+        self.eval_n_envs = self.settings.eval_n_envs
+        B = self.batch_spec.B
         if n_workers is None:
-            n_workers = max(self.n_groups, min(batch_B, os.cpu_count() or 1))
-        self.n_workers = check_positive_int("n_workers", n_workers)
-        if self.n_workers > batch_B:
-            raise ValueError(f"n_workers ({n_workers}) must not exceed batch_B ({batch_B})")
+            n_workers = max(self.n_groups, min(B, os.cpu_count() or 1))
+        self.n_workers = check_int("n_workers", n_workers, minimum=1, maximum=B)
         if self.n_workers % self.n_groups:
             raise ValueError(
                 f"n_workers must be a multiple of {self.n_groups} for "
@@ -215,16 +161,27 @@ class ParallelSampler(SerialSampler):
             )
         self.worker_cpus = [list(c) for c in worker_cpus] if worker_cpus is not None else None
         self.torch_threads = check_positive_int("torch_threads", torch_threads)
+        self.evaluator = Evaluator(self.settings)
+        self.agent: Agent | None = None
         self.startup_seconds: float | None = None
-        self._procs: list[mp.process.BaseProcess] = []
-        self._conns: list[Any] = []
+        self._shared_agent: Agent | None = None
+        self._procs: list[BaseProcess] = []
+        self._conns: list[Connection] = []
+        self._obs_ready: list[Semaphore] = []
+        self._act_ready: list[Semaphore] = []
+
+    @property
+    def eval_envs(self) -> list[gym.Env]:
+        """The evaluation envs (built by ``initialize``, stepped in this process)."""
+        return self.evaluator.envs
 
     # --------------------------------------------------------------------------- set-up
     def initialize(
         self, agent: Agent, *, seed: int = 0, traj_info_kwargs: dict[str, Any] | None = None
     ) -> TensorDict:
-        """Read the env's specs (from one env built here), initialise the agent and
-        allocate the shared sample buffer; the workers start at the first batch.
+        """Read the specs, initialise the agent, allocate the shared sample buffer.
+
+        The specs come from one env built here; the workers start at the first batch.
 
         Args:
             agent: the agent; receives the env's specs through ``agent.initialize``.
@@ -235,9 +192,10 @@ class ParallelSampler(SerialSampler):
         Returns:
             The (zeroed) sample buffer, as an example of what ``obtain_samples`` returns.
         """
+        settings = self.settings
         B = self.batch_spec.B
         self.seed = int(seed)
-        (example,) = make_envs(self.env_fn, self.env_kwargs, 1)
+        (example,) = make_envs(settings.env_fn, settings.env_kwargs, 1)
         self.observation_spec = space_to_spec(example.observation_space)
         self.action_spec = space_to_spec(example.action_space)
         example.close()
@@ -263,7 +221,7 @@ class ParallelSampler(SerialSampler):
             self.observation_spec,
             self.action_spec,
             info,
-            valid=not self.mid_batch_reset,
+            valid=not settings.mid_batch_reset,
         ).share_memory_()
         self._slices = _env_slices(B, self.n_workers)
         per_group = self.n_workers // self.n_groups
@@ -274,39 +232,35 @@ class ParallelSampler(SerialSampler):
             AgentRows(self.samples[:, self._slices[g[0]][0] : self._slices[g[-1]][1]])
             for g in self._groups
         ]
-        if self.eval_n_envs:
-            self.eval_envs = make_envs(self.env_fn, self.eval_env_kwargs, self.eval_n_envs)
-            self._eval_started = False
+        self.evaluator.initialize(
+            seed=self.seed,
+            observation_spec=self.observation_spec,
+            action_spec=self.action_spec,
+            discount=self._discount,
+        )
         return self.samples
 
-    def _start_workers(self) -> None:
-        """Spawn the workers (with the agent as configured by now) and wait until each has
-        started its envs."""
+    def _start_workers(self, agent: Agent) -> None:
+        """Spawn the workers (with the agent as configured by now); wait until all are up."""
         t0 = time.perf_counter()
-        ctx = torch.multiprocessing.get_context("spawn")
+        ctx = spawn_context()
         if self.agent_in_workers:
-            self._shared_agent = copy.deepcopy(self.agent).cpu().share_memory()
-        else:
-            self._shared_agent = None
+            self._shared_agent = copy.deepcopy(agent).cpu().share_memory()
         self._obs_ready = [ctx.Semaphore(0) for _ in range(self.n_workers)]
         self._act_ready = [ctx.Semaphore(0) for _ in range(self.n_workers)]
-        for w, (b0, b1) in enumerate(self._slices):
+        stop_at_exit(self)
+        for w, columns in enumerate(self._slices):
             parent_conn, child_conn = ctx.Pipe()
             proc = ctx.Process(
-                target=_worker,
+                target=run_worker,
                 args=(child_conn, self._obs_ready[w], self._act_ready[w]),
                 kwargs={
-                    "env_fn": self.env_fn,
-                    "env_kwargs": self.env_kwargs,
-                    "env_ranks": list(range(b0, b1)),
-                    "columns": (b0, b1),
+                    "settings": self.settings,
+                    "columns": columns,
                     "samples": self.samples,
                     "agent": self._shared_agent,
                     "seed": self.seed,
-                    "max_decorrelation_steps": self.max_decorrelation_steps,
-                    "traj_info_cls": self.traj_info_cls,
                     "discount": self._discount,
-                    "mid_batch_reset": self.mid_batch_reset,
                     "cpus": self.worker_cpus[w] if self.worker_cpus else None,
                     "torch_threads": self.torch_threads,
                 },
@@ -317,37 +271,48 @@ class ParallelSampler(SerialSampler):
             child_conn.close()
             self._procs.append(proc)
             self._conns.append(parent_conn)
-        _shutdown_at_exit.add(self)
         for w in range(self.n_workers):
-            self._receive(w, "ready")
+            self._expect(w, "ready")
         self.startup_seconds = time.perf_counter() - t0
 
-    def _receive(self, w: int, expected: str) -> Any:
-        """The next message of worker ``w``; raises if it failed or died."""
-        conn = self._conns[w]
-        while not conn.poll(_POLL_S):
-            if not self._procs[w].is_alive():
-                raise RuntimeError(f"sampler worker {w} died (exit code {self._procs[w].exitcode})")
-        kind, payload = conn.recv()
-        if kind == "error":
-            raise RuntimeError(f"sampler worker {w} failed:\n{payload}")
+    def _send_all(self, message: tuple[str, Any]) -> None:
+        """Send ``message`` to every worker; a worker that is gone raises ``ChildFailed``."""
+        for proc, conn in zip(self._procs, self._conns, strict=True):
+            try:
+                conn.send(message)
+            except (BrokenPipeError, ConnectionResetError) as e:
+                proc.join(1.0)
+                raise ChildFailed(proc.name, exit_description(proc.exitcode)) from e
+
+    def _expect(self, w: int, expected: str) -> Any:
+        """The payload of worker ``w``'s next message, which must be of kind ``expected``.
+
+        Raises:
+            ChildFailed: the worker died, reported an error or sent something else.
+        """
+        kind, payload = receive(self._conns[w], self._procs[w])
         if kind != expected:
-            raise RuntimeError(f"sampler worker {w} sent {kind!r}, expected {expected!r}")
+            raise ChildFailed(self._procs[w].name, f"sent {kind!r}, expected {expected!r}")
         return payload
 
     def _wait_obs(self, w: int) -> None:
-        """Block until worker ``w`` has written its inputs for this step."""
+        """Block until worker ``w`` has written its inputs for this step (supervised)."""
         sem = self._obs_ready[w]
-        while not sem.acquire(timeout=_POLL_S):
-            if self._conns[w].poll():
-                self._receive(w, "ready")  # raises the worker's error
-            if not self._procs[w].is_alive():
-                raise RuntimeError(f"sampler worker {w} died (exit code {self._procs[w].exitcode})")
+        if sem.acquire(timeout=POLL_S):  # the usual case, as cheap as an unsupervised wait
+            return
+        conn = self._conns[w]
+
+        def surface_error() -> None:
+            if conn.poll():
+                self._expect(w, "ready")  # raises the worker's reported error
+
+        wait_for(lambda s: sem.acquire(timeout=s), [self._procs[w]], on_poll=surface_error)
 
     # ------------------------------------------------------------------------- sampling
     def sync_shared_agent(self) -> None:
-        """Copy the learner's agent tensors (parameters, buffers) into the workers'
-        shared-memory copy."""
+        """Copy the agent's parameters and buffers into the workers' shared-memory copy."""
+        if self.agent is None or self._shared_agent is None:
+            raise RuntimeError("the workers' shared agent exists once the workers started")
         shared = self._shared_agent.state_dict()
         with torch.no_grad():
             for name, value in self.agent.state_dict().items():
@@ -357,32 +322,38 @@ class ParallelSampler(SerialSampler):
     def obtain_samples(self, itr: int) -> tuple[TensorDict, list[TrajInfo]]:
         """Collect one ``[batch_T, batch_B]`` batch with the agent in its current mode.
 
+        Args:
+            itr: the runner's iteration (passed to the workers' agent copy's mode).
+
         Returns:
             ``(samples, traj_infos)``: the shared buffer (valid until the next call) and
             the episodes that ended during the batch, in env order.
+
+        Raises:
+            ChildFailed: a worker died or failed (its traceback in the message).
         """
-        if self.agent is None:
+        agent = self.agent
+        if agent is None:
             raise RuntimeError("call initialize(agent, seed=...) before obtain_samples")
         if not self._procs:
-            self._start_workers()
+            self._start_workers(agent)
         if self.agent_in_workers:
             self.sync_shared_agent()
-            command = ("collect", (f"{self.agent.mode}_mode", itr))
-            for conn in self._conns:
-                conn.send(command)
+            self._send_all(("collect", (agent.mode, itr)))
         else:
-            for conn in self._conns:
-                conn.send(("serve", None))
-            self._serve_actions()
+            self._send_all(("serve", None))
+            self._serve_actions(agent)
         completed: list[TrajInfo] = []
         for w in range(self.n_workers):
-            completed.extend(self._receive(w, "done"))
+            completed.extend(self._expect(w, "done"))
         return self.samples, completed
 
-    def _serve_actions(self) -> None:
-        """The parent's side of a batch without the agent in the workers: per time step and
-        group, wait for the group's inputs, act on all its envs at once, release it."""
-        agent = self.agent
+    def _serve_actions(self, agent: Agent) -> None:
+        """Act for the workers, one time step at a time (the agent not in the workers).
+
+        Per time step and group: wait for the group's inputs, act on all its envs at once,
+        release the group.
+        """
         device = agent.device
         for t in range(self.batch_spec.T):
             for group, rows in zip(self._groups, self._group_rows, strict=True):
@@ -392,57 +363,58 @@ class ParallelSampler(SerialSampler):
                 for w in group:
                     self._act_ready[w].release()
 
+    # ----------------------------------------------------------------------- evaluation
+    def evaluate_agent(self, itr: int) -> list[TrajInfo]:
+        """Run the agent in eval mode on the eval envs, in this process.
+
+        Returns:
+            Completed episodes only (see ``tdrl.samplers.evaluation``).
+        """
+        return self.evaluator.evaluate(self.agent, itr)
+
     # ------------------------------------------------------------------------ shut-down
     def shutdown(self, timeout: float = 5.0) -> None:
-        """Stop the workers (asking first, then terminating) and close the eval envs."""
+        """Stop the workers (asking first, then terminating) and close the eval envs.
+
+        Args:
+            timeout: seconds the workers get to exit when asked, before SIGTERM.
+        """
         for conn, proc in zip(self._conns, self._procs, strict=True):
             if proc.is_alive():
                 with contextlib.suppress(BrokenPipeError, OSError):
                     conn.send(("close", None))
-        deadline = time.monotonic() + timeout
-        for proc in self._procs:
-            proc.join(max(0.0, deadline - time.monotonic()))
-            if proc.is_alive():
-                proc.terminate()
-                proc.join(1.0)
-            if proc.is_alive():
-                proc.kill()
-                proc.join()
+        stop_processes(self._procs, wait_s=timeout, terminate_s=1.0)
         for conn in self._conns:
             conn.close()
         self._procs, self._conns = [], []
-        _shutdown_at_exit.discard(self)
-        for env in self.eval_envs:
-            env.close()
-        self.eval_envs = []
+        forget_at_exit(self)
+        self.evaluator.close()
 
 
 class CpuSampler(ParallelSampler):
-    """Workers step their envs and run the policy from a shared-memory copy of the agent,
-    refreshed before each batch; see ``ParallelSampler`` for the arguments."""
+    """Workers step their envs and act with a shared-memory copy of the agent.
+
+    The copy is refreshed from the learner's agent before each batch; see
+    ``ParallelSampler`` for the arguments.
+    """
 
 
 class GpuSampler(ParallelSampler):
-    """Workers only step envs; the parent acts for all B envs at once per time step, on the
-    agent's device; see ``ParallelSampler`` for the arguments."""
+    """Workers only step envs; the parent acts for all B envs at once per time step.
+
+    The parent's forward pass runs on the agent's device; see ``ParallelSampler`` for the
+    arguments.
+    """
 
     agent_in_workers = False
 
 
 class AlternatingSampler(ParallelSampler):
-    """Two groups of workers (``n_workers`` even, default 2): while one group steps its
-    envs, the parent computes the other group's actions. The agent must not keep per-env
-    state (its ``step`` sees half the envs at a time); see ``ParallelSampler`` for the
-    arguments."""
+    """Two groups of workers: while one steps its envs, the parent acts for the other.
+
+    ``n_workers`` must be even (default 2). The agent must not keep per-env state (its
+    ``step`` sees half the envs at a time); see ``ParallelSampler`` for the arguments.
+    """
 
     agent_in_workers = False
     n_groups = 2
-
-
-_shutdown_at_exit: weakref.WeakSet[ParallelSampler] = weakref.WeakSet()
-
-
-@atexit.register
-def _shutdown_all() -> None:
-    for sampler in list(_shutdown_at_exit):
-        sampler.shutdown(timeout=1.0)

@@ -1,0 +1,120 @@
+"""Offline evaluation: the agent in eval mode on its own envs, in the calling process.
+
+Every sampler owns an ``Evaluator`` (the parallel samplers too: they evaluate in the parent
+process). It steps its eval envs with the samplers' own loop, an ``EnvRunner`` bound to a
+one-row ``[1, eval_n_envs]`` buffer and run one time step at a time, so evaluation and
+sampling cannot drift apart. Each evaluation:
+
+* starts a fresh episode in every eval env: the first evaluation seeds eval env ``i`` with
+  ``seed + 10_000 + i``, later ones continue each env's generator; episodes still running
+  from an earlier evaluation are dropped;
+* stops after ``eval_max_steps`` env steps over all eval envs (``max(1, eval_max_steps //
+  eval_n_envs)`` time steps) or once ``eval_max_trajectories`` episodes have completed;
+* returns the completed episodes only, at most ``eval_max_trajectories`` of them.
+"""
+
+from __future__ import annotations
+
+import math
+
+import gymnasium as gym
+import torch
+
+from tdrl import keys
+from tdrl._compat import TensorSpec
+from tdrl.agents.base import Agent
+from tdrl.envs.traj_info import TrajInfo
+from tdrl.keys import BatchSpec
+from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
+from tdrl.samplers.env_loop import EnvRunner
+
+#: Eval env ``i`` is seeded with ``seed + EVAL_SEED_OFFSET + i`` at the first evaluation.
+EVAL_SEED_OFFSET = 10_000
+
+
+class Evaluator:
+    """Runs evaluations on ``settings.eval_n_envs`` envs of its own (see the module docstring).
+
+    Args:
+        settings: the sampler's settings (``env_fn``, ``eval_*``, ``traj_info_cls``).
+    """
+
+    def __init__(self, settings: SamplerSettings):
+        self.settings = settings
+        self.envs: list[gym.Env] = []
+        self._runner: EnvRunner | None = None
+        self._seeded = False
+
+    def initialize(
+        self, *, seed: int, observation_spec: TensorSpec, action_spec: TensorSpec, discount: float
+    ) -> None:
+        """Build the eval envs (none when ``eval_n_envs`` is 0) and their runner.
+
+        Args:
+            seed: the sampler's seed.
+            observation_spec: spec of one observation.
+            action_spec: spec of one action.
+            discount: for ``TrajInfo.DiscountedReturn``.
+        """
+        settings, n = self.settings, self.settings.eval_n_envs
+        if not n:
+            return
+        self.envs = make_envs(settings.env_fn, settings.eval_env_kwargs, n)
+        self._runner = EnvRunner(
+            self.envs,
+            env_ranks=[EVAL_SEED_OFFSET + i for i in range(n)],
+            seed=seed,
+            observation_spec=observation_spec,
+            action_spec=action_spec,
+            traj_info_cls=settings.traj_info_cls,
+            discount=discount,
+        )
+        # No agent info is kept (and no agent call is spent on an example of it); rewards
+        # are float64 so that episode returns add up the env's rewards exactly.
+        buffer = build_samples_buffer(BatchSpec(1, n), observation_spec, action_spec, {})
+        buffer.set(keys.NEXT_REWARD, torch.zeros(1, n, 1, dtype=torch.float64))
+        self._runner.bind(buffer)
+        self._seeded = False
+
+    @torch.no_grad()
+    def evaluate(self, agent: Agent | None, itr: int) -> list[TrajInfo]:
+        """Put ``agent`` in eval mode and run one evaluation with it.
+
+        Args:
+            agent: the agent to evaluate (the sampler's; None before ``initialize``).
+            itr: the runner's iteration (passed to ``agent.eval_mode``).
+
+        Returns:
+            The completed episodes, at most ``eval_max_trajectories``.
+
+        Raises:
+            RuntimeError: ``eval_n_envs`` is 0, or ``initialize`` has not run.
+        """
+        settings = self.settings
+        if not settings.eval_n_envs:
+            raise RuntimeError("evaluate_agent needs eval_n_envs > 0")
+        runner = self._runner
+        if agent is None or runner is None:
+            raise RuntimeError("call initialize(agent, seed=...) before evaluate_agent")
+        agent.eval_mode(itr)
+        if self._seeded:
+            runner.restart()
+        else:
+            runner.start(max_decorrelation_steps=0)
+            self._seeded = True
+        max_steps, max_trajectories = settings.eval_max_steps, settings.eval_max_trajectories
+        max_T = math.inf if max_steps is None else max(1, max_steps // len(self.envs))
+        max_trajs = max_trajectories or math.inf
+        completed: list[TrajInfo] = []
+        t = 0
+        while t < max_T and len(completed) < max_trajs:
+            completed.extend(runner.collect(agent))
+            t += 1
+        return completed[:max_trajectories] if max_trajectories else completed
+
+    def close(self) -> None:
+        """Close the eval envs."""
+        for env in self.envs:
+            env.close()
+        self.envs = []
+        self._runner = None

@@ -1,0 +1,142 @@
+"""A parallel sampler's worker process: its envs, its columns of the shared buffer, its loop.
+
+A worker builds and starts the envs of its column slice ``[b0, b1)`` of the shared-memory
+``[T, B]`` buffer (env ``b`` seeded ``seed + b``, as in ``SerialSampler``), sends
+``("ready", None)`` and then serves its parent's commands, one message each way per batch:
+
+* ``("collect", (mode, itr))``: put its shared-memory copy of the agent in ``mode``
+  (``"sample"``, ``"eval"`` or ``"train"``) and collect a whole batch with it
+  (``CpuSampler``); answers ``("done", traj_infos)``;
+* ``("serve", None)``: collect a batch with actions computed by the parent
+  (``GpuSampler``, ``AlternatingSampler``): per time step it writes its inputs, releases
+  ``obs_ready``, waits on ``act_ready`` and steps its envs; answers ``("done", traj_infos)``;
+* ``("close", None)``: close its envs and exit.
+
+An exception is sent to the parent as ``("error", traceback)`` (``report_failure``), where
+it raises ``ChildFailed`` naming the worker.
+"""
+
+from __future__ import annotations
+
+import os
+import warnings
+from collections.abc import Callable, Sequence
+from multiprocessing.connection import Connection
+from multiprocessing.synchronize import Semaphore
+
+import torch
+from tensordict import TensorDict
+
+from tdrl.agents.base import Agent
+from tdrl.envs.spaces import space_to_spec
+from tdrl.samplers.base import SamplerSettings, make_envs
+from tdrl.samplers.env_loop import EnvRunner
+from tdrl.utils.processes import report_failure
+
+
+def set_worker_affinity(cpus: Sequence[int] | None, torch_threads: int) -> None:
+    """Pin this process to ``cpus`` and set torch's thread count.
+
+    Pinning is skipped, with a warning, where the platform or the container refuses it.
+    """
+    if cpus:
+        if hasattr(os, "sched_setaffinity"):
+            try:
+                os.sched_setaffinity(0, list(cpus))
+            except OSError as e:  # e.g. a CPU outside the container's set
+                warnings.warn(f"could not pin to CPUs {list(cpus)}: {e}", stacklevel=2)
+        else:
+            warnings.warn("CPU pinning is not supported on this platform", stacklevel=2)
+    torch.set_num_threads(torch_threads)
+
+
+def run_worker(
+    conn: Connection,
+    obs_ready: Semaphore,
+    act_ready: Semaphore,
+    *,
+    settings: SamplerSettings,
+    columns: tuple[int, int],
+    samples: TensorDict,
+    agent: Agent | None,
+    seed: int,
+    discount: float,
+    cpus: Sequence[int] | None,
+    torch_threads: int,
+) -> None:
+    """A worker's life (see the module docstring); the target of its process.
+
+    Args:
+        conn: this worker's end of its pipe to the parent.
+        obs_ready: released once this worker's inputs of a time step are written.
+        act_ready: released by the parent once the actions of a time step are written.
+        settings: the sampler's settings.
+        columns: ``(b0, b1)``, the envs (and buffer columns) this worker steps.
+        samples: the whole shared-memory ``[T, B]`` buffer.
+        agent: the shared-memory agent copy (``CpuSampler``), or None.
+        seed: the sampler's seed.
+        discount: for ``TrajInfo.DiscountedReturn``.
+        cpus: CPUs to pin this worker to (None: no pinning).
+        torch_threads: torch threads of this worker.
+    """
+    with report_failure(conn):
+        set_worker_affinity(cpus, torch_threads)
+        env_ranks = list(range(*columns))
+        envs = make_envs(settings.env_fn, settings.env_kwargs, len(env_ranks))
+        runner = EnvRunner(
+            envs,
+            env_ranks=env_ranks,
+            seed=seed,
+            observation_spec=space_to_spec(envs[0].observation_space),
+            action_spec=space_to_spec(envs[0].action_space),
+            traj_info_cls=settings.traj_info_cls,
+            discount=discount,
+            mid_batch_reset=settings.mid_batch_reset,
+        )
+        runner.start(settings.max_decorrelation_steps)
+        runner.bind(samples[:, columns[0] : columns[1]])
+        set_mode: dict[str, Callable[[int], None]] = {}
+        if agent is not None:
+            agent.collector_initialize(samples.shape[1], env_ranks)
+            torch.manual_seed(seed + 7919 * (1 + env_ranks[0]))  # own stream per worker
+            set_mode = {
+                "sample": agent.sample_mode,
+                "eval": agent.eval_mode,
+                "train": agent.train_mode,
+            }
+        conn.send(("ready", None))
+        _serve(conn, runner, agent, set_mode, obs_ready, act_ready)
+
+
+def _serve(
+    conn: Connection,
+    runner: EnvRunner,
+    agent: Agent | None,
+    set_mode: dict[str, Callable[[int], None]],
+    obs_ready: Semaphore,
+    act_ready: Semaphore,
+) -> None:
+    """Answer the parent's commands until ``close``."""
+    T = runner.samples.shape[0]
+    while True:
+        command, arg = conn.recv()
+        if command == "collect" and agent is not None:
+            mode, itr = arg
+            set_mode[mode](itr)
+            with torch.no_grad():
+                completed = runner.collect(agent)
+            conn.send(("done", completed))
+        elif command == "serve":
+            completed = []
+            for t in range(T):
+                runner.write_inputs(t)
+                obs_ready.release()
+                act_ready.acquire()
+                completed.extend(runner.step_envs(t))
+            conn.send(("done", completed))
+        elif command == "close":
+            runner.close()
+            conn.send(("closed", None))
+            return
+        else:
+            raise ValueError(f"unknown worker command {command!r}")
