@@ -86,21 +86,23 @@ def test_replay_ratio_is_an_upper_bound_and_weights_reach_the_sampler(tmp_path):
     assert row["Diagnostics/CumSteps"] == 1600
     assert algo.update_counter > 0
     for r in rows:
-        assert float(r["Diagnostics/CumReplayRatio"]) <= algo.replay_ratio + 1e-9
+        assert float(r["Diagnostics/CumReplayRatio"]) <= algo.replay.replay_ratio + 1e-9
         assert "Diagnostics/OptThrottle" in r and "Diagnostics/SamplerIteration" in r
-    assert algo.update_counter * algo.batch_size <= algo.replay_ratio * runner.cum_steps
+    assert (
+        algo.update_counter * algo.batch_size <= algo.replay.replay_ratio * runner.stats.cum_steps
+    )
     # With a slow sampler the optimiser keeps up: the bound is reached within a round or two.
-    steps_learning = runner.cum_steps - algo.min_steps_learn
-    assert algo.update_counter * algo.batch_size >= 0.5 * algo.replay_ratio * steps_learning
+    steps_learning = runner.stats.cum_steps - algo.replay.min_steps_learn
+    assert algo.update_counter * algo.batch_size >= 0.5 * algo.replay.replay_ratio * steps_learning
     assert sum(float(r["Diagnostics/OptThrottle"]) for r in rows) > 0
     # The learner publishes after every round; the sampler's agent loads the newest
     # publication before each batch.
     for name, value in runner.agent.state_dict().items():
-        assert torch.equal(value, runner._published[name]), name
-    assert 0 < runner.sampler_weights_version <= runner._version
-    if runner.sampler_weights_version == runner._version:
+        assert torch.equal(value, runner.weights.state[name]), name
+    assert 0 < runner.sampler_weights_version <= runner.weights.current
+    if runner.sampler_weights_version == runner.weights.current:
         for name, value in runner.sampler_agent.state_dict().items():
-            assert torch.equal(value, runner._published[name]), name
+            assert torch.equal(value, runner.weights.state[name]), name
     assert runner.sampler.agent is runner.sampler_agent is not runner.agent
     assert algo.replay_lock is None  # released after the run
 
@@ -116,7 +118,7 @@ def test_bounded_sampler_lead_keeps_the_replay_ratio(tmp_path):
         runner_kwargs={"max_sampler_lead_itrs": 1},
     )
     ratio = row["Diagnostics/CumReplayRatio"]
-    steps_learning = row["Diagnostics/CumSteps"] - algo.min_steps_learn
+    steps_learning = row["Diagnostics/CumSteps"] - algo.replay.min_steps_learn
     assert ratio <= 32 + 1e-9
     assert algo.update_counter * algo.batch_size >= 0.8 * 32 * steps_learning - 2 * 16 * 32
     _, _free_algo, free_row, _ = _dqn_run(
@@ -172,12 +174,12 @@ def test_sampler_process_keeps_the_bound_and_leaves_no_process(tmp_path):
     assert row["Diagnostics/CumSteps"] == 960 and algo.update_counter > 0
     assert len(algo.replay_buffer) > 0
     for r in rows:
-        assert float(r["Diagnostics/CumReplayRatio"]) <= algo.replay_ratio + 1e-9
-    assert 0 < runner.sampler_weights_version <= runner._version
+        assert float(r["Diagnostics/CumReplayRatio"]) <= algo.replay.replay_ratio + 1e-9
+    assert 0 < runner.sampler_weights_version <= runner.weights.current
     for name, value in runner.agent.state_dict().items():
-        assert torch.equal(value, runner._published[name]), name
-    runner._proc.join(5)
-    assert not runner._proc.is_alive() and runner._proc.exitcode == 0
+        assert torch.equal(value, runner.weights.state[name]), name
+    runner.sampler_proc.join(5)
+    assert not runner.sampler_proc.is_alive() and runner.sampler_proc.exitcode == 0
 
 
 def test_sampler_process_failure_is_raised(tmp_path):

@@ -108,7 +108,7 @@ def test_snapshot_and_resume(tmp_path):
     resumed = _runner(n_batches=6, resume_from=tmp_path / "run_0")
     with logger_context(tmp_path, 0, "t", echo=False, resume=True):
         resumed.startup()
-        assert resumed.start_itr == 4 and resumed.cum_steps == 4 * BATCH
+        assert resumed.plan.start_itr == 4 and resumed.stats.cum_steps == 4 * BATCH
         for k, v in first.agent.state_dict().items():
             torch.testing.assert_close(resumed.agent.state_dict()[k], v)
         assert resumed.algo.update_counter == first.algo.update_counter

@@ -2,13 +2,14 @@
 
 The sampler (any of tdrl's samplers) runs with its own copy of the agent, either in a
 thread of this process (default) or, with ``sampler_process=True``, in a process of its
-own, as rlpyt's async samplers do. The calling thread optimises from the algorithm's replay
-buffer, into which every batch is appended (in process mode by a relay thread here, from a
-double buffer of two shared-memory batches the sampler process fills in turn). A thread
-shares the GIL with the optimiser, so Python env code and the learner's Python take turns;
-a process does not (its start-up, importing torch and building the envs, costs a few
-seconds), and neither matters for ``CpuSampler``/``GpuSampler`` workers, which step their
-envs in processes of their own.
+own, as rlpyt's async samplers do; its loop is ``tdrl.runners.async_sampler``. The calling
+thread optimises from the algorithm's replay buffer, into which every batch is appended
+(in process mode by a relay thread here, from a double buffer of two shared-memory
+batches the sampler process fills in turn). A thread shares the GIL with the optimiser,
+so Python env code and the learner's Python take turns; a process does not (its
+start-up, importing torch and building the envs, costs a few seconds), and neither
+matters for ``CpuSampler``/``GpuSampler`` workers, which step their envs in processes of
+their own.
 
 * **Throttle.** Optimisation round ``k`` (``updates_per_optimize`` updates) starts only once
   the sampler has finished iteration ``min_itr_learn + k * delta``, with
@@ -34,24 +35,59 @@ import copy
 import queue
 import threading
 import time
-import traceback
-from typing import Any
+from pathlib import Path
+from typing import ClassVar
 
-import torch
+from tdrl.agents.base import Agent
+from tdrl.algos.base import ReplayAlgorithm
+from tdrl.logging import ProgressBar
+from tdrl.runners.async_process import start_sampler_process
+from tdrl.runners.async_sampler import (
+    BatchStored,
+    Box,
+    LogPoint,
+    PublishedWeights,
+    ReplayFeed,
+    RunningSampler,
+    SamplerControls,
+    SamplerEvent,
+    SamplerFailed,
+    SamplerFinished,
+    start_sampler_thread,
+)
+from tdrl.runners.base import (
+    RunSettings,
+    check_offline_eval,
+    log_iteration,
+    progress_bar,
+    start_run,
+)
+from tdrl.samplers.base import Sampler
+from tdrl.utils.checks import check_int
+from tdrl.utils.processes import Child, spawn_context
 
-from tdrl.logging import ProgressBar, get_logger
-from tdrl.runners.minibatch_rl import MinibatchRl
-
-_DONE = object()
+#: Seconds the optimiser waits for an event before checking its throttle again.
+_EVENT_WAIT_S = 0.05
 
 
-class AsyncRl(MinibatchRl):
-    """Asynchronous sampling and optimisation for replay-based algorithms (DQN family,
-    DDPG, TD3, SAC), with online statistics.
+class AsyncRl:
+    """Asynchronous sampling and optimisation, with online statistics.
+
+    For replay-based algorithms (DQN family, DDPG, TD3, SAC).
 
     Args:
-        *args: ``MinibatchRl``'s arguments (``resume_from`` and ``snapshot_replay`` work
-            as there).
+        algo: the algorithm: a ``ReplayAlgorithm`` (on-policy algorithms do not fit: they
+            have no buffer to reuse).
+        agent: the learner's agent; the sampler acts with a copy.
+        sampler: the sampler (any ``Sampler``).
+        n_steps: environment steps to train for (rounded up to whole batches).
+        seed: seeds torch/NumPy/random and (``seed + 1``) the envs; random when None.
+        log_interval_steps: sampled environment steps between log rows (and snapshots).
+        log_traj_window: number of recent training episodes the statistics cover.
+        progress_bar: show a tqdm bar over the run (None: only on a terminal).
+        resume_from: a snapshot file or run directory to continue from (see
+            ``MinibatchRl``).
+        snapshot_replay: save the replay buffer with every snapshot (see ``MinibatchRl``).
         max_sampler_lead_itrs: how many iterations the sampler may run ahead of the
             optimiser's schedule (None: free-running, as rlpyt; the replay ratio then
             falls below ``replay_ratio`` whenever optimising is the slower side). 1
@@ -60,368 +96,226 @@ class AsyncRl(MinibatchRl):
         sampler_process: run the sampler in its own (spawned) process instead of a
             thread; the script then needs an ``if __name__ == "__main__":`` guard, and the
             sampler, agent and env factory must be picklable.
-        **kwargs: ``MinibatchRl``'s keyword arguments.
-
-    The algorithm needs ``replay_buffer``, ``update``, ``updates_per_optimize``,
-    ``min_itr_learn``, ``batch_size`` and ``replay_ratio`` (on-policy algorithms do not
-    fit: they have no buffer to reuse).
     """
+
+    #: Evaluate offline in the sampler (``AsyncRlEval``) instead of reporting training
+    #: episodes.
+    offline_eval: ClassVar[bool] = False
 
     def __init__(
         self,
-        *args: Any,
+        algo: ReplayAlgorithm,
+        agent: Agent,
+        sampler: Sampler,
+        *,
+        n_steps: int,
+        seed: int | None = None,
+        log_interval_steps: int = 100_000,
+        log_traj_window: int = 100,
+        progress_bar: bool | None = None,
+        resume_from: str | Path | None = None,
+        snapshot_replay: bool = False,
         max_sampler_lead_itrs: int | None = None,
         sampler_process: bool = False,
-        **kwargs: Any,
     ):
-        super().__init__(*args, **kwargs)
-        if not isinstance(sampler_process, bool):
+        self.settings = RunSettings(
+            n_steps=n_steps,
+            seed=seed,
+            log_interval_steps=log_interval_steps,
+            log_traj_window=log_traj_window,
+            progress_bar=progress_bar,
+            resume_from=resume_from,
+            snapshot_replay=snapshot_replay,
+        )
+        if not isinstance(sampler_process, bool):  # a TypeError, as before check_bool
             raise TypeError(f"sampler_process must be a bool, got {sampler_process!r}")
         self.sampler_process = sampler_process
-        if max_sampler_lead_itrs is not None and (
-            isinstance(max_sampler_lead_itrs, bool)
-            or not isinstance(max_sampler_lead_itrs, int)
-            or max_sampler_lead_itrs < 1
-        ):
-            raise ValueError(
-                f"max_sampler_lead_itrs must be an int >= 1 or None, got {max_sampler_lead_itrs!r}"
-            )
-        self.max_sampler_lead_itrs = max_sampler_lead_itrs
+        self.max_sampler_lead_itrs = (
+            None
+            if max_sampler_lead_itrs is None
+            else check_int("max_sampler_lead_itrs", max_sampler_lead_itrs, minimum=1)
+        )
+        if self.offline_eval:
+            check_offline_eval(type(self).__name__, sampler)
+        self.algo = algo
+        self.agent = agent
+        self.sampler = sampler
+        self.sampler_agent: Agent | None = None  # the thread sampler's copy of the agent
+        self.sampler_weights_version = 0  # the publication the sampler's agent held last
+        self.weights: PublishedWeights | None = None
+        self.sampler_proc: Child | None = None
+        self._opt_throttle = 0.0  # seconds the optimiser waited in this log interval
 
     def train(self) -> dict[str, float]:
         """Run the whole training; returns the last logged row of diagnostics."""
-        child_sampler = copy.deepcopy(self.sampler) if self.sampler_process else None
-        n_itr = self.startup()
-        for attr in ("replay_buffer", "update", "updates_per_optimize", "replay_ratio"):
-            if not hasattr(self.algo, attr):
-                raise TypeError(
-                    f"{type(self).__name__} needs a replay-based algorithm (with {attr!r}); "
-                    f"got {type(self.algo).__name__}"
-                )
         algo = self.algo
-        algo.replay_lock = threading.Lock()
-        self._weights_lock = threading.Lock()
-        self._version = 0  # publications so far
-        self.sampler_weights_version = 0  # the publication the sampler's agent holds
-        self._events: queue.Queue = queue.Queue()
-        self._pending: list[tuple] = []
-        self._stop = threading.Event()
-        sampler_bs = self.itr_batch_size
-        delta = algo.batch_size * algo.updates_per_optimize / (sampler_bs * algo.replay_ratio)
-        self._throttle_itr = max(1.0, float(algo.min_itr_learn) + 1.0)
-        self._sampler_itr = self.start_itr  # iterations whose batch is in the replay buffer
-        self._opt_throttle = 0.0
-        self._proc = None
-        if self.sampler_process:
-            thread = self._start_sampler_process(child_sampler, n_itr)
-        else:
-            self._published = self._clone_state()
-            self.sampler_agent = copy.deepcopy(self.agent)
-            self.sampler.agent = self.sampler_agent  # the sampler acts with its own copy
-            thread = threading.Thread(
-                target=self._sample_loop, args=(n_itr,), name="tdrl-async-sampler", daemon=True
+        if not isinstance(algo, ReplayAlgorithm):
+            raise TypeError(
+                f"{type(self).__name__} needs a replay-based algorithm (a ReplayAlgorithm, "
+                f"with a replay buffer to reuse); got {type(algo).__name__}"
             )
-        bar = ProgressBar(
-            n_itr * sampler_bs,
-            desc=type(algo).__name__,
-            disable=None if self.progress_bar is None else not self.progress_bar,
+        child_sampler = copy.deepcopy(self.sampler) if self.sampler_process else None
+        self.plan, self.stats = start_run(
+            algo,
+            self.agent,
+            self.sampler,
+            self.settings,
+            seed=self.settings.seed,
+            runner_name=type(self).__name__,
         )
-        bar.update(self.start_itr * sampler_bs)
-        sampler_done = False
+        running: RunningSampler | None = None
+        bar: ProgressBar | None = None
         try:
-            thread.start()
-            while True:
-                sampler_done = self._handle_events(bar) or sampler_done
-                if sampler_done:
-                    break
-                if self._sampler_itr >= self._throttle_itr:
-                    itr = self._sampler_itr - 1
-                    self.agent.train_mode(itr)
-                    opt_info = algo.optimize_agent(itr, None)
-                    for key, values in opt_info.items():
-                        self._opt_infos.setdefault(key, []).extend(values)
-                    if opt_info:
-                        self._publish()
-                        self._set_throttle(self._throttle_itr + delta)
-                    else:  # warming up, or no complete n-step window yet
-                        self._set_throttle(self._sampler_itr + 1)
-                else:
-                    t0 = time.perf_counter()
-                    self._wait_for_event(0.05)
-                    self._opt_throttle += time.perf_counter() - t0
+            if algo.replay_buffer is None:
+                raise RuntimeError(f"{type(algo).__name__}.initialize built no replay buffer")
+            lock = threading.Lock()
+            algo.replay_lock = lock
+            feed = ReplayFeed(algo.replay_buffer, lock, self.plan.start_itr)
+            first_throttle = max(1.0, float(algo.min_itr_learn) + 1.0)
+            if child_sampler is None:
+                running = self._start_thread(feed, first_throttle)
+            else:
+                running = self._start_process(child_sampler, feed, first_throttle)
+            bar = progress_bar(self.plan, algo, self.settings.progress_bar)
+            self._optimize(algo, feed, running.controls, first_throttle, bar)
         finally:
-            self._stop.set()
-            if self._proc is not None:
-                self._stop_sampler_process()
-            thread.join(timeout=60)
-            bar.close()
-            self.shutdown()
+            if running is not None:
+                running.stop()
+            if bar is not None:
+                bar.close()
+            self.sampler.shutdown()
             algo.replay_lock = None
-        return self.last_row
+        return self.stats.last_row
 
-    def _set_throttle(self, value: float) -> None:
-        self._throttle_itr = value
-        if self._proc is not None:
-            self._mp_throttle.value = value
+    # ------------------------------------------------------------------ the optimiser
+    def _optimize(
+        self,
+        algo: ReplayAlgorithm,
+        feed: ReplayFeed,
+        controls: SamplerControls,
+        first_throttle: float,
+        bar: ProgressBar,
+    ) -> None:
+        """Optimise whenever the throttle allows, until the sampler finished.
 
-    # ---------------------------------------------------------------- sampler thread
-    def _sample_loop(self, n_itr: int) -> None:
-        """Runs in the sampler thread: batches into the replay buffer, events to the
-        optimiser thread."""
-        try:
-            agent, algo, version = self.sampler_agent, self.algo, -1
-            if self._eval and self.start_itr == 0:
-                self._events.put(("log", 0, self._evaluate_in_thread(0), True))
-            lead = self.max_sampler_lead_itrs
-            for itr in range(self.start_itr, n_itr):
-                while lead is not None and itr >= self._throttle_itr + lead:
-                    if self._stop.is_set():
-                        return
-                    time.sleep(0.0005)  # the optimiser is behind: wait for it
-                if self._stop.is_set():
-                    return
-                if self._version != version:
-                    with self._weights_lock:
-                        agent.load_state_dict(self._published)
-                        version = self.sampler_weights_version = self._version
-                agent.sample_mode(itr)
-                samples, traj_infos = self.sampler.obtain_samples(itr)
-                with algo.replay_lock:
-                    algo.replay_buffer.append_samples(samples)
-                self._sampler_itr = itr + 1
-                self._events.put(("batch", itr, traj_infos))
-                if (itr + 1) % self.log_interval_itrs == 0 or itr + 1 == n_itr:
-                    eval_info = self._evaluate_in_thread(itr) if self._eval else None
-                    self._events.put(("log", itr, eval_info, False))
-            self._events.put((_DONE,))
-        except BaseException as e:  # surfaced in the optimiser thread
-            self._events.put(("error", e))
-
-    def _evaluate_in_thread(self, itr: int) -> tuple[list, float]:
-        t0 = time.perf_counter()
-        traj_infos = self.sampler.evaluate_agent(itr)
-        return traj_infos, time.perf_counter() - t0
-
-    # ---------------------------------------------------------------- sampler process
-    def _start_sampler_process(self, sampler: Any, n_itr: int) -> threading.Thread:
-        """Spawn the sampler process; return the (not yet started) relay thread."""
-        ctx = torch.multiprocessing.get_context("spawn")
-        example = self.sampler.samples  # the learner's sampler only supplied the specs
-        self.sampler.shutdown()
-        self._double = [example.clone().zero_().share_memory_() for _ in range(2)]
-        shared_agent = copy.deepcopy(self.agent).cpu().share_memory()
-        self._published = shared_agent.state_dict()
-        self._mp_weights_lock = ctx.Lock()
-        self._mp_version = ctx.Value("q", 0)
-        self._mp_throttle = ctx.Value("d", self._throttle_itr)
-        self._mp_stop = ctx.Event()
-        self._mp_events = ctx.Queue()
-        self._slot_free = [ctx.Semaphore(1) for _ in range(2)]
-        self._proc = ctx.Process(
-            target=_sampler_process_main,
-            kwargs={
-                "sampler": sampler,
-                "agent": copy.deepcopy(self.agent).cpu(),
-                "shared_agent": shared_agent,
-                "weights_lock": self._mp_weights_lock,
-                "version": self._mp_version,
-                "double": self._double,
-                "slot_free": self._slot_free,
-                "events": self._mp_events,
-                "stop": self._mp_stop,
-                "throttle": self._mp_throttle,
-                "lead": self.max_sampler_lead_itrs,
-                "seed": self.seed + 1,
-                "discount": self.algo.discount,
-                "start_itr": self.start_itr,
-                "n_itr": n_itr,
-                "log_interval_itrs": self.log_interval_itrs,
-                "evaluate": self._eval,
-            },
-            name="tdrl-async-sampler",
+        Round ``k`` waits until the sampler finished iteration
+        ``first_throttle + k * delta``; a call that made no update (warming up) waits for
+        the next batch.
+        """
+        delta = (
+            algo.batch_size
+            * algo.updates_per_optimize
+            / (self.plan.itr_batch_size * algo.replay.replay_ratio)
         )
-        self._proc.start()
-        return threading.Thread(target=self._relay_loop, name="tdrl-async-relay", daemon=True)
+        throttle_itr = first_throttle
+        self._opt_throttle = 0.0
+        pending: list[SamplerEvent] = []
+        while not self._handle_events(feed, pending, bar):
+            pending = []
+            if feed.sampler_itr >= throttle_itr:
+                itr = feed.sampler_itr - 1
+                self.agent.train_mode(itr)
+                opt_info = algo.optimize_agent(itr, None)
+                self.stats.add_opt_info(opt_info)
+                if opt_info:
+                    controls.weights.publish(self.agent)
+                    throttle_itr += delta
+                else:  # warming up, or no complete n-step window yet
+                    throttle_itr = feed.sampler_itr + 1
+                controls.throttle.value = throttle_itr
+            else:
+                t0 = time.perf_counter()
+                with contextlib.suppress(queue.Empty):
+                    pending.append(feed.events.get(timeout=_EVENT_WAIT_S))
+                self._opt_throttle += time.perf_counter() - t0
 
-    def _relay_loop(self) -> None:
-        """In this process: append the sampler process's batches to the replay buffer and
-        pass its reports on to the optimiser loop."""
-        try:
-            while True:
-                try:
-                    event = self._mp_events.get(timeout=0.5)
-                except queue.Empty:
-                    if self._stop.is_set():
-                        return
-                    if not self._proc.is_alive():
-                        code = self._proc.exitcode
-                        raise RuntimeError(f"the sampler process died (exit code {code})") from None
-                    continue
-                kind = event[0]
-                if kind == "batch":
-                    _, itr, slot, traj_infos, version = event
-                    with self.algo.replay_lock:
-                        self.algo.replay_buffer.append_samples(self._double[slot])
-                    self._slot_free[slot].release()
-                    self.sampler_weights_version = version
-                    self._sampler_itr = itr + 1
-                    self._events.put(("batch", itr, traj_infos))
-                elif kind == "log":
-                    self._events.put(event)
-                elif kind == "done":
-                    self._events.put((_DONE,))
-                    return
-                else:  # "error": the sampler process's traceback
-                    raise RuntimeError(f"in the sampler process:\n{event[1]}")
-        except BaseException as e:
-            self._events.put(("error", e))
-
-    def _stop_sampler_process(self, timeout: float = 10.0) -> None:
-        self._mp_stop.set()
-        for sem in self._slot_free:
-            sem.release()  # a sampler waiting for a free slot wakes up and sees the stop
-        self._proc.join(timeout)
-        if self._proc.is_alive():
-            self._proc.terminate()
-            self._proc.join(2.0)
-        if self._proc.is_alive():
-            self._proc.kill()
-            self._proc.join()
-
-    # ---------------------------------------------------------------- optimiser thread
-    def _clone_state(self) -> dict[str, torch.Tensor]:
-        return {k: v.detach().clone() for k, v in self.agent.state_dict().items()}
-
-    def _publish(self) -> None:
-        """Make the learner's current weights the sampler's next ones."""
-        state = self.agent.state_dict()
-        lock = self._mp_weights_lock if self._proc is not None else self._weights_lock
-        with lock, torch.no_grad():
-            for key, value in state.items():
-                self._published[key].copy_(value)
-            self._version += 1
-            if self._proc is not None:
-                self._mp_version.value = self._version
-
-    def _wait_for_event(self, timeout: float) -> None:
+    def _handle_events(
+        self, feed: ReplayFeed, pending: list[SamplerEvent], bar: ProgressBar
+    ) -> bool:
+        """Process what the sampler reported; True once it has finished."""
+        events = list(pending)
         with contextlib.suppress(queue.Empty):
-            self._pending.append(self._events.get(timeout=timeout))
-
-    def _handle_events(self, bar: ProgressBar) -> bool:
-        """Process what the sampler thread reported; True once it has finished."""
-        pending, self._pending = self._pending, []
-        while True:
-            try:
-                pending.append(self._events.get_nowait())
-            except queue.Empty:
-                break
+            while True:
+                events.append(feed.events.get_nowait())
         done = False
-        for event in pending:
-            kind = event[0]
-            if kind is _DONE:
+        for event in events:
+            if isinstance(event, SamplerFinished):
                 done = True
-            elif kind == "error":
-                where = "process" if self._proc is not None else "thread"
-                raise RuntimeError(f"the sampler {where} failed") from event[1]
-            elif kind == "batch":
-                _, itr, traj_infos = event
-                self.store_diagnostics(itr, traj_infos, {})
-                bar.update(self.itr_batch_size, Return=self._recent_return())
-            elif kind == "log":
-                _, itr, eval_info, eval_only = event
-                if eval_info is not None:
-                    self._eval_traj_infos, eval_time = eval_info
-                    self.cum_eval_time += eval_time
-                    self._interval_eval_time += eval_time
-                self._log_async(itr, eval_only)
+            elif isinstance(event, SamplerFailed):
+                raise RuntimeError(f"the sampler {event.where} failed") from event.error
+            elif isinstance(event, BatchStored):
+                self.sampler_weights_version = event.weights_version
+                self.stats.add_batch(self.plan.itr_batch_size, event.traj_infos)
+                bar.update(self.plan.itr_batch_size, Return=self.stats.recent_return())
+            else:
+                self._log(event, feed)
         return done
 
-    def _log_async(self, itr: int, eval_only: bool) -> None:
-        logger = get_logger()
-        logger.record_tabular("Diagnostics/SamplerIteration", self._sampler_itr)
-        logger.record_tabular("Diagnostics/OptThrottle", self._opt_throttle)
-        with self.algo.replay_lock:  # a replay snapshot must not see a half-written batch
-            self.log_diagnostics(itr, eval_only=eval_only)
-        self.last_row["Diagnostics/SamplerIteration"] = self._sampler_itr
-        self.last_row["Diagnostics/OptThrottle"] = self._opt_throttle
+    def _log(self, event: LogPoint, feed: ReplayFeed) -> None:
+        """Write the row (and snapshot) of a log point, with the sampler's evaluation."""
+        if event.eval_traj_infos is not None:
+            self.stats.add_eval(event.eval_traj_infos, event.eval_seconds)
+        with feed.lock:  # a replay snapshot must not see a half-written batch
+            log_iteration(
+                event.itr,
+                self.stats,
+                self.agent,
+                self.algo,
+                self.settings,
+                offline_eval=self.offline_eval,
+                eval_only=event.eval_only,
+                extra={
+                    "Diagnostics/SamplerIteration": feed.sampler_itr,
+                    "Diagnostics/OptThrottle": self._opt_throttle,
+                },
+            )
         self._opt_throttle = 0.0
+
+    # ------------------------------------------------------------------- the sampler
+    def _start_thread(self, feed: ReplayFeed, first_throttle: float) -> RunningSampler:
+        """Start the sampler thread, acting with its own copy of the agent."""
+        self.weights = PublishedWeights.for_thread(self.agent)
+        controls = SamplerControls(
+            self.weights, Box(first_throttle), threading.Event(), self.max_sampler_lead_itrs
+        )
+        self.sampler_agent = copy.deepcopy(self.agent)
+        self.sampler.agent = self.sampler_agent  # the sampler acts with its own copy
+        return start_sampler_thread(
+            self.sampler, self.sampler_agent, feed, controls, self.plan, self.offline_eval
+        )
+
+    def _start_process(
+        self, sampler: Sampler, feed: ReplayFeed, first_throttle: float
+    ) -> RunningSampler:
+        """Spawn the sampler process with ``sampler``, an uninitialised copy of ours."""
+        ctx = spawn_context()
+        example = self.sampler.samples  # the learner's sampler only supplied the specs
+        self.sampler.shutdown()
+        self.weights = PublishedWeights.for_process(self.agent, ctx)
+        controls = SamplerControls(
+            self.weights, ctx.Value("d", first_throttle), ctx.Event(), self.max_sampler_lead_itrs
+        )
+        running = start_sampler_process(
+            ctx,
+            sampler,
+            copy.deepcopy(self.agent).cpu(),
+            feed,
+            controls,
+            self.plan,
+            self.offline_eval,
+            example=example,
+            seed=self.settings.seed + 1,
+            discount=self.algo.discount,
+        )
+        self.sampler_proc = running.proc
+        return running
 
 
 class AsyncRlEval(AsyncRl):
-    """``AsyncRl`` with offline evaluation (by the sampler, in its thread or process, with
-    its copy of the agent) at iteration 0 and every log point."""
+    """``AsyncRl`` with offline evaluation at iteration 0 and every log point.
 
-    _eval = True
+    The sampler evaluates, in its thread or process, with its copy of the agent; it needs
+    ``eval_n_envs > 0``.
+    """
 
-    def startup(self) -> int:
-        if not getattr(self.sampler, "eval_n_envs", 0):
-            raise ValueError("AsyncRlEval needs a sampler built with eval_n_envs > 0")
-        return super().startup()
-
-
-def _sampler_process_main(
-    *,
-    sampler: Any,
-    agent: Any,
-    shared_agent: Any,
-    weights_lock: Any,
-    version: Any,
-    double: list[Any],
-    slot_free: list[Any],
-    events: Any,
-    stop: Any,
-    throttle: Any,
-    lead: int | None,
-    seed: int,
-    discount: float,
-    start_itr: int,
-    n_itr: int,
-    log_interval_itrs: int,
-    evaluate: bool,
-) -> None:
-    """The sampler process: collect batches into the two shared slots in turn, loading the
-    learner's newest weights before each; report batches, evaluations, the end or an error
-    through ``events``."""
-    try:
-        torch.set_num_threads(1)
-        sampler.initialize(agent, seed=seed, traj_info_kwargs={"discount": discount})
-
-        def run_eval(itr: int) -> tuple[list, float]:
-            t0 = time.perf_counter()
-            traj_infos = sampler.evaluate_agent(itr)
-            return traj_infos, time.perf_counter() - t0
-
-        local_version = -1
-        if evaluate and start_itr == 0:
-            agent.load_state_dict(shared_agent.state_dict())
-            events.put(("log", 0, run_eval(0), True))
-        for itr in range(start_itr, n_itr):
-            while lead is not None and itr >= throttle.value + lead:
-                if stop.is_set():
-                    return
-                time.sleep(0.0005)  # the optimiser is behind: wait for it
-            if stop.is_set():
-                return
-            if version.value != local_version:
-                with weights_lock:
-                    agent.load_state_dict(shared_agent.state_dict())
-                    local_version = version.value
-            agent.sample_mode(itr)
-            samples, traj_infos = sampler.obtain_samples(itr)
-            slot = itr % 2
-            while not slot_free[slot].acquire(timeout=0.5):  # the relay still copies it
-                if stop.is_set():
-                    return
-            if stop.is_set():
-                return
-            double[slot].copy_(samples)
-            events.put(("batch", itr, slot, traj_infos, local_version))
-            if (itr + 1) % log_interval_itrs == 0 or itr + 1 == n_itr:
-                events.put(("log", itr, run_eval(itr) if evaluate else None, False))
-        events.put(("done",))
-    except KeyboardInterrupt:
-        pass
-    except BaseException:
-        events.put(("error", traceback.format_exc()))
-    finally:
-        sampler.shutdown()
+    offline_eval = True

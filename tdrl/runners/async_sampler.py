@@ -1,0 +1,345 @@
+"""The sampler side of ``AsyncRl``: one sampling loop, run in a thread or in a process.
+
+``sample_loop`` is the whole sampler side, written once: before each batch it waits
+while it is ``lead`` iterations ahead of the optimiser's schedule (the throttle), stops
+when asked, loads the learner's newest published weights into its agent, collects the
+batch and hands it to its *link*; at each log point it reports (after evaluating, for
+``AsyncRlEval``); at the end it reports that it finished. A thread and a process differ
+only in the link and in the kind of shared objects ``SamplerControls`` holds:
+
+* **thread** (``ThreadLink``, here): each batch goes straight into the replay buffer
+  through the learner's ``ReplayFeed`` (under ``algo.replay_lock``) and events go on the
+  feed's ``queue.Queue``; the controls hold a ``threading`` lock and event and ``Box``
+  values;
+* **process** (``ProcessLink``, in ``tdrl.runners.async_process``): each batch goes
+  through a shared-memory double buffer to a relay thread of the learner's process, which
+  stores it through the same ``ReplayFeed``; the controls hold ``multiprocessing`` objects
+  and the published weights live in shared memory.
+
+Events are small dataclasses: ``BatchStored`` (an iteration's batch is in the replay
+buffer), ``LogPoint`` (a log point, with the evaluation episodes), ``SamplerFinished`` and
+``SamplerFailed``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import queue
+import threading
+import time
+from dataclasses import dataclass, field
+from typing import Any, Protocol
+
+import torch
+from tensordict import TensorDictBase
+
+from tdrl.agents.base import Agent
+from tdrl.envs.traj_info import TrajInfo
+from tdrl.replays import ReplayBuffer
+from tdrl.runners.base import RunPlan, evaluate
+from tdrl.samplers.base import Sampler
+from tdrl.utils.processes import Child, stop_processes
+
+#: Seconds between the sampler's checks while it waits for the optimiser.
+_WAIT_S = 0.0005
+
+
+# --------------------------------------------------------------------------------- events
+@dataclass(frozen=True)
+class BatchStored:
+    """The batch of iteration ``itr`` is in the replay buffer."""
+
+    itr: int
+    traj_infos: list[TrajInfo]
+    weights_version: int  # the publication the sampler's agent acted with
+
+
+@dataclass(frozen=True)
+class LogPoint:
+    """Iteration ``itr`` ends a log interval (``eval_only``: the row before training)."""
+
+    itr: int
+    eval_only: bool
+    eval_traj_infos: list[TrajInfo] | None = None  # AsyncRlEval's evaluation episodes
+    eval_seconds: float = 0.0
+
+
+@dataclass(frozen=True)
+class SamplerFinished:
+    """The sampler collected its last batch."""
+
+
+@dataclass(frozen=True)
+class SamplerFailed:
+    """The sampler (``where``: ``"thread"`` or ``"process"``) raised ``error``."""
+
+    where: str
+    error: BaseException
+
+
+SamplerEvent = BatchStored | LogPoint | SamplerFinished | SamplerFailed
+
+
+# ------------------------------------------------------------------------- shared state
+class Value(Protocol):
+    """A shared number: a ``Box`` in thread mode, a ``multiprocessing.Value`` otherwise."""
+
+    value: float
+
+
+class Flag(Protocol):
+    """A stop flag: ``threading.Event`` or ``multiprocessing.Event``."""
+
+    def is_set(self) -> bool:
+        """Whether it was set."""
+        ...
+
+    def set(self) -> None:
+        """Set it."""
+        ...
+
+
+@dataclass
+class Box:
+    """A plain number shared by the threads of one process."""
+
+    value: float
+
+
+class PublishedWeights:
+    """The learner's newest agent state, which the sampler's agent loads before a batch.
+
+    Args:
+        state: tensors of the agent's ``state_dict()`` (in shared memory for a process).
+        lock: held while ``state`` is written or read.
+        version: the number of publications so far.
+    """
+
+    def __init__(
+        self,
+        state: dict[str, torch.Tensor],
+        lock: contextlib.AbstractContextManager[Any],
+        version: Value,
+    ):
+        self.state = state
+        self.lock = lock
+        self.version = version
+
+    @classmethod
+    def for_thread(cls, agent: Agent) -> PublishedWeights:
+        """A copy of ``agent``'s state for a sampler thread."""
+        state = {k: v.detach().clone() for k, v in agent.state_dict().items()}
+        return cls(state, threading.Lock(), Box(0))
+
+    @classmethod
+    def for_process(cls, agent: Agent, ctx: Any) -> PublishedWeights:
+        """A shared-memory copy of ``agent``'s state for a sampler process."""
+        state = {k: v.detach().cpu().clone().share_memory_() for k, v in agent.state_dict().items()}
+        return cls(state, ctx.Lock(), ctx.Value("q", 0))
+
+    @property
+    def current(self) -> int:
+        """The latest publication's number."""
+        return int(self.version.value)
+
+    def publish(self, agent: Agent) -> None:
+        """Make ``agent``'s current state the sampler's next one."""
+        with self.lock, torch.no_grad():
+            for key, value in agent.state_dict().items():
+                self.state[key].copy_(value)
+            self.version.value += 1
+
+    def load_into(self, agent: Agent, have: int) -> int:
+        """Load the newest publication into ``agent`` unless it holds it (``have``).
+
+        Returns:
+            The publication ``agent`` holds now.
+        """
+        if self.version.value == have:
+            return have
+        with self.lock:
+            agent.load_state_dict(self.state)
+            return int(self.version.value)
+
+
+@dataclass
+class SamplerControls:
+    """What the optimiser shares with the sampler.
+
+    Attributes:
+        weights: the published weights.
+        throttle: the sampler iteration the optimiser's next round waits for.
+        stop: set when the run ends (or fails) before the sampler finished.
+        lead: iterations the sampler may run ahead of ``throttle`` (None: free-running).
+    """
+
+    weights: PublishedWeights
+    throttle: Value
+    stop: Flag
+    lead: int | None
+
+
+# ------------------------------------------------------------------------------ the loop
+class SamplerLink(Protocol):
+    """Where ``sample_loop`` hands its batches and reports."""
+
+    def deliver(
+        self, itr: int, samples: TensorDictBase, traj_infos: list[TrajInfo], version: int
+    ) -> bool:
+        """Hand over iteration ``itr``'s batch; False when stopped meanwhile."""
+        ...
+
+    def report(self, event: LogPoint | SamplerFinished) -> None:
+        """Send a log point or the end to the optimiser."""
+        ...
+
+
+def sample_loop(
+    sampler: Sampler,
+    agent: Agent,
+    link: SamplerLink,
+    controls: SamplerControls,
+    plan: RunPlan,
+    offline_eval: bool,
+) -> None:
+    """Collect the iterations ``plan.start_itr .. plan.n_itr - 1`` (see the module doc)."""
+    version = -1
+    if offline_eval and plan.start_itr == 0:
+        version = controls.weights.load_into(agent, version)
+        link.report(_log_point(sampler, 0, offline_eval, eval_only=True))
+    for itr in range(plan.start_itr, plan.n_itr):
+        while controls.lead is not None and itr >= controls.throttle.value + controls.lead:
+            if controls.stop.is_set():
+                return
+            time.sleep(_WAIT_S)  # the optimiser is behind: wait for it
+        if controls.stop.is_set():
+            return
+        version = controls.weights.load_into(agent, version)
+        agent.sample_mode(itr)
+        samples, traj_infos = sampler.obtain_samples(itr)
+        if not link.deliver(itr, samples, traj_infos, version):
+            return
+        if plan.is_log_itr(itr):
+            link.report(_log_point(sampler, itr, offline_eval, eval_only=False))
+    link.report(SamplerFinished())
+
+
+def _log_point(sampler: Sampler, itr: int, offline_eval: bool, *, eval_only: bool) -> LogPoint:
+    if not offline_eval:
+        return LogPoint(itr, eval_only)
+    traj_infos, seconds = evaluate(sampler, itr)
+    return LogPoint(itr, eval_only, traj_infos, seconds)
+
+
+# ----------------------------------------------------------------------- the learner's end
+class ReplayFeed:
+    """Where batches enter the learner: the replay buffer, then an event for the optimiser.
+
+    Args:
+        buffer: the algorithm's replay buffer.
+        lock: ``algo.replay_lock``, held while appending.
+        start_itr: the first iteration of the run.
+    """
+
+    def __init__(
+        self, buffer: ReplayBuffer, lock: contextlib.AbstractContextManager[Any], start_itr: int
+    ):
+        self.buffer = buffer
+        self.lock = lock
+        self.events: queue.Queue[SamplerEvent] = queue.Queue()
+        self.sampler_itr = start_itr  # iterations whose batch is in the replay buffer
+
+    def store(
+        self, itr: int, samples: TensorDictBase, traj_infos: list[TrajInfo], version: int
+    ) -> None:
+        """Append iteration ``itr``'s batch and tell the optimiser."""
+        with self.lock:
+            self.buffer.append_samples(samples)
+        self.sampler_itr = itr + 1
+        self.events.put(BatchStored(itr, traj_infos, version))
+
+
+# -------------------------------------------------------------------------- thread mode
+class ThreadLink:
+    """A sampler thread's link: batches straight into the ``ReplayFeed``.
+
+    Args:
+        feed: the learner's feed.
+    """
+
+    def __init__(self, feed: ReplayFeed):
+        self.feed = feed
+
+    def deliver(
+        self, itr: int, samples: TensorDictBase, traj_infos: list[TrajInfo], version: int
+    ) -> bool:
+        """Append the batch to the replay buffer."""
+        self.feed.store(itr, samples, traj_infos, version)
+        return True
+
+    def report(self, event: LogPoint | SamplerFinished) -> None:
+        """Queue the event for the optimiser."""
+        self.feed.events.put(event)
+
+
+def start_sampler_thread(
+    sampler: Sampler,
+    agent: Agent,
+    feed: ReplayFeed,
+    controls: SamplerControls,
+    plan: RunPlan,
+    offline_eval: bool,
+) -> RunningSampler:
+    """Start ``sample_loop`` in a thread of this process, acting with ``agent``."""
+    thread = threading.Thread(
+        target=_sampler_thread_main,
+        args=(sampler, agent, feed, controls, plan, offline_eval),
+        name="tdrl-async-sampler",
+        daemon=True,
+    )
+    thread.start()
+    return RunningSampler(controls, thread)
+
+
+def _sampler_thread_main(
+    sampler: Sampler,
+    agent: Agent,
+    feed: ReplayFeed,
+    controls: SamplerControls,
+    plan: RunPlan,
+    offline_eval: bool,
+) -> None:
+    """Body of the sampler thread; an exception becomes a ``SamplerFailed`` event."""
+    try:
+        sample_loop(sampler, agent, ThreadLink(feed), controls, plan, offline_eval)
+    except BaseException as exc:  # surfaced in the optimiser thread
+        feed.events.put(SamplerFailed("thread", exc))
+
+
+@dataclass
+class RunningSampler:
+    """A started sampler: its thread (or, for a process, the relay thread) and process.
+
+    Attributes:
+        controls: the controls shared with it.
+        thread: the sampler thread, or the relay thread of a sampler process.
+        proc: the sampler process (None in thread mode).
+        slot_free: the double buffer's semaphores (process mode).
+    """
+
+    controls: SamplerControls
+    thread: threading.Thread
+    proc: Child | None = None
+    slot_free: list[Any] = field(default_factory=list)
+
+    def stop(self) -> None:
+        """Ask the sampler to stop and wait for it.
+
+        A process that does not end in time is terminated, then killed.
+        """
+        self.controls.stop.set()
+        for sem in self.slot_free:
+            sem.release()  # a sampler waiting for a free slot wakes up and sees the stop
+        if self.proc is not None:
+            stop_processes([self.proc], wait_s=10.0, terminate_s=2.0)
+        self.thread.join(timeout=60)
