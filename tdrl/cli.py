@@ -15,8 +15,14 @@ import ast
 import os
 import sys
 import time
-from collections.abc import Sequence
-from typing import Any
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
+
+from tdrl.utils.checks import check_int, check_positive_int
+
+if TYPE_CHECKING:  # the commands import torch and the roles only when they run
+    from tdrl.agents import Agent
+    from tdrl.algos import Algorithm
 
 PG_ALGOS = ("a2c", "ppo")
 DQN_ALGOS = ("dqn", "catdqn", "rainbow")
@@ -37,6 +43,7 @@ DEFAULT_BATCH = {
 
 
 def _algo_arg(text: str) -> tuple[str, Any]:
+    """``--algo-arg NAME=VALUE`` as ``(name, value)``, the value a Python literal if it is one."""
     if "=" not in text:
         raise argparse.ArgumentTypeError(f"--algo-arg expects NAME=VALUE, got {text!r}")
     name, value = text.split("=", 1)
@@ -48,6 +55,7 @@ def _algo_arg(text: str) -> tuple[str, Any]:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The parser of the ``tdrl`` command and its ``train`` and ``launch`` subcommands."""
     parser = argparse.ArgumentParser(
         prog="tdrl", description="tdrl: rlpyt's RL algorithms on TorchRL and TensorDict."
     )
@@ -103,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _grid_arg(text: str) -> tuple[str, list[str]]:
+    """``--grid KEY=V1,V2`` as ``(key, [v1, v2])``."""
     key, sep, values = text.partition("=")
     if not sep or not key.strip() or not values:
         raise argparse.ArgumentTypeError(f"--grid expects KEY=V1,V2,..., got {text!r}")
@@ -116,6 +125,7 @@ def _available_cpus() -> int:
 
 
 def _add_launch_parser(sub: Any) -> None:
+    """Adds the ``launch`` subcommand to the subparsers ``sub``."""
     launch = sub.add_parser(
         "launch",
         help="run a grid of variants of a launchable script over the machine's run slots",
@@ -165,6 +175,7 @@ def _add_launch_parser(sub: Any) -> None:
 
 
 def _grid_value(text: str) -> Any:
+    """A grid value as a Python literal, or the text itself."""
     try:
         return ast.literal_eval(text)
     except (ValueError, SyntaxError):
@@ -172,7 +183,19 @@ def _grid_value(text: str) -> Any:
 
 
 def launch(args: argparse.Namespace, script_args: Sequence[str] = ()) -> int:
-    """Runs ``tdrl launch``; returns 0 if every run succeeded, 1 if one failed."""
+    """Runs ``tdrl launch``.
+
+    Args:
+        args: The parsed ``launch`` options.
+        script_args: Arguments for every run (what followed ``--``).
+
+    Returns:
+        0 if every run succeeded, 1 if one failed.
+
+    Raises:
+        ValueError: Bad hardware options or a ``--grid`` key given twice.
+        FileNotFoundError: The script does not exist.
+    """
     from pathlib import Path
 
     from tdrl.launch import VariantLevel, encode_affinity, make_variants, run_experiments
@@ -217,15 +240,30 @@ def launch(args: argparse.Namespace, script_args: Sequence[str] = ()) -> int:
     return 0 if all(r.ok for r in results) else 1
 
 
-def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
+def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str) -> tuple[Algorithm, Agent]:
+    """The algorithm ``name`` with hyperparameters ``kwargs`` and an agent for the env."""
     import gymnasium as gym
 
-    from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
-    from tdrl.agents.dqn import DqnAgent
-    from tdrl.agents.qpg import DdpgAgent, SacAgent, SacVAgent, Td3Agent
-    from tdrl.algos import A2C, PPO
-    from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
-    from tdrl.algos.qpg import DDPG, SAC, SAC_V, TD3
+    from tdrl.agents import (
+        CategoricalPgAgent,
+        DdpgAgent,
+        DqnAgent,
+        GaussianPgAgent,
+        SacAgent,
+        SacVAgent,
+        Td3Agent,
+    )
+    from tdrl.algos import (
+        A2C,
+        DDPG,
+        DQN,
+        PPO,
+        SAC,
+        SAC_V,
+        TD3,
+        CategoricalDQN,
+        rainbow_minus_noisy,
+    )
 
     env_fn, env_kwargs = _env_fn(env_id)
     env = env_fn(**env_kwargs)
@@ -260,7 +298,7 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str):
         raise SystemExit(f"tdrl train: --algo-arg not accepted by {name}: {e}") from e
 
 
-def _env_fn(env_id: str):
+def _env_fn(env_id: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     """``(env_fn, env_kwargs)`` for a gymnasium id or ``atari:GAME``."""
     from tdrl.envs import make_atari_env, make_gym_env
 
@@ -269,7 +307,29 @@ def _env_fn(env_id: str):
     return make_gym_env, {"id": env_id}
 
 
+def _check_train_args(args: argparse.Namespace) -> None:
+    """Refuses numeric ``train`` options out of range, naming the flag."""
+    check_positive_int("--n-steps", args.n_steps)
+    check_positive_int("--log-interval-steps", args.log_interval_steps)
+    check_positive_int("--torch-threads", args.torch_threads)
+    check_int("--eval-n-envs", args.eval_n_envs, minimum=0)
+
+
 def train(args: argparse.Namespace) -> dict[str, float]:
+    """Runs ``tdrl train``: builds the sampler, agent, algorithm and runner, and trains.
+
+    Args:
+        args: The parsed ``train`` options; ``batch_T`` and ``batch_B`` are filled in with
+            the algorithm's defaults when not given.
+
+    Returns:
+        The last logged row.
+
+    Raises:
+        ValueError: A bad option or hyperparameter (the message names it).
+        SystemExit: An algorithm that does not fit the env's action space, or an
+            ``--algo-arg`` the algorithm does not take.
+    """
     import torch
 
     from tdrl.envs import AtariTrajInfo, TrajInfo
@@ -277,6 +337,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     from tdrl.runners import MinibatchRl, MinibatchRlEval
     from tdrl.samplers import SerialSampler
 
+    _check_train_args(args)
     torch.set_num_threads(args.torch_threads)
     algo_kwargs = dict(args.algo_arg)
     algo, agent = _make_algo_agent(args.algo, algo_kwargs, args.env)
@@ -337,6 +398,15 @@ def train(args: argparse.Namespace) -> dict[str, float]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    """Runs the ``tdrl`` command line.
+
+    Args:
+        argv: The arguments after ``tdrl``; None reads ``sys.argv[1:]``.
+
+    Returns:
+        The exit status: 0 on success, 1 if a launched run failed, 2 on bad input, 130
+        when a launch was interrupted.
+    """
     argv = list(sys.argv[1:] if argv is None else argv)
     script_args: list[str] = []
     if argv[:1] == ["launch"] and "--" in argv:  # what follows "--" goes to every run

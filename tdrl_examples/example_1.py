@@ -6,20 +6,22 @@ optimises, and ``MinibatchRl`` connects them, logging ``progress.csv`` in rlpyt'
 The default settings (rl-zoo's tuned CartPole PPO hyperparameters) reach a
 ``ReturnAverage`` over the last 100 episodes of at least 475 within 100k steps.
 
+``Config`` holds every setting; ``parse_config`` turns each field into a flag
+(``--n-steps``, ``--batch-T``, ...) and ``train_and_log`` saves it to ``params.json`` in the
+run's log directory and logs the summary; every later example uses both the same way.
+
 Run it with ``make run`` or ``python tdrl_examples/example_1.py --n-steps 100000``.
 """
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
 
 import torch
 
 from tdrl.agents import CategoricalPgAgent
 from tdrl.algos import PPO
-from tdrl.logging import logger_context, next_run_id
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import MinibatchRl
 from tdrl.samplers import SerialSampler
 
@@ -31,12 +33,12 @@ class Config:
     env_id: str = "CartPole-v1"
     n_steps: int = 100_000
     seed: int = 0
-    batch_T: int = 32  # time steps per batch
-    batch_B: int = 8  # envs per batch
+    batch_T: int = option(32, "time steps per batch")
+    batch_B: int = option(8, "envs per batch")
     discount: float = 0.98
     gae_lambda: float = 0.8
-    learning_rate: float = 1e-3  # decays linearly to 0
-    ratio_clip: float = 0.2  # decays linearly to 0
+    learning_rate: float = option(1e-3, "decays linearly to 0")
+    ratio_clip: float = option(0.2, "decays linearly to 0")
     epochs: int = 20
     minibatches: int = 1
     entropy_loss_coeff: float = 0.0
@@ -74,35 +76,8 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
     )
-    with logger_context(
-        config.log_dir, config.run_ID, "example_1", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        logger.log(
-            f"PPO {config.env_id}: ReturnAverage {row['ReturnAverage']:.1f} after "
-            f"{row['Diagnostics/CumSteps']:.0f} steps in {time.time() - t0:.1f} s; "
-            f"logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    args = parser.parse_args()
-    run_id = args.run_ID if args.run_ID is not None else next_run_id(args.log_dir)
-    build_and_train(
-        dataclasses.replace(
-            defaults, n_steps=args.n_steps, seed=args.seed, log_dir=args.log_dir, run_ID=run_id
-        )
-    )
+    return train_and_log(config, runner.train, name="example_1", label=f"PPO {config.env_id}")
 
 
 if __name__ == "__main__":
-    main()
+    build_and_train(parse_config(Config, description=__doc__))

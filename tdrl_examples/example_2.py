@@ -13,15 +13,14 @@ agent in separate envs at iteration 0 and at every log point and logs those epis
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
+from typing import Literal
 
 import torch
 
 from tdrl.agents import GaussianPgAgent
 from tdrl.algos import A2C, PPO
-from tdrl.logging import logger_context, next_run_id
+from tdrl.launch import parse_config, train_and_log
 from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import SerialSampler
 
@@ -31,7 +30,7 @@ class Config:
     """Everything that defines the run; saved to ``params.json``."""
 
     env_id: str = "HalfCheetah-v5"
-    algo: str = "ppo"  # or "a2c"
+    algo: Literal["ppo", "a2c"] = "ppo"
     n_steps: int = 1_000_000
     seed: int = 0
     batch_T: int = 256
@@ -97,42 +96,9 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
     )
-    with logger_context(
-        config.log_dir, config.run_ID, "example_2", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        logger.log(
-            f"{config.algo} {config.env_id}: eval ReturnAverage {row['ReturnAverage']:.1f} after "
-            f"{row['Diagnostics/CumSteps']:.0f} steps in {time.time() - t0:.1f} s; "
-            f"logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default=defaults.env_id)
-    parser.add_argument("--algo", default=defaults.algo, choices=("ppo", "a2c"))
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    args = parser.parse_args()
-    run_id = args.run_ID if args.run_ID is not None else next_run_id(args.log_dir)
-    config = dataclasses.replace(
-        defaults,
-        env_id=args.env_id,
-        algo=args.algo,
-        n_steps=args.n_steps,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        run_ID=run_id,
-    )
-    build_and_train(config)
+    label = f"{config.algo} {config.env_id} (eval)"
+    return train_and_log(config, runner.train, name="example_2", label=label)
 
 
 if __name__ == "__main__":
-    main()
+    build_and_train(parse_config(Config, description=__doc__))

@@ -17,15 +17,14 @@ transitions replayed per transition collected) reach an evaluation ``ReturnAvera
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
+from typing import Literal
 
 import torch
 
-from tdrl.agents.dqn import DqnAgent
-from tdrl.algos.dqn import DQN, CategoricalDQN
-from tdrl.logging import logger_context, next_run_id
+from tdrl.agents import DqnAgent
+from tdrl.algos import DQN, CategoricalDQN
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import SerialSampler
 
@@ -35,7 +34,7 @@ class Config:
     """Everything that defines the run; saved to ``params.json``."""
 
     env_id: str = "CartPole-v1"
-    algo: str = "dqn"  # or "catdqn"
+    algo: Literal["dqn", "catdqn"] = "dqn"
     n_steps: int = 50_000
     seed: int = 0
     batch_T: int = 256
@@ -54,8 +53,8 @@ class Config:
     hidden_sizes: tuple[int, ...] = (256, 256)
     double_dqn: bool = True
     dueling: bool = False
-    prioritized_replay: bool = False
-    n_step_return: int = 1
+    prioritized_replay: bool = option(False, aliases=("--prioritized",))
+    n_step_return: int = option(1, aliases=("--n-step",))
     delta_clip: float | None = 1.0
     eval_n_envs: int = 4
     eval_max_trajectories: int = 8
@@ -111,45 +110,9 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
     )
-    with logger_context(
-        config.log_dir, config.run_ID, "example_3", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        logger.log(
-            f"{config.algo} {config.env_id}: eval ReturnAverage {row['ReturnAverage']:.1f} after "
-            f"{row['Diagnostics/CumSteps']:.0f} steps in {time.time() - t0:.1f} s; "
-            f"logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", default=defaults.algo, choices=("dqn", "catdqn"))
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    parser.add_argument("--dueling", action="store_true")
-    parser.add_argument("--prioritized", action="store_true")
-    parser.add_argument("--n-step", type=int, default=defaults.n_step_return)
-    args = parser.parse_args()
-    config = dataclasses.replace(
-        defaults,
-        algo=args.algo,
-        n_steps=args.n_steps,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        run_ID=args.run_ID if args.run_ID is not None else next_run_id(args.log_dir),
-        dueling=args.dueling,
-        prioritized_replay=args.prioritized,
-        n_step_return=args.n_step,
-    )
-    build_and_train(config)
+    label = f"{config.algo} {config.env_id} (eval)"
+    return train_and_log(config, runner.train, name="example_3", label=label)
 
 
 if __name__ == "__main__":
-    main()
+    build_and_train(parse_config(Config, description=__doc__))

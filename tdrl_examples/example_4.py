@@ -16,16 +16,15 @@ decorrelation steps) so that every stage still runs.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
+from typing import Literal
 
 import torch
 
-from tdrl.agents.dqn import DqnAgent
-from tdrl.algos.dqn import DQN, rainbow_minus_noisy
+from tdrl.agents import DqnAgent
+from tdrl.algos import DQN, rainbow_minus_noisy
 from tdrl.envs import AtariTrajInfo, make_atari_env
-from tdrl.logging import logger_context, next_run_id
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import SerialSampler
 
@@ -35,7 +34,7 @@ class Config:
     """Everything that defines the run; saved to ``params.json``."""
 
     game: str = "pong"
-    rainbow: bool = False
+    rainbow: bool = option(False, "Rainbow-minus-Noisy preset")
     n_steps: int = 50_000_000
     seed: int = 0
     batch_T: int = 2
@@ -49,7 +48,7 @@ class Config:
     target_update_interval: int = 312
     eps_steps: int = 1_000_000
     double_dqn: bool = False
-    replay_storage: str = "memory"  # "memmap" for a disk-backed buffer
+    replay_storage: Literal["memory", "memmap"] = option("memory", "memmap: on disk")
     eval_n_envs: int = 4
     eval_max_steps: int = 125_000
     eval_max_trajectories: int = 100
@@ -109,44 +108,11 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
     )
-    with logger_context(
-        config.log_dir, config.run_ID, "example_4", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        logger.log(
-            f"{'rainbow' if config.rainbow else 'dqn'} {config.game}: eval GameScore "
-            f"{row.get('GameScoreAverage', float('nan')):.1f} after "
-            f"{row['Diagnostics/CumSteps']:.0f} steps in {time.time() - t0:.1f} s; "
-            f"logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--game", default=defaults.game)
-    parser.add_argument("--rainbow", action="store_true", help="Rainbow-minus-Noisy preset")
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    parser.add_argument("--replay-storage", default=defaults.replay_storage)
-    args = parser.parse_args()
-    config = dataclasses.replace(
-        defaults,
-        game=args.game,
-        rainbow=args.rainbow,
-        n_steps=args.n_steps,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        run_ID=args.run_ID if args.run_ID is not None else next_run_id(args.log_dir),
-        replay_storage=args.replay_storage,
-    ).scaled_to_budget()
-    build_and_train(config)
+    label = f"{'rainbow' if config.rainbow else 'dqn'} {config.game} (eval)"
+    return train_and_log(
+        config, runner.train, name="example_4", label=label, score="GameScoreAverage"
+    )
 
 
 if __name__ == "__main__":
-    main()
+    build_and_train(parse_config(Config, description=__doc__).scaled_to_budget())

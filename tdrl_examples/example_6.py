@@ -19,15 +19,14 @@ costly envs or many cores; on two cores, CartPole runs fastest serially (see
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
+from typing import Literal
 
 import torch
 
 from tdrl.agents import CategoricalPgAgent
 from tdrl.algos import PPO
-from tdrl.logging import logger_context, next_run_id
+from tdrl.launch import parse_config, train_and_log
 from tdrl.runners import MinibatchRl
 from tdrl.samplers import AlternatingSampler, CpuSampler, GpuSampler, SerialSampler
 
@@ -44,7 +43,7 @@ class Config:
     """Everything that defines the run; saved to ``params.json``."""
 
     env_id: str = "CartPole-v1"
-    sampler: str = "cpu"
+    sampler: Literal["cpu", "gpu", "alternating", "serial"] = "cpu"
     n_workers: int = 2
     n_steps: int = 100_000
     seed: int = 0
@@ -90,46 +89,9 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
     )
-    with logger_context(
-        config.log_dir, config.run_ID, "example_6", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        startup = getattr(sampler, "startup_seconds", None)
-        logger.log(
-            f"PPO {config.env_id} ({config.sampler} sampler): ReturnAverage "
-            f"{row['ReturnAverage']:.1f} after {row['Diagnostics/CumSteps']:.0f} steps in "
-            f"{time.time() - t0:.1f} s"
-            + (f" (worker start-up {startup:.1f} s)" if startup else "")
-            + f"; logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--env-id", default=defaults.env_id)
-    parser.add_argument("--sampler", default=defaults.sampler, choices=sorted(SAMPLERS))
-    parser.add_argument("--n-workers", type=int, default=defaults.n_workers)
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    args = parser.parse_args()
-    config = dataclasses.replace(
-        defaults,
-        env_id=args.env_id,
-        sampler=args.sampler,
-        n_workers=args.n_workers,
-        n_steps=args.n_steps,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        run_ID=args.run_ID if args.run_ID is not None else next_run_id(args.log_dir),
-    )
-    build_and_train(config)
+    label = f"PPO {config.env_id} ({config.sampler} sampler)"
+    return train_and_log(config, runner.train, name="example_6", label=label)
 
 
 if __name__ == "__main__":
-    main()
+    build_and_train(parse_config(Config, description=__doc__))

@@ -19,17 +19,14 @@ configuration with ``MinibatchRlEval``, for comparison.
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
-import time
+from typing import Literal
 
 import torch
 
-from tdrl.agents.dqn import DqnAgent
-from tdrl.agents.qpg import SacAgent
-from tdrl.algos.dqn import DQN
-from tdrl.algos.qpg import SAC
-from tdrl.logging import logger_context, next_run_id
+from tdrl.agents import DqnAgent, SacAgent
+from tdrl.algos import DQN, SAC
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import AsyncRlEval, MinibatchRlEval
 from tdrl.samplers import GpuSampler, SerialSampler
 
@@ -38,12 +35,12 @@ from tdrl.samplers import GpuSampler, SerialSampler
 class Config:
     """Everything that defines the run; saved to ``params.json``."""
 
-    algo: str = "dqn"  # or "sac"
-    sampler: str = "serial"  # or "gpu" (env workers)
+    algo: Literal["dqn", "sac"] = "dqn"
+    sampler: Literal["serial", "gpu"] = option("serial", "gpu: envs in worker processes")
     n_workers: int = 1
-    max_lead: int = 1  # 0: free-running sampler
-    runner: str = "async"  # or "sync" (MinibatchRlEval, for comparison)
-    sampler_process: bool = False  # async: the sampler in its own process, not a thread
+    max_lead: int = option(1, "0: free-running sampler")
+    runner: Literal["async", "sync"] = option("async", "sync: MinibatchRlEval, to compare")
+    sampler_process: bool = option(False, "async: sample in a separate process")
     n_steps: int = 50_000
     seed: int = 0
     log_dir: str = "data/example_7"
@@ -114,52 +111,9 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         runner = MinibatchRlEval(algo, agent, sampler, **common)
     else:
         raise ValueError(f"runner must be 'async' or 'sync', got {config.runner!r}")
-    with logger_context(
-        config.log_dir, config.run_ID, "example_7", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        logger.log(
-            f"{config.runner} {config.algo} {env_id}: eval ReturnAverage "
-            f"{row['ReturnAverage']:.1f} after {row['Diagnostics/CumSteps']:.0f} steps, "
-            f"{row['Diagnostics/CumUpdates']:.0f} updates in {time.time() - t0:.1f} s; "
-            f"logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--algo", default=defaults.algo, choices=("dqn", "sac"))
-    parser.add_argument("--sampler", default=defaults.sampler, choices=("serial", "gpu"))
-    parser.add_argument("--n-workers", type=int, default=defaults.n_workers)
-    parser.add_argument("--max-lead", type=int, default=defaults.max_lead)
-    parser.add_argument("--runner", default=defaults.runner, choices=("async", "sync"))
-    parser.add_argument(
-        "--sampler-process", action="store_true", help="async: sample in a separate process"
-    )
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    args = parser.parse_args()
-    config = dataclasses.replace(
-        defaults,
-        algo=args.algo,
-        sampler=args.sampler,
-        n_workers=args.n_workers,
-        max_lead=args.max_lead,
-        runner=args.runner,
-        sampler_process=args.sampler_process,
-        n_steps=args.n_steps,
-        seed=args.seed,
-        log_dir=args.log_dir,
-        run_ID=args.run_ID if args.run_ID is not None else next_run_id(args.log_dir),
-    )
-    build_and_train(config)
+    label = f"{config.runner} {config.algo} {env_id} (eval)"
+    return train_and_log(config, runner.train, name="example_7", label=label)
 
 
 if __name__ == "__main__":
-    main()
+    build_and_train(parse_config(Config, description=__doc__))

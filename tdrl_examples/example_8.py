@@ -18,16 +18,14 @@ or under torchrun (one process per rank, on one or several machines)::
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import os
-import time
 
 import torch
 
 from tdrl.agents import CategoricalPgAgent
 from tdrl.algos import PPO
-from tdrl.logging import logger_context, next_run_id
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import SyncRl
 from tdrl.samplers import SerialSampler
 
@@ -37,15 +35,15 @@ class Config:
     """Everything that defines the run; saved to ``params.json``."""
 
     env_id: str = "CartPole-v1"
-    world_size: int = 2  # processes; under torchrun, its WORLD_SIZE
-    n_steps: int = 100_000  # all ranks together
-    seed: int = 0  # rank r seeds with seed + 100 r
-    batch_T: int = 32  # time steps per batch
-    batch_B: int = 4  # envs per batch, per rank
+    world_size: int = option(2, "processes; under torchrun, its WORLD_SIZE")
+    n_steps: int = option(100_000, "all ranks together")
+    seed: int = option(0, "rank r seeds with seed + 100 r")
+    batch_T: int = option(32, "time steps per batch")
+    batch_B: int = option(4, "envs per batch, per rank")
     discount: float = 0.98
     gae_lambda: float = 0.8
-    learning_rate: float = 1e-3  # decays linearly to 0
-    ratio_clip: float = 0.2  # decays linearly to 0
+    learning_rate: float = option(1e-3, "decays linearly to 0")
+    ratio_clip: float = option(0.2, "decays linearly to 0")
     epochs: int = 20
     minibatches: int = 1
     entropy_loss_coeff: float = 0.0
@@ -86,44 +84,11 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
     )
     if SyncRl.launch_rank() != 0:  # a torchrun rank other than 0: train, log nothing
         return runner.train()
-    with logger_context(
-        config.log_dir, config.run_ID, "example_8", dataclasses.asdict(config), echo=False
-    ) as logger:
-        t0 = time.time()
-        row = runner.train()
-        logger.log(
-            f"PPO {config.env_id} on {config.world_size} ranks: ReturnAverage "
-            f"{row['ReturnAverage']:.1f} after {row['Diagnostics/CumSteps']:.0f} steps in "
-            f"{time.time() - t0:.1f} s; logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
-
-
-def main() -> None:
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps)
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--world-size", type=int, default=defaults.world_size)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    args = parser.parse_args()
-    world_size = int(os.environ.get("WORLD_SIZE", args.world_size))  # torchrun's wins
-    run_id = args.run_ID
-    if run_id is None:
-        run_id = next_run_id(args.log_dir) if SyncRl.launch_rank() == 0 else 0
-    build_and_train(
-        dataclasses.replace(
-            defaults,
-            n_steps=args.n_steps,
-            seed=args.seed,
-            world_size=world_size,
-            log_dir=args.log_dir,
-            run_ID=run_id,
-        )
-    )
+    label = f"PPO {config.env_id} on {config.world_size} ranks"
+    return train_and_log(config, runner.train, name="example_8", label=label)
 
 
 if __name__ == "__main__":
-    main()
+    config = parse_config(Config, description=__doc__)
+    world_size = int(os.environ.get("WORLD_SIZE", config.world_size))  # torchrun's wins
+    build_and_train(dataclasses.replace(config, world_size=world_size))

@@ -3,10 +3,13 @@
 Adds the launcher to example 1: ``make_variants`` crosses two learning rates with two
 epoch counts, and ``run_experiments`` runs each of the 4 variants ``--runs-per-setting``
 times as a separate process, one per run slot at once (one core each by default), pinned
-to its slot's CPUs. This file is also the launched script: ``run_experiments`` starts it as
-``example_9.py --run SLOT_AFFINITY_CODE LOG_DIR RUN_ID --n-steps N --seed S``; in that
-mode it reads its variant, merges it into example 1's ``Config`` with ``update_config`` and
-trains with example 1's ``build_and_train``.
+to its slot's CPUs.
+
+This file is also the launched script: ``run_experiments`` starts it as
+``example_9.py --run SLOT_AFFINITY_CODE LOG_DIR RUN_ID --n-steps N --seed S``. In that
+mode ``get_run_args`` reads the slot, log directory and run number, ``parse_config`` the
+remaining flags into ``RunConfig`` (example 1's PPO settings), ``update_config`` merges the
+run's variant in, and ``build_and_train`` trains as example 1 does.
 
 The grid goes to ``LOG_DIR/run_<ID>/<lr>/<epochs>/run_<k>/`` (``k`` counts repeats); the
 grid's own ``LOG_DIR/run_<ID>/progress.csv`` gets one row per finished run (its variant,
@@ -17,7 +20,6 @@ final ``ReturnAverage`` and ``Diagnostics/CumSteps``, return code and seconds).
 
 from __future__ import annotations
 
-import argparse
 import csv
 import dataclasses
 import os
@@ -25,6 +27,10 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+import torch
+
+from tdrl.agents import CategoricalPgAgent
+from tdrl.algos import PPO
 from tdrl.launch import (
     RunResult,
     VariantLevel,
@@ -33,58 +39,109 @@ from tdrl.launch import (
     get_run_args,
     load_variant,
     make_variants,
+    option,
+    parse_config,
     run_experiments,
+    train_and_log,
     update_config,
 )
-from tdrl.logging import logger_context, next_run_id
+from tdrl.logging import logger_context
+from tdrl.runners import MinibatchRl
+from tdrl.samplers import SerialSampler
 
-#: The grid: keys are fields of example 1's ``Config``; levels are crossed.
+#: The grid: keys are fields of ``RunConfig``; levels are crossed.
 GRID = (
     VariantLevel(keys=["learning_rate"], values=[[1e-3], [3e-4]], dir_names=["lr_1e-3", "lr_3e-4"]),
     VariantLevel(keys=["epochs"], values=[[4], [20]], dir_names=["epochs_4", "epochs_20"]),
 )
 
 
-def _available_cpus() -> int:
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
-
-
 @dataclasses.dataclass
-class Config:
-    """The launch; saved to the grid's ``params.json``."""
+class RunConfig:
+    """One launched run (example 1's settings); saved to the run's ``params.json``."""
 
-    n_steps: int = 20_000  # environment steps of each run
-    seed: int = 0  # run k of every variant uses seed + k
-    runs_per_setting: int = 1
-    n_cpu_core: int = dataclasses.field(default_factory=_available_cpus)
-    cpu_per_run: int = 1
+    env_id: str = "CartPole-v1"
+    n_steps: int = 100_000
+    seed: int = 0
+    batch_T: int = 32
+    batch_B: int = 8
+    discount: float = 0.98
+    gae_lambda: float = 0.8
+    learning_rate: float = 1e-3
+    ratio_clip: float = 0.2
+    epochs: int = 20
+    minibatches: int = 1
+    entropy_loss_coeff: float = 0.0
+    normalize_advantage: bool = True
+    clip_grad_norm: float = 0.5
+    log_interval_steps: int = 10_000
     log_dir: str = "data/example_9"
     run_ID: int = 0
 
 
-def _run_options(args: Sequence[str]) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="example_9.py --run ...")
-    parser.add_argument("--n-steps", type=int, required=True)
-    parser.add_argument("--seed", type=int, required=True)
-    return parser.parse_args(args)
+def build_and_train(config: RunConfig, *, progress_bar: bool | None = None) -> dict[str, float]:
+    """Train one run of PPO with ``config``; returns the last logged row."""
+    torch.set_num_threads(1)
+    sampler = SerialSampler(
+        env_kwargs={"id": config.env_id}, batch_T=config.batch_T, batch_B=config.batch_B
+    )
+    algo = PPO(
+        discount=config.discount,
+        gae_lambda=config.gae_lambda,
+        learning_rate=config.learning_rate,
+        ratio_clip=config.ratio_clip,
+        epochs=config.epochs,
+        minibatches=config.minibatches,
+        entropy_loss_coeff=config.entropy_loss_coeff,
+        normalize_advantage=config.normalize_advantage,
+        clip_grad_norm=config.clip_grad_norm,
+    )
+    runner = MinibatchRl(
+        algo,
+        CategoricalPgAgent(),
+        sampler,
+        n_steps=config.n_steps,
+        seed=config.seed,
+        log_interval_steps=config.log_interval_steps,
+        progress_bar=progress_bar,
+    )
+    return train_and_log(config, runner.train, name="example_9", label=f"PPO {config.env_id}")
 
 
 def train_one(argv: Sequence[str]) -> None:
     """The launched run: ``SLOT_AFFINITY_CODE LOG_DIR RUN_ID --n-steps N --seed S``."""
-    from example_1 import Config as PpoConfig  # example 1 sits next to this file
-    from example_1 import build_and_train
-
     run = get_run_args(argv)
-    options = _run_options(run.args)
     apply_affinity(run.affinity)  # pin to the slot's cores; build_and_train uses 1 thread
-    base = PpoConfig(
-        n_steps=options.n_steps,
+    options = parse_config(RunConfig, run.args)
+    base = dataclasses.replace(
+        options,
         seed=options.seed + run.run_ID,
         log_dir=run.log_dir,
         run_ID=run.run_ID,
         log_interval_steps=min(10_000, options.n_steps),
     )
     build_and_train(update_config(base, load_variant(run.log_dir)), progress_bar=False)
+
+
+def _available_cpus() -> int:
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    return os.cpu_count() or 1
+
+
+@dataclasses.dataclass
+class Config:
+    """The launch; saved to the grid's ``params.json``."""
+
+    n_steps: int = option(20_000, "environment steps of each run")
+    seed: int = option(0, "run k of every variant uses seed + k")
+    runs_per_setting: int = 1
+    n_cpu_core: int = dataclasses.field(
+        default_factory=_available_cpus, metadata={"help": "default: the CPUs available here"}
+    )
+    cpu_per_run: int = 1
+    log_dir: str = "data/example_9"
+    run_ID: int = 0
 
 
 def _last_row(result: RunResult) -> dict[str, str]:
@@ -139,27 +196,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if argv[:1] == ["--run"]:  # started by run_experiments
         train_one(argv[1:])
         return
-    defaults = Config()
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n-steps", type=int, default=defaults.n_steps, help="per run")
-    parser.add_argument("--seed", type=int, default=defaults.seed)
-    parser.add_argument("--runs-per-setting", type=int, default=defaults.runs_per_setting)
-    parser.add_argument("--n-cpu-core", type=int, default=defaults.n_cpu_core)
-    parser.add_argument("--cpu-per-run", type=int, default=defaults.cpu_per_run)
-    parser.add_argument("--log-dir", default=defaults.log_dir)
-    parser.add_argument("--run-ID", type=int, default=None, help="default: next free run")
-    args = parser.parse_args(argv)
-    run_id = args.run_ID if args.run_ID is not None else next_run_id(args.log_dir)
-    config = Config(
-        n_steps=args.n_steps,
-        seed=args.seed,
-        runs_per_setting=args.runs_per_setting,
-        n_cpu_core=args.n_cpu_core,
-        cpu_per_run=args.cpu_per_run,
-        log_dir=args.log_dir,
-        run_ID=run_id,
-    )
-    results = launch(config)
+    results = launch(parse_config(Config, argv, description=__doc__))
     if not all(r.ok for r in results):
         sys.exit(1)
 

@@ -12,6 +12,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Literal
 
 import pytest
 
@@ -32,11 +33,14 @@ from tdrl.launch import (
     load_variant,
     make_affinity,
     make_variants,
+    option,
+    parse_config,
     pin_process,
     prepend_run_slot,
     remove_run_slot,
     run_experiments,
     save_variant,
+    train_and_log,
     update_config,
 )
 
@@ -304,6 +308,56 @@ def test_get_run_args():
         get_run_args(["2potatoes", "logs", "0"])
 
 
+# ------------------------------------------------------------------------------- configs
+
+
+@dataclasses.dataclass
+class _ScriptConfig:
+    algo: Literal["ppo", "a2c"] = "ppo"
+    n_steps: int = 100
+    hidden_sizes: tuple[int, ...] = (64, 64)
+    delta_clip: float | None = 1.0
+    prioritized_replay: bool = option(False, "replay by priority", aliases=("--prioritized",))
+    normalize: bool = True
+    log_dir: str = "logs"
+    run_ID: int = 0
+
+
+def test_parse_config_builds_flags_from_fields(tmp_path, capsys):
+    log_dir = str(tmp_path)
+    assert parse_config(_ScriptConfig, ["--log-dir", log_dir]) == _ScriptConfig(log_dir=log_dir)
+    config = parse_config(
+        _ScriptConfig,
+        [
+            *("--algo", "a2c", "--n-steps", "7", "--hidden-sizes", "8", "16", "32"),
+            *("--delta-clip", "none", "--prioritized", "--no-normalize", "--run-ID", "3"),
+        ],
+    )
+    assert config == _ScriptConfig("a2c", 7, (8, 16, 32), None, True, False, "logs", 3)
+    (tmp_path / "run_0").mkdir()
+    (tmp_path / "run_0" / "progress.csv").write_text("x\n")  # run 0 taken: next free is 1
+    assert parse_config(_ScriptConfig, ["--log-dir", log_dir]).run_ID == 1
+    with pytest.raises(SystemExit):
+        parse_config(_ScriptConfig, ["--algo", "dqn"])
+    assert "invalid choice: 'dqn'" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_config(_ScriptConfig, ["--help"], description="My script.\n\nMore.")
+    out = capsys.readouterr().out
+    assert "My script." in out and "More." not in out and "replay by priority" in out
+    assert "--no-normalize" in out and "default: (64, 64)" in out
+
+
+def test_train_and_log_saves_config_and_logs_summary(tmp_path, capsys):
+    config = _ScriptConfig(log_dir=str(tmp_path), run_ID=2)
+    row = {"ReturnAverage": 12.5, "Diagnostics/CumSteps": 100.0, "Diagnostics/CumUpdates": 4.0}
+    assert train_and_log(config, lambda: row, name="script", label="PPO X") == row
+    params = json.loads((tmp_path / "run_2" / "params.json").read_text())
+    assert params["name"] == "script" and params["n_steps"] == 100 and params["algo"] == "ppo"
+    out = capsys.readouterr().out
+    assert "PPO X: ReturnAverage 12.5 after 100 steps, 4 updates in" in out
+    assert str(tmp_path / "run_2") in out
+
+
 # ------------------------------------------------------------------------------- launcher
 
 TINY_SCRIPT = """
@@ -477,10 +531,10 @@ def _cli(*args, cwd=ROOT):
 def test_cli_launch_help_lists_options():
     proc = _cli("launch", "--help")
     assert proc.returncode == 0
-    for option in ("--grid", "--runs-per-setting", "--title", "--log-root", "--n-cpu-core"):
-        assert option in proc.stdout
-    for option in ("--cpu-per-run", "--n-gpu", "--affinity-code", "--kill-timeout"):
-        assert option in proc.stdout
+    for flag in ("--grid", "--runs-per-setting", "--title", "--log-root", "--n-cpu-core"):
+        assert flag in proc.stdout
+    for flag in ("--cpu-per-run", "--n-gpu", "--affinity-code", "--kill-timeout"):
+        assert flag in proc.stdout
 
 
 def test_cli_launch_runs_a_grid(tiny_script, tmp_path):

@@ -1,9 +1,11 @@
-"""Launching: hardware affinity, variant grids and a launcher for many runs at once.
+"""Launching: script configs, hardware affinity, variant grids and a launcher for many runs.
 
-``affinity`` says which CPUs and GPU each run (and each of its processes) uses and encodes
-that as a short string; ``variants`` builds grids of config changes with one log directory
-each; ``launcher`` runs every (variant, run) as a subprocess over the machine's run slots.
-See ``docs/launching.md``.
+``config`` turns a script's config dataclass into its command line and wraps training in
+the run's logger. ``affinity`` says which CPUs and GPU each run (and each of its processes)
+uses, ``affinity_codes`` writes that as a short string and ``pinning`` applies it to a
+process. ``variants`` builds grids of config changes with one log directory each, and
+``launcher`` runs every (variant, run) as a subprocess over the machine's run slots. See
+``docs/launching.md``.
 
 Example::
 
@@ -17,19 +19,26 @@ Example::
 """
 
 from tdrl.launch.affinity import (
-    ABBREVIATIONS,
     Affinity,
     AsyncAffinity,
     OptimizerAffinity,
+    make_affinity,
+)
+from tdrl.launch.affinity_codes import (
+    ABBREVIATIONS,
     affinity_from_code,
-    apply_affinity,
     decode_affinity,
     encode_affinity,
     get_n_run_slots,
-    make_affinity,
-    pin_process,
     prepend_run_slot,
     remove_run_slot,
+)
+from tdrl.launch.config import (
+    RunConfig,
+    config_parser,
+    option,
+    parse_config,
+    train_and_log,
 )
 from tdrl.launch.launcher import (
     OUTPUT_FILE,
@@ -39,6 +48,7 @@ from tdrl.launch.launcher import (
     get_run_args,
     run_experiments,
 )
+from tdrl.launch.pinning import apply_affinity, pin_process
 from tdrl.launch.variants import (
     VARIANT_FILE,
     VariantLevel,
@@ -57,10 +67,12 @@ __all__ = [
     "AsyncAffinity",
     "OptimizerAffinity",
     "RunArgs",
+    "RunConfig",
     "RunResult",
     "VariantLevel",
     "affinity_from_code",
     "apply_affinity",
+    "config_parser",
     "decode_affinity",
     "encode_affinity",
     "get_n_run_slots",
@@ -68,10 +80,13 @@ __all__ = [
     "load_variant",
     "make_affinity",
     "make_variants",
+    "option",
+    "parse_config",
     "pin_process",
     "prepend_run_slot",
     "remove_run_slot",
     "run_experiments",
     "save_variant",
+    "train_and_log",
     "update_config",
 ]

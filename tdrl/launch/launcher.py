@@ -31,19 +31,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager, suppress
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, TextIO
 
-from tdrl.launch.affinity import (
-    RunAffinity,
-    affinity_from_code,
-    get_n_run_slots,
-    pin_process,
-    prepend_run_slot,
-)
+from tdrl.launch.affinity import RunAffinity
+from tdrl.launch.affinity_codes import affinity_from_code, get_n_run_slots, prepend_run_slot
+from tdrl.launch.pinning import pin_process
 from tdrl.launch.variants import save_variant
+from tdrl.utils.checks import check_positive_int
+from tdrl.utils.processes import ProcessGroup, stop_processes
 
 #: File in ``LOG_DIR/run_{RUN_ID}`` receiving a launched run's stdout and stderr.
 OUTPUT_FILE = "launch_output.log"
@@ -144,6 +142,10 @@ class _Running:
     output: Path
     start: float
 
+    def group(self) -> ProcessGroup:
+        """The run's process group: the run and whatever it started."""
+        return ProcessGroup(self.proc.pid, f"{self.log_dir} run {self.run_ID}")
+
     def result(self) -> RunResult:
         return RunResult(
             log_dir=self.log_dir,
@@ -216,8 +218,7 @@ def run_experiments(
     script_cmd = [os.fspath(script)] if isinstance(script, str | os.PathLike) else list(script)
     if not script_cmd or not Path(script_cmd[0]).is_file():
         raise FileNotFoundError(f"script {script_cmd[0] if script_cmd else None!r} is not a file")
-    if runs_per_setting < 1:
-        raise ValueError(f"runs_per_setting must be >= 1, got {runs_per_setting}")
+    runs_per_setting = check_positive_int("runs_per_setting", runs_per_setting)
     if len(variants) != len(log_dirs):
         raise ValueError(f"{len(variants)} variants but {len(log_dirs)} log_dirs")
     if len(set(log_dirs)) != len(log_dirs):
@@ -230,7 +231,9 @@ def run_experiments(
     queue = [(run_ID, i) for run_ID in range(runs_per_setting) for i in range(len(variants))]
     total = len(queue)
     python = python_executable or sys.executable
-    say = (lambda msg: print(f"tdrl launch: {msg}", flush=True)) if verbose else (lambda msg: None)
+    say: Callable[[str], None] = (
+        (lambda msg: print(f"tdrl launch: {msg}", flush=True)) if verbose else (lambda msg: None)
+    )
     say(f"{total} runs of {script_cmd[0]} over {n_slots} run slots into {exp_dir}")
 
     running: dict[int, _Running] = {}
@@ -251,10 +254,9 @@ def run_experiments(
                 cmd += [*common_args, *runs_args[i]]
                 running[slot] = _start(index, log_dir, run_ID, slot, cmd)
                 say(f"[{index + 1}/{total}] started {log_dir} run {run_ID} in slot {slot}")
-                if pin:
-                    affinity = affinity_from_code(code)
-                    if getattr(affinity, "set_affinity", True):
-                        pin = pin_process(_all_cpus(affinity), running[slot].proc.pid)
+                cpus = _cpus_to_pin(affinity_from_code(code))
+                if pin and cpus:
+                    pin = pin_process(cpus, running[slot].proc.pid)
             while running:
                 _reap(running, results, say, total, kill_timeout)
                 if running:
@@ -294,16 +296,18 @@ def _start(index: int, log_dir: str, run_ID: int, slot: int, cmd: list[str]) -> 
     return _Running(index, log_dir, run_ID, slot, proc, out, output, time.monotonic())
 
 
-def _all_cpus(affinity: RunAffinity) -> tuple[int, ...]:
-    if isinstance(affinity, tuple):
-        return tuple(sorted({c for a in affinity for c in a.all_cpus}))
-    return affinity.all_cpus
+def _cpus_to_pin(affinity: RunAffinity) -> tuple[int, ...]:
+    """Every CPU of a run's processes; none when its affinity says not to pin."""
+    parts = affinity if isinstance(affinity, tuple) else (affinity,)
+    if not all(part.set_affinity for part in parts):
+        return ()
+    return tuple(sorted({c for part in parts for c in part.all_cpus}))
 
 
 def _reap(
     running: dict[int, _Running],
     results: list[tuple[int, RunResult]],
-    say: Any,
+    say: Callable[[str], None],
     total: int,
     kill_timeout: float,
 ) -> None:
@@ -312,7 +316,8 @@ def _reap(
         if run.proc.poll() is None:
             continue
         result = run.result()
-        _stop_groups([run.proc.pid], kill_timeout)  # leftovers the run started
+        # what the run left behind: SIGTERM now, SIGKILL after kill_timeout
+        stop_processes([run.group()], wait_s=0.0, terminate_s=kill_timeout)
         run.out.close()
         del running[slot]
         results.append((run.index, result))
@@ -330,55 +335,13 @@ def _stop_all(
 ) -> None:
     """SIGTERM every run's process group, SIGKILL after ``kill_timeout``, then reap."""
     with _ignore_sigint():
-        _stop_groups([run.proc.pid for run in running.values()], kill_timeout)
+        groups = [run.group() for run in running.values()]
+        stop_processes(groups, wait_s=0.0, terminate_s=kill_timeout)
         for run in running.values():
             run.proc.wait()
             run.out.close()
             results.append((run.index, run.result()))
         running.clear()
-
-
-def _stop_groups(pgids: list[int], kill_timeout: float) -> None:
-    alive = [g for g in pgids if _group_alive(g)]
-    for pgid in alive:
-        _signal_group(pgid, signal.SIGTERM)
-    deadline = time.monotonic() + kill_timeout
-    while alive and time.monotonic() < deadline:
-        time.sleep(0.05)
-        alive = [g for g in alive if _group_alive(g)]
-    for pgid in alive:
-        _signal_group(pgid, signal.SIGKILL)
-
-
-def _signal_group(pgid: int, sig: int) -> None:
-    with suppress(ProcessLookupError, PermissionError):
-        os.killpg(pgid, sig)
-
-
-def _group_alive(pgid: int) -> bool:
-    """Whether process group ``pgid`` has a member that is not a zombie."""
-    try:
-        os.killpg(pgid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    if not os.path.isdir("/proc/self"):
-        return True
-    return any(state != "Z" for state in _group_states(pgid))
-
-
-def _group_states(pgid: int) -> Iterator[str]:
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
-            continue
-        if int(fields[2]) == pgid:  # state, ppid, pgrp, ...
-            yield fields[0]
 
 
 def _tail(path: Path, n_lines: int = 8) -> str:
@@ -400,7 +363,7 @@ def _write_summary(exp_dir: Path, results: list[RunResult], total: int) -> None:
     (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
 
 
-def _report(results: list[RunResult], total: int, say: Any) -> None:
+def _report(results: list[RunResult], total: int, say: Callable[[str], None]) -> None:
     failed = [r for r in results if not r.ok]
     not_run = total - len(results)
     msg = f"{len(results) - len(failed)} of {total} runs succeeded"
