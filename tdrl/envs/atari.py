@@ -22,7 +22,7 @@ import numpy as np
 from gymnasium.utils import seeding
 
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.utils.checks import check_bool, check_choice, check_int
+from tdrl.utils.checks import check_bool, check_choice, check_int, check_range
 
 __all__ = [
     "FRAME_SHAPES",
@@ -211,15 +211,9 @@ class AtariEnv(gym.Env):
         self.episodic_lives = check_bool("episodic_lives", episodic_lives)
         self.fire_on_reset = check_bool("fire_on_reset", fire_on_reset)
         self.max_start_noops = check_int("max_start_noops", max_start_noops, minimum=0)
-        if (
-            isinstance(repeat_action_probability, bool)
-            or not isinstance(repeat_action_probability, (int, float, np.floating, np.integer))
-            or not 0.0 <= repeat_action_probability <= 1.0
-        ):
-            raise ValueError(
-                "repeat_action_probability must be a number in [0, 1], "
-                f"got {repeat_action_probability!r}"
-            )
+        repeat_action_probability = check_range(
+            "repeat_action_probability", repeat_action_probability, 0.0, 1.0
+        )
         self.repeat_action_probability = float(repeat_action_probability)
         self.horizon = check_int("horizon", horizon, minimum=1)
         self.frame_shape = _frame_shape(frame_shape)

@@ -91,7 +91,7 @@ class ReplayBuffer:
         self.storage_kind = check_choice("storage", storage, STORAGES)
         self.scratch_dir = scratch_dir
         self.sampler = sampler if sampler is not None else UniformSampler(self.size, seed=seed)
-        if getattr(self.sampler, "capacity", self.size) != self.size:
+        if self.sampler.capacity != self.size:
             raise ValueError(
                 f"sampler capacity {self.sampler.capacity} != buffer size {self.size} "
                 f"(T_capacity={self.T_capacity} x batch_B={self.batch_B})"

@@ -196,8 +196,7 @@ class PrioritizedSampler(Sampler):
             ``(index, info)``: int64 ``index [batch_size]``; ``info["priority_weight"]``
             float32 importance weights ``[batch_size]`` (max 1) and ``info["index"]``.
         """
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ValueError(f"batch_size must be a positive int, got {batch_size!r}")
+        batch_size = check_int("batch_size", batch_size, minimum=1)
         if getattr(storage, "ndim", 1) > 1:
             raise ValueError("PrioritizedSampler supports one-dimensional storages only")
         total = self._tree.total()

@@ -8,6 +8,7 @@ import numpy as np
 import torch
 
 from tdrl._compat import Sampler
+from tdrl.utils.checks import check_int
 
 
 class UniformSampler(Sampler):
@@ -25,8 +26,7 @@ class UniformSampler(Sampler):
 
     def __init__(self, capacity: int, *, seed: int | None = None):
         super().__init__()
-        if isinstance(capacity, bool) or not isinstance(capacity, int) or capacity < 1:
-            raise ValueError(f"capacity must be a positive int, got {capacity!r}")
+        capacity = check_int("capacity", capacity, minimum=1)
         self.capacity = capacity
         self._valid = np.zeros(capacity, dtype=bool)
         self._n_valid = 0

@@ -63,7 +63,7 @@ from tdrl.runners.base import (
     start_run,
 )
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_int
+from tdrl.utils.checks import check_bool, check_int
 from tdrl.utils.processes import Child, spawn_context
 
 #: Seconds the optimiser waits for an event before checking its throttle again.
@@ -127,9 +127,7 @@ class AsyncRl:
             resume_from=resume_from,
             snapshot_replay=snapshot_replay,
         )
-        if not isinstance(sampler_process, bool):  # a TypeError, as before check_bool
-            raise TypeError(f"sampler_process must be a bool, got {sampler_process!r}")
-        self.sampler_process = sampler_process
+        self.sampler_process = check_bool("sampler_process", sampler_process)
         self.max_sampler_lead_itrs = (
             None
             if max_sampler_lead_itrs is None

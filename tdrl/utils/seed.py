@@ -9,6 +9,8 @@ import time
 import numpy as np
 import torch
 
+from tdrl.utils.checks import check_int
+
 
 def make_seed() -> int:
     """A fresh seed from the clock and the process id, for runs given no seed."""
@@ -17,8 +19,7 @@ def make_seed() -> int:
 
 def set_seed(seed: int) -> None:
     """Seed Python's, NumPy's and torch's global generators."""
-    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int, got {seed!r}")
+    seed = check_int("seed", seed, minimum=0)
     random.seed(seed)
     np.random.seed(seed % (2**32))
     torch.manual_seed(seed)
