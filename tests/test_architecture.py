@@ -11,6 +11,7 @@ import ast
 import importlib
 import inspect
 import pkgutil
+import re
 import typing
 from pathlib import Path
 
@@ -204,3 +205,16 @@ def test_every_public_piece_is_importable_from_its_role_package(package, names):
     missing = [n for n in names if not hasattr(module, n)]
     assert not missing, f"{package} does not export {missing}"
     assert set(names) <= set(module.__all__)
+
+
+def test_every_module_has_an_api_page_entry():
+    docs = " ".join(p.read_text() for p in (ROOT.parent / "docs" / "api").glob("*.rst"))
+    listed = set(re.findall(r"automodule:: (\S+)", docs))
+    missing = [
+        module
+        for module, path in _modules()
+        if path.name != "__init__.py"
+        and module not in ("tdrl._compat", "tdrl.cli")
+        and module not in listed
+    ]
+    assert not missing, f"modules without an automodule entry in docs/api/*.rst: {missing}"

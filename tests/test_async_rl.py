@@ -186,12 +186,18 @@ def test_sampler_process_failure_is_raised(tmp_path):
     with pytest.raises(RuntimeError, match="sampler process failed") as info:
         _dqn_run(tmp_path, sampler_cls=FailingSampler, runner_kwargs={"sampler_process": True})
     assert "sampler broke on purpose" in str(info.value.__cause__)
+    # One line: the process's name and the last line of its traceback.
+    assert str(info.value) == (
+        "the sampler process failed: tdrl-async-sampler failed: "
+        "ValueError: sampler broke on purpose"
+    )
 
 
 def test_sampler_thread_failure_is_raised(tmp_path):
     with pytest.raises(RuntimeError, match="sampler thread failed") as info:
         _dqn_run(tmp_path, sampler_cls=FailingSampler)
     assert "sampler broke on purpose" in str(info.value.__cause__)
+    assert str(info.value) == "the sampler thread failed: ValueError: sampler broke on purpose"
 
 
 def test_async_eval_with_sac_and_a_parallel_sampler(tmp_path):
@@ -214,7 +220,7 @@ def test_async_eval_with_sac_and_a_parallel_sampler(tmp_path):
     assert all(int(r["Diagnostics/TrajsInEval"]) == 4 for r in rows)
     assert row["Diagnostics/CumSteps"] == 400 and algo.update_counter > 0
     assert float(rows[-1]["Diagnostics/CumReplayRatio"]) <= 8 + 1e-9
-    assert not sampler._procs  # shut down
+    assert not sampler.worker_processes  # shut down
 
 
 def test_rejects_on_policy_algorithms_and_eval_without_eval_envs():

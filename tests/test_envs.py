@@ -6,10 +6,16 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
+from tensordict import TensorDict
+from torchrl.data import Categorical, Composite, Unbounded
+from torchrl.envs import EnvBase, GymEnv, GymWrapper, RewardScaling, StepCounter, TransformedEnv
 from torchrl.envs.utils import check_env_specs
 
+from tdrl.agents import CategoricalPgAgent
 from tdrl.envs import TrajInfo, make_env, make_gym_env, space_to_spec, unwrap_gym_env
 from tdrl.envs.traj_info import TrajTracker
+from tdrl.samplers import SerialSampler
+from tdrl.testing import CountingEnv
 
 
 class DictObsEnv(gym.Env):
@@ -88,8 +94,90 @@ def test_unwrap_gym_env():
     assert unwrap_gym_env(raw) is raw
     wrapped = make_env("CartPole-v1")
     assert isinstance(unwrap_gym_env(wrapped), gym.Env)
-    with pytest.raises(TypeError, match="env_fn must return"):
+    assert isinstance(unwrap_gym_env(make_env(DictObsEnv())), DictObsEnv)  # its RenameTransform
+    assert isinstance(unwrap_gym_env(GymEnv("CartPole-v1")), gym.Env)
+    with pytest.raises(TypeError, match="cannot step object"):
         unwrap_gym_env(object())
+
+
+class NotGymEnv(EnvBase):
+    """A TorchRL env with no gymnasium env inside."""
+
+    def __init__(self):
+        super().__init__()
+        self.observation_spec = Composite(observation=Unbounded(shape=(1,)))
+        self.action_spec = Categorical(2)
+        self.reward_spec = Unbounded(shape=(1,))
+
+    def _reset(self, td):
+        return TensorDict({"observation": torch.zeros(1)}, [])
+
+    def _step(self, td):
+        done = torch.zeros(1, dtype=torch.bool)
+        return TensorDict({"observation": torch.zeros(1), "reward": torch.zeros(1), "done": done})
+
+    def _set_seed(self, seed):
+        return seed
+
+
+def _scaled_rewards():
+    return make_env("CartPole-v1").append_transform(RewardScaling(0.0, 2.0))
+
+
+def _step_counted():
+    return TransformedEnv(GymWrapper(gym.make("CartPole-v1")), StepCounter())
+
+
+#: env_fns a sampler cannot step as given, and what the message must say.
+UNSTEPPABLE = {
+    "transformed": (_scaled_rewards, ["_scaled_rewards", "RewardScaling", "drop", "gymnasium"]),
+    "nested transform": (_step_counted, ["StepCounter", "drop"]),
+    "frame skip": (
+        lambda: GymWrapper(gym.make("CartPole-v1"), frame_skip=2),
+        ["frame_skip=2", "ignore"],
+    ),
+    "torchrl env": (NotGymEnv, ["NotGymEnv", "gymnasium"]),
+    "None": (lambda: None, ["returned None", "gymnasium.Env"]),
+    "dict": (lambda: {"obs": 1}, ["returned dict", "gymnasium.Env"]),
+    "string": (lambda: "CartPole-v1", ["returned str 'CartPole-v1'"]),
+}
+
+
+@pytest.mark.parametrize("case", list(UNSTEPPABLE))
+def test_sampler_refuses_envs_it_cannot_step_as_given(case):
+    """A TorchRL transform would be dropped silently (training would see raw rewards)."""
+    env_fn, words = UNSTEPPABLE[case]
+    sampler = SerialSampler(env_fn, batch_T=2, batch_B=2)
+    with pytest.raises(TypeError) as info:
+        sampler.initialize(CategoricalPgAgent(), seed=0)
+    message = str(info.value)
+    assert "\n" not in message and message.startswith("env_fn must return"), message
+    for word in words:
+        assert word in message, message
+    assert "make_env" in message or "gymnasium wrappers" in message  # says what is supported
+
+
+def test_sampler_steps_make_env_envs_like_their_gymnasium_env():
+    rewards = []
+    for env_fn in (lambda: make_env("CartPole-v1"), lambda: make_gym_env("CartPole-v1")):
+        sampler = SerialSampler(env_fn, batch_T=8, batch_B=2, max_decorrelation_steps=0)
+        sampler.initialize(CategoricalPgAgent(), seed=0)
+        samples, _ = sampler.obtain_samples(0)
+        rewards.append(samples["next", "reward"].clone())
+        sampler.shutdown()
+    torch.testing.assert_close(rewards[0], rewards[1])
+
+
+def test_env_kwargs_that_do_not_fit_env_fn_are_refused_at_construction():
+    with pytest.raises(ValueError, match=r"env_kwargs=\{\} does not fit env_fn make_gym_env.*'id'"):
+        SerialSampler(batch_T=2, batch_B=2)
+    with pytest.raises(ValueError, match=r"eval_env_kwargs.*CountingEnv.*unexpected"):
+        SerialSampler(
+            CountingEnv, {}, batch_T=2, batch_B=2, eval_env_kwargs={"nope": 1}, eval_n_envs=1,
+            eval_max_steps=10,
+        )  # fmt: skip
+    with pytest.raises(ValueError, match="traj_info_cls must be TrajInfo"):
+        SerialSampler(CountingEnv, {}, batch_T=2, batch_B=2, traj_info_cls=dict)
 
 
 def test_space_to_spec():

@@ -151,6 +151,114 @@ def test_cli_bad_input(tmp_path):
     assert proc.returncode != 0 and "not_an_arg" in proc.stderr
 
 
+#: ``tdrl train`` options refused by the parser, and what the message says.
+CLI_PARSER_REFUSES = [
+    (["--batch-B", "0"], "argument --batch-B: must be a positive int, got 0"),
+    (["--batch-T", "0"], "argument --batch-T: must be a positive int, got 0"),
+    (["--batch-T", "-1"], "argument --batch-T: must be a positive int, got -1"),
+    (["--batch-B", "2.5"], "argument --batch-B: must be a positive int, got 2.5"),
+    (["--n-steps", "nan"], "argument --n-steps: must be a positive int, got nan"),
+    (["--n-steps", "inf"], "argument --n-steps: must be a positive int, got inf"),
+    (["--n-steps", "lots"], "argument --n-steps: must be an int, got 'lots'"),
+    (["--seed", "-1"], "argument --seed: must be a non-negative int, got -1"),
+    (["--run-ID", "-1"], "argument --run-ID: must be a non-negative int, got -1"),
+    (["--log-interval-steps", "0"], "argument --log-interval-steps: must be a positive int"),
+    (["--eval-n-envs", "-1"], "argument --eval-n-envs: must be a non-negative int, got -1"),
+    (["--eval-max-steps", "0"], "argument --eval-max-steps: must be a positive int, got 0"),
+    (["--torch-threads", "0"], "argument --torch-threads: must be a positive int, got 0"),
+    (["--algo-arg", "=3"], "argument --algo-arg: expected NAME=VALUE"),
+    (["--algo-arg", "learning rate=3"], "argument --algo-arg: expected NAME=VALUE"),
+]
+
+
+@pytest.mark.parametrize(("extra", "message"), CLI_PARSER_REFUSES, ids=lambda x: str(x))
+def test_cli_parser_refuses_bad_numbers_naming_the_option(extra, message, capsys, tmp_path):
+    from tdrl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["train", "--algo", "ppo", "--env", "CartPole-v1", "--log-dir", str(tmp_path), *extra])
+    assert info.value.code == 2
+    err = capsys.readouterr().err
+    assert f"tdrl train: error: {message}" in err, err
+    assert not list(tmp_path.iterdir())  # refused before anything was written
+
+
+#: ``tdrl train`` inputs refused at start-up, before training, and what the message says.
+CLI_START_REFUSES = [
+    ("ppo", ["--algo-arg", "learning_rate=nan"], "learning_rate must be a finite number"),
+    ("ppo", ["--algo-arg", "discount=inf"], "discount must be a finite number in [0.0, 1.0]"),
+    ("ppo", ["--algo-arg", "epochs=1.5"], "epochs must be a positive int, got 1.5"),
+    ("ppo", ["--algo-arg", "minibatches=True"], "minibatches must be a positive int, got True"),
+    ("ppo", ["--algo-arg", "gae_lambda='high'"], "gae_lambda must be a finite number"),
+    ("ppo", ["--algo-arg", "optim_cls=torch.optim.SGD"], "optim_cls must be callable"),
+    (
+        "ppo",
+        ["--algo-arg", "lr=1e-3"],
+        "--algo-arg lr is not an argument of --algo ppo (PPO); it takes: discount, learning_rate,",
+    ),
+    (
+        "rainbow",
+        ["--algo-arg", "n_atoms=21"],
+        "--algo-arg n_atoms is not an argument of --algo rainbow (CategoricalDQN)",
+    ),
+    (
+        "ppo",
+        ["--algo-arg", "discount=0.9", "--algo-arg", "discount=0.8"],
+        "--algo-arg discount is given twice",
+    ),
+    ("dqn", ["--algo-arg", "min_steps_learn=1.5"], "min_steps_learn must be a non-negative int"),
+    ("dqn", ["--algo-arg", "replay_size=-1"], "replay_size must be a positive int, got -1"),
+    (
+        "sac",
+        ["--env", "Pendulum-v1", "--algo-arg", "target_update_tau=nan"],
+        "target_update_tau must be a finite number",
+    ),
+    ("sac", [], "--algo sac needs a Box action space, but --env CartPole-v1 has Discrete(2)"),
+    ("ppo", ["--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
+]
+
+
+@pytest.mark.parametrize(("algo", "extra", "message"), CLI_START_REFUSES, ids=lambda x: str(x))
+def test_cli_refuses_bad_hyperparameters_in_one_line(algo, extra, message, capsys, tmp_path):
+    from tdrl.cli import main
+
+    argv = ["train", "--algo", algo, "--env", "CartPole-v1", "--log-dir", str(tmp_path), *extra]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("tdrl train: error: ") and err.count("\n") == 1, err
+    assert message in err, err
+    assert not list(tmp_path.iterdir())  # refused before the run directory was made
+
+
+def test_cli_takes_whole_floats_for_counts(tmp_path):
+    """rlpyt configs write counts as 1e6; they are ints once checked."""
+    from tdrl.cli import _algo_kwargs, _make_algo_agent, build_parser
+
+    counts = ["--n-steps", "1e5", "--batch-T", "4.0"]
+    counts += ["--algo-arg", "min_steps_learn=1e3", "--algo-arg", "replay_size=1e6"]
+    args = build_parser().parse_args(["train", "--algo", "dqn", "--env", "CartPole-v1", *counts])
+    assert (args.n_steps, args.batch_T) == (100_000, 4)
+    assert type(args.n_steps) is int and type(args.batch_T) is int
+    algo, _ = _make_algo_agent("dqn", _algo_kwargs("dqn", args.algo_arg), "CartPole-v1")
+    assert (algo.replay.min_steps_learn, algo.replay.replay_size) == (1000, 1_000_000)
+    assert type(algo.replay.replay_size) is int
+
+
+def test_cli_errors_have_no_traceback(tmp_path):
+    """End to end: a bad value and a start-up failure (no snapshot) are one line, exit 2."""
+    base = ["-m", "tdrl.cli", "train", "--algo", "ppo", "--env", "CartPole-v1", "--no-progress"]
+    proc = _run([*base, "--log-dir", str(tmp_path), "--algo-arg", "learning_rate=nan"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.splitlines() == [
+        "tdrl train: error: learning_rate must be a finite number in [0.0, 10.0], got nan"
+    ]
+    proc = _run([*base, "--log-dir", str(tmp_path / "empty"), "--resume"], tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+    assert proc.stderr.startswith("tdrl train: error: ") and proc.stderr.count("\n") == 1
+    proc = _run([*base, "--log-dir", str(tmp_path), "--batch-B", "0", "--traceback"], tmp_path)
+    assert proc.returncode == 2  # argparse refuses it before --traceback matters
+
+
 def test_cli_train_atari(tmp_path):
     proc = _run(
         [

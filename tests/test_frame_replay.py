@@ -13,6 +13,7 @@ import pytest
 import torch
 
 from tdrl.agents.base import Agent
+from tdrl.logging import SnapshotError
 from tdrl.replays import PrioritizedSampler, ReplayBuffer, UniformSampler
 from tdrl.replays.frame import FrameReplayBuffer, replay_nbytes
 from tdrl.samplers import SerialSampler
@@ -271,3 +272,28 @@ def test_rejects_what_is_not_a_frame_stack():
     shuffled["observation"] = shuffled["observation"].flip(2)  # newest first
     with pytest.raises(ValueError, match="oldest to newest"):
         FrameReplayBuffer(size=10 * B, batch_B=B).append_samples(shuffled)
+
+
+def test_saved_frame_layout_must_match(tmp_path):
+    size = 15 * B
+    rb = FrameReplayBuffer(size=size, batch_B=B, n_step_return=2, seed=0)
+    sampler = _sampler(batch_T=4)
+    for itr in range(4):
+        rb.append_samples(sampler.obtain_samples(itr)[0])
+    rb.save(tmp_path / "rb")
+    state_file = str(tmp_path / "rb" / "replay_state.pt")
+    # A buffer that already holds frames of another shape.
+    other = FrameReplayBuffer(size=size, batch_B=B, n_step_return=2, seed=0)
+    other.append_samples(_sampler(batch_T=4, frame_shape=(4, 5)).obtain_samples(0)[0])
+    with pytest.raises(SnapshotError, match=r"frames \(6, 5\) torch.uint8 saved, \(4, 5\)") as err:
+        other.load(tmp_path / "rb")
+    assert state_file in str(err.value) and "\n" not in str(err.value)
+    # A full-stack buffer's save is not a frame buffer's, and the other way round.
+    with pytest.raises(SnapshotError, match="buffer 'FrameReplayBuffer' saved, 'ReplayBuffer'"):
+        ReplayBuffer(size=size, batch_B=B, n_step_return=2).load(tmp_path / "rb")
+    # A corrupt side store of final frames.
+    state = torch.load(state_file, weights_only=True)
+    state["frames"]["final_index"][0, 0] = 10_000
+    torch.save(state, state_file)
+    with pytest.raises(SnapshotError, match="final_index points outside"):
+        FrameReplayBuffer(size=size, batch_B=B, n_step_return=2).load(tmp_path / "rb")

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import itertools
 import json
+import math
 import os
 import signal
 import subprocess
@@ -177,7 +178,7 @@ def test_gpu_affinities():
         ({"n_cpu_core": 4, "n_gpu": 3, "gpu_per_run": 2}, ["n_gpu"]),
         ({"n_cpu_core": 2, "sample_gpu_per_run": 1}, ["sample_gpu_per_run", "async_sample"]),
         ({"n_cpu_core": 4, "hyperthread_offset": 2}, ["hyperthread_offset"]),
-        ({"n_cpu_core": 2.0}, ["n_cpu_core"]),
+        ({"n_cpu_core": 2.5}, ["n_cpu_core"]),  # whole floats (2.0) are counts, 2.5 is not
     ],
 )
 def test_bad_affinity_arguments_name_the_argument(kwargs, names):
@@ -519,6 +520,40 @@ def test_interrupted_launcher_leaves_no_process_behind(tmp_path, sig):
     assert not (tmp_path / "logs" / "exp" / "s" / "run_1").exists()  # never started
 
 
+def test_killed_launcher_leaves_no_run_behind(tmp_path):
+    """A SIGKILLed launcher cannot stop its runs itself: each run, in its own session,
+    notices that its stdin pipe from the launcher closed and ends its process group."""
+    (tmp_path / "sleeper.py").write_text(SLEEPER_SCRIPT)
+    (tmp_path / "launcher.py").write_text(LAUNCHER_SCRIPT)
+    launcher = subprocess.Popen(
+        [sys.executable, "launcher.py", "sleeper.py", "logs"],
+        cwd=tmp_path,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    pids: list[int] = []
+    try:
+        pid_files = [tmp_path / "logs" / "exp" / d / "run_0" / "pids.txt" for d in ("s", "p")]
+        deadline = time.monotonic() + 30
+        while not all(p.exists() for p in pid_files) and time.monotonic() < deadline:
+            assert launcher.poll() is None
+            time.sleep(0.05)
+        pids = [int(pid) for p in pid_files for pid in p.read_text().split()]
+        assert len(pids) == 4 and all(_is_running(pid) for pid in pids)
+        launcher.kill()  # SIGKILL: no chance to stop the runs
+        launcher.wait()
+        deadline = time.monotonic() + 10
+        while [pid for pid in pids if _is_running(pid)] and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not [pid for pid in pids if _is_running(pid)]  # runs and their children
+    finally:
+        if launcher.poll() is None:
+            launcher.kill()
+        for pid in pids:
+            if _is_running(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 # ------------------------------------------------------------------------------- CLI
 
 
@@ -579,3 +614,166 @@ def test_example_9_smoke(tmp_path):
     run_params = json.loads((run / "params.json").read_text())
     assert run_params["learning_rate"] == 3e-4 and run_params["epochs"] == 20
     assert (run / OUTPUT_FILE).exists()
+
+
+# ------------------------------------------------------------ no run writes outside its root
+MARKER_SCRIPT = """
+from tdrl.launch import get_run_args
+
+run = get_run_args()
+run.run_dir.mkdir(parents=True, exist_ok=True)
+(run.run_dir / "marker").write_text(run.log_dir)
+"""
+
+
+def _files_under(path: Path) -> list[Path]:
+    return [p for p in path.rglob("*") if p.is_file()]
+
+
+def test_cli_launch_never_writes_outside_its_log_root(tmp_path, monkeypatch, capsys):
+    from tdrl.cli import main
+    from tdrl.launch import safe_dir_name
+
+    script = tmp_path / "marker.py"
+    script.write_text(MARKER_SCRIPT)
+    work = tmp_path / "work" / "deep"
+    work.mkdir(parents=True)
+    monkeypatch.chdir(work)
+    root = tmp_path / "a" / "b" / "root"  # deep enough that an escape stays in tmp_path
+    values = f"../../escaped,{tmp_path}/abs_escape,..,.,a\\b,,x y,ünï"
+    argv = ["launch", str(script), "--grid", f"algo.lr={values}", "--grid", "env_id=..,/"]
+    argv += ["--title", "../../evil/..", "--log-root", str(root), "--n-cpu-core", "1"]
+    assert main(argv) == 0, capsys.readouterr()
+    written = set(_files_under(tmp_path)) - {script}
+    exp = root / ".._.._evil_.."
+    assert written and all(p.resolve().is_relative_to(exp.resolve()) for p in written), written
+    markers = [p for p in written if p.name == "marker"]
+    assert len(markers) == 8 * 2
+    dirs = {p.parent.parent.parent.name for p in markers}
+    assert dirs == {
+        "lr_.._.._escaped", safe_dir_name(f"lr_{tmp_path}/abs_escape"), "lr_..", "lr_.", "lr_a_b",
+        "lr_", "lr_x_y", "lr__n_",
+    }  # fmt: skip
+    assert {p.parent.parent.name for p in markers} == {"env_id_..", "env_id__"}
+
+
+@pytest.mark.parametrize(
+    "key", ["../../x", "{tmp}/abs", "a/b", "algo..lr", "x\\y", ".lr", "lr.", "1lr", "a b"]
+)
+def test_cli_launch_refuses_grid_keys_that_are_not_config_names(key, tmp_path, capsys):
+    from tdrl.cli import main
+
+    key = key.replace("{tmp}", str(tmp_path))  # an absolute path, inside tmp_path if it escapes
+    script = tmp_path / "marker.py"
+    script.write_text(MARKER_SCRIPT)
+    with pytest.raises(SystemExit) as info:
+        main(["launch", str(script), "--grid", f"{key}=1,2", "--log-root", str(tmp_path / "r")])
+    assert info.value.code == 2
+    assert "argument --grid: KEY must be a config name" in capsys.readouterr().err
+    assert _files_under(tmp_path) == [script]
+
+
+def test_safe_dir_name_makes_one_harmless_directory_name():
+    from tdrl.launch import safe_dir_name
+
+    cases = {
+        "lr_3e-4": "lr_3e-4",
+        "ALE/Pong-v5": "ALE_Pong-v5",
+        "../../x": ".._.._x",
+        "/abs": "_abs",
+        "..": "__",
+        ".": "_",
+        "": "_",
+        "a\x00b": "a_b",
+        "tab\there\nnewline": "tab_here_newline",
+        "a\\b": "a_b",
+        "(64, 64)": "_64_64_",
+    }
+    for text, name in cases.items():
+        assert safe_dir_name(text) == name, text
+    long_a, long_b = "v" * 300 + "a", "v" * 300 + "b"
+    assert len(safe_dir_name(long_a)) == 100 and safe_dir_name(long_a) != safe_dir_name(long_b)
+
+
+@pytest.mark.parametrize(
+    "name", ["../x", "/abs", "a/../../b", ".", "", "..", "a\\b", "a\x00b", "a//b"]
+)
+def test_make_variants_refuses_dir_names_that_could_escape(name):
+    with pytest.raises(ValueError, match=r"dir name .* is not a safe relative directory"):
+        make_variants(VariantLevel(["lr"], [[1], [2]], ["ok", name]))
+    make_variants(VariantLevel(["lr"], [[1], [2]], ["ok", "nested/ok"]))  # nesting is fine
+
+
+def test_run_experiments_refuses_run_dirs_outside_the_experiment(tiny_script, tmp_path):
+    root = tmp_path / "root"
+    root.mkdir()
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (root / "exp").mkdir()
+    (root / "exp" / "link").symlink_to(outside, target_is_directory=True)
+    cases = [
+        ("exp", ["ok", "../../escaped"], r"log_dirs\[1\] '\.\./\.\./escaped' leads outside"),
+        ("exp", ["ok", str(outside)], r"log_dirs\[1\] .* leads outside"),
+        ("exp", ["ok", "link/run"], r"log_dirs\[1\] 'link/run' leads outside"),
+        ("exp", ["ok", "a\x00b"], r"log_dirs\[1\] must be a path without NUL"),
+        ("../up", ["ok", "b"], r"experiment_title '\.\./up' leads outside log_root"),
+        (str(outside), ["ok", "b"], "experiment_title .* leads outside log_root"),
+        ("e\x00", ["ok", "b"], "experiment_title must be a path without NUL"),
+    ]
+    for title, log_dirs, match in cases:
+        with pytest.raises(ValueError, match=match):
+            run_experiments(tiny_script, "1cpu", title, 1, [{}, {}], log_dirs, log_root=root)
+    assert not list(outside.iterdir()) and [p.name for p in root.rglob("*")] == ["exp", "link"]
+
+
+def test_run_experiments_refuses_bad_timeouts_and_arguments(tiny_script, tmp_path):
+    variants, log_dirs = _grid()
+    kw = {"log_root": tmp_path / "root"}
+    bad = [
+        ({"kill_timeout": -1.0}, "kill_timeout must be a finite number"),
+        ({"kill_timeout": math.nan}, "kill_timeout must be a finite number"),
+        ({"poll_interval": 0}, "poll_interval must be a finite number"),
+        ({"poll_interval": math.inf}, "poll_interval must be a finite number"),
+        ({"verbose": "yes"}, "verbose must be True or False"),
+        ({"common_args": [1]}, r"common_args\[0\] must be a string"),
+        ({"common_args": "--flag"}, "common_args must be a sequence of strings"),
+        ({"runs_args": [[], [], [], [None]]}, r"runs_args\[3\]\[0\] must be a string"),
+    ]
+    for extra, match in bad:
+        with pytest.raises(ValueError, match=match):
+            run_experiments(tiny_script, "1cpu", "e", 1, variants, log_dirs, **kw, **extra)
+    with pytest.raises(FileNotFoundError, match="python_executable"):
+        run_experiments(
+            tiny_script, "1cpu", "e", 1, variants, log_dirs, **kw, python_executable="no-python"
+        )
+    assert not (tmp_path / "root").exists()
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "message"),
+    [
+        ("--kill-timeout", "-1", "argument --kill-timeout: must be a number >= 0.0"),
+        ("--kill-timeout", "nan", "argument --kill-timeout: must be a finite number"),
+        ("--runs-per-setting", "0", "argument --runs-per-setting: must be a positive int"),
+        ("--n-cpu-core", "1.5", "argument --n-cpu-core: must be a positive int, got 1.5"),
+        ("--n-gpu", "-1", "argument --n-gpu: must be a non-negative int, got -1"),
+    ],
+)
+def test_cli_launch_refuses_bad_numbers(flag, value, message, tiny_script, capsys):
+    from tdrl.cli import main
+
+    with pytest.raises(SystemExit) as info:
+        main(["launch", str(tiny_script), flag, value])
+    assert info.value.code == 2 and message in capsys.readouterr().err
+
+
+def test_affinity_counts_take_whole_floats():
+    assert make_affinity(n_cpu_core=4.0, cpu_per_run=2.0, run_slot=1.0).master_cpus == (2, 3)
+    assert encode_affinity(n_cpu_core=2.0, cpu_per_run=1.0) == encode_affinity(
+        n_cpu_core=2, cpu_per_run=1
+    )
+
+
+def test_apply_affinity_refuses_a_fractional_thread_count():
+    with pytest.raises(ValueError, match=r"torch_threads must be a positive int, got 2\.5"):
+        apply_affinity({"master_torch_threads": 2.5, "set_affinity": False})

@@ -64,7 +64,9 @@ def test_record_tabular_types(tmp_path: Path) -> None:
             logger.record_tabular("text", "abc")
     _, rows = read_csv(tmp_path / "run_0" / "progress.csv")
     assert rows[0] == {"int": "3", "bool": "1", "float": "1.5", "missing_later": "7"}
-    assert rows[1] == {"int": "4", "bool": "", "float": "", "missing_later": ""}
+    # A key missing from a later row reads as missing (NaN), not as zero.
+    assert rows[1] == {"int": "4", "bool": "nan", "float": "nan", "missing_later": "nan"}
+    assert math.isnan(float(rows[1]["float"]))
 
 
 def test_header_grows_and_pads_old_rows(tmp_path: Path) -> None:
@@ -76,10 +78,13 @@ def test_header_grows_and_pads_old_rows(tmp_path: Path) -> None:
             logger.dump_tabular()
     path = tmp_path / "run_0" / "progress.csv"
     lines = path.read_text().splitlines()
-    assert lines == ["a,b", "0,", "1,", "2,20", "3,30"]
+    # Rows written before column b appeared read as missing (NaN), as rlpyt padded them.
+    assert lines == ["a,b", "0,nan", "1,nan", "2,20", "3,30"]
     header, rows = read_csv(path)
     assert header == ["a", "b"]
-    assert [r["b"] for r in rows] == ["", "", "20", "30"]
+    assert [r["b"] for r in rows] == ["nan", "nan", "20", "30"]
+    b = [float(r["b"]) for r in rows]
+    assert math.isnan(b[0]) and math.isnan(b[1]) and b[2:] == [20.0, 30.0]
 
 
 def test_misc_stat_matches_numpy(tmp_path: Path) -> None:
@@ -235,7 +240,7 @@ def test_resume(tmp_path: Path) -> None:
         logger.dump_tabular()
         logger.log("second run")
     run_dir = tmp_path / "run_0"
-    assert (run_dir / "progress.csv").read_text().splitlines() == ["x,y", "1,", "2,", "3,30"]
+    assert (run_dir / "progress.csv").read_text().splitlines() == ["x,y", "1,nan", "2,nan", "3,30"]
     assert json.loads((run_dir / "params.json").read_text())["a"] == 1
     debug = (run_dir / "debug.log").read_text()
     assert "first run" in debug and "second run" in debug
@@ -351,3 +356,31 @@ def test_progress_bar(capsys: pytest.CaptureFixture[str]) -> None:
     with ProgressBar(5, disable=True) as hidden:
         hidden.update(5)
     assert capsys.readouterr().err == ""
+
+
+def test_repair_progress_drops_later_rows_and_restores_a_lost_one(tmp_path: Path) -> None:
+    with logger_context(tmp_path, echo=False) as logger:
+        for itr in range(4):
+            logger.record_tabular("Diagnostics/Iteration", itr)
+            logger.dump_tabular()
+        assert logger.num_rows == 4
+        assert "dropped 2 row(s)" in logger.repair_progress(2)
+        assert logger.num_rows == 2
+        done = logger.repair_progress(3, {"Diagnostics/Iteration": 2, "x": 0.5})
+        assert "restored" in done and logger.num_rows == 3
+        assert logger.repair_progress(3, {"Diagnostics/Iteration": 2}) == ""
+        assert "missing" in logger.repair_progress(5)
+        logger.record_tabular("Diagnostics/Iteration", 3)
+        assert logger.pending_row() == {"Diagnostics/Iteration": 3}
+        logger.dump_tabular()
+    lines = (tmp_path / "run_0" / "progress.csv").read_text().splitlines()
+    assert lines == ["Diagnostics/Iteration,x", "0,nan", "1,nan", "2,0.5", "3,nan"]
+
+
+def test_snapshot_files_follow_the_mode(tmp_path: Path) -> None:
+    with logger_context(tmp_path, snapshot_mode="last+gap", snapshot_gap=2, echo=False) as lg:
+        assert lg.snapshot_files(3) == [lg.run_dir / "params.pkl"]
+        assert lg.snapshot_files(4) == [lg.run_dir / "params.pkl", lg.run_dir / "itr_4.pkl"]
+    null = NullLogger()
+    assert null.snapshot_files(0) == [] and null.num_rows == 0 and null.pending_row() == {}
+    assert null.repair_progress(3, {"x": 1}) == ""

@@ -128,7 +128,7 @@ def test_worker_error_reaches_the_parent_and_no_process_is_left(cls):
     agent.sample_mode(0)
     with pytest.raises(RuntimeError, match="env exploded on purpose"):
         sampler.obtain_samples(0)
-    pids = [p.pid for p in sampler._procs]
+    pids = [p.pid for p in sampler.worker_processes]
     sampler.shutdown()
     assert not _children_alive(pids)
 
@@ -149,6 +149,9 @@ def test_alternating_rejects_per_env_agents_and_odd_workers():
         ({"n_workers": 0}, "n_workers"),
         ({"worker_cpus": [[0]]}, "worker_cpus"),
         ({"torch_threads": 0}, "torch_threads"),
+        ({"worker_timeout_s": 0}, "worker_timeout_s"),
+        ({"worker_timeout_s": -5.0}, "worker_timeout_s"),
+        ({"worker_timeout_s": float("nan")}, "worker_timeout_s"),
         ({"batch_T": 0}, "batch_T"),
         ({"eval_n_envs": 1}, "eval_max_steps"),
     ],
@@ -174,7 +177,7 @@ def test_evaluation_in_parent_counts_completed_episodes():
     try:
         trajs = sampler.evaluate_agent(0)  # 5 steps per env: one whole episode each
         assert [tr.Length for tr in trajs] == [4, 4]
-        assert not sampler._procs  # evaluation alone starts no worker
+        assert not sampler.worker_processes  # evaluation alone starts no worker
     finally:
         sampler.shutdown()
 
@@ -191,7 +194,7 @@ SCRIPT = textwrap.dedent(
         sampler.initialize(agent, seed=0)
         agent.sample_mode(0)
         sampler.obtain_samples(0)
-        print(" ".join(str(p.pid) for p in sampler._procs), flush=True)
+        print(" ".join(str(p.pid) for p in sampler.worker_processes), flush=True)
         while True:
             sampler.obtain_samples(1)
     """

@@ -10,6 +10,7 @@ import pytest
 import torch
 
 from tdrl.agents.base import Agent
+from tdrl.logging import SnapshotError
 from tdrl.replays import ReplayBuffer, UniformSampler
 from tdrl.samplers import SerialSampler
 from tdrl.testing import CountingEnv
@@ -226,3 +227,109 @@ def test_wrong_batch_width():
         rb.append_samples(sampler.obtain_samples(0)[0])
     with pytest.raises(RuntimeError, match="no valid entry"):
         rb.sample_batch(4)
+
+
+# ------------------------------------------------------------------ files on disk are checked
+def _saved_buffer(path, *, storage="memory", scratch_dir=None, **kwargs):
+    sampler = SerialSampler(_env_factory(), batch_T=4, batch_B=B, max_decorrelation_steps=0)
+    sampler.initialize(RandomAgent(), seed=0)
+    rb = ReplayBuffer(
+        size=12 * B, batch_B=B, n_step_return=2, seed=3, storage=storage, scratch_dir=scratch_dir
+    )
+    for itr in range(4):
+        rb.append_samples(sampler.obtain_samples(itr)[0])
+    rb.save(path, **kwargs)
+    return rb
+
+
+def _one_line(exc_info) -> str:
+    text = str(exc_info.value)
+    assert "\n" not in text
+    return text
+
+
+@pytest.mark.parametrize("storage", ["memory", "memmap"])
+def test_truncated_resized_or_missing_storage_file_is_refused(tmp_path, storage):
+    _saved_buffer(tmp_path / "rb", storage=storage, scratch_dir=tmp_path / "scratch")
+    obs_file = tmp_path / "rb" / "storage" / "observation.memmap"
+    size = obs_file.stat().st_size
+    fresh = ReplayBuffer(size=12 * B, batch_B=B, n_step_return=2, storage=storage)
+    # Truncated: today's loader read the missing tail as zeros.
+    with open(obs_file, "r+b") as f:
+        f.truncate(size // 2)
+    with pytest.raises(SnapshotError, match="truncated or resized") as err:
+        fresh.load(tmp_path / "rb")
+    assert str(obs_file) in _one_line(err)
+    assert fresh.storage is None and fresh.t == 0  # nothing changed
+    # Resized (grown).
+    with open(obs_file, "r+b") as f:
+        f.truncate(size + 64)
+    with pytest.raises(SnapshotError, match="truncated or resized"):
+        fresh.load(tmp_path / "rb")
+    # Missing.
+    obs_file.unlink()
+    with pytest.raises(SnapshotError, match="missing") as err:
+        fresh.load(tmp_path / "rb")
+    assert str(obs_file) in _one_line(err)
+    # No state file at all.
+    with pytest.raises(FileNotFoundError, match="nothing"):
+        fresh.load(tmp_path / "nothing")
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "match"),
+    [
+        ({"size": 15 * B}, "size 36 saved, 45 here"),
+        ({"batch_B": 4, "size": 12 * 4}, "batch_B 3 saved, 4 here"),
+        ({"n_step_return": 1}, "n_step_return 2 saved, 1 here"),
+        ({"storage": "memmap"}, "storage 'memory' saved, 'memmap' here"),
+        ({"sampler": "prioritized"}, "sampler 'UniformSampler' saved, 'PrioritizedSampler' here"),
+    ],
+)
+def test_state_of_another_configuration_is_refused(tmp_path, kwargs, match):
+    from tdrl.replays import PrioritizedSampler
+
+    _saved_buffer(tmp_path / "rb")
+    args = {"size": 12 * B, "batch_B": B, "n_step_return": 2, **kwargs}
+    if args.pop("sampler", None) == "prioritized":
+        args["sampler"] = PrioritizedSampler(args["size"])
+    with pytest.raises(SnapshotError, match=match) as err:
+        ReplayBuffer(**args).load(tmp_path / "rb")
+    assert str(tmp_path / "rb" / "replay_state.pt") in _one_line(err)
+
+
+def test_save_is_atomic_and_a_cut_off_commit_is_found(tmp_path, monkeypatch):
+    import tdrl.replays.n_step as n_step
+
+    rb = _saved_buffer(tmp_path / "rb", info={"itr": 1})
+    first = rb.sample_batch(16)
+
+    def full_disk(*args, **kwargs):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(n_step, "save_plain", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        rb.save(tmp_path / "rb", info={"itr": 2})
+    monkeypatch.undo()
+    fresh = ReplayBuffer(size=12 * B, batch_B=B, n_step_return=2, seed=3)
+    assert fresh.load(tmp_path / "rb") == {"itr": 1}  # the previous save, complete
+    assert (fresh.sample_batch(16) == first).all()
+    # A kill between the two renames of the commit: only the staged copy is complete.
+    rb.save(tmp_path / "rb", info={"itr": 3}, atomic=True)
+    (tmp_path / "rb").rename(tmp_path / ".rb.new")
+    fresh = ReplayBuffer(size=12 * B, batch_B=B, n_step_return=2)
+    assert fresh.load(tmp_path / "rb") == {"itr": 3}
+    assert fresh.saved_versions(tmp_path / "rb") == [tmp_path / ".rb.new"]
+
+
+def test_memmap_buffer_round_trip_keeps_its_own_files(tmp_path):
+    rb = _saved_buffer(tmp_path / "rb", storage="memmap", scratch_dir=tmp_path / "a")
+    fresh = ReplayBuffer(
+        size=12 * B, batch_B=B, n_step_return=2, storage="memmap", scratch_dir=tmp_path / "b"
+    )
+    fresh.load(tmp_path / "rb")
+    assert (fresh.sample_batch(32) == rb.sample_batch(32)).all()
+    import shutil
+
+    shutil.rmtree(tmp_path / "rb")  # the loaded buffer does not live in the saved files
+    assert (fresh.sample_batch(32) == rb.sample_batch(32)).all()

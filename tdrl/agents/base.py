@@ -29,7 +29,18 @@ from torch import nn
 
 from tdrl._compat import TensorSpec
 from tdrl.models.running_mean_std import RunningMeanStd
-from tdrl.utils.checks import check_mapping
+from tdrl.utils.checks import ArgumentError, check_mapping
+
+
+def check_model(name: str, model: Any) -> nn.Module | None:
+    """``model`` if it is ``None`` or a ``torch.nn.Module``, else an error naming ``name``.
+
+    Without this check a model of the wrong type would be ignored silently: the agent
+    would build its default model instead.
+    """
+    if model is not None and not isinstance(model, nn.Module):
+        raise ArgumentError(f"{name} must be a torch.nn.Module or None, got {model!r}")
+    return model
 
 
 class Agent(nn.Module):
@@ -49,6 +60,7 @@ class Agent(nn.Module):
 
     def __init__(self, model: nn.Module | None = None, model_kwargs: dict[str, Any] | None = None):
         super().__init__()
+        model = check_model("model", model)
         if model is not None:
             self.model = model
         self.model_kwargs = check_mapping("model_kwargs", model_kwargs)

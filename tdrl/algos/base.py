@@ -65,6 +65,7 @@ DIAGNOSTICS: dict[str, str] = {
 }
 
 
+@runtime_checkable
 class Algorithm(Protocol):
     """Structural type of every tdrl algorithm (see the module docstring)."""
 

@@ -106,8 +106,8 @@ class FrameProcessor:
 def _frame_shape(frame_shape: Any) -> tuple[int, int]:
     """``frame_shape`` as one of ``FRAME_SHAPES`` (a list or array of two ints is fine)."""
     try:
-        shape: Any = tuple(int(s) for s in frame_shape)
-    except (TypeError, ValueError):
+        shape: Any = tuple(check_int("frame_shape", s, minimum=1) for s in frame_shape)
+    except (TypeError, ValueError):  # not a pair of whole numbers: named below
         shape = frame_shape
     return check_choice("frame_shape", shape, FRAME_SHAPES)
 
@@ -218,7 +218,7 @@ class AtariEnv(gym.Env):
         self.horizon = check_int("horizon", horizon, minimum=1)
         self.frame_shape = _frame_shape(frame_shape)
         if seed is not None:
-            check_int("seed", seed, minimum=0)
+            seed = check_int("seed", seed, minimum=0)
 
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         self.ale = ale_py.ALEInterface()

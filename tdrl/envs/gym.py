@@ -12,7 +12,15 @@ from typing import Any
 import gymnasium as gym
 
 from tdrl import keys
-from tdrl._compat import Compose, DoubleToFloat, GymWrapper, RenameTransform, TransformedEnv
+from tdrl._compat import (
+    Compose,
+    DoubleToFloat,
+    EnvBase,
+    GymWrapper,
+    RenameTransform,
+    Transform,
+    TransformedEnv,
+)
 from tdrl.envs.transforms import PrevActionReward
 
 
@@ -102,19 +110,113 @@ def make_env(id: str | gym.Env, *, seed: int | None = None, **kwargs: Any) -> Tr
     return env
 
 
-def unwrap_gym_env(env: Any) -> gym.Env:
-    """The gymnasium env behind ``env``: itself, or the one a ``make_env`` env wraps.
+#: What a sampler's ``env_fn`` may return, for error messages.
+SUPPORTED_ENVS = (
+    "a gymnasium.Env, a TorchRL GymWrapper/GymEnv over one, or a tdrl.envs.make_env(...) env "
+    "whose only transforms are the ones make_env adds"
+)
+
+
+def _is_make_env_transform(transform: Transform) -> bool:
+    """Whether ``transform`` is one ``make_env`` adds, whose effect the samplers reproduce.
+
+    The samplers store float64 as float32 (``DoubleToFloat``), nest the entries of a
+    ``Dict`` observation under ``"observation"`` (that ``RenameTransform``) and add
+    ``prev_action``/``prev_reward`` themselves (``PrevActionReward``).
+    """
+    if isinstance(transform, DoubleToFloat | PrevActionReward):
+        return True
+    if isinstance(transform, RenameTransform):
+        in_keys = list(transform.in_keys)
+        return list(transform.out_keys) == [(keys.OBSERVATION, k) for k in in_keys]
+    return False
+
+
+def _transforms(env: TransformedEnv) -> list[Transform]:
+    """Every transform of ``env`` (a ``Compose`` flattened), outermost env last."""
+    pending: list[Transform] = [env.transform]
+    found: list[Transform] = []
+    while pending:
+        transform = pending.pop(0)
+        if isinstance(transform, Compose):
+            pending = list(transform) + pending
+        else:
+            found.append(transform)
+    return found
+
+
+def unwrap_gym_env(env: Any, *, source: str | None = None) -> gym.Env:
+    """The gymnasium env a sampler steps for ``env``: itself, or the one a TorchRL env wraps.
+
+    tdrl's samplers step gymnasium envs directly (their fast loop), so a TorchRL env is
+    accepted only where stepping the gymnasium env underneath gives the same data: a
+    ``GymWrapper`` (or ``GymEnv``) without frame skipping or pixel rendering, possibly
+    inside the ``TransformedEnv`` that ``make_env`` builds. Any other TorchRL transform
+    (reward scaling, observation normalisation, frame stacking, step counting, ...) would be
+    dropped silently, so such an env is refused; put that processing in a gymnasium wrapper
+    (``gymnasium.wrappers``) instead, which the samplers keep.
+
+    Args:
+        env: what an ``env_fn`` returned.
+        source: what produced ``env`` (``"make_cartpole(**env_kwargs)"``), for the message;
+            None when ``env`` was given directly.
+
+    Returns:
+        The gymnasium env to step.
 
     Raises:
-        TypeError: ``env`` is neither a gymnasium env nor a TorchRL env wrapping one.
+        TypeError: ``env`` is not one of the supported kinds (see ``SUPPORTED_ENVS``); the
+            message says what it is and what would be lost.
     """
+    found = _gym_env_under(env)
+    if isinstance(found, gym.Env):
+        return found
+    what, why = found
+    if source is None:
+        raise TypeError(f"tdrl's samplers cannot step {what}: {why}")
+    raise TypeError(
+        f"env_fn must return an env tdrl's samplers can step; {source} returned {what}: {why}"
+    )
+
+
+def _gym_env_under(env: Any) -> gym.Env | tuple[str, str]:
+    """The gymnasium env to step for ``env``, or ``(what env is, why it is refused)``."""
     if isinstance(env, gym.Env):
         return env
-    base = getattr(env, "base_env", env)
+    if not isinstance(env, EnvBase):
+        return _describe(env), f"expected {SUPPORTED_ENVS}"
+    base = env
+    transforms: list[Transform] = []
+    while isinstance(base, TransformedEnv):
+        transforms = _transforms(base) + transforms
+        base = base.base_env
+    foreign = [type(t).__name__ for t in transforms if not _is_make_env_transform(t)]
+    if foreign:
+        return (
+            f"a TorchRL TransformedEnv with the transforms {', '.join(foreign)}",
+            "the samplers step the gymnasium env underneath and would drop them; do that "
+            f"processing with gymnasium wrappers, or return {SUPPORTED_ENVS}",
+        )
     inner = getattr(base, "_env", None)
-    if isinstance(inner, gym.Env):
-        return inner
-    raise TypeError(
-        "env_fn must return a gymnasium.Env or a tdrl.envs.make_env(...) env, got "
-        f"{type(env).__name__}"
-    )
+    if not isinstance(base, GymWrapper) or not isinstance(inner, gym.Env):
+        return (
+            f"the TorchRL env {type(base).__name__}",
+            f"the samplers step gymnasium envs; expected {SUPPORTED_ENVS}",
+        )
+    frame_skip, from_pixels = getattr(base, "frame_skip", 1), getattr(base, "from_pixels", False)
+    if frame_skip != 1 or from_pixels:
+        return (
+            f"a TorchRL {type(base).__name__} with frame_skip={frame_skip}, "
+            f"from_pixels={from_pixels}",
+            "the samplers step the gymnasium env underneath and would ignore them; use "
+            "gymnasium wrappers (e.g. AddRenderObservation) or tdrl's AtariEnv(frame_skip=)",
+        )
+    return inner
+
+
+def _describe(value: Any) -> str:
+    """A short description of ``value`` for an error message (type, and the value if small)."""
+    text = " ".join(repr(value).split())
+    if len(text) > 60:
+        text = text[:57] + "..."
+    return f"{type(value).__name__} {text}" if value is not None else "None"

@@ -4,8 +4,8 @@
 the run's logger. ``affinity`` says which CPUs and GPU each run (and each of its processes)
 uses, ``affinity_codes`` writes that as a short string and ``pinning`` applies it to a
 process. ``variants`` builds grids of config changes with one log directory each, and
-``launcher`` runs every (variant, run) as a subprocess over the machine's run slots. See
-``docs/launching.md``.
+``launcher`` runs every (variant, run) as a subprocess over the machine's run slots;
+``command`` is the ``tdrl launch`` subcommand on top of it. See ``docs/launching.md``.
 
 Example::
 
@@ -40,20 +40,15 @@ from tdrl.launch.config import (
     parse_config,
     train_and_log,
 )
-from tdrl.launch.launcher import (
-    OUTPUT_FILE,
-    SUMMARY_FILE,
-    RunArgs,
-    RunResult,
-    get_run_args,
-    run_experiments,
-)
+from tdrl.launch.launcher import OUTPUT_FILE, SUMMARY_FILE, RunResult, run_experiments
 from tdrl.launch.pinning import apply_affinity, pin_process
+from tdrl.launch.run_args import RunArgs, get_run_args
 from tdrl.launch.variants import (
     VARIANT_FILE,
     VariantLevel,
     load_variant,
     make_variants,
+    safe_dir_name,
     save_variant,
     update_config,
 )
@@ -86,6 +81,7 @@ __all__ = [
     "prepend_run_slot",
     "remove_run_slot",
     "run_experiments",
+    "safe_dir_name",
     "save_variant",
     "train_and_log",
     "update_config",

@@ -106,8 +106,9 @@ SWITCHES = ("async_sample", "alternating", "set_affinity")
 class MachineSpec:
     """A machine and how it is cut into run slots; validated on construction.
 
-    The fields are :func:`make_affinity`'s arguments (see there). Counts must be ints
-    (not floats: they are written into affinity codes), switches bools (or 0 and 1).
+    The fields are :func:`make_affinity`'s arguments (see there). Counts must be whole
+    numbers (ints, or whole floats such as ``2.0``, stored as ints: they are written into
+    affinity codes), switches bools (or 0 and 1).
 
     Raises:
         ValueError: An inconsistent combination; the message names the argument.
@@ -131,9 +132,7 @@ class MachineSpec:
             value = getattr(self, f.name)
             if f.name in SWITCHES:
                 value = bool(check_choice(f.name, value, (False, True)))
-            elif isinstance(value, float):  # check_int would take 2.0; a code cannot
-                raise ValueError(f"{f.name} must be an int, got {value!r}")
-            else:
+            else:  # whole floats (2.0) become ints, as every count in tdrl
                 minimum = 1 if f.name in _AT_LEAST_ONE else 0
                 maximum = 1 if f.name == "sample_gpu_per_run" else None
                 value = check_int(f.name, value, minimum=minimum, maximum=maximum)

@@ -7,7 +7,7 @@ is ``--run-ID``); the field's type gives the flag's form and its default the fla
 ===========================  =====================================================
 field type                   command line
 ===========================  =====================================================
-``int``, ``float``, ``str``  ``--batch-T 64``
+``int``, ``float``, ``str``  ``--batch-T 64`` (an int also as ``1e6``; NaN refused)
 ``bool``                     ``--dueling`` / ``--no-dueling``
 ``X | None``                 ``--delta-clip 1.0``, or ``--delta-clip none``
 ``tuple[X, ...]``            ``--hidden-sizes 256 256`` (``tuple[X, X]``: exactly 2)
@@ -56,6 +56,8 @@ import types
 import typing
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, Literal, Protocol, TypeVar
+
+from tdrl.utils.checks import ArgumentError, check_int
 
 T = TypeVar("T")
 C = TypeVar("C")
@@ -204,8 +206,12 @@ def _flag_form(where: str, hint: Any) -> dict[str, Any]:
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if hint is bool:
         return {"action": argparse.BooleanOptionalAction}
-    if hint in (int, float, str):
-        return {"type": hint}
+    if hint is int:
+        return {"type": int_flag()}
+    if hint is float:
+        return {"type": float_flag()}
+    if hint is str:
+        return {"type": str}
     if origin is Literal and len({type(a) for a in args}) == 1:
         return {"type": type(args[0]), "choices": args}
     if origin is tuple and args and (len(set(args)) == 1 or args[1:] == (Ellipsis,)):
@@ -218,6 +224,61 @@ def _flag_form(where: str, hint: Any) -> dict[str, Any]:
             metavar = f"{inner['type'].__name__.upper()}|none"
             return {"type": _or_none(inner["type"]), "metavar": metavar}
     raise TypeError(f"{where}: no command-line form for the type {hint!r}")
+
+
+def int_flag(minimum: int | None = None) -> Callable[[str], int]:
+    """An argparse ``type`` for a whole number: ``64``, and rlpyt's ``1e6`` or ``64.0``.
+
+    Args:
+        minimum: The smallest value accepted (None: no bound).
+
+    Returns:
+        A converter named ``int`` that raises ``argparse.ArgumentTypeError`` (argparse then
+        prints ``argument --flag: must be ..., got ...`` and exits with status 2) for text
+        that is not a whole number or is below ``minimum``.
+    """
+
+    def parse(text: str) -> int:
+        try:
+            value: int | float = int(text)
+        except ValueError:
+            try:
+                value = float(text)
+            except ValueError:
+                raise argparse.ArgumentTypeError(f"must be an int, got {text!r}") from None
+        try:
+            return check_int("value", value, minimum=minimum)
+        except ArgumentError as e:
+            raise argparse.ArgumentTypeError(str(e).removeprefix("value ")) from None
+
+    parse.__name__ = "int"
+    return parse
+
+
+def float_flag(minimum: float | None = None) -> Callable[[str], float]:
+    """An argparse ``type`` for a finite number (NaN and infinities are refused).
+
+    Args:
+        minimum: The smallest value accepted (None: no bound).
+
+    Returns:
+        A converter named ``float`` that raises ``argparse.ArgumentTypeError`` for text
+        that is not a finite number or is below ``minimum``.
+    """
+
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"must be a number, got {text!r}") from None
+        if not math.isfinite(value):
+            raise argparse.ArgumentTypeError(f"must be a finite number, got {text!r}")
+        if minimum is not None and value < minimum:
+            raise argparse.ArgumentTypeError(f"must be a number >= {minimum}, got {text!r}")
+        return value
+
+    parse.__name__ = "float"
+    return parse
 
 
 def _or_none(convert: Callable[[str], Any]) -> Callable[[str], Any]:

@@ -7,7 +7,7 @@
 at most one run per run slot of the affinity at once. Before a run starts, its variant is
 saved to ``LOG_DIR/variant_config.json``; its stdout and stderr go to
 ``LOG_DIR/run_{RUN_ID}/launch_output.log``. The launched script reads its arguments with
-:func:`get_run_args`, its variant with :func:`~tdrl.launch.load_variant` and logs into
+:func:`~tdrl.launch.get_run_args`, its variant with :func:`~tdrl.launch.load_variant` and logs into
 ``LOG_DIR/run_{RUN_ID}`` (what ``tdrl.logging.logger_context(LOG_DIR, RUN_ID)`` opens)::
 
     from tdrl.launch import apply_affinity, get_run_args, load_variant, update_config
@@ -26,6 +26,7 @@ import dataclasses
 import json
 import os
 import shlex
+import shutil
 import signal
 import subprocess
 import sys
@@ -39,70 +40,15 @@ from typing import Any, TextIO
 from tdrl.launch.affinity import RunAffinity
 from tdrl.launch.affinity_codes import affinity_from_code, get_n_run_slots, prepend_run_slot
 from tdrl.launch.pinning import pin_process
-from tdrl.launch.variants import save_variant
-from tdrl.utils.checks import check_positive_int
+from tdrl.launch.run_args import LAUNCHED_ENV
+from tdrl.launch.variants import experiment_dir, save_variant
+from tdrl.utils.checks import ArgumentError, check_bool, check_positive_int, check_range
 from tdrl.utils.processes import ProcessGroup, stop_processes
 
 #: File in ``LOG_DIR/run_{RUN_ID}`` receiving a launched run's stdout and stderr.
 OUTPUT_FILE = "launch_output.log"
 #: File in the experiment directory summarising every launched run.
 SUMMARY_FILE = "launch_summary.json"
-_USAGE = "usage: SCRIPT SLOT_AFFINITY_CODE LOG_DIR RUN_ID [ARGS...]"
-
-
-@dataclasses.dataclass(frozen=True)
-class RunArgs:
-    """The arguments :func:`run_experiments` gives a launched script.
-
-    Attributes:
-        affinity_code: The run slot's affinity code (``"0slt_2cpu_0gpu"``).
-        log_dir: The variant's log directory, holding ``variant_config.json``.
-        run_ID: The run's number within its variant (0 .. runs_per_setting - 1).
-        args: The remaining arguments (``common_args`` then the variant's ``runs_args``).
-    """
-
-    affinity_code: str
-    log_dir: str
-    run_ID: int
-    args: tuple[str, ...] = ()
-
-    @property
-    def affinity(self) -> RunAffinity:
-        """The run slot's affinity (see :func:`~tdrl.launch.affinity_from_code`)."""
-        return affinity_from_code(self.affinity_code)
-
-    @property
-    def run_dir(self) -> Path:
-        """``log_dir/run_{run_ID}``: where ``logger_context(log_dir, run_ID)`` writes."""
-        return Path(self.log_dir) / f"run_{self.run_ID}"
-
-
-def get_run_args(argv: Sequence[str] | None = None) -> RunArgs:
-    """Parses a launched script's arguments: ``SLOT_AFFINITY_CODE LOG_DIR RUN_ID [ARGS...]``.
-
-    Args:
-        argv: The arguments after the script's name; None reads ``sys.argv[1:]``.
-
-    Returns:
-        The parsed :class:`RunArgs`.
-
-    Raises:
-        SystemExit: Fewer than three arguments, a malformed affinity code or a RUN_ID that
-            is not an integer (the message says which).
-    """
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if len(argv) < 3:
-        raise SystemExit(f"{_USAGE}\nerror: expected at least 3 arguments, got {argv!r}")
-    code, log_dir, run_id, *rest = argv
-    try:
-        affinity_from_code(code)
-    except ValueError as e:
-        raise SystemExit(f"{_USAGE}\nerror: SLOT_AFFINITY_CODE: {e}") from e
-    try:
-        run_ID = int(run_id)
-    except ValueError as e:
-        raise SystemExit(f"{_USAGE}\nerror: RUN_ID must be an integer, got {run_id!r}") from e
-    return RunArgs(affinity_code=code, log_dir=log_dir, run_ID=run_ID, args=tuple(rest))
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,7 +92,14 @@ class _Running:
         """The run's process group: the run and whatever it started."""
         return ProcessGroup(self.proc.pid, f"{self.log_dir} run {self.run_ID}")
 
+    def close_files(self) -> None:
+        """Close the run's output file and its stdin pipe (the run has ended)."""
+        self.out.close()
+        if self.proc.stdin is not None:
+            self.proc.stdin.close()
+
     def result(self) -> RunResult:
+        """How the run ended."""
         return RunResult(
             log_dir=self.log_dir,
             run_ID=self.run_ID,
@@ -211,14 +164,21 @@ def run_experiments(
 
     Raises:
         ValueError: Mismatched ``variants``/``log_dirs``/``runs_args`` lengths, duplicate
-            log dirs, ``runs_per_setting < 1`` or a bad affinity code.
-        FileNotFoundError: ``script`` does not exist.
+            log dirs, ``runs_per_setting < 1``, a bad affinity code, a negative or
+            non-finite ``kill_timeout`` or ``poll_interval``, arguments that are not
+            strings, or an ``experiment_title`` or log dir that would lead outside
+            ``log_root/experiment_title`` (``..``, an absolute path, a symbolic link
+            pointing out): nothing is written then.
+        FileNotFoundError: ``script`` or ``python_executable`` does not exist.
         KeyboardInterrupt: Ctrl-C or SIGTERM, after every run was stopped.
     """
     script_cmd = [os.fspath(script)] if isinstance(script, str | os.PathLike) else list(script)
     if not script_cmd or not Path(script_cmd[0]).is_file():
         raise FileNotFoundError(f"script {script_cmd[0] if script_cmd else None!r} is not a file")
     runs_per_setting = check_positive_int("runs_per_setting", runs_per_setting)
+    poll_interval = check_range("poll_interval", poll_interval, 1e-3, 3600.0)
+    kill_timeout = check_range("kill_timeout", kill_timeout, 0.0, 1e6)
+    verbose = check_bool("verbose", verbose)
     if len(variants) != len(log_dirs):
         raise ValueError(f"{len(variants)} variants but {len(log_dirs)} log_dirs")
     if len(set(log_dirs)) != len(log_dirs):
@@ -226,8 +186,13 @@ def run_experiments(
     runs_args = [()] * len(variants) if runs_args is None else list(runs_args)
     if len(runs_args) != len(variants):
         raise ValueError(f"{len(variants)} variants but {len(runs_args)} runs_args")
+    _check_args("common_args", common_args)
+    for i, args in enumerate(runs_args):
+        _check_args(f"runs_args[{i}]", args)
+    if python_executable is not None and shutil.which(python_executable) is None:
+        raise FileNotFoundError(f"python_executable {python_executable!r} is not a program")
     n_slots = get_n_run_slots(affinity_code)
-    exp_dir = Path(log_root) / experiment_title
+    exp_dir = experiment_dir(log_root, experiment_title, log_dirs)
     queue = [(run_ID, i) for run_ID in range(runs_per_setting) for i in range(len(variants))]
     total = len(queue)
     python = python_executable or sys.executable
@@ -274,17 +239,26 @@ def run_experiments(
     return ordered
 
 
+def _check_args(name: str, args: Sequence[str]) -> None:
+    """Refuses run arguments that are not strings (or contain NUL), naming them."""
+    if isinstance(args, str | bytes):
+        raise ArgumentError(f"{name} must be a sequence of strings, got the string {args!r}")
+    for i, arg in enumerate(args):
+        if not isinstance(arg, str) or "\0" in arg:
+            raise ArgumentError(f"{name}[{i}] must be a string without NUL, got {arg!r}")
+
+
 def _start(index: int, log_dir: str, run_ID: int, slot: int, cmd: list[str]) -> _Running:
     output = Path(log_dir) / f"run_{run_ID}" / OUTPUT_FILE
     output.parent.mkdir(parents=True, exist_ok=True)
     out = open(output, "a")  # noqa: SIM115  (closed when the run ends)
     out.write(f"# {time.strftime('%Y-%m-%d %H:%M:%S')} tdrl launch: {shlex.join(cmd)}\n")
     out.flush()
-    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env = {**os.environ, "PYTHONUNBUFFERED": "1", LAUNCHED_ENV: "1"}
     try:
         proc = subprocess.Popen(
             cmd,
-            stdin=subprocess.DEVNULL,
+            stdin=subprocess.PIPE,  # held open by this process: EOF tells the run it is gone
             stdout=out,
             stderr=subprocess.STDOUT,
             env=env,
@@ -318,7 +292,7 @@ def _reap(
         result = run.result()
         # what the run left behind: SIGTERM now, SIGKILL after kill_timeout
         stop_processes([run.group()], wait_s=0.0, terminate_s=kill_timeout)
-        run.out.close()
+        run.close_files()
         del running[slot]
         results.append((run.index, result))
         status = "finished" if result.ok else f"FAILED (return code {result.returncode})"
@@ -339,7 +313,7 @@ def _stop_all(
         stop_processes(groups, wait_s=0.0, terminate_s=kill_timeout)
         for run in running.values():
             run.proc.wait()
-            run.out.close()
+            run.close_files()
             results.append((run.index, run.result()))
         running.clear()
 

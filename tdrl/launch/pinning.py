@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from tdrl.launch.affinity import Affinity, AsyncAffinity, Cpus, OptimizerAffinity
+from tdrl.utils.checks import check_int
 
 
 def pin_process(cpus: Sequence[int], pid: int = 0) -> bool:
@@ -93,5 +94,5 @@ def apply_affinity(
     if threads:
         import torch  # only here: the launcher itself never needs torch
 
-        torch.set_num_threads(int(threads))
+        torch.set_num_threads(check_int("torch_threads", threads, minimum=1))
     return pinned

@@ -18,14 +18,19 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import hashlib
 import json
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
 #: File the launcher writes into each run's log directory.
 VARIANT_FILE = "variant_config.json"
+#: Longest directory name :func:`safe_dir_name` returns.
+MAX_DIR_NAME = 100
+_UNSAFE_CHARS = re.compile(r"[^A-Za-z0-9._+=@-]+")
 
 KeyPath = str | Sequence[str]
 
@@ -53,6 +58,94 @@ def _key_path(key: KeyPath) -> tuple[str, ...]:
     return path
 
 
+def safe_dir_name(text: Any) -> str:
+    """``text`` as one directory name that stays inside its parent directory.
+
+    Every run of characters other than ASCII letters, digits and ``. _ + = @ -`` (path
+    separators, NUL, spaces, control characters) becomes ``_``; ``""``, ``"."`` and
+    ``".."`` become underscores; a name longer than ``MAX_DIR_NAME`` is cut and ends with
+    a hash of the whole text, so that long values stay distinct. ``tdrl launch`` names
+    variant directories (``lr_3e-4``, ``env_ALE_Pong-v5``) and experiments with it.
+
+    Args:
+        text: A config key, a value or a title (anything with a ``str``).
+
+    Returns:
+        The directory name.
+    """
+    original = str(text)
+    name = _UNSAFE_CHARS.sub("_", original)
+    if name in ("", ".", ".."):
+        name = "_" * max(1, len(name))
+    if len(name) > MAX_DIR_NAME:
+        digest = hashlib.sha1(original.encode("utf-8", "surrogatepass")).hexdigest()[:8]
+        name = f"{name[: MAX_DIR_NAME - 9]}-{digest}"
+    return name
+
+
+def check_relative_dir(what: str, path: str) -> str:
+    """``path`` if it is a relative path that cannot leave the directory it is joined to.
+
+    Its ``/``-separated parts must be plain names: not empty (no absolute path, no
+    ``a//b``), not ``.`` or ``..``, without a backslash or NUL (see :func:`safe_dir_name`
+    to make a name from any text).
+
+    Raises:
+        ValueError: Naming ``what`` and the offending path.
+    """
+    parts = str(path).split("/")
+    bad = [p for p in parts if p in ("", ".", "..") or "\\" in p or "\0" in p]
+    if bad:
+        raise ValueError(
+            f"{what} {path!r} is not a safe relative directory: {bad[0]!r} could lead outside "
+            "the experiment directory (use tdrl.launch.safe_dir_name)"
+        )
+    return str(path)
+
+
+def experiment_dir(log_root: str | os.PathLike[str], title: str, log_dirs: Sequence[str]) -> Path:
+    """``log_root/title``, once every run directory is checked to lie inside it.
+
+    What :func:`~tdrl.launch.run_experiments` checks before it writes anything: whatever
+    the title and the log dirs contain, no run writes outside ``log_root/title``.
+
+    Args:
+        log_root: The directory holding experiment directories.
+        title: The experiment's directory, relative to ``log_root``.
+        log_dirs: Each variant's directory, relative to ``log_root/title``.
+
+    Returns:
+        ``Path(log_root) / title`` (not resolved).
+
+    Raises:
+        ValueError: ``title`` or a log dir is not a path, contains NUL, or resolves
+            (``..``, an absolute path, a symbolic link) outside ``log_root/title``.
+    """
+    for what, path in [
+        ("log_root", log_root),
+        ("experiment_title", title),
+        *((f"log_dirs[{i}]", d) for i, d in enumerate(log_dirs)),
+    ]:
+        if not isinstance(path, str | os.PathLike) or "\0" in os.fspath(path):
+            raise ValueError(f"{what} must be a path without NUL, got {path!r}")
+    root = Path(log_root).resolve()
+    exp_dir = Path(log_root) / title
+    resolved = exp_dir.resolve()
+    if not resolved.is_relative_to(root):
+        raise ValueError(
+            f"experiment_title {title!r} leads outside log_root {os.fspath(log_root)!r} "
+            f"(to {resolved})"
+        )
+    for i, log_dir in enumerate(log_dirs):
+        run_dir = (exp_dir / log_dir).resolve()
+        if not run_dir.is_relative_to(resolved):
+            raise ValueError(
+                f"log_dirs[{i}] {log_dir!r} leads outside the experiment directory "
+                f"{str(exp_dir)!r} (to {run_dir})"
+            )
+    return exp_dir
+
+
 def make_variants(*levels: VariantLevel) -> tuple[list[dict[str, Any]], list[str]]:
     """Crosses variant levels into every combination, with one log directory each.
 
@@ -67,8 +160,10 @@ def make_variants(*levels: VariantLevel) -> tuple[list[dict[str, Any]], list[str
 
     Raises:
         ValueError: A level whose ``values`` and ``dir_names`` differ in length, a
-            combination with the wrong number of values, a malformed key, or two
-            combinations with the same log directory.
+            combination with the wrong number of values, a malformed key, a dir name that
+            could lead outside the experiment directory (``..``, an absolute path, a
+            backslash or NUL; see :func:`safe_dir_name`), or two combinations with the same
+            log directory.
     """
     variants: list[dict[str, Any]] = [{}]
     log_dirs: list[str] = [""]
@@ -79,6 +174,8 @@ def make_variants(*levels: VariantLevel) -> tuple[list[dict[str, Any]], list[str
                 f"variant level {i}: {len(level.values)} values but "
                 f"{len(level.dir_names)} dir_names"
             )
+        for name in level.dir_names:
+            check_relative_dir(f"variant level {i}: dir name", name)
         next_variants, next_dirs = [], []
         for variant, log_dir in zip(variants, log_dirs, strict=True):
             for values, name in zip(level.values, level.dir_names, strict=True):

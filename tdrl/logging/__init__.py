@@ -14,6 +14,7 @@ Example::
 from __future__ import annotations
 
 from tdrl.logging.context import get_logger, logger_context, next_run_id
+from tdrl.logging.files import LogDirError, SnapshotError
 from tdrl.logging.logger import (
     SNAPSHOT_MODES,
     Logger,
@@ -25,9 +26,11 @@ from tdrl.logging.progress import ProgressBar
 
 __all__ = [
     "SNAPSHOT_MODES",
+    "LogDirError",
     "Logger",
     "NullLogger",
     "ProgressBar",
+    "SnapshotError",
     "find_snapshot",
     "get_logger",
     "load_snapshot",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import os
@@ -71,6 +72,8 @@ def logger_context(
     Raises:
         ValueError: Bad ``snapshot_mode`` or ``snapshot_gap``.
         ImportError: ``use_tensorboard`` without tensorboard installed.
+        LogDirError: ``log_dir/run_{run_ID}`` (or a parent) is a file, or it cannot be
+            created or written; an ``OSError`` and a ``ValueError`` naming the path.
         FileExistsError: The run directory already has a ``progress.csv`` and ``resume`` is
             False.
     """
@@ -94,7 +97,8 @@ def logger_context(
         try:
             yield logger
         except BaseException:
-            logger.log("run failed:\n" + traceback.format_exc().rstrip(), echo=False)
+            with contextlib.suppress(OSError):  # a full disk must not hide the first error
+                logger.log("run failed:\n" + traceback.format_exc().rstrip(), echo=False)
             raise
         finally:
             _LOGGER_STACK.remove(logger)

@@ -3,26 +3,48 @@
 A run directory holds:
 
 - ``progress.csv``: one row per :meth:`Logger.dump_tabular`, columns in first-seen order
-  (viskit and pandas read it directly; fields missing from a row are empty, read as NaN);
+  (viskit and pandas read it directly). A value a row does not have, in a row written
+  before its column first appeared or in a later row that lacks it, is written ``nan``:
+  missing reads as missing, never as zero;
 - ``debug.log``: every :meth:`Logger.log` line with a timestamp, flushed immediately;
 - ``params.json``: the run configuration (written by :func:`tdrl.logging.logger_context`);
-- snapshots ``params.pkl`` and/or ``itr_{N}.pkl`` written with :func:`torch.save`;
+- snapshots ``params.pkl`` and/or ``itr_{N}.pkl`` written with :func:`torch.save`, tensors
+  and plain data only, read back with ``weights_only=True`` (:func:`load_snapshot`);
+- ``replay/``: the replay buffer, when the runner saves it with its snapshots;
 - TensorBoard event files when asked for.
 
-Every file is written so that a crash loses nothing already written: csv rows are fsync'ed
-after each dump and snapshots are replaced atomically.
+Files follow the umask like any file the user creates. How each is written so that a crash
+loses nothing and duplicates nothing:
+
+* ``params.pkl``, ``itr_{N}.pkl``, ``params.json`` and a rewritten ``progress.csv`` are
+  written whole beside their place and moved in with ``os.replace``
+  (:mod:`tdrl.logging.files`): a kill or a full disk leaves the old complete file.
+* A ``progress.csv`` row is appended and fsync'ed. A failed append is cut off again (the
+  file is truncated to its old length); a kill in the middle of one can leave a partial last
+  line, which a resuming :class:`Logger` drops.
+* **Commit order of a log point** (``tdrl.runners.base.log_iteration``): (1) the replay
+  buffer, when saved, is written whole to ``.replay.new``; (2) the snapshot is written; it
+  records the iteration, the number of ``progress.csv`` rows up to and including this log
+  point's row, and that row itself; (3) the row is appended to ``progress.csv``; (4)
+  ``.replay.new`` is moved to ``replay``. The snapshot is the commit: what it counts is the
+  run.
+* **Repair on resume** (:meth:`Logger.repair_progress`, called by ``start_run``):
+  ``progress.csv`` is made to agree with the snapshot resumed from: rows after the
+  snapshot's count are dropped (their iterations run again), and a missing row of the
+  snapshot's own log point is appended from the snapshot. The replay buffer is taken from
+  ``replay`` or ``.replay.new``, whichever was saved with the snapshot's iteration.
+
+A kill at any moment (SIGINT, SIGTERM, SIGKILL, a full disk) followed by a resume therefore
+leaves ``progress.csv`` with every log point exactly once.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime
 import io
 import math
 import os
-import re
-import tempfile
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -30,6 +52,16 @@ import numpy as np
 import torch
 import tqdm
 
+from tdrl.logging.files import (
+    LAST_SNAPSHOT_FILE,
+    check_plain,
+    check_run_dir,
+    named_write_errors,
+)
+from tdrl.logging.files import atomic_write_bytes as atomic_write_bytes  # re-exported
+from tdrl.logging.files import find_snapshot as find_snapshot
+from tdrl.logging.files import load_snapshot as load_snapshot
+from tdrl.logging.table import ProgressTable
 from tdrl.utils.checks import check_choice, check_int
 
 SNAPSHOT_MODES = ("none", "last", "all", "gap", "last+gap")
@@ -45,10 +77,7 @@ SNAPSHOT_MODES = ("none", "last", "all", "gap", "last+gap")
 PROGRESS_FILE = "progress.csv"
 DEBUG_FILE = "debug.log"
 PARAMS_FILE = "params.json"
-LAST_SNAPSHOT_FILE = "params.pkl"
 ITERATION_KEY = "Diagnostics/Iteration"
-
-_ITR_SNAPSHOT_RE = re.compile(r"^itr_(\d+)\.pkl$")
 
 Scalar = int | float
 
@@ -65,24 +94,6 @@ def check_snapshot_args(snapshot_mode: str, snapshot_gap: int) -> None:
     """
     check_choice("snapshot_mode", snapshot_mode, SNAPSHOT_MODES)
     check_int("snapshot_gap", snapshot_gap, minimum=1)
-
-
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Writes ``data`` to ``path`` through a temp file in the same directory and ``os.replace``.
-
-    A crash at any point leaves either the old file or the new one, never a partial file,
-    and no temp file behind (unless the process itself dies mid-write).
-    """
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def _to_scalar(key: str, value: Any) -> Scalar:
@@ -147,6 +158,8 @@ class Logger:
         Raises:
             ValueError: Bad ``snapshot_mode`` or ``snapshot_gap``.
             ImportError: ``use_tensorboard`` without tensorboard installed.
+            LogDirError: ``run_dir`` (or a parent) is a file, or it cannot be created or
+                written (an ``OSError`` and a ``ValueError``).
             FileExistsError: ``run_dir`` already has a ``progress.csv`` and ``resume`` is False.
         """
         check_snapshot_args(snapshot_mode, snapshot_gap)
@@ -155,27 +168,22 @@ class Logger:
         self.snapshot_mode = snapshot_mode
         self.snapshot_gap = snapshot_gap
         self._echo = echo
-        self._progress_path = self.run_dir / PROGRESS_FILE
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        if self._progress_path.exists() and not resume:
+        check_run_dir(self.run_dir)
+        progress_path = self.run_dir / PROGRESS_FILE
+        if progress_path.exists() and not resume:
             raise FileExistsError(
                 f"Run directory {self.run_dir} already holds a {PROGRESS_FILE}; pass another "
                 "run ID or resume=True to append to it."
             )
-        self._columns: list[str] = []
-        self._num_dumps = 0
-        if self._progress_path.exists():
-            with open(self._progress_path, newline="", encoding="utf-8") as f:
-                rows = list(csv.reader(f))
-            if rows:
-                self._columns = rows[0]
-                self._num_dumps = len(rows) - 1
+        self._table = ProgressTable(progress_path)
         self._row: dict[str, Scalar] = {}
         self._debug_file = open(self.run_dir / DEBUG_FILE, "a", encoding="utf-8")  # noqa: SIM115
         self._tb_writer = (
             summary_writer_cls(log_dir=str(self.run_dir)) if summary_writer_cls else None
         )
         self._closed = False
+        if self._table.repaired:
+            self.log(self._table.repaired, echo=False)
 
     # ----------------------------------------------------------------------------- text log
 
@@ -190,8 +198,9 @@ class Logger:
         self._check_open()
         stamp = datetime.datetime.now().strftime("%Y-%m-%d %H:%M:%S")
         text = "\n".join(f"{stamp} | {line}" for line in str(msg).splitlines() or [""])
-        self._debug_file.write(text + "\n")
-        self._debug_file.flush()
+        with named_write_errors(self.run_dir / DEBUG_FILE, kept=False):
+            self._debug_file.write(text + "\n")
+            self._debug_file.flush()
         if self._echo if echo is None else echo:
             tqdm.tqdm.write(text)
 
@@ -240,80 +249,113 @@ class Logger:
     def dump_tabular(self, *, echo: bool | None = None) -> None:
         """Appends the current row to ``progress.csv`` (and TensorBoard) and starts a new row.
 
-        New keys grow the header: the whole file is then rewritten atomically with old rows
-        padded with empty fields. Keys missing from this row are written empty. The file is
-        fsync'ed, so a crash later loses nothing dumped. Does nothing for an empty row.
+        New keys grow the header: the whole file is then rewritten atomically with ``nan``
+        in the new columns of the old rows. Keys missing from this row are written ``nan``.
+        The file is fsync'ed, so a crash later loses nothing dumped; a failed write leaves
+        the file as it was. Does nothing for an empty row.
 
         Args:
             echo: Also print the row as a two-column table (and put it in ``debug.log``);
                 defaults to the logger's ``echo``.
+
+        Raises:
+            OSError: ``progress.csv`` could not be written (the message names it); the row
+                is dropped and the file is unchanged.
         """
         self._check_open()
         if not self._row:
             return
         row, self._row = self._row, {}
-        new_keys = [k for k in row if k not in self._columns]
-        values = [_format_value(row[k]) if k in row else "" for k in self._columns + new_keys]
-        if new_keys and self._columns:
-            self._rewrite_with_header(self._columns + new_keys, values)
-        else:
-            write_header = not self._columns
-            with open(self._progress_path, "a", newline="", encoding="utf-8") as f:
-                writer = csv.writer(f)
-                if write_header:
-                    writer.writerow(new_keys)
-                writer.writerow(values)
-                f.flush()
-                os.fsync(f.fileno())
-        self._columns += new_keys
+        self._table.append({k: _format_value(v) for k, v in row.items()})
         if self._tb_writer is not None:
-            step = int(row.get(ITERATION_KEY, self._num_dumps))
+            step = int(row.get(ITERATION_KEY, self._table.num_rows - 1))
             for key, value in row.items():
                 self._tb_writer.add_scalar(key, value, step)
             self._tb_writer.flush()
-        self._num_dumps += 1
         if self._echo if echo is None else echo:
             self.log(_format_table(row), echo=True)
 
-    def _rewrite_with_header(self, columns: list[str], last_row: list[str]) -> None:
-        with open(self._progress_path, newline="", encoding="utf-8") as f:
-            old_rows = list(csv.reader(f))[1:]
-        buffer = io.StringIO()
-        writer = csv.writer(buffer)
-        writer.writerow(columns)
-        for old in old_rows:
-            writer.writerow(old + [""] * (len(columns) - len(old)))
-        writer.writerow(last_row)
-        atomic_write_bytes(self._progress_path, buffer.getvalue().encode("utf-8"))
+    @property
+    def num_rows(self) -> int:
+        """Rows in ``progress.csv`` (the current, undumped row not counted)."""
+        return self._table.num_rows
+
+    def pending_row(self) -> dict[str, Scalar]:
+        """A copy of the row recorded since the last :meth:`dump_tabular`."""
+        return dict(self._row)
+
+    def repair_progress(self, n_rows: int, last_row: Mapping[str, Scalar] | None = None) -> str:
+        """Make ``progress.csv`` agree with a snapshot that counts ``n_rows`` rows.
+
+        Rows after the first ``n_rows`` are dropped (they were logged after the snapshot and
+        their iterations run again); if the file holds ``n_rows - 1`` rows, ``last_row`` (the
+        snapshot's own row) is appended. See the module docstring for the protocol.
+
+        Args:
+            n_rows: rows up to and including the snapshot's own.
+            last_row: the snapshot's row, as recorded.
+
+        Returns:
+            What was changed, for the log ("" when nothing).
+        """
+        self._check_open()
+        done = []
+        dropped = self._table.keep(n_rows)
+        if dropped:
+            done.append(f"dropped {dropped} row(s) of progress.csv logged after the snapshot")
+        if self._table.num_rows == n_rows - 1 and last_row:
+            pending, self._row = self._row, dict(last_row)
+            self.dump_tabular(echo=False)
+            self._row = pending
+            done.append("restored the snapshot's row of progress.csv (lost in a crash)")
+        elif self._table.num_rows < n_rows:
+            done.append(
+                f"progress.csv holds {self._table.num_rows} rows where the snapshot counts "
+                f"{n_rows}: rows are missing (left as they are)"
+            )
+        return "; ".join(done)
 
     # ----------------------------------------------------------------------------- snapshots
 
-    def save_itr_params(self, itr: int, params: dict[str, Any]) -> Path | None:
-        """Saves a snapshot with :func:`torch.save` as ``snapshot_mode`` says.
-
-        ``params`` is serialised once, then each file is written to a temp file and moved in
-        place with ``os.replace``, so an interrupted save never leaves a corrupt snapshot.
-
-        Args:
-            itr: Iteration number, used in ``itr_{itr}.pkl`` and for ``snapshot_gap``.
-            params: Anything :func:`torch.save` accepts, usually state dicts by name.
-
-        Returns:
-            The last file written, or None when this mode saves nothing at ``itr``.
-        """
+    def snapshot_files(self, itr: int) -> list[Path]:
+        """The files :meth:`save_itr_params` writes at ``itr`` (none: no snapshot then)."""
         mode = self.snapshot_mode
         paths = []
         if mode in ("last", "last+gap"):
             paths.append(self.run_dir / LAST_SNAPSHOT_FILE)
         if mode == "all" or (mode in ("gap", "last+gap") and itr % self.snapshot_gap == 0):
             paths.append(self.run_dir / f"itr_{itr}.pkl")
+        return paths
+
+    def save_itr_params(self, itr: int, params: dict[str, Any]) -> Path | None:
+        """Saves a snapshot with :func:`torch.save` as ``snapshot_mode`` says.
+
+        ``params`` must be tensors and plain data (checked first), so that
+        :func:`load_snapshot` reads it back without running code. It is serialised once,
+        then each file is written to a temp file and moved in place with ``os.replace``, so
+        an interrupted or failed save never leaves a corrupt snapshot.
+
+        Args:
+            itr: Iteration number, used in ``itr_{itr}.pkl`` and for ``snapshot_gap``.
+            params: Tensors and plain data (numbers, strings, None, lists, tuples, dicts),
+                usually state dicts by name.
+
+        Returns:
+            The last file written, or None when this mode saves nothing at ``itr``.
+
+        Raises:
+            TypeError: ``params`` holds another object (the message names the entry).
+            OSError: A file could not be written (the message names it); the previous
+                snapshot is unchanged.
+        """
+        paths = self.snapshot_files(itr)
         if not paths:
             return None
+        check_plain(params)
         buffer = io.BytesIO()
         torch.save(params, buffer)
-        data = buffer.getvalue()
         for path in paths:
-            atomic_write_bytes(path, data)
+            atomic_write_bytes(path, buffer.getvalue())
         return paths[-1]
 
     # ----------------------------------------------------------------------------- lifetime
@@ -365,6 +407,20 @@ class NullLogger:
     def dump_tabular(self, *, echo: bool | None = None) -> None:
         """Does nothing."""
 
+    num_rows: int = 0
+
+    def pending_row(self) -> dict[str, Scalar]:
+        """An empty row."""
+        return {}
+
+    def repair_progress(self, n_rows: int, last_row: Mapping[str, Scalar] | None = None) -> str:
+        """Does nothing and returns ""."""
+        return ""
+
+    def snapshot_files(self, itr: int) -> list[Path]:
+        """No files."""
+        return []
+
     def save_itr_params(self, itr: int, params: dict[str, Any]) -> Path | None:
         """Does nothing and returns None."""
         return None
@@ -391,50 +447,3 @@ def _import_summary_writer() -> type:
     except ImportError as e:
         raise ImportError('use_tensorboard=True needs TensorBoard: pip install "tdrl[tb]"') from e
     return SummaryWriter
-
-
-def find_snapshot(path: str | os.PathLike[str]) -> Path:
-    """Finds the snapshot file to load from a file or run directory.
-
-    Args:
-        path: A snapshot file, or a run directory: there ``params.pkl`` if present, else the
-            ``itr_{N}.pkl`` with the largest ``N``.
-
-    Returns:
-        Path of the snapshot file.
-
-    Raises:
-        FileNotFoundError: ``path`` does not exist or the directory holds no snapshot.
-    """
-    path = Path(path)
-    if path.is_file():
-        return path
-    if path.is_dir():
-        last = path / LAST_SNAPSHOT_FILE
-        if last.is_file():
-            return last
-        itrs = [
-            (int(m.group(1)), p)
-            for p in path.iterdir()
-            if p.is_file() and (m := _ITR_SNAPSHOT_RE.match(p.name))
-        ]
-        if itrs:
-            return max(itrs)[1]
-        raise FileNotFoundError(f"No snapshot (params.pkl or itr_N.pkl) in directory {path}")
-    raise FileNotFoundError(f"No snapshot file or run directory at {path}")
-
-
-def load_snapshot(path: str | os.PathLike[str], map_location: Any = "cpu") -> dict[str, Any]:
-    """Loads a snapshot saved by :meth:`Logger.save_itr_params`.
-
-    Args:
-        path: A snapshot file or run directory (see :func:`find_snapshot`).
-        map_location: Passed to :func:`torch.load`.
-
-    Returns:
-        The saved ``params``.
-
-    Raises:
-        FileNotFoundError: No snapshot at ``path``.
-    """
-    return torch.load(find_snapshot(path), map_location=map_location, weights_only=False)

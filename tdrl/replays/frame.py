@@ -343,8 +343,55 @@ class FrameReplayBuffer(ReplayBuffer):
         }
         return state
 
+    def _stored_keys(self) -> tuple[Any, ...]:
+        """Top-level storage keys (``_store``'s)."""
+        return (FRAME, *_SMALL_KEYS)
+
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """The base checks, plus the frame layout: C, frame shape and the side store."""
+        super()._check_state(state)
+        side = state.get("frames")
+        if not isinstance(side, dict):
+            raise ValueError("it has no frame layout (saved by a ReplayBuffer?)")
+        n_frames, frames, index = (
+            side.get("n_frames"),
+            side.get("final_frames"),
+            side.get("final_index"),
+        )
+        if self.n_frames is not None and n_frames != self.n_frames:
+            raise ValueError(f"stacks of {n_frames!r} frames saved, {self.n_frames} here")
+        if frames is None:
+            return
+        if not isinstance(frames, torch.Tensor) or not isinstance(index, torch.Tensor):
+            raise ValueError("the side store of final frames is not tensors")
+        if tuple(index.shape) != (2, frames.shape[0]):
+            raise ValueError(f"final_index {tuple(index.shape)} for {frames.shape[0]} frames")
+        if index.numel() and (
+            index.min() < 0 or index[0].max() >= self.T_capacity or index[1].max() >= self.batch_B
+        ):
+            raise ValueError("final_index points outside the buffer")
+        if self._final_frames is not None and (
+            frames.shape[1:] != self._final_frames.shape[1:]
+            or frames.dtype != self._final_frames.dtype
+        ):
+            raise ValueError(
+                f"frames {tuple(frames.shape[1:])} {frames.dtype} saved, "
+                f"{tuple(self._final_frames.shape[1:])} {self._final_frames.dtype} here"
+            )
+        for entry in state.get("storage") or []:
+            if entry.get("key") == [FRAME] and (
+                list(entry["shape"][2:]) != list(frames.shape[1:])
+                or entry["dtype"] != str(frames.dtype)
+            ):
+                raise ValueError("the stored frames and the side store's differ in shape or dtype")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``, the side store of final frames included."""
+        """Restore ``state_dict()``, the side store of final frames included.
+
+        Raises:
+            ValueError: the state does not fit this buffer (see ``ReplayBuffer``), or its
+                frame layout differs from the one this buffer already holds.
+        """
         super().load_state_dict(state)
         side = state["frames"]
         self.n_frames = side["n_frames"]

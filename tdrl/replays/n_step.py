@@ -22,6 +22,7 @@ follows the time index modulo the capacity.
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -37,9 +38,22 @@ from tdrl._compat import (
     tensordict_from_trusted,
 )
 from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
+from tdrl.logging.files import (
+    SnapshotError,
+    commit_dir,
+    complete_dir,
+    load_plain,
+    one_line,
+    save_plain,
+    staging_dir,
+)
 from tdrl.replays.base import STORAGES, ReplaySampler
+from tdrl.replays.storage_files import load_storage, save_storage
 from tdrl.replays.uniform import UniformSampler
 from tdrl.utils.checks import check_choice, check_int, check_range
+
+#: The file ``ReplayBuffer.save`` writes last: a save is complete when it is there.
+REPLAY_STATE_FILE = "replay_state.pt"
 
 
 def _rows(value, rows: slice):
@@ -277,9 +291,21 @@ class ReplayBuffer:
         self.sampler.update_priority(index, priorities.detach().float().cpu())
 
     # ------------------------------------------------------------------ save / load
-    def state_dict(self) -> dict[str, Any]:
-        """Everything but the storage's tensors (see ``save``)."""
+    def _config(self) -> dict[str, Any]:
+        """What a saved state must share with the buffer it is loaded into."""
         return {
+            "buffer": type(self).__qualname__,
+            "size": self.size,
+            "batch_B": self.batch_B,
+            "n_step_return": self.n_step_return,
+            "storage": self.storage_kind,
+            "sampler": type(self.sampler).__qualname__,
+        }
+
+    def state_dict(self) -> dict[str, Any]:
+        """Everything but the storage's tensors (see ``save``), as tensors and plain data."""
+        return {
+            "config": self._config(),
             "t": self.t,
             "written": torch.from_numpy(self._written.copy()),
             "reward": self._reward.clone(),
@@ -289,33 +315,132 @@ class ReplayBuffer:
             "sampler": self.sampler.state_dict(),
         }
 
+    def _check_state(self, state: dict[str, Any]) -> None:
+        """Raise ``ValueError`` naming what of a saved state does not fit this buffer."""
+        saved = state.get("config")
+        if isinstance(saved, dict):
+            diffs = [
+                f"{k} {saved.get(k)!r} saved, {v!r} here"
+                for k, v in self._config().items()
+                if saved.get(k) != v
+            ]
+            if diffs:
+                raise ValueError("; ".join(diffs))
+        grid = (self.T_capacity, self.batch_B)
+        shapes = {"written": grid[:1], "reward": grid, "done": grid, "terminated": grid}
+        if state.get("pending_priority") is not None:
+            shapes["pending_priority"] = grid
+        for key, shape in shapes.items():
+            value = state.get(key)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+                raise ValueError(f"{key} is {got}, expected shape {shape}")
+        if not 0 <= int(state.get("t", -1)) < self.T_capacity:
+            raise ValueError(f"cursor t={state.get('t')!r} outside [0, {self.T_capacity})")
+
     def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()`` (into a buffer built with the same arguments)."""
+        """Restore ``state_dict()`` (into a buffer built with the same arguments).
+
+        Raises:
+            ValueError: the state does not fit this buffer (size, ``batch_B``,
+                ``n_step_return``, storage or sampler kind, array shapes), named.
+        """
+        self._check_state(state)
+        self.sampler.load_state_dict(state["sampler"])  # checks its state before changing
         self.t = int(state["t"])
         self._written = np.asarray(state["written"], dtype=bool).copy()
         self._reward.copy_(state["reward"])
         self._done.copy_(state["done"])
         self._terminated.copy_(state["terminated"])
         self._pending_priority = state["pending_priority"]
-        self.sampler.load_state_dict(state["sampler"])
 
-    def save(self, path: str | Path) -> None:
-        """Write the contents, cursor and priorities to directory ``path``."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        if self.storage is not None:
-            self.storage.dumps(path / "storage")
-        torch.save(self.state_dict(), path / "replay_state.pt")
+    def save(
+        self, path: str | Path, *, info: Mapping[str, Any] | None = None, atomic: bool = True
+    ) -> None:
+        """Write the contents, cursor and priorities to directory ``path``.
 
-    def load(self, path: str | Path) -> None:
-        """Restore what ``save`` wrote (into a buffer built with the same arguments)."""
+        ``path/storage`` gets the storage's memmap files; ``path/replay_state.pt``, written
+        last, the rest (tensors and plain data) with every storage file's size.
+
+        Args:
+            path: the directory.
+            info: plain data saved alongside (the runner records its iteration), returned
+                by ``load`` and ``saved_info``.
+            atomic: write the whole directory beside ``path`` and swap it in
+                (``tdrl.logging.files.commit_dir``), so that a crash or a full disk leaves
+                the previous save complete; False writes into ``path`` directly.
+
+        Raises:
+            OSError: a file could not be written (named); ``atomic`` keeps the previous save.
+        """
         path = Path(path)
-        state_file = path / "replay_state.pt"
-        if not state_file.exists():
-            raise FileNotFoundError(f"no saved replay buffer in {path}")
-        if (path / "storage").exists():
-            if self.storage is None:
-                self.storage = self._new_storage()
-            self.storage.loads(path / "storage")
+        target = staging_dir(path) if atomic else path
+        target.mkdir(parents=True, exist_ok=True)
+        (target / REPLAY_STATE_FILE).unlink(missing_ok=True)  # incomplete until rewritten
+        state = self.state_dict()
+        state["info"] = dict(info or {})
+        state["storage"] = (
+            [] if self.storage is None else save_storage(self.storage, target / "storage")
+        )
+        save_plain(state, target / REPLAY_STATE_FILE, "replay state")
+        if atomic:
+            commit_dir(path)
+
+    def saved_versions(self, path: str | Path) -> list[Path]:
+        """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""
+        return complete_dir(Path(path), REPLAY_STATE_FILE)
+
+    def saved_info(self, path: str | Path) -> dict[str, Any] | None:
+        """The ``info`` saved with the buffer in ``path`` (a ``SnapshotError`` if unsafe)."""
+        state = load_plain(Path(path) / REPLAY_STATE_FILE, what="replay state")
+        info = state.get("info") if isinstance(state, dict) else None
+        return info if isinstance(info, dict) else None
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Restore what ``save`` wrote (into a buffer built with the same arguments).
+
+        Everything is checked before the buffer changes: the state file is loaded with
+        ``weights_only`` (tensors and plain data, no code), its configuration and arrays
+        must fit this buffer, and every storage file must be there with its saved size.
+
+        Returns:
+            The ``info`` given to ``save``.
+
+        Raises:
+            FileNotFoundError: ``path`` holds no complete save.
+            SnapshotError: (a ``ValueError``) a file is corrupt, unsafe, missing,
+                truncated or resized, or the save does not match this buffer's
+                configuration; the message names the file.
+        """
+        path = Path(path)
+        versions = self.saved_versions(path)
+        if not versions:
+            raise FileNotFoundError(f"no saved replay buffer in {path} (no {REPLAY_STATE_FILE})")
+        state_file = versions[0] / REPLAY_STATE_FILE
+        state = load_plain(state_file, what="replay state")
+        try:
+            if not isinstance(state, dict):
+                raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+            self._check_state(state)  # before the storage, whose checks are less telling
+            data = load_storage(
+                versions[0] / "storage",
+                state.get("storage"),
+                state_file=state_file,
+                grid=(self.T_capacity, self.batch_B),
+                stored_keys=self._stored_keys(),
+            )
+            self.load_state_dict(state)
+        except SnapshotError:
+            raise
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = f"replay state {state_file} does not match this buffer: {one_line(exc)}"
+            raise SnapshotError(msg) from None
+        if data is not None:
+            self.storage = self._new_storage()
+            self.storage.set(torch.arange(self.T_capacity), data)
             self._leaves = None
-        self.load_state_dict(torch.load(state_file, weights_only=False))
+        return dict(state.get("info") or {})
+
+    def _stored_keys(self) -> tuple[Any, ...]:
+        """Top-level storage keys (``_store``'s)."""
+        return (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT)

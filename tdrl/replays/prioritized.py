@@ -13,6 +13,7 @@ import numpy as np
 import torch
 
 from tdrl._compat import Sampler
+from tdrl.logging.files import SnapshotError, load_plain, save_plain
 from tdrl.replays.sum_tree import ArrayLike, SumTree, as_numpy
 from tdrl.utils.checks import check_int, check_range
 
@@ -232,12 +233,26 @@ class PrioritizedSampler(Sampler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore what ``state_dict`` returned; the capacity must match."""
+        """Restore what ``state_dict`` returned; nothing changes if it does not fit.
+
+        Raises:
+            ValueError: the capacity or the leaves differ, or the generator state is bad.
+        """
         if int(state_dict["capacity"]) != self.capacity:
             raise ValueError(
                 f"capacity mismatch: state has {state_dict['capacity']}, "
                 f"sampler has {self.capacity}"
             )
+        leaves = state_dict["leaves"]
+        if not isinstance(leaves, torch.Tensor) or tuple(leaves.shape) != (self.capacity,):
+            raise ValueError(f"prioritized sampler state's leaves are not [{self.capacity}]")
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = state_dict["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(
+                f"prioritized sampler state has a bad generator state: {exc}"
+            ) from None
         self._alpha = float(state_dict["alpha"])
         self._beta = float(state_dict["beta"])
         self._beta_init = float(state_dict["beta_init"])
@@ -246,19 +261,28 @@ class PrioritizedSampler(Sampler):
         self._default_priority = state_dict["default_priority"]
         self._eps = float(state_dict["eps"])
         self._max_seen = state_dict["max_seen"]
-        self._tree.reset(state_dict["leaves"])
-        self._np_rng.bit_generator.state = state_dict["rng"]
+        self._tree.reset(leaves)
+        self._np_rng = rng
 
     def dumps(self, path: str | Path) -> None:
         """Write ``state_dict`` into directory ``path`` (TorchRL's ``ReplayBuffer.dumps``)."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
-        torch.save(self.state_dict(), path / "prioritized_sampler.pt")
+        save_plain(self.state_dict(), path / "prioritized_sampler.pt", "prioritized sampler state")
 
     def loads(self, path: str | Path) -> None:
-        """Read what ``dumps`` wrote."""
-        state = torch.load(Path(path) / "prioritized_sampler.pt", weights_only=True)
-        self.load_state_dict(state)
+        """Read what ``dumps`` wrote (``weights_only``: tensors and plain data, no code).
+
+        Raises:
+            FileNotFoundError: no ``prioritized_sampler.pt`` in ``path``.
+            SnapshotError: the file is corrupt, unsafe or does not fit (names it).
+        """
+        file = Path(path) / "prioritized_sampler.pt"
+        state = load_plain(file, what="prioritized sampler state")
+        try:
+            self.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SnapshotError(f"{file} does not fit this sampler: {exc}") from None
 
     def _empty(self) -> None:
         """Forget every entry (TorchRL's ``ReplayBuffer.empty``); beta and RNG are kept."""

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
 from tdrl._compat import Sampler
+from tdrl.logging.files import SnapshotError, load_plain, save_plain
 from tdrl.utils.checks import check_int
 
 
@@ -31,7 +33,9 @@ class UniformSampler(Sampler):
         self._valid = np.zeros(capacity, dtype=bool)
         self._n_valid = 0
         self._high = 0  # one past the highest index ever validated
-        self._np_rng = np.random.default_rng(seed)
+        self._np_rng = np.random.default_rng(
+            None if seed is None else check_int("seed", seed, minimum=0)
+        )
 
     # -- validity ---------------------------------------------------------------------
     def set_default(self, index: np.ndarray | torch.Tensor) -> None:
@@ -98,16 +102,45 @@ class UniformSampler(Sampler):
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
-        self._valid = np.asarray(state_dict["valid"], dtype=bool).copy()
+        """Restore ``state_dict()``; nothing changes if it does not fit.
+
+        Raises:
+            ValueError: the state is of another capacity or not this sampler's.
+        """
+        valid = state_dict.get("valid")
+        if not isinstance(valid, torch.Tensor) or tuple(valid.shape) != (self.capacity,):
+            got = tuple(valid.shape) if isinstance(valid, torch.Tensor) else type(valid).__name__
+            raise ValueError(
+                f"uniform sampler state has valid flags {got}, capacity {self.capacity}"
+            )
+        high = int(state_dict["high"])
+        if not 0 <= high <= self.capacity:
+            raise ValueError(f"uniform sampler state has high={high} outside [0, {self.capacity}]")
+        rng = np.random.default_rng()
+        try:
+            rng.bit_generator.state = state_dict["rng"]
+        except (TypeError, ValueError, KeyError) as exc:
+            raise ValueError(f"uniform sampler state has a bad generator state: {exc}") from None
+        self._valid = np.asarray(valid, dtype=bool).copy()
         self._n_valid = int(self._valid.sum())
-        self._high = int(state_dict["high"])
-        self._np_rng.bit_generator.state = state_dict["rng"]
+        self._high = high
+        self._np_rng = rng
 
     def dumps(self, path: Any) -> None:
-        """Save ``state_dict()`` to ``path/uniform_sampler.pt``."""
-        torch.save(self.state_dict(), f"{path}/uniform_sampler.pt")
+        """Save ``state_dict()`` to ``path/uniform_sampler.pt`` (atomically)."""
+        Path(path).mkdir(parents=True, exist_ok=True)
+        save_plain(self.state_dict(), Path(path) / "uniform_sampler.pt", "uniform sampler state")
 
     def loads(self, path: Any) -> None:
-        """Load what ``dumps`` saved."""
-        self.load_state_dict(torch.load(f"{path}/uniform_sampler.pt", weights_only=False))
+        """Load what ``dumps`` saved (``weights_only``: tensors and plain data, no code).
+
+        Raises:
+            FileNotFoundError: no ``uniform_sampler.pt`` in ``path``.
+            SnapshotError: the file is corrupt, unsafe or does not fit (names it).
+        """
+        file = Path(path) / "uniform_sampler.pt"
+        state = load_plain(file, what="uniform sampler state")
+        try:
+            self.load_state_dict(state)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:
+            raise SnapshotError(f"{file} does not fit this sampler: {exc}") from None

@@ -12,7 +12,11 @@ previous one, and never overwrites a slot that is still being read.
 The relay reads the pipe with ``tdrl.utils.processes.receive``: a process that reports an
 error (``report_failure``) or dies surfaces as ``ChildFailed`` naming it and how it ended,
 passed to the optimiser as a ``SamplerFailed`` event. ``RunningSampler.stop`` ends the
-process with ``stop_processes`` (stop flag, then SIGTERM, then SIGKILL).
+process with ``stop_processes`` (stop flag, then SIGTERM, then SIGKILL). The process is
+started by ``start_child``, so it exits by itself once the learner's process is gone. The
+controls the two sides poll (stop flag, throttle, weights version, progress) are shared
+numbers without a lock: a side killed while reading one cannot leave it locked for the
+other (only the weights' lock is taken by both, and waits for it are supervised).
 """
 
 from __future__ import annotations
@@ -39,7 +43,7 @@ from tdrl.runners.async_sampler import (
 )
 from tdrl.runners.base import RunPlan
 from tdrl.samplers.base import Sampler
-from tdrl.utils.processes import Child, ChildFailed, receive, report_failure
+from tdrl.utils.processes import Child, ChildFailed, receive, report_failure, start_child
 
 #: Seconds between the process's checks of the stop flag while it waits for a free slot.
 _SLOT_WAIT_S = 0.5
@@ -55,6 +59,25 @@ class BatchReady:
     weights_version: int
 
 
+class SharedFlag:
+    """A stop flag in shared memory, without a lock (a ``Flag`` for a sampler process).
+
+    Args:
+        ctx: the multiprocessing context of the process.
+    """
+
+    def __init__(self, ctx: Any):
+        self._value = ctx.Value("b", 0, lock=False)
+
+    def is_set(self) -> bool:
+        """Whether it was set."""
+        return bool(self._value.value)
+
+    def set(self) -> None:
+        """Set it."""
+        self._value.value = 1
+
+
 class ProcessLink:
     """A sampler process's link: batches through the shared double buffer.
 
@@ -62,14 +85,21 @@ class ProcessLink:
         conn: the sending end of the pipe to the learner's relay.
         slots: the two shared-memory ``[T, B]`` batches.
         slot_free: one semaphore per slot, released by the relay once it appended it.
-        stop: the run's stop flag.
+        controls: the run's controls (stop flag, progress counter).
     """
 
-    def __init__(self, conn: Connection, slots: list[TensorDict], slot_free: list[Any], stop: Flag):
+    def __init__(
+        self,
+        conn: Connection,
+        slots: list[TensorDict],
+        slot_free: list[Any],
+        controls: SamplerControls,
+    ):
         self.conn = conn
         self.slots = slots
         self.slot_free = slot_free
-        self.stop = stop
+        self.stop: Flag = controls.stop
+        self.progress = controls.progress
 
     def deliver(
         self, itr: int, samples: TensorDictBase, traj_infos: list[TrajInfo], version: int
@@ -79,6 +109,7 @@ class ProcessLink:
         while not self.slot_free[slot].acquire(timeout=_SLOT_WAIT_S):  # relay still reads it
             if self.stop.is_set():
                 return False
+            self.progress.value += 1
         if self.stop.is_set():
             return False
         self.slots[slot].copy_(samples)
@@ -120,13 +151,14 @@ def start_sampler_process(
     slots = [example.clone().zero_().share_memory_() for _ in range(2)]
     slot_free = [ctx.Semaphore(1) for _ in range(2)]
     receiver, sender = ctx.Pipe(duplex=False)
-    proc = ctx.Process(
-        target=_sampler_process_main,
+    proc = start_child(
+        ctx,
+        _sampler_process_main,
         args=(sender, sampler, agent, controls, slots, slot_free, plan, offline_eval),
         kwargs={"seed": seed, "discount": discount},
         name="tdrl-async-sampler",
+        daemon=False,  # a parallel sampler in it starts worker processes of its own
     )
-    proc.start()
     sender.close()  # the child holds its end
     thread = threading.Thread(
         target=_relay,
@@ -159,7 +191,7 @@ def _sampler_process_main(
         with report_failure(conn):
             torch.set_num_threads(1)
             sampler.initialize(agent, seed=seed, traj_info_kwargs={"discount": discount})
-            link = ProcessLink(conn, slots, slot_free, controls.stop)
+            link = ProcessLink(conn, slots, slot_free, controls)
             sample_loop(sampler, agent, link, controls, plan, offline_eval)
     finally:
         sampler.shutdown()

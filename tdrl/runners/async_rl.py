@@ -21,6 +21,10 @@ their own.
   workers).
 * **Replay.** Appends (sampler or relay thread) and each draw-and-update (optimiser) hold
   ``algo.replay_lock``, so they interleave at update granularity.
+* **Supervision.** A sampler that fails or dies raises here, naming it and how it ended;
+  one that makes no progress (``tdrl.runners.async_sampler.ProgressWatch``) for
+  ``sampler_timeout_s`` raises ``SamplerStuck``; a sampler process exits by itself once
+  this process is gone.
 * **Logging.** A row every ``log_interval_steps`` sampled steps, as ``MinibatchRl`` writes,
   plus ``Diagnostics/SamplerIteration`` and ``Diagnostics/OptThrottle`` (seconds the
   optimiser waited for the sampler in the interval). ``AsyncRlEval`` evaluates in the
@@ -39,13 +43,14 @@ from pathlib import Path
 from typing import ClassVar
 
 from tdrl.agents.base import Agent
-from tdrl.algos.base import ReplayAlgorithm
+from tdrl.algos.base import Algorithm, ReplayAlgorithm
 from tdrl.logging import ProgressBar
-from tdrl.runners.async_process import start_sampler_process
+from tdrl.runners.async_process import SharedFlag, start_sampler_process
 from tdrl.runners.async_sampler import (
     BatchStored,
     Box,
     LogPoint,
+    ProgressWatch,
     PublishedWeights,
     ReplayFeed,
     RunningSampler,
@@ -53,6 +58,7 @@ from tdrl.runners.async_sampler import (
     SamplerEvent,
     SamplerFailed,
     SamplerFinished,
+    SamplerStuck,
     start_sampler_thread,
 )
 from tdrl.runners.base import (
@@ -63,8 +69,8 @@ from tdrl.runners.base import (
     start_run,
 )
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_int
-from tdrl.utils.processes import Child, spawn_context
+from tdrl.utils.checks import check_bool, check_instance, check_int, check_timeout
+from tdrl.utils.processes import STUCK_AFTER_S, Child, ChildFailed, spawn_context
 
 #: Seconds the optimiser waits for an event before checking its throttle again.
 _EVENT_WAIT_S = 0.05
@@ -96,6 +102,11 @@ class AsyncRl:
         sampler_process: run the sampler in its own (spawned) process instead of a
             thread; the script then needs an ``if __name__ == "__main__":`` guard, and the
             sampler, agent and env factory must be picklable.
+        sampler_timeout_s: seconds the sampler (thread or process) may take for one
+            batch, or one evaluation of ``AsyncRlEval``, before the run fails with
+            ``SamplerStuck`` (while it waits for the optimiser it is not stuck); its
+            start-up and first batch get at least 300 s. The default, half an hour, leaves
+            room for the slowest real batches and evaluations; None: no limit.
     """
 
     #: Evaluate offline in the sampler (``AsyncRlEval``) instead of reporting training
@@ -117,6 +128,7 @@ class AsyncRl:
         snapshot_replay: bool = False,
         max_sampler_lead_itrs: int | None = None,
         sampler_process: bool = False,
+        sampler_timeout_s: float | None = STUCK_AFTER_S,
     ):
         self.settings = RunSettings(
             n_steps=n_steps,
@@ -128,6 +140,7 @@ class AsyncRl:
             snapshot_replay=snapshot_replay,
         )
         self.sampler_process = check_bool("sampler_process", sampler_process)
+        self.sampler_timeout_s = check_timeout("sampler_timeout_s", sampler_timeout_s)
         self.max_sampler_lead_itrs = (
             None
             if max_sampler_lead_itrs is None
@@ -135,8 +148,8 @@ class AsyncRl:
         )
         if self.offline_eval:
             check_offline_eval(type(self).__name__, sampler)
-        self.algo = algo
-        self.agent = agent
+        self.algo = check_instance("algo", algo, Algorithm)
+        self.agent = check_instance("agent", agent, Agent)
         self.sampler = sampler
         self.sampler_agent: Agent | None = None  # the thread sampler's copy of the agent
         self.sampler_weights_version = 0  # the publication the sampler's agent held last
@@ -163,6 +176,7 @@ class AsyncRl:
         )
         running: RunningSampler | None = None
         bar: ProgressBar | None = None
+        stuck = False
         try:
             if algo.replay_buffer is None:
                 raise RuntimeError(f"{type(algo).__name__}.initialize built no replay buffer")
@@ -175,10 +189,14 @@ class AsyncRl:
             else:
                 running = self._start_process(child_sampler, feed, first_throttle)
             bar = progress_bar(self.plan, algo, self.settings.progress_bar)
-            self._optimize(algo, feed, running.controls, first_throttle, bar)
+            watch = ProgressWatch(running.controls.progress, self.sampler_timeout_s, running)
+            self._optimize(algo, feed, running.controls, first_throttle, bar, watch)
+        except SamplerStuck:
+            stuck = True
+            raise
         finally:
             if running is not None:
-                running.stop()
+                running.stop(at_once=stuck)
             if bar is not None:
                 bar.close()
             self.sampler.shutdown()
@@ -193,12 +211,13 @@ class AsyncRl:
         controls: SamplerControls,
         first_throttle: float,
         bar: ProgressBar,
+        watch: ProgressWatch,
     ) -> None:
         """Optimise whenever the throttle allows, until the sampler finished.
 
         Round ``k`` waits until the sampler finished iteration
         ``first_throttle + k * delta``; a call that made no update (warming up) waits for
-        the next batch.
+        the next batch. While it waits, ``watch`` checks that the sampler still moves.
         """
         delta = (
             algo.batch_size
@@ -208,6 +227,7 @@ class AsyncRl:
         throttle_itr = first_throttle
         self._opt_throttle = 0.0
         pending: list[SamplerEvent] = []
+        children = [self.sampler_proc] if self.sampler_proc is not None else []
         while not self._handle_events(feed, pending, bar):
             pending = []
             if feed.sampler_itr >= throttle_itr:
@@ -216,7 +236,7 @@ class AsyncRl:
                 opt_info = algo.optimize_agent(itr, None)
                 self.stats.add_opt_info(opt_info)
                 if opt_info:
-                    controls.weights.publish(self.agent)
+                    controls.weights.publish(self.agent, children)
                     throttle_itr += delta
                 else:  # warming up, or no complete n-step window yet
                     throttle_itr = feed.sampler_itr + 1
@@ -226,6 +246,8 @@ class AsyncRl:
                 with contextlib.suppress(queue.Empty):
                     pending.append(feed.events.get(timeout=_EVENT_WAIT_S))
                 self._opt_throttle += time.perf_counter() - t0
+                if not pending:
+                    watch.check(started=feed.sampler_itr > self.plan.start_itr)
 
     def _handle_events(
         self, feed: ReplayFeed, pending: list[SamplerEvent], bar: ProgressBar
@@ -240,7 +262,9 @@ class AsyncRl:
             if isinstance(event, SamplerFinished):
                 done = True
             elif isinstance(event, SamplerFailed):
-                raise RuntimeError(f"the sampler {event.where} failed") from event.error
+                raise RuntimeError(
+                    f"the sampler {event.where} failed: {_summary(event.error)}"
+                ) from event.error
             elif isinstance(event, BatchStored):
                 self.sampler_weights_version = event.weights_version
                 self.stats.add_batch(self.plan.itr_batch_size, event.traj_infos)
@@ -274,7 +298,11 @@ class AsyncRl:
         """Start the sampler thread, acting with its own copy of the agent."""
         self.weights = PublishedWeights.for_thread(self.agent)
         controls = SamplerControls(
-            self.weights, Box(first_throttle), threading.Event(), self.max_sampler_lead_itrs
+            self.weights,
+            throttle=Box(first_throttle),
+            stop=threading.Event(),
+            lead=self.max_sampler_lead_itrs,
+            progress=Box(0),
         )
         self.sampler_agent = copy.deepcopy(self.agent)
         self.sampler.agent = self.sampler_agent  # the sampler acts with its own copy
@@ -290,8 +318,12 @@ class AsyncRl:
         example = self.sampler.samples  # the learner's sampler only supplied the specs
         self.sampler.shutdown()
         self.weights = PublishedWeights.for_process(self.agent, ctx)
-        controls = SamplerControls(
-            self.weights, ctx.Value("d", first_throttle), ctx.Event(), self.max_sampler_lead_itrs
+        controls = SamplerControls(  # shared numbers without locks: see async_process
+            self.weights,
+            throttle=ctx.Value("d", first_throttle, lock=False),
+            stop=SharedFlag(ctx),
+            lead=self.max_sampler_lead_itrs,
+            progress=ctx.Value("q", 0, lock=False),
         )
         running = start_sampler_process(
             ctx,
@@ -307,6 +339,13 @@ class AsyncRl:
         )
         self.sampler_proc = running.proc
         return running
+
+
+def _summary(error: BaseException) -> str:
+    """One line about ``error``: a child's name and how it ended, or the exception."""
+    if isinstance(error, ChildFailed):
+        return error.summary()
+    return (f"{type(error).__name__}: {error}".splitlines() or [""])[0]
 
 
 class AsyncRlEval(AsyncRl):

@@ -19,6 +19,11 @@ only in the link and in the kind of shared objects ``SamplerControls`` holds:
 Events are small dataclasses: ``BatchStored`` (an iteration's batch is in the replay
 buffer), ``LogPoint`` (a log point, with the evaluation episodes), ``SamplerFinished`` and
 ``SamplerFailed``.
+
+**Supervision.** The loop bumps ``controls.progress`` after every batch and at every poll
+while it waits (for the optimiser, or for a free slot of the double buffer), so a counter
+that stands still means the sampler is inside one batch or evaluation; the optimiser's
+``ProgressWatch`` raises ``SamplerStuck`` when that lasts longer than ``sampler_timeout_s``.
 """
 
 from __future__ import annotations
@@ -27,6 +32,7 @@ import contextlib
 import queue
 import threading
 import time
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -38,7 +44,7 @@ from tdrl.envs.traj_info import TrajInfo
 from tdrl.replays import ReplayBuffer
 from tdrl.runners.base import RunPlan, evaluate
 from tdrl.samplers.base import Sampler
-from tdrl.utils.processes import Child, stop_processes
+from tdrl.utils.processes import Child, startup_timeout, stop_processes, stuck_description, wait_for
 
 #: Seconds between the sampler's checks while it waits for the optimiser.
 _WAIT_S = 0.0005
@@ -82,13 +88,25 @@ SamplerEvent = BatchStored | LogPoint | SamplerFinished | SamplerFailed
 
 # ------------------------------------------------------------------------- shared state
 class Value(Protocol):
-    """A shared number: a ``Box`` in thread mode, a ``multiprocessing.Value`` otherwise."""
+    """A shared number: a ``Box`` in thread mode, a lock-free ``multiprocessing.Value``."""
 
     value: float
 
 
+class TimedLock(Protocol):
+    """A lock with a timed acquire: ``threading.Lock`` or ``multiprocessing.Lock``."""
+
+    def acquire(self, *, timeout: float) -> bool:
+        """Take the lock, waiting up to ``timeout`` seconds; whether it was taken."""
+        ...
+
+    def release(self) -> None:
+        """Give the lock back."""
+        ...
+
+
 class Flag(Protocol):
-    """A stop flag: ``threading.Event`` or ``multiprocessing.Event``."""
+    """A stop flag: ``threading.Event``, or a lock-free ``SharedFlag`` for a process."""
 
     def is_set(self) -> bool:
         """Whether it was set."""
@@ -112,15 +130,10 @@ class PublishedWeights:
     Args:
         state: tensors of the agent's ``state_dict()`` (in shared memory for a process).
         lock: held while ``state`` is written or read.
-        version: the number of publications so far.
+        version: the number of publications so far (written under ``lock``, read without).
     """
 
-    def __init__(
-        self,
-        state: dict[str, torch.Tensor],
-        lock: contextlib.AbstractContextManager[Any],
-        version: Value,
-    ):
+    def __init__(self, state: dict[str, torch.Tensor], lock: TimedLock, version: Value):
         self.state = state
         self.lock = lock
         self.version = version
@@ -135,16 +148,22 @@ class PublishedWeights:
     def for_process(cls, agent: Agent, ctx: Any) -> PublishedWeights:
         """A shared-memory copy of ``agent``'s state for a sampler process."""
         state = {k: v.detach().cpu().clone().share_memory_() for k, v in agent.state_dict().items()}
-        return cls(state, ctx.Lock(), ctx.Value("q", 0))
+        return cls(state, ctx.Lock(), ctx.Value("q", 0, lock=False))
 
     @property
     def current(self) -> int:
         """The latest publication's number."""
         return int(self.version.value)
 
-    def publish(self, agent: Agent) -> None:
-        """Make ``agent``'s current state the sampler's next one."""
-        with self.lock, torch.no_grad():
+    def publish(self, agent: Agent, children: Sequence[Child] = ()) -> None:
+        """Make ``agent``'s current state the sampler's next one.
+
+        Args:
+            agent: the learner's agent.
+            children: the sampler process, if any: dying while it holds the lock, it
+                raises ``ChildFailed`` here instead of blocking the learner for ever.
+        """
+        with self._held(children), torch.no_grad():
             for key, value in agent.state_dict().items():
                 self.state[key].copy_(value)
             self.version.value += 1
@@ -157,9 +176,18 @@ class PublishedWeights:
         """
         if self.version.value == have:
             return have
-        with self.lock:
+        with self._held():
             agent.load_state_dict(self.state)
             return int(self.version.value)
+
+    @contextlib.contextmanager
+    def _held(self, children: Sequence[Child] = ()) -> Iterator[None]:
+        """Hold ``lock``, supervising ``children`` while waiting for it."""
+        wait_for(lambda s: self.lock.acquire(timeout=s), children)
+        try:
+            yield
+        finally:
+            self.lock.release()
 
 
 @dataclass
@@ -171,12 +199,14 @@ class SamplerControls:
         throttle: the sampler iteration the optimiser's next round waits for.
         stop: set when the run ends (or fails) before the sampler finished.
         lead: iterations the sampler may run ahead of ``throttle`` (None: free-running).
+        progress: bumped by the sampler whenever it moves (see the module docstring).
     """
 
     weights: PublishedWeights
     throttle: Value
     stop: Flag
     lead: int | None
+    progress: Value
 
 
 # ------------------------------------------------------------------------------ the loop
@@ -204,6 +234,7 @@ def sample_loop(
 ) -> None:
     """Collect the iterations ``plan.start_itr .. plan.n_itr - 1`` (see the module doc)."""
     version = -1
+    progress = controls.progress
     if offline_eval and plan.start_itr == 0:
         version = controls.weights.load_into(agent, version)
         link.report(_log_point(sampler, 0, offline_eval, eval_only=True))
@@ -211,12 +242,14 @@ def sample_loop(
         while controls.lead is not None and itr >= controls.throttle.value + controls.lead:
             if controls.stop.is_set():
                 return
+            progress.value += 1
             time.sleep(_WAIT_S)  # the optimiser is behind: wait for it
         if controls.stop.is_set():
             return
         version = controls.weights.load_into(agent, version)
         agent.sample_mode(itr)
         samples, traj_infos = sampler.obtain_samples(itr)
+        progress.value += 1
         if not link.deliver(itr, samples, traj_infos, version):
             return
         if plan.is_log_itr(itr):
@@ -332,14 +365,56 @@ class RunningSampler:
     proc: Child | None = None
     slot_free: list[Any] = field(default_factory=list)
 
-    def stop(self) -> None:
+    def stop(self, *, at_once: bool = False) -> None:
         """Ask the sampler to stop and wait for it.
 
-        A process that does not end in time is terminated, then killed.
+        A process that does not end in time is terminated, then killed; with
+        ``at_once`` (it is stuck) it is terminated without waiting, and a stuck thread
+        (which cannot be stopped) is left to end with this process.
         """
         self.controls.stop.set()
         for sem in self.slot_free:
             sem.release()  # a sampler waiting for a free slot wakes up and sees the stop
         if self.proc is not None:
-            stop_processes([self.proc], wait_s=10.0, terminate_s=2.0)
-        self.thread.join(timeout=60)
+            stop_processes([self.proc], wait_s=0.0 if at_once else 10.0, terminate_s=2.0)
+        self.thread.join(timeout=1.0 if at_once else 60.0)
+
+
+class SamplerStuck(RuntimeError):  # noqa: N818 - reads as what happened
+    """The sampler made no progress within ``sampler_timeout_s``."""
+
+
+class ProgressWatch:
+    """The optimiser's check that the sampler still moves (``controls.progress``).
+
+    Args:
+        progress: the counter the sampler bumps.
+        timeout: seconds it may stand still once the first batch arrived (before that, at
+            least ``STARTUP_ALLOWANCE_S``); None: never stuck.
+        running: the running sampler (its process is named in the message).
+    """
+
+    def __init__(self, progress: Value, timeout: float | None, running: RunningSampler):
+        self.progress = progress
+        self.timeout = timeout
+        self.running = running
+        self._seen = progress.value
+        self._since = time.monotonic()
+
+    def check(self, *, started: bool) -> None:
+        """Raise ``SamplerStuck`` if the counter stood still too long.
+
+        Args:
+            started: a batch arrived already (the start-up allowance is over).
+        """
+        now, value = time.monotonic(), self.progress.value
+        if value != self._seen:
+            self._seen, self._since = value, now
+            return
+        limit = self.timeout if started else startup_timeout(self.timeout)
+        if limit is None or now - self._since <= limit:
+            return
+        proc = self.running.proc
+        where = "thread" if proc is None else f"process {proc.name}"
+        waited = f"made no progress within {limit:g} s (sampler_timeout_s)"
+        raise SamplerStuck(f"the sampler {where} {stuck_description(proc, waited)}")

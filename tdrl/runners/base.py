@@ -12,7 +12,11 @@ share everything else through the plain pieces of this module:
 * ``RunStats``: counters, the window of recent episodes, the optimiser diagnostics and
   evaluation episodes of the current log interval;
 * ``log_iteration``: one ``progress.csv`` row with rlpyt's ``Diagnostics/*`` columns, plus
-  the snapshot (``snapshot``; ``start_run`` restores it).
+  the snapshot (``snapshot``; ``start_run`` checks it against the run and restores it).
+
+A log point is committed in a crash-safe order and resuming repairs ``progress.csv`` to
+agree with the snapshot (``tdrl.logging.logger``); what a snapshot records and what
+resuming checks is in ``tdrl.logging.snapshot``.
 
 In a run over ``N`` ranks (``SyncRl``) an iteration counts the steps of all ranks and an
 update replays ``N`` minibatches: ``RunPlan`` and ``log_iteration`` take ``world_size`` /
@@ -21,7 +25,6 @@ update replays ``N`` minibatches: ``RunPlan`` and ``log_iteration`` take ``world
 
 from __future__ import annotations
 
-import random
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -30,16 +33,23 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
-import torch
 
 from tdrl.agents.base import Agent
 from tdrl.algos.base import Algorithm, ReplayAlgorithm
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.logging import ProgressBar, get_logger, load_snapshot
+from tdrl.logging import ProgressBar, find_snapshot, get_logger, load_snapshot
+from tdrl.logging.snapshot import (
+    check_resume,
+    commit_log_point,
+    repair_progress,
+    restore_replay,
+    run_identity,
+)
+from tdrl.logging.snapshot import restore_state as restore  # loads a snapshot into agent, algo
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_bool, check_int
-from tdrl.utils.seed import make_seed, set_seed
+from tdrl.utils.seed import make_seed, rng_state, set_seed
 
 
 class Runner(Protocol):
@@ -117,6 +127,8 @@ class RunStats:
         cum_steps: env steps so far (restored from a snapshot).
         cum_completed_trajs: completed training episodes so far.
         cum_time: seconds of logged training so far.
+        run_info: what the run is (``tdrl.logging.snapshot.run_identity``), kept in its
+            snapshots so that a resume can be checked against it.
     """
 
     def __init__(
@@ -127,7 +139,9 @@ class RunStats:
         cum_steps: int = 0,
         cum_completed_trajs: int = 0,
         cum_time: float = 0.0,
+        run_info: Mapping[str, Any] | None = None,
     ):
+        self.run_info = dict(run_info or {})
         self.cum_steps = cum_steps
         self.cum_completed_trajs = cum_completed_trajs
         self.cum_time = cum_time
@@ -175,6 +189,7 @@ class RunStats:
         samples_per_update: int,
         offline_eval: bool,
         extra: Mapping[str, float],
+        dump: bool = True,
     ) -> dict[str, float]:
         """Record and dump one ``progress.csv`` row (rlpyt's column names); returns it.
 
@@ -185,6 +200,8 @@ class RunStats:
             offline_eval: trajectory columns from the evaluation episodes (else from the
                 window of training episodes).
             extra: runner-specific ``Diagnostics/*`` columns, recorded first.
+            dump: write the row now; False leaves it recorded in the logger, for the caller
+                to dump (``log_iteration`` saves the snapshot in between).
         """
         logger = get_logger()
         new_time = time.perf_counter() - self._t_last
@@ -229,7 +246,8 @@ class RunStats:
         for key, values in self.opt_infos.items():
             logger.record_tabular_misc_stat(key, values)
             row[f"{key}Average"] = float(np.mean(values)) if values else float("nan")
-        logger.dump_tabular()
+        if dump:
+            logger.dump_tabular()
         self.last_row = {**extra, **row}
         return self.last_row
 
@@ -255,10 +273,14 @@ def start_run(
 ) -> tuple[RunPlan, RunStats]:
     """Seed, initialise the sampler, the agent and the algorithm, resume; plan the run.
 
+    A snapshot to resume from is loaded and checked against the run before anything starts;
+    then the state is restored, ``progress.csv`` repaired and the replay buffer loaded.
+
     Args:
         algo: the algorithm (initialised here for the run's iterations).
         agent: the agent (initialised by the sampler).
-        sampler: the sampler (its envs are seeded with ``seed + 1``).
+        sampler: the sampler (its envs are seeded with ``seed + 1``); shut down here if
+            resuming fails after it started.
         settings: the runner's settings; ``n_steps`` and ``log_interval_steps`` count the
             steps of all ranks.
         seed: this process's seed (``SyncRl`` gives each rank its own).
@@ -268,31 +290,56 @@ def start_run(
     Returns:
         The plan of the run and its statistics (counters restored from a snapshot when
         ``settings.resume_from`` is set).
+
+    Raises:
+        FileNotFoundError: ``resume_from`` holds no snapshot.
+        SnapshotError: (a ``ValueError`` naming the file) the snapshot is corrupt, unsafe,
+            of another run (``check_resume``) or finished, or does not fit.
     """
-    set_seed(seed)
-    sampler.initialize(agent, seed=seed + 1, traj_info_kwargs={"discount": algo.discount})
     batch_spec = sampler.batch_spec
     rank_batch = batch_spec.size
     # One rank's share of the run and of the log interval, in its own steps.
     rank_steps = -(-settings.n_steps // world_size)
     rank_log_interval = max(1, settings.log_interval_steps // world_size)
     n_itr = -(-rank_steps // rank_batch)
-    algo.initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
-    start_itr, cum_steps, cum_completed_trajs, cum_time = 0, 0, 0, 0.0
+    identity = run_identity(
+        algo=algo,
+        agent=agent,
+        env_fn=sampler.settings.env_fn,
+        env_kwargs=sampler.settings.env_kwargs,
+        batch_T=batch_spec.T,
+        batch_B=batch_spec.B,
+        world_size=world_size,
+    )
+    snap, snap_file = None, None
     if settings.resume_from is not None:
-        snap = load_snapshot(settings.resume_from)
-        start_itr = restore(snap, agent, algo)
-        cum_steps = int(snap["cum_steps"])
-        cum_completed_trajs = int(snap.get("cum_completed_trajs", 0))
-        cum_time = float(snap.get("cum_time", 0.0))
-        get_logger().log(f"resumed from iteration {start_itr - 1} ({cum_steps} steps)")
-        _restore_replay(algo, Path(settings.resume_from) / "replay")
+        snap_file = find_snapshot(settings.resume_from)
+        snap = load_snapshot(snap_file)
+        repair_progress(snap, snap_file)  # also when the checks below refuse to go on
+        check_resume(snap, snap_file, identity=identity, n_itr=n_itr, n_steps=settings.n_steps)
+    set_seed(seed)
+    sampler.initialize(agent, seed=seed + 1, traj_info_kwargs={"discount": algo.discount})
+    start_itr, cum_steps, cum_completed_trajs, cum_time = 0, 0, 0, 0.0
+    try:
+        algo.initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
+        if snap is not None and snap_file is not None:
+            start_itr = restore(snap, agent, algo, file=snap_file)
+            cum_steps = int(snap["cum_steps"])
+            cum_completed_trajs = int(snap.get("cum_completed_trajs", 0))
+            cum_time = float(snap.get("cum_time", 0.0))
+            if isinstance(algo, ReplayAlgorithm) and algo.replay_buffer is not None:
+                restore_replay(algo.replay_buffer, snap, snap_file)
+            get_logger().log(f"resumed from iteration {start_itr - 1} ({cum_steps} steps)")
+    except BaseException:
+        sampler.shutdown()
+        raise
     stats = RunStats(
         log_traj_window=settings.log_traj_window,
         update_counter=algo.update_counter,
         cum_steps=cum_steps,
         cum_completed_trajs=cum_completed_trajs,
         cum_time=cum_time,
+        run_info=identity,
     )
     plan = RunPlan(
         batch_spec=batch_spec,
@@ -306,15 +353,6 @@ def start_run(
         f"{plan.itr_batch_size} steps, logging every {plan.log_interval_itrs}, seed {seed}"
     )
     return plan, stats
-
-
-def _restore_replay(algo: Algorithm, replay_dir: Path) -> None:
-    """Load a replay buffer saved beside the snapshot (``snapshot_replay``), if any."""
-    if not isinstance(algo, ReplayAlgorithm) or algo.replay_buffer is None:
-        return
-    if (replay_dir / "replay_state.pt").exists():
-        algo.replay_buffer.load(replay_dir)
-        get_logger().log(f"replay buffer restored from {replay_dir} ({len(algo.replay_buffer)})")
 
 
 def progress_bar(plan: RunPlan, algo: Algorithm, show: bool | None) -> ProgressBar:
@@ -354,7 +392,7 @@ def log_iteration(
     ranks: int = 1,
     extra: Mapping[str, float] | None = None,
 ) -> None:
-    """Write the row of iteration ``itr``, then (unless ``eval_only``) the snapshot.
+    """Write the row of ``itr`` and its snapshot (``commit_log_point``'s crash-safe order).
 
     Args:
         itr: the iteration just finished.
@@ -373,18 +411,31 @@ def log_iteration(
         samples_per_update=algo.batch_size * ranks,
         offline_eval=offline_eval,
         extra=extra or {},
+        dump=False,
     )
-    if not eval_only:
-        logger = get_logger()
-        logger.save_itr_params(itr, snapshot(itr, stats, agent, algo))
-        replay = algo.replay_buffer if isinstance(algo, ReplayAlgorithm) else None
-        if settings.snapshot_replay and replay is not None and logger.run_dir is not None:
-            replay.save(Path(logger.run_dir) / "replay")
+    replay = algo.replay_buffer if isinstance(algo, ReplayAlgorithm) else None
+
+    def make_snapshot(progress: dict[str, Any]) -> dict[str, Any]:
+        return snapshot(itr, stats, agent, algo, progress=progress)
+
+    commit_log_point(
+        itr, None if eval_only else make_snapshot, replay if settings.snapshot_replay else None
+    )
     stats.end_interval(algo.update_counter)
 
 
-def snapshot(itr: int, stats: RunStats, agent: Agent, algo: Algorithm) -> dict[str, Any]:
-    """What a snapshot holds: enough to resume training at ``itr + 1``."""
+def snapshot(
+    itr: int,
+    stats: RunStats,
+    agent: Agent,
+    algo: Algorithm,
+    *,
+    progress: Mapping[str, Any] | None = None,
+) -> dict[str, Any]:
+    """A snapshot, plain data (``tdrl.logging.snapshot``): enough to resume at ``itr + 1``.
+
+    ``progress`` is ``{"rows": n, "row": {...}}`` of ``progress.csv``.
+    """
     return {
         "itr": itr,
         "cum_steps": stats.cum_steps,
@@ -392,25 +443,7 @@ def snapshot(itr: int, stats: RunStats, agent: Agent, algo: Algorithm) -> dict[s
         "cum_time": stats.cum_time,
         "agent_state_dict": agent.state_dict(),
         "algo_state_dict": algo.state_dict(),
-        "rng": {
-            "torch": torch.get_rng_state(),
-            "numpy": np.random.get_state(),
-            "random": random.getstate(),
-        },
+        "rng": rng_state(),
+        "run": dict(stats.run_info),
+        "progress": dict(progress) if progress is not None else None,
     }
-
-
-def restore(snap: Mapping[str, Any], agent: Agent, algo: Algorithm) -> int:
-    """Load a ``snapshot`` into the agent, the algorithm and the global RNGs.
-
-    Returns:
-        The iteration to continue from.
-    """
-    agent.load_state_dict(snap["agent_state_dict"])
-    algo.load_state_dict(snap["algo_state_dict"])
-    rng = snap.get("rng")
-    if rng is not None:
-        torch.set_rng_state(rng["torch"])
-        np.random.set_state(rng["numpy"])
-        random.setstate(rng["random"])
-    return int(snap["itr"]) + 1

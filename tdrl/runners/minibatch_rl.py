@@ -25,6 +25,7 @@ from tdrl.runners.base import (
     start_run,
 )
 from tdrl.samplers.base import Sampler
+from tdrl.utils.checks import check_instance
 
 
 class MinibatchRl:
@@ -76,15 +77,16 @@ class MinibatchRl:
         )
         if self.offline_eval:
             check_offline_eval(type(self).__name__, sampler)
-        self.algo = algo
-        self.agent = agent
+        self.algo = check_instance("algo", algo, Algorithm)
+        self.agent = check_instance("agent", agent, Agent)
         self.sampler = sampler
 
     def train(self) -> dict[str, float]:
         """Run the whole training; returns the last logged row of diagnostics."""
-        plan, stats = self.startup()
-        bar = progress_bar(plan, self.algo, self.settings.progress_bar)
-        try:
+        bar = None
+        try:  # a start-up failure (bad agent, snapshot of another run) also stops the envs
+            plan, stats = self.startup()
+            bar = progress_bar(plan, self.algo, self.settings.progress_bar)
             if self.offline_eval and plan.start_itr == 0:
                 stats.add_eval(*evaluate(self.sampler, 0))
                 self._log(0, eval_only=True)
@@ -101,7 +103,8 @@ class MinibatchRl:
                         stats.add_eval(*evaluate(self.sampler, itr))
                     self._log(itr)
         finally:
-            bar.close()
+            if bar is not None:
+                bar.close()
             self.sampler.shutdown()
         return stats.last_row
 

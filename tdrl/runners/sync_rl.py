@@ -18,12 +18,16 @@ Two ways to start (see ``docs/sync_rl.md``):
 * ``torchrun --nproc_per_node N script.py`` (or ``--nnodes`` for several machines): every
   process runs the script, and ``train()`` joins the group given by ``RANK``,
   ``WORLD_SIZE`` and ``MASTER_ADDR``/``MASTER_PORT`` (``env://``) without spawning.
+
+Spawned ranks exit by themselves once rank 0's process is gone (``start_child``). A rank
+that dies, or hangs past ``timeout_s``, fails rank 0's next collective, and rank 0 raises
+naming it and how it ended, or that it is stuck.
 """
 
 from __future__ import annotations
 
+import contextlib
 import datetime
-import math
 import os
 import pickle
 import time
@@ -50,14 +54,18 @@ from tdrl.runners.base import (
 )
 from tdrl.runners.grad_sync import Replicas
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_int, check_range
+from tdrl.utils.checks import check_bool, check_instance, check_int, check_seconds
 from tdrl.utils.processes import (
     Child,
     ChildFailed,
     exit_description,
+    is_stopped,
     report_failure,
     spawn_context,
+    start_child,
+    startup_timeout,
     stop_processes,
+    stuck_description,
     wait_for,
 )
 from tdrl.utils.seed import set_seed
@@ -155,11 +163,11 @@ class SyncRl:
         if self.cuda and not torch.cuda.is_available():
             raise ValueError("cuda=True but torch sees no CUDA device")
         self.backend = "nccl" if self.cuda else "gloo"
-        self.timeout_s = check_range("timeout_s", timeout_s, 1e-3, math.inf)
+        self.timeout_s = check_seconds("timeout_s", timeout_s)
         if self.offline_eval:
             check_offline_eval(type(self).__name__, sampler)
-        self.algo = algo
-        self.agent = agent
+        self.algo = check_instance("algo", algo, Algorithm)
+        self.agent = check_instance("agent", agent, Agent)
         self.sampler = sampler
 
     @staticmethod
@@ -179,9 +187,8 @@ class SyncRl:
             In rank 0, the last logged row of diagnostics; ``{}`` in the other ranks.
 
         Raises:
-            RuntimeError: a spawned rank failed or did not end (its name, how it ended and
-                its traceback are in the message); any exception of rank 0 itself
-                propagates unchanged.
+            RuntimeError: a spawned rank failed, died or is stuck (named, with how it ended
+                and its traceback); rank 0's own exceptions propagate unchanged.
         """
         if dist.is_available() and dist.is_initialized():  # the caller's group
             rank = dist.get_rank()
@@ -212,12 +219,13 @@ class SyncRl:
         try:
             for rank in range(1, self.world_size):
                 receiver, sender = ctx.Pipe(duplex=False)
-                proc = ctx.Process(
-                    target=_spawned_rank_main,
+                proc = start_child(
+                    ctx,
+                    _spawned_rank_main,
                     args=(payload, rank, store.port, torch.get_num_threads(), sender),
                     name=f"SyncRl rank {rank}",
+                    daemon=False,  # a parallel sampler in it starts worker processes
                 )
-                proc.start()
                 sender.close()  # the rank holds its end
                 ranks.append(_SpawnedRank(proc, receiver))
             self._wait_for_spawned(store, ranks)
@@ -238,18 +246,17 @@ class SyncRl:
 
         def all_joined(wait_s: float) -> bool:
             deadline = time.monotonic() + wait_s
-            while store.add(_JOINED_KEY, 0) < len(ranks):
-                if time.monotonic() >= deadline:
-                    return False
+            while store.add(_JOINED_KEY, 0) < len(ranks) and time.monotonic() < deadline:
                 time.sleep(0.05)
-            return True
+            return store.add(_JOINED_KEY, 0) >= len(ranks)
 
+        timeout = startup_timeout(self.timeout_s)  # importing torch may take a while
         try:
-            wait_for(all_joined, [r.proc for r in ranks], timeout=self.timeout_s, what="answer")
+            wait_for(all_joined, [r.proc for r in ranks], timeout=timeout, timeout_name="timeout_s")
         except ChildFailed as exc:
             _raise_failures(ranks, wait_s=0.0, cause=exc)
             raise RuntimeError(
-                f"SyncRl: the spawned ranks did not start within {self.timeout_s:.0f} s"
+                f"SyncRl: the spawned ranks did not start within {timeout:g} s"
             ) from exc
 
     def _train_rank(
@@ -391,11 +398,9 @@ class _SpawnedRank:
 
     def read_report(self) -> None:
         """Keep the traceback the rank sent, if it sent one."""
-        try:
+        with contextlib.suppress(EOFError, OSError):  # it exited without reporting
             while self.reports.poll():
                 _, self.traceback = self.reports.recv()
-        except (EOFError, OSError):  # it exited without reporting
-            pass
 
 
 def _spawned_rank_main(
@@ -404,7 +409,7 @@ def _spawned_rank_main(
     """Body of a spawned rank: train, and report a failure to rank 0 before exiting."""
     torch.set_num_threads(num_threads)
     with report_failure(conn):
-        runner: SyncRl = pickle.loads(payload)
+        runner: SyncRl = pickle.loads(payload)  # rank 0's own runner, not a file from disk
         timeout = datetime.timedelta(seconds=runner.timeout_s)
         store = dist.TCPStore(
             "127.0.0.1", port, runner.world_size, is_master=False, timeout=timeout
@@ -418,22 +423,25 @@ def _spawned_rank_main(
 def _raise_failures(
     ranks: Sequence[_SpawnedRank], *, wait_s: float, cause: BaseException | None = None
 ) -> None:
-    """Wait up to ``wait_s`` for the spawned ranks to end; raise if any failed.
+    """Wait up to ``wait_s`` for the spawned ranks to end (a stopped one cannot); raise.
 
     Raises:
         RuntimeError: naming each rank that failed (how it ended, its traceback) or, with
-            ``wait_s > 0``, did not end in time.
+            ``wait_s > 0``, did not end in time (stuck).
     """
     deadline = time.monotonic() + wait_s
     for rank in ranks:
         rank.read_report()  # a long report must not keep the rank from exiting
-        rank.proc.join(max(0.0, deadline - time.monotonic()))
+        while rank.proc.is_alive() and not is_stopped(rank.proc) and time.monotonic() < deadline:
+            rank.proc.join(min(max(0.0, deadline - time.monotonic()), 0.5))
+            rank.read_report()
     failed = []
     for rank in ranks:
         rank.read_report()
         if rank.proc.is_alive():
             if wait_s > 0:
-                failed.append(ChildFailed(rank.proc.name, f"did not end within {wait_s:.0f} s"))
+                how = stuck_description(rank.proc, "it did not end after the run failed")
+                failed.append(ChildFailed(rank.proc.name, how))
         elif rank.proc.exitcode != 0 or rank.traceback is not None:
             how = f"failed ({exit_description(rank.proc.exitcode)})"
             failed.append(ChildFailed(rank.proc.name, how, rank.traceback))

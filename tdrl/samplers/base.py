@@ -17,6 +17,7 @@ Every sampler checks its shared keyword arguments once, into a ``SamplerSettings
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -45,10 +46,12 @@ class Sampler(Protocol):
     ``agent`` is the agent that acts, set by ``initialize``; a runner may hand the sampler
     a copy of the same architecture instead (``AsyncRl`` does, so that sampling and
     optimising do not share weights mid-update). ``samples`` is the ``[T, B]`` buffer
-    ``obtain_samples`` fills (valid after ``initialize``).
+    ``obtain_samples`` fills (valid after ``initialize``). ``settings`` are its checked
+    arguments (the env factory and its keyword arguments, the batch shape, ...).
     """
 
     batch_spec: BatchSpec
+    settings: SamplerSettings
     agent: Agent | None
     eval_n_envs: int
     samples: TensorDict
@@ -128,8 +131,14 @@ class SamplerSettings:
         """
         check_callable("env_fn", env_fn)
         env_kwargs = check_mapping("env_kwargs", env_kwargs)
+        check_env_kwargs("env_kwargs", env_fn, env_kwargs)
         if eval_env_kwargs is not None:
             eval_env_kwargs = check_mapping("eval_env_kwargs", eval_env_kwargs)
+            check_env_kwargs("eval_env_kwargs", env_fn, eval_env_kwargs)
+        if not (isinstance(traj_info_cls, type) and issubclass(traj_info_cls, TrajInfo)):
+            raise ArgumentError(
+                f"traj_info_cls must be TrajInfo or a subclass of it, got {traj_info_cls!r}"
+            )
         batch_spec = BatchSpec(
             check_positive_int("batch_T", batch_T), check_positive_int("batch_B", batch_B)
         )
@@ -213,7 +222,50 @@ def build_samples_buffer(
 
 
 def make_envs(env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int) -> list[gym.Env]:
-    """Build ``n`` gymnasium envs from the factory (see ``tdrl.envs.unwrap_gym_env``)."""
+    """Build ``n`` gymnasium envs from the factory (see ``tdrl.envs.unwrap_gym_env``).
+
+    Raises:
+        TypeError: ``env_fn`` returned something a sampler cannot step (``None``, a dict,
+            a TorchRL env with transforms it would drop, ...); the message names
+            ``env_fn`` and what it returned.
+    """
     from tdrl.envs.gym import unwrap_gym_env
 
-    return [unwrap_gym_env(env_fn(**env_kwargs)) for _ in range(n)]
+    envs: list[gym.Env] = []
+    try:
+        for _ in range(n):
+            envs.append(
+                unwrap_gym_env(env_fn(**env_kwargs), source=f"{_name(env_fn)}(**env_kwargs)")
+            )
+    except BaseException:
+        for built in envs:
+            built.close()
+        raise
+    return envs
+
+
+def _name(fn: Any) -> str:
+    """``fn``'s qualified name, for messages."""
+    return getattr(fn, "__qualname__", None) or type(fn).__name__
+
+
+def check_env_kwargs(name: str, env_fn: Callable[..., Any], env_kwargs: dict[str, Any]) -> None:
+    """Refuse ``env_kwargs`` that ``env_fn`` cannot be called with, naming both.
+
+    Checked against ``env_fn``'s signature when Python can read one (a missing required
+    argument, an unknown keyword); factories without a readable signature are called as
+    they are.
+
+    Raises:
+        ArgumentError: ``env_fn(**env_kwargs)`` would fail to bind.
+    """
+    try:
+        signature = inspect.signature(env_fn)
+    except (TypeError, ValueError):
+        return
+    try:
+        signature.bind(**env_kwargs)
+    except TypeError as e:
+        raise ArgumentError(
+            f"{name}={env_kwargs!r} does not fit env_fn {_name(env_fn)}: {e}"
+        ) from None

@@ -18,23 +18,20 @@ The three differ only in two declared class attributes of ``ParallelSampler``
 (``spawn``) at the first ``obtain_samples``, after the algorithm has configured the agent
 (schedules, warm-up), and stay up until ``shutdown``; their start-up time is
 ``startup_seconds``. The parent supervises them with ``tdrl.utils.processes``: a worker
-that dies or reports an error raises ``ChildFailed`` naming it (``tdrl-sampler-<w>``).
-Every worker process is a daemon, and ``shutdown`` (also run at interpreter exit) stops any
-that does not exit when asked. Offline evaluation runs in the parent process on its own
-eval envs (``Evaluator``). Scripts that use these samplers need the
-``if __name__ == "__main__":`` guard of the ``spawn`` start method.
+that dies, fails or exceeds ``worker_timeout_s`` raises ``ChildFailed`` naming it
+(``tdrl-sampler-<w>``) and how it ended. Workers exit by themselves once the parent is
+gone; ``shutdown`` (also run at exit) stops any that does not exit when asked. Offline
+evaluation runs in the parent on its own eval envs (``Evaluator``). Scripts that use these
+samplers need the ``if __name__ == "__main__":`` guard of the ``spawn`` start method.
 """
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import os
 import time
 from collections.abc import Callable, Sequence
-from multiprocessing.connection import Connection
 from multiprocessing.process import BaseProcess
-from multiprocessing.synchronize import Semaphore
 from typing import Any, ClassVar
 
 import gymnasium as gym
@@ -50,18 +47,19 @@ from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
 from tdrl.samplers.env_loop import AgentRows
 from tdrl.samplers.evaluation import Evaluator
-from tdrl.samplers.worker import run_worker
-from tdrl.utils.checks import check_int, check_positive_int
+from tdrl.samplers.worker_pool import WorkerPool
+from tdrl.utils.checks import (
+    ArgumentError,
+    check_all,
+    check_int,
+    check_int_list,
+    check_positive_int,
+    check_timeout,
+)
 from tdrl.utils.processes import (
-    POLL_S,
-    ChildFailed,
-    exit_description,
+    STUCK_AFTER_S,
     forget_at_exit,
-    receive,
-    spawn_context,
     stop_at_exit,
-    stop_processes,
-    wait_for,
 )
 
 
@@ -95,6 +93,10 @@ class ParallelSampler:
         traj_info_cls: per-episode record class.
         worker_cpus: CPUs to pin each worker to (one list per worker; None: no pinning).
         torch_threads: torch threads per worker.
+        worker_timeout_s: seconds a worker may take for a batch (``CpuSampler``) or a time
+            step (``GpuSampler``, ``AlternatingSampler``) before ``obtain_samples`` raises
+            ``ChildFailed`` saying it is stuck (start-up: at least 300 s). The default, half
+            an hour, leaves room for the slowest real batches; None: no limit.
 
     Attributes:
         agent_in_workers: class setting: the workers act with a shared-memory copy of the
@@ -129,6 +131,7 @@ class ParallelSampler:
         traj_info_cls: type[TrajInfo] = TrajInfo,
         worker_cpus: Sequence[Sequence[int]] | None = None,
         torch_threads: int = 1,
+        worker_timeout_s: float | None = STUCK_AFTER_S,
     ):
         self.settings = SamplerSettings.check(
             env_fn,
@@ -154,21 +157,30 @@ class ParallelSampler:
                 f"n_workers must be a multiple of {self.n_groups} for "
                 f"{type(self).__name__}, got {n_workers}"
             )
-        if worker_cpus is not None and len(worker_cpus) != self.n_workers:
-            raise ValueError(
-                f"worker_cpus needs one CPU list per worker ({self.n_workers}), "
-                f"got {len(worker_cpus)}"
+        self.worker_cpus = None
+        if worker_cpus is not None:
+            cpu_lists = check_all(
+                "worker_cpus", worker_cpus, lambda n, v: check_int_list(n, v, minimum=0)
             )
-        self.worker_cpus = [list(c) for c in worker_cpus] if worker_cpus is not None else None
+            if len(cpu_lists) != self.n_workers:
+                raise ArgumentError(
+                    f"worker_cpus needs one CPU list per worker ({self.n_workers}), "
+                    f"got {len(cpu_lists)}"
+                )
+            self.worker_cpus = cpu_lists
         self.torch_threads = check_positive_int("torch_threads", torch_threads)
+        self.worker_timeout_s = check_timeout("worker_timeout_s", worker_timeout_s)
         self.evaluator = Evaluator(self.settings)
         self.agent: Agent | None = None
         self.startup_seconds: float | None = None
         self._shared_agent: Agent | None = None
-        self._procs: list[BaseProcess] = []
-        self._conns: list[Connection] = []
-        self._obs_ready: list[Semaphore] = []
-        self._act_ready: list[Semaphore] = []
+        self._workers = WorkerPool(self.worker_timeout_s)
+        self._collecting = False  # a batch began and did not end (the workers may be mid-way)
+
+    @property
+    def worker_processes(self) -> list[BaseProcess]:
+        """The worker processes (none before the first batch and after ``shutdown``)."""
+        return list(self._workers.procs)
 
     @property
     def eval_envs(self) -> list[gym.Env]:
@@ -242,71 +254,19 @@ class ParallelSampler:
 
     def _start_workers(self, agent: Agent) -> None:
         """Spawn the workers (with the agent as configured by now); wait until all are up."""
-        t0 = time.perf_counter()
-        ctx = spawn_context()
         if self.agent_in_workers:
             self._shared_agent = copy.deepcopy(agent).cpu().share_memory()
-        self._obs_ready = [ctx.Semaphore(0) for _ in range(self.n_workers)]
-        self._act_ready = [ctx.Semaphore(0) for _ in range(self.n_workers)]
         stop_at_exit(self)
-        for w, columns in enumerate(self._slices):
-            parent_conn, child_conn = ctx.Pipe()
-            proc = ctx.Process(
-                target=run_worker,
-                args=(child_conn, self._obs_ready[w], self._act_ready[w]),
-                kwargs={
-                    "settings": self.settings,
-                    "columns": columns,
-                    "samples": self.samples,
-                    "agent": self._shared_agent,
-                    "seed": self.seed,
-                    "discount": self._discount,
-                    "cpus": self.worker_cpus[w] if self.worker_cpus else None,
-                    "torch_threads": self.torch_threads,
-                },
-                daemon=True,
-                name=f"tdrl-sampler-{w}",
-            )
-            proc.start()
-            child_conn.close()
-            self._procs.append(proc)
-            self._conns.append(parent_conn)
-        for w in range(self.n_workers):
-            self._expect(w, "ready")
-        self.startup_seconds = time.perf_counter() - t0
-
-    def _send_all(self, message: tuple[str, Any]) -> None:
-        """Send ``message`` to every worker; a worker that is gone raises ``ChildFailed``."""
-        for proc, conn in zip(self._procs, self._conns, strict=True):
-            try:
-                conn.send(message)
-            except (BrokenPipeError, ConnectionResetError) as e:
-                proc.join(1.0)
-                raise ChildFailed(proc.name, exit_description(proc.exitcode)) from e
-
-    def _expect(self, w: int, expected: str) -> Any:
-        """The payload of worker ``w``'s next message, which must be of kind ``expected``.
-
-        Raises:
-            ChildFailed: the worker died, reported an error or sent something else.
-        """
-        kind, payload = receive(self._conns[w], self._procs[w])
-        if kind != expected:
-            raise ChildFailed(self._procs[w].name, f"sent {kind!r}, expected {expected!r}")
-        return payload
-
-    def _wait_obs(self, w: int) -> None:
-        """Block until worker ``w`` has written its inputs for this step (supervised)."""
-        sem = self._obs_ready[w]
-        if sem.acquire(timeout=POLL_S):  # the usual case, as cheap as an unsupervised wait
-            return
-        conn = self._conns[w]
-
-        def surface_error() -> None:
-            if conn.poll():
-                self._expect(w, "ready")  # raises the worker's reported error
-
-        wait_for(lambda s: sem.acquire(timeout=s), [self._procs[w]], on_poll=surface_error)
+        self.startup_seconds = self._workers.start(
+            settings=self.settings,
+            slices=self._slices,
+            samples=self.samples,
+            agent=self._shared_agent,
+            seed=self.seed,
+            discount=self._discount,
+            cpus=self.worker_cpus,
+            torch_threads=self.torch_threads,
+        )
 
     # ------------------------------------------------------------------------- sampling
     def sync_shared_agent(self) -> None:
@@ -330,22 +290,27 @@ class ParallelSampler:
             the episodes that ended during the batch, in env order.
 
         Raises:
-            ChildFailed: a worker died or failed (its traceback in the message).
+            ChildFailed: a worker died or failed (its traceback in the message), or is
+                stuck (``worker_timeout_s``).
         """
         agent = self.agent
         if agent is None:
             raise RuntimeError("call initialize(agent, seed=...) before obtain_samples")
-        if not self._procs:
+        workers = self._workers
+        if not workers.procs:
             self._start_workers(agent)
+        self._collecting = True
         if self.agent_in_workers:
             self.sync_shared_agent()
-            self._send_all(("collect", (agent.mode, itr)))
+            workers.send_all(("collect", (agent.mode, itr)))
         else:
-            self._send_all(("serve", None))
+            workers.send_all(("serve", None))
             self._serve_actions(agent)
+        since = time.monotonic()  # the whole batch (CpuSampler) or its last step
         completed: list[TrajInfo] = []
         for w in range(self.n_workers):
-            completed.extend(self._expect(w, "done"))
+            completed.extend(workers.expect(w, "done", since=since))
+        self._collecting = False
         return self.samples, completed
 
     def _serve_actions(self, agent: Agent) -> None:
@@ -354,39 +319,32 @@ class ParallelSampler:
         Per time step and group: wait for the group's inputs, act on all its envs at once,
         release the group.
         """
-        device = agent.device
+        device, workers = agent.device, self._workers
         for t in range(self.batch_spec.T):
             for group, rows in zip(self._groups, self._group_rows, strict=True):
                 for w in group:
-                    self._wait_obs(w)
+                    workers.wait_obs(w)
                 rows.act(agent, t, device)
                 for w in group:
-                    self._act_ready[w].release()
+                    workers.release(w)
 
     # ----------------------------------------------------------------------- evaluation
     def evaluate_agent(self, itr: int) -> list[TrajInfo]:
-        """Run the agent in eval mode on the eval envs, in this process.
-
-        Returns:
-            Completed episodes only (see ``tdrl.samplers.evaluation``).
-        """
+        """Run the agent in eval mode on the eval envs, here; returns completed episodes."""
         return self.evaluator.evaluate(self.agent, itr)
 
     # ------------------------------------------------------------------------ shut-down
     def shutdown(self, timeout: float = 5.0) -> None:
         """Stop the workers (asking first, then terminating) and close the eval envs.
 
+        After a batch that did not end (a worker failed or is stuck, an interrupt) the
+        workers may wait mid-batch for what never comes: they are terminated at once.
+
         Args:
             timeout: seconds the workers get to exit when asked, before SIGTERM.
         """
-        for conn, proc in zip(self._conns, self._procs, strict=True):
-            if proc.is_alive():
-                with contextlib.suppress(BrokenPipeError, OSError):
-                    conn.send(("close", None))
-        stop_processes(self._procs, wait_s=timeout, terminate_s=1.0)
-        for conn in self._conns:
-            conn.close()
-        self._procs, self._conns = [], []
+        self._workers.stop(wait_s=0.0 if self._collecting else timeout)
+        self._collecting = False
         forget_at_exit(self)
         self.evaluator.close()
 

@@ -13,7 +13,9 @@ A worker builds and starts the envs of its column slice ``[b0, b1)`` of the shar
 * ``("close", None)``: close its envs and exit.
 
 An exception is sent to the parent as ``("error", traceback)`` (``report_failure``), where
-it raises ``ChildFailed`` naming the worker.
+it raises ``ChildFailed`` naming the worker. The worker is started with
+``tdrl.utils.processes.start_child``, so it exits by itself once the parent is gone, even
+while it waits on a semaphore for actions that will never come.
 """
 
 from __future__ import annotations

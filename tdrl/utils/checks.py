@@ -78,6 +78,31 @@ def check_optional_range(name: str, value: Any, low: float, high: float) -> floa
     return None if value is None else check_range(name, value, low, high)
 
 
+def check_seconds(name: str, value: Any) -> float:
+    """``value`` as a positive finite number of seconds."""
+    ok = (
+        isinstance(value, int | float | np.integer | np.floating)
+        and not isinstance(value, bool | np.bool_)
+        and math.isfinite(value)
+        and value > 0
+    )
+    if not ok:
+        raise ArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
+    return float(value)
+
+
+def check_timeout(name: str, value: Any) -> float | None:
+    """``value`` as a positive finite number of seconds, or None (no timeout)."""
+    if value is None:
+        return None
+    try:
+        return check_seconds(name, value)
+    except ArgumentError:
+        raise ArgumentError(
+            f"{name} must be a positive number of seconds or None, got {value!r}"
+        ) from None
+
+
 def check_bool(name: str, value: Any) -> bool:
     """``value`` if it is a bool (NumPy's included)."""
     if not isinstance(value, bool | np.bool_):
@@ -89,6 +114,13 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
     """``value`` if it is one of ``choices``."""
     if value not in choices:
         raise ArgumentError(f"{name} must be one of {tuple(choices)}, got {value!r}")
+    return value
+
+
+def check_instance(name: str, value: T, kind: Any) -> T:
+    """``value`` if it is an instance of ``kind`` (a class or a runtime-checkable protocol)."""
+    if not isinstance(value, kind):
+        raise ArgumentError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
     return value
 
 

@@ -85,7 +85,7 @@ class DqnAgent(Agent):
         self._eps_final_vec: torch.Tensor | None = None
         self.epsilon: float | torch.Tensor = self.eps_init
         self._target_pairs: tuple[list[torch.Tensor], ...] | None = None
-        self.register_buffer("support", torch.zeros(n_atoms or 0))
+        self.register_buffer("support", torch.zeros(self.n_atoms or 0))
 
     # ------------------------------------------------------------------ set-up
     def make_model(

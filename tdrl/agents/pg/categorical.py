@@ -14,6 +14,7 @@ from tdrl._compat import Categorical, TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.agents.pg.base import model_value
 from tdrl.models.pg.mlp import CategoricalPgMlpModel
+from tdrl.utils.checks import check_bool
 
 
 class CategoricalPgAgent(Agent):
@@ -34,7 +35,7 @@ class CategoricalPgAgent(Agent):
         eval_deterministic: bool = False,
     ):
         super().__init__(model, model_kwargs)
-        self.eval_deterministic = eval_deterministic
+        self.eval_deterministic = check_bool("eval_deterministic", eval_deterministic)
 
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any

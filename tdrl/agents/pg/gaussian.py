@@ -14,6 +14,7 @@ from tdrl._compat import Bounded, TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.agents.pg.base import model_value
 from tdrl.models.pg.mlp import GaussianPgMlpModel
+from tdrl.utils.checks import check_bool
 
 _LOG_SQRT_2PI = 0.5 * math.log(2 * math.pi)
 
@@ -39,7 +40,7 @@ class GaussianPgAgent(Agent):
         eval_deterministic: bool = False,
     ):
         super().__init__(model, model_kwargs)
-        self.eval_deterministic = eval_deterministic
+        self.eval_deterministic = check_bool("eval_deterministic", eval_deterministic)
 
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any

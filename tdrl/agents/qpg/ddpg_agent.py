@@ -10,7 +10,7 @@ from torch import nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent
+from tdrl.agents.base import Agent, check_model
 from tdrl.agents.qpg.base import action_map, flat_sizes
 from tdrl.models.qpg.mlp import MuMlpModel, QEnsembleMlpModel
 from tdrl.utils.checks import check_int, check_mapping, check_optional_range, check_range
@@ -63,6 +63,7 @@ class DdpgAgent(Agent):
             "n_q": self.n_q,
             **check_mapping("q_model_kwargs", q_model_kwargs),
         }
+        q_model = check_model("q_model", q_model)
         if q_model is not None:
             self.q_model = q_model
         self.action_std = check_range("action_std", action_std, 0.0, 1e6)

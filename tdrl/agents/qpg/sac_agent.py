@@ -15,7 +15,7 @@ from torch import nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent
+from tdrl.agents.base import Agent, check_model
 from tdrl.agents.qpg.base import action_map, flat_sizes
 from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel, VMlpModel
 from tdrl.utils.checks import check_bool, check_mapping, check_range
@@ -94,8 +94,10 @@ class SacAgent(Agent):
         self.value_network = check_bool("value_network", value_network)
         if v_model is not None and not self.value_network:
             raise ValueError("v_model is given but value_network is False")
+        q_model = check_model("q_model", q_model)
         if q_model is not None:
             self.q_model = q_model
+        v_model = check_model("v_model", v_model)
         if v_model is not None:
             self.v_model = v_model
         self.q_model_kwargs = check_mapping("q_model_kwargs", q_model_kwargs)

@@ -15,7 +15,7 @@ The bootstrap action maximises the expected target return (the online one with
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -61,6 +61,8 @@ class CategoricalDQN(DQN):
         discount, batch_size, ...: every other argument is ``DQN``'s, with its default and
             meaning (``default_priority`` and ``td_abs_err`` here are KL divergences).
     """
+
+    categorical: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -125,9 +127,7 @@ class CategoricalDQN(DQN):
 
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Set the agent's support, then ``DQN.initialize``."""
-        dqn_agent = check_dqn_agent(type(self).__name__, agent)
-        if not dqn_agent.n_atoms:
-            raise TypeError("CategoricalDQN needs a DqnAgent built with n_atoms (e.g. 51)")
+        dqn_agent = check_dqn_agent(type(self).__name__, agent, categorical=True)
         dqn_agent.set_support(self.V_min, self.V_max)
         super().initialize(dqn_agent, n_itr=n_itr, batch_spec=batch_spec)
 

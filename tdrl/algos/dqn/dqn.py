@@ -19,7 +19,7 @@ and, once ``min_steps_learn`` steps were collected, makes
 from __future__ import annotations
 
 import contextlib
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -39,6 +39,7 @@ from tdrl.keys import DISCOUNT_N, INDEX, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import PrioritizedSampler, ReplayBuffer, ReplayConfig
 from tdrl.utils.checks import (
     check_bool,
+    check_callable,
     check_int,
     check_mapping,
     check_optional_range,
@@ -60,10 +61,28 @@ def online_q(agent: DqnAgent, td: TensorDictBase) -> torch.Tensor:
     return agent.model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
 
 
-def check_dqn_agent(algo: str, agent: Agent) -> DqnAgent:
-    """``agent`` if it is a ``DqnAgent``, else a clear error naming ``algo``."""
+def check_dqn_agent(algo: str, agent: Agent, *, categorical: bool = False) -> DqnAgent:
+    """``agent`` if it is a ``DqnAgent`` of the right kind, else a clear error naming ``algo``.
+
+    Args:
+        algo: the algorithm's name, for the message.
+        agent: the agent to check.
+        categorical: whether the algorithm needs a return distribution (``n_atoms`` set,
+            ``CategoricalDQN``) or plain Q-values (``n_atoms=None``, ``DQN``).
+    """
     if not isinstance(agent, DqnAgent):
-        raise TypeError(f"{algo} needs a DqnAgent, got {type(agent).__name__}")
+        wanted = "a DqnAgent built with n_atoms (e.g. 51)" if categorical else "a DqnAgent"
+        raise TypeError(f"{algo} needs {wanted}, got {type(agent).__name__}")
+    if categorical and not agent.n_atoms:
+        raise TypeError(
+            f"{algo} needs a DqnAgent built with n_atoms (e.g. 51), got a DqnAgent without "
+            "n_atoms (plain Q-values)"
+        )
+    if not categorical and agent.n_atoms:
+        raise TypeError(
+            f"{algo} needs a DqnAgent without n_atoms (plain Q-values), got a DqnAgent with "
+            f"n_atoms={agent.n_atoms}; use CategoricalDQN for a return distribution"
+        )
     return agent
 
 
@@ -97,6 +116,9 @@ class DQN:
         frame_replay: store each frame of stacked-frame observations once (None: when
             observations are ``[C, H, W]`` uint8 stacks).
     """
+
+    #: Whether the agent gives a return distribution (``CategoricalDQN``), not Q-values.
+    categorical: ClassVar[bool] = False
 
     def __init__(
         self,
@@ -143,7 +165,7 @@ class DQN:
             "target_update_interval", target_update_interval, minimum=1
         )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
-        self.optim_cls = optim_cls
+        self.optim_cls = check_callable("optim_cls", optim_cls)
         self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
             self.optim_kwargs["eps"] = 0.01 / self.batch_size
@@ -174,7 +196,7 @@ class DQN:
     # ------------------------------------------------------------------ set-up
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent; build the optimizer, the replay buffer and the schedules."""
-        self.agent = check_dqn_agent(type(self).__name__, agent)
+        self.agent = check_dqn_agent(type(self).__name__, agent, categorical=self.categorical)
         self.batch_spec = batch_spec
         self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
         self.min_itr_learn = self.replay.min_itr_learn(batch_spec)

@@ -10,6 +10,7 @@ from typing import Any
 
 from tdrl.agents.dqn.dqn_agent import DqnAgent
 from tdrl.algos.dqn.cat_dqn import CategoricalDQN
+from tdrl.utils.checks import check_mapping
 
 RAINBOW_ALGO_DEFAULTS: dict[str, Any] = {
     "double_dqn": True,
@@ -37,8 +38,11 @@ def rainbow_minus_noisy(
     Returns:
         ``(algo, agent)``.
     """
-    algo = CategoricalDQN(**{**RAINBOW_ALGO_DEFAULTS, **(algo_kwargs or {})})
-    agent_kwargs = dict(agent_kwargs or {})
-    model_kwargs = {"dueling": True, **agent_kwargs.pop("model_kwargs", {})}
+    algo = CategoricalDQN(**{**RAINBOW_ALGO_DEFAULTS, **check_mapping("algo_kwargs", algo_kwargs)})
+    agent_kwargs = check_mapping("agent_kwargs", agent_kwargs)
+    model_kwargs = {
+        "dueling": True,
+        **check_mapping("agent_kwargs['model_kwargs']", agent_kwargs.pop("model_kwargs", None)),
+    }
     agent = DqnAgent(n_atoms=n_atoms, model_kwargs=model_kwargs, **agent_kwargs)
     return algo, agent

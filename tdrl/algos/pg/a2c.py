@@ -20,7 +20,13 @@ from tdrl.agents.base import Agent
 from tdrl.algos.base import detached_diagnostics, grad_norm_clip, make_optimizer, stack_diagnostics
 from tdrl.algos.pg.base import check_pg_agent, process_returns
 from tdrl.keys import BatchSpec
-from tdrl.utils.checks import check_bool, check_mapping, check_optional_range, check_range
+from tdrl.utils.checks import (
+    check_bool,
+    check_callable,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
 from tdrl.utils.returns import valid_mean
 
 
@@ -56,7 +62,7 @@ class A2C:
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
         self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
         self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
-        self.optim_cls = optim_cls
+        self.optim_cls = check_callable("optim_cls", optim_cls)
         self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)

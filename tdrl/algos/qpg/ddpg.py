@@ -38,6 +38,7 @@ from tdrl.algos.base import (
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig
 from tdrl.utils.checks import (
+    check_callable,
     check_int,
     check_mapping,
     check_optional_range,
@@ -114,7 +115,7 @@ class DDPG:
         )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
         self.q_learning_rate = check_range("q_learning_rate", q_learning_rate, 0.0, 10.0)
-        self.optim_cls = optim_cls
+        self.optim_cls = check_callable("optim_cls", optim_cls)
         self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.q_target_clip = check_range("q_target_clip", q_target_clip, 0.0, 1e12)

@@ -44,6 +44,7 @@ from tdrl.algos.base import (
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig
 from tdrl.utils.checks import (
+    check_callable,
     check_choice,
     check_int,
     check_mapping,
@@ -69,9 +70,18 @@ def action_log_prior(action: torch.Tensor, prior: str) -> torch.Tensor:
 
 def check_sac_agent(algo: str, agent: Agent, *, value_network: bool) -> SacAgent:
     """``agent`` if it is a ``SacAgent`` of the right kind, else a clear error."""
-    wanted = "SacVAgent (a SacAgent with value_network=True)" if value_network else "SacAgent"
-    if not isinstance(agent, SacAgent) or agent.value_network != value_network:
+    wanted = (
+        "SacVAgent (a SacAgent with value_network=True)"
+        if value_network
+        else "SacAgent (value_network=False)"
+    )
+    if not isinstance(agent, SacAgent):
         raise TypeError(f"{algo} needs a {wanted}, got {type(agent).__name__}")
+    if agent.value_network != value_network:
+        got = "SacVAgent" if agent.value_network else "SacAgent"
+        raise TypeError(
+            f"{algo} needs a {wanted}, got a {got} (value_network={agent.value_network})"
+        )
     return agent
 
 
@@ -139,7 +149,7 @@ class SAC:
         )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
         self.fixed_alpha = check_optional_range("fixed_alpha", fixed_alpha, 0.0, 1e12)
-        self.optim_cls = optim_cls
+        self.optim_cls = check_callable("optim_cls", optim_cls)
         self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
         self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)

@@ -37,7 +37,7 @@ from tdrl.algos.base import (
 from tdrl.algos.qpg.sac import ACTION_PRIORS, action_log_prior, check_sac_agent
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig
-from tdrl.utils.checks import check_choice, check_int, check_mapping, check_range
+from tdrl.utils.checks import check_callable, check_choice, check_int, check_mapping, check_range
 from tdrl.utils.tensor import frozen
 
 
@@ -103,7 +103,7 @@ class SAC_V:  # noqa: N801 - rlpyt's name
             "target_update_interval", target_update_interval, minimum=1
         )
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
-        self.optim_cls = optim_cls
+        self.optim_cls = check_callable("optim_cls", optim_cls)
         self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
         self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)

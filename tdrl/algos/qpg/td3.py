@@ -77,5 +77,8 @@ class TD3(DDPG):
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Check for twin critics, then ``DDPG.initialize``."""
         if isinstance(agent, DdpgAgent) and agent.n_q < 2:
-            raise TypeError("TD3 needs twin critics: use Td3Agent or DdpgAgent(n_q=2)")
+            raise TypeError(
+                f"{type(self).__name__} needs twin critics (Td3Agent or DdpgAgent(n_q=2)), "
+                f"got a DdpgAgent with n_q={agent.n_q}"
+            )
         super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
