@@ -342,7 +342,9 @@ def test_worker_killed_between_batches_is_named():
 def test_timeouts_are_checked(value):
     with pytest.raises(ValueError, match=r"^worker_timeout_s must be a positive number of seconds"):
         CpuSampler(CountingEnv, {}, batch_T=2, batch_B=2, worker_timeout_s=value)
-    with pytest.raises(ValueError, match=r"^sampler_timeout_s must be a positive number of seconds"):
+    with pytest.raises(
+        ValueError, match=r"^sampler_timeout_s must be a positive number of seconds"
+    ):
         AsyncRl(
             DQN(),
             DqnAgent(),

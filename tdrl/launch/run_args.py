@@ -64,7 +64,6 @@ def _exit_with_launcher() -> None:
     where it does not lead a group of its own. What was logged is safe (see ``tdrl.logging``); the
     interval in progress is redone on resume.
     """
-
     fd = sys.stdin.fileno()
 
     def wait_for_eof() -> None:
