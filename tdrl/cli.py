@@ -5,7 +5,8 @@ over the machine's run slots (see ``docs/launching.md``).
 
 Every algorithm that tdrl implements gets an entry in ``ALGOS``; its hyperparameters
 default to the algorithm's own (rlpyt's) defaults and any of them can be set with
-``--algo-arg NAME=VALUE``.
+``--algo-arg NAME=VALUE``. ``--device cuda`` (or ``cuda:N``) trains and acts on a GPU; the
+envs step on the CPU.
 
 Bad input is refused before anything runs, in one line that names the option and what
 was expected (``tdrl train: error: argument --batch-B: must be a positive int, got 0``),
@@ -130,6 +131,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         help="torch intra-op threads (1 is fastest here)",
     )
+    train.add_argument(
+        "--device",
+        default="cpu",
+        help="where the agent trains and acts: cpu, cuda or cuda:N (envs step on the CPU)",
+    )
     _add_traceback_flag(train)
     _add_traceback_flag(add_launch_parser(sub))
     return parser
@@ -247,14 +253,20 @@ def _check_train_args(args: argparse.Namespace) -> None:
     """Refuses numeric ``train`` options out of range, naming the flag.
 
     The parser already refuses them; this covers a ``Namespace`` built by other code (and
-    turns whole floats such as ``1e5`` into ints).
+    turns whole floats such as ``1e5`` into ints). ``--device`` must be ``cpu``, ``cuda``
+    or ``cuda:N``, and a CUDA device that torch sees.
     """
+    from tdrl.utils.tensor import check_device
+
     for flag, minimum in _TRAIN_COUNTS.items():
         attr = flag[2:].replace("-", "_")
         value = getattr(args, attr)
         if value is None and flag in ("--batch-T", "--batch-B", "--eval-max-trajectories"):
             continue  # None: the default
         setattr(args, attr, check_int(flag, value, minimum=minimum))
+    device = check_device("--device", args.device)
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ArgumentError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
 
 
 #: The integral ``train`` options and their smallest values.
@@ -332,6 +344,7 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         log_interval_steps=args.log_interval_steps,
         progress_bar=False if args.no_progress else None,
         resume_from=run_dir if args.resume else None,
+        device=args.device,
     )
     config = {k: v for k, v in vars(args).items() if k not in ("algo_arg", "traceback")}
     config["algo_kwargs"] = algo_kwargs

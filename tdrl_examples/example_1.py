@@ -10,7 +10,9 @@ The default settings (rl-zoo's tuned CartPole PPO hyperparameters) reach a
 (``--n-steps``, ``--batch-T``, ...) and ``train_and_log`` saves it to ``params.json`` in the
 run's log directory and logs the summary; every later example uses both the same way.
 
-Run it with ``make run`` or ``python tdrl_examples/example_1.py --n-steps 100000``.
+Run it with ``make run`` or ``python tdrl_examples/example_1.py --n-steps 100000``; add
+``--device cuda`` to train and act on a GPU (the envs step on the CPU; every example that
+trains a network takes ``--device``).
 """
 
 from __future__ import annotations
@@ -44,6 +46,7 @@ class Config:
     entropy_loss_coeff: float = 0.0
     normalize_advantage: bool = True
     clip_grad_norm: float = 0.5
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_1"
     run_ID: int = 0
@@ -75,6 +78,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     return train_and_log(config, runner.train, name="example_1", label=f"PPO {config.env_id}")
 

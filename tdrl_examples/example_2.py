@@ -20,7 +20,7 @@ import torch
 
 from tdrl.agents import GaussianPgAgent
 from tdrl.algos import A2C, PPO
-from tdrl.launch import parse_config, train_and_log
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import SerialSampler
 
@@ -46,6 +46,7 @@ class Config:
     eval_n_envs: int = 4
     eval_max_steps: int = 8_000
     eval_max_trajectories: int = 8
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 20_000
     log_dir: str = "data/example_2"
     run_ID: int = 0
@@ -95,6 +96,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     label = f"{config.algo} {config.env_id} (eval)"
     return train_and_log(config, runner.train, name="example_2", label=label)

@@ -59,6 +59,7 @@ class Config:
     eval_n_envs: int = 4
     eval_max_trajectories: int = 8
     eval_max_steps: int = 20_000
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 2_500
     log_dir: str = "data/example_3"
     run_ID: int = 0
@@ -109,6 +110,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     label = f"{config.algo} {config.env_id} (eval)"
     return train_and_log(config, runner.train, name="example_3", label=label)

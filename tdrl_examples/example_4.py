@@ -52,6 +52,7 @@ class Config:
     eval_n_envs: int = 4
     eval_max_steps: int = 125_000
     eval_max_trajectories: int = 100
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 1_000_000
     log_dir: str = "data/example_4"
     run_ID: int = 0
@@ -107,6 +108,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     label = f"{'rainbow' if config.rainbow else 'dqn'} {config.game} (eval)"
     return train_and_log(

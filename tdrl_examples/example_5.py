@@ -21,7 +21,7 @@ import torch
 
 from tdrl.agents import SacAgent, Td3Agent
 from tdrl.algos import SAC, TD3
-from tdrl.launch import parse_config, train_and_log
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import MinibatchRlEval
 from tdrl.samplers import SerialSampler
 
@@ -41,6 +41,7 @@ class Config:
     eval_n_envs: int = 5
     eval_max_steps: int = 50_000
     eval_max_trajectories: int = 10
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_5"
     run_ID: int = 0
@@ -83,6 +84,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     label = f"{config.algo} {config.env_id} (eval)"
     return train_and_log(config, runner.train, name="example_5", label=label)

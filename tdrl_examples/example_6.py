@@ -26,7 +26,7 @@ import torch
 
 from tdrl.agents import CategoricalPgAgent
 from tdrl.algos import PPO
-from tdrl.launch import parse_config, train_and_log
+from tdrl.launch import option, parse_config, train_and_log
 from tdrl.runners import MinibatchRl
 from tdrl.samplers import AlternatingSampler, CpuSampler, GpuSampler, SerialSampler
 
@@ -54,6 +54,7 @@ class Config:
     learning_rate: float = 1e-3
     epochs: int = 20
     clip_grad_norm: float = 0.5
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_6"
     run_ID: int = 0
@@ -88,6 +89,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     label = f"PPO {config.env_id} ({config.sampler} sampler)"
     return train_and_log(config, runner.train, name="example_6", label=label)

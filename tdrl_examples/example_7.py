@@ -43,6 +43,7 @@ class Config:
     sampler_process: bool = option(False, "async: sample in a separate process")
     n_steps: int = 50_000
     seed: int = 0
+    device: str = option("cpu", "where the learner trains: cpu, cuda or cuda:N")
     log_dir: str = "data/example_7"
     run_ID: int = 0
 
@@ -96,6 +97,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         "seed": config.seed,
         "log_interval_steps": log_interval,
         "progress_bar": progress_bar,
+        "device": config.device,
     }
     if config.runner == "async":
         lead = config.max_lead or None

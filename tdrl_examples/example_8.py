@@ -1,8 +1,8 @@
 """Example 8: PPO across 2 processes with ``SyncRl`` (synchronous data-parallel training).
 
 Example 1's PPO on CartPole-v1, run by ``world_size`` processes at once. Each process
-(rank) steps its own envs and optimises its own copy of the agent; PyTorch's
-``DistributedDataParallel`` averages the gradients of all ranks in every backward pass, so
+(rank) steps its own envs and optimises its own copy of the agent; an all-reduce at the end
+of every backward pass averages the gradients of all ranks (``tdrl.runners.grad_sync``), so
 the copies stay equal. Batch sizes are per rank: 2 ranks x 4 envs x 32 steps make
 example 1's 256-step batch. Only rank 0 logs, to the same ``progress.csv`` columns, with
 ``Diagnostics/CumSteps`` counting the steps of all ranks.
@@ -14,12 +14,16 @@ Start it as one command, which spawns ranks 1.. itself::
 or under torchrun (one process per rank, on one or several machines)::
 
     torchrun --nproc_per_node 2 tdrl_examples/example_8.py --n-steps 100000
+
+With ``--device cuda`` rank ``r`` trains and acts on ``cuda:LOCAL_RANK`` (one GPU per rank)
+and the ranks communicate with NCCL instead of gloo.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import os
+from typing import Literal
 
 import torch
 
@@ -49,6 +53,7 @@ class Config:
     entropy_loss_coeff: float = 0.0
     normalize_advantage: bool = True
     clip_grad_norm: float = 0.5
+    device: Literal["cpu", "cuda"] = option("cpu", "cuda: rank r on cuda:LOCAL_RANK, NCCL")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_8"
     run_ID: int = 0
@@ -81,6 +86,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        cuda=config.device == "cuda",
     )
     if SyncRl.launch_rank() != 0:  # a torchrun rank other than 0: train, log nothing
         return runner.train()

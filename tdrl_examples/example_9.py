@@ -15,6 +15,9 @@ The grid goes to ``LOG_DIR/run_<ID>/<lr>/<epochs>/run_<k>/`` (``k`` counts repea
 grid's own ``LOG_DIR/run_<ID>/progress.csv`` gets one row per finished run (its variant,
 final ``ReturnAverage`` and ``Diagnostics/CumSteps``, return code and seconds).
 
+With ``--n-gpu N`` the runs share N GPUs instead: each run slot's affinity names its GPU
+(``cuda_idx``), and the run launched in that slot trains on it.
+
 ``python tdrl_examples/example_9.py --n-steps 20000 --runs-per-setting 2``.
 """
 
@@ -32,6 +35,7 @@ import torch
 from tdrl.agents import CategoricalPgAgent
 from tdrl.algos import PPO
 from tdrl.launch import (
+    Affinity,
     RunResult,
     VariantLevel,
     apply_affinity,
@@ -74,6 +78,7 @@ class RunConfig:
     entropy_loss_coeff: float = 0.0
     normalize_advantage: bool = True
     clip_grad_norm: float = 0.5
+    device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_9"
     run_ID: int = 0
@@ -104,6 +109,7 @@ def build_and_train(config: RunConfig, *, progress_bar: bool | None = None) -> d
         seed=config.seed,
         log_interval_steps=config.log_interval_steps,
         progress_bar=progress_bar,
+        device=config.device,
     )
     return train_and_log(config, runner.train, name="example_9", label=f"PPO {config.env_id}")
 
@@ -113,8 +119,12 @@ def train_one(argv: Sequence[str]) -> None:
     run = get_run_args(argv)
     apply_affinity(run.affinity)  # pin to the slot's cores; build_and_train uses 1 thread
     options = parse_config(RunConfig, run.args)
+    affinity, device = run.affinity, options.device
+    if isinstance(affinity, Affinity) and affinity.cuda_idx is not None:
+        device = f"cuda:{affinity.cuda_idx}"  # the slot's GPU (launched with --n-gpu)
     base = dataclasses.replace(
         options,
+        device=device,
         seed=options.seed + run.run_ID,
         log_dir=run.log_dir,
         run_ID=run.run_ID,
@@ -139,7 +149,8 @@ class Config:
     n_cpu_core: int = dataclasses.field(
         default_factory=_available_cpus, metadata={"help": "default: the CPUs available here"}
     )
-    cpu_per_run: int = 1
+    cpu_per_run: int = option(1, "cores per run on a CPU-only machine (--n-gpu 0)")
+    n_gpu: int = option(0, "GPUs to share: each run trains on its slot's GPU")
     log_dir: str = "data/example_9"
     run_ID: int = 0
 
@@ -156,7 +167,8 @@ def _last_row(result: RunResult) -> dict[str, str]:
 def launch(config: Config) -> list[RunResult]:
     """Runs the grid; logs one row per run to ``config.log_dir/run_{config.run_ID}``."""
     variants, log_dirs = make_variants(*GRID)
-    affinity_code = encode_affinity(n_cpu_core=config.n_cpu_core, cpu_per_run=config.cpu_per_run)
+    per_run = {"cpu_per_run": config.cpu_per_run} if not config.n_gpu else {}
+    affinity_code = encode_affinity(n_cpu_core=config.n_cpu_core, n_gpu=config.n_gpu, **per_run)
     with logger_context(
         config.log_dir, config.run_ID, "example_9", dataclasses.asdict(config), echo=False
     ) as logger:

@@ -249,6 +249,7 @@ BAD_BY_ANNOTATION: dict[str, tuple[Any, ...]] = {
     "type[torch.optim.Optimizer]": ("torch.optim.SGD", 3),
     "type[TrajInfo]": ("TrajInfo", dict, 3),
     "Callable[..., Any]": ("CartPole-v1", 3),
+    "str | torch.device | None": (3, "nodevice"),
 }
 #: String arguments with a fixed set of values.
 CHOICES = {"replay_storage", "storage", "action_prior"}

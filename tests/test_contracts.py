@@ -6,7 +6,9 @@
   random draws its ``loss`` equals what ``loss(batch)`` gave before it, and it moves the
   parameters;
 * every diagnostic name is in the one vocabulary, ``DIAGNOSTICS``;
-* replay algorithms satisfy ``ReplayAlgorithm``; the policy-gradient agents ``PgAgent``.
+* replay algorithms satisfy ``ReplayAlgorithm``; the policy-gradient agents ``PgAgent``;
+* every algorithm takes ``compile`` (off by default) and every replay algorithm
+  ``replay_device`` (None: the CPU), keyword-only.
 """
 
 from __future__ import annotations
@@ -272,3 +274,17 @@ def test_presets_are_their_base_with_the_preset_defaults():
     assert type(sac_v) is SacAgent and sac_v.value_network
     assert TD3().batch_size == 100 and TD3().policy_update_interval == 2
     assert DDPG().batch_size == 64 and DDPG().policy_update_interval == 1
+
+
+@pytest.mark.parametrize("algo_cls", [A2C, PPO, DQN, CategoricalDQN, DDPG, TD3, SAC, SAC_V])
+def test_every_algorithm_takes_compile_and_replay_algorithms_replay_device(algo_cls):
+    import inspect
+
+    params = inspect.signature(algo_cls).parameters
+    assert params["compile"].default is False
+    assert params["compile"].kind is inspect.Parameter.KEYWORD_ONLY
+    assert algo_cls().compile is False
+    if algo_cls not in (A2C, PPO):
+        assert params["replay_device"].default is None
+        assert params["replay_device"].kind is inspect.Parameter.KEYWORD_ONLY
+        assert algo_cls().replay.replay_device is None

@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLES = sorted((ROOT / "tdrl_examples").glob("example_*.py"))
@@ -63,6 +64,35 @@ def _load_example(name):
     sys.modules[name] = module  # dataclasses look their module up there
     spec.loader.exec_module(module)
     return module
+
+
+#: Examples whose ``Config`` carries ``device`` as a free string passed to the runner.
+DEVICE_EXAMPLES = [p.stem for p in EXAMPLES if p.stem != "example_8"]
+
+
+@pytest.mark.parametrize("name", DEVICE_EXAMPLES)
+def test_example_passes_its_device_to_the_runner(name, tmp_path):
+    """Every example that trains a network has ``--device`` (default cpu) and hands it to
+    its runner, which checks it before anything is built or written."""
+    example = _load_example(name)
+    config_cls = example.RunConfig if name == "example_9" else example.Config
+    assert config_cls().device == "cpu"
+    config = config_cls(device="gpu", log_dir=str(tmp_path / "logs"))
+    with pytest.raises(ValueError, match=r"^device must be a device string torch accepts"):
+        example.build_and_train(config, progress_bar=False)
+    assert not (tmp_path / "logs").exists()
+
+
+def test_example_8_device_flag_means_one_gpu_per_rank(tmp_path):
+    example = _load_example("example_8")
+    assert example.Config().device == "cpu"
+    with pytest.raises(SystemExit):
+        example.parse_config(example.Config, ["--device", "gpu"])
+    config = example.Config(device="cuda", world_size=1, log_dir=str(tmp_path / "logs"))
+    if not torch.cuda.is_available():  # --device cuda reaches SyncRl as cuda=True
+        with pytest.raises(ValueError, match="cuda=True but torch sees no CUDA device"):
+            example.build_and_train(config, progress_bar=False)
+        assert not (tmp_path / "logs").exists()
 
 
 def test_example_1_solves_cartpole_within_100k_steps(tmp_path):
@@ -215,6 +245,9 @@ CLI_START_REFUSES = [
     ),
     ("sac", [], "--algo sac needs a Box action space, but --env CartPole-v1 has Discrete(2)"),
     ("ppo", ["--env", "NoSuchEnv-v0"], "unknown environment id 'NoSuchEnv-v0'"),
+    ("ppo", ["--device", "gpu"], "--device must be a device string torch accepts"),
+    ("dqn", ["--device", "mps:0:1"], "--device must be a device string torch accepts"),
+    ("sac", ["--env", "Pendulum-v1", "--device", "meta"], "--device must be cpu, cuda or cuda:N"),
 ]
 
 

@@ -21,7 +21,8 @@ import numpy as np
 import torch
 
 from tdrl.keys import BatchSpec
-from tdrl.utils.checks import check_choice, check_int, check_range
+from tdrl.utils.checks import ArgumentError, check_choice, check_int, check_range
+from tdrl.utils.tensor import check_device
 
 #: Where a replay buffer keeps its storage: RAM, or memory-mapped files on disk.
 STORAGES = ("memory", "memmap")
@@ -61,6 +62,22 @@ class ReplaySampler(Protocol):
         ...
 
 
+def check_replay_device(name: str, device: Any, storage: str) -> torch.device | None:
+    """``device`` as a ``torch.device`` (None stays None: the CPU), checked against ``storage``.
+
+    Raises:
+        ArgumentError: not a device, a CUDA device torch does not see, or memmap storage
+            (files on disk, read through the CPU) on another device than the CPU.
+    """
+    checked = check_device(name, device)
+    if checked is not None and checked.type != "cpu" and storage == "memmap":
+        raise ArgumentError(
+            f"{name}={str(checked)!r} cannot hold memmap storage (files on disk stay on the "
+            f"CPU): use replay_storage='memory' on {checked.type}, or {name}=None with memmap"
+        )
+    return checked
+
+
 @dataclasses.dataclass(frozen=True)
 class ReplayConfig:
     """The replay settings of an off-policy algorithm, checked once.
@@ -74,6 +91,10 @@ class ReplayConfig:
         n_step_return: n of the n-step returns.
         replay_storage: ``"memory"`` or ``"memmap"`` (disk-backed, for large buffers).
         replay_scratch_dir: directory of the memmap files (None: a temporary directory).
+        replay_device: where the buffer keeps its storage, n-step arrays and (uniform)
+            index draws (None: the CPU). On the training device (``"cuda"``) minibatches
+            need no host copy; prioritized replay keeps its sum tree on the CPU and only
+            the gather runs there. Memmap storage stays on the CPU.
     """
 
     batch_size: int
@@ -83,6 +104,7 @@ class ReplayConfig:
     n_step_return: int = 1
     replay_storage: str = "memory"
     replay_scratch_dir: str | None = None
+    replay_device: str | torch.device | None = None
 
     def __post_init__(self) -> None:
         checked = {
@@ -93,7 +115,8 @@ class ReplayConfig:
             "n_step_return": check_int("n_step_return", self.n_step_return, minimum=1),
             "replay_storage": check_choice("replay_storage", self.replay_storage, STORAGES),
         }
-        for name, value in checked.items():
+        device = check_replay_device("replay_device", self.replay_device, self.replay_storage)
+        for name, value in {**checked, "replay_device": device}.items():
             object.__setattr__(self, name, value)
         if self.replay_scratch_dir is not None and not isinstance(
             self.replay_scratch_dir, str | bytes

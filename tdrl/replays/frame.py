@@ -44,6 +44,8 @@ from tdrl import keys
 from tdrl._compat import storage_tensordict
 from tdrl.replays.base import ReplaySampler
 from tdrl.replays.n_step import ReplayBuffer
+from tdrl.replays.storage_files import check_frame_layout
+from tdrl.utils.tensor import pinned_like
 
 __all__ = ["FRAME", "FrameReplayBuffer", "replay_nbytes"]
 
@@ -109,6 +111,7 @@ class FrameReplayBuffer(ReplayBuffer):
         storage: ``"memory"`` or ``"memmap"``.
         scratch_dir: directory of the memmap files.
         seed: seed of the default uniform sampler.
+        device: where storage, side store and draws live (see ``ReplayBuffer``).
     """
 
     def __init__(
@@ -122,6 +125,7 @@ class FrameReplayBuffer(ReplayBuffer):
         storage: str = "memory",
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
+        device: str | torch.device | None = None,
     ):
         super().__init__(
             size=size,
@@ -132,12 +136,14 @@ class FrameReplayBuffer(ReplayBuffer):
             storage=storage,
             scratch_dir=scratch_dir,
             seed=seed,
+            device=device,
         )
         self._lookahead = 1  # the bootstrap stack after step t is row t + 1's stack
         self.n_frames: int | None = None  # C, known from the first batch
         # Side store of final frames: ``_final_slot[t, b]`` indexes ``_final_frames``
         # (-1: row t of column b did not end an episode); free slots are reused.
-        self._final_slot = torch.full((self.T_capacity, self.batch_B), -1, dtype=torch.int32)
+        grid = (self.T_capacity, self.batch_B)
+        self._final_slot = torch.full(grid, -1, dtype=torch.int32, device=self.device)
         self._final_frames: torch.Tensor | None = None
         self._free: list[int] = []
 
@@ -197,7 +203,9 @@ class FrameReplayBuffer(ReplayBuffer):
                     "observation[t + 1, :, :-1] != observation[t, :, 1:] within an episode"
                 )
         self.n_frames = C
-        self._final_frames = torch.zeros((self.batch_B, *obs.shape[3:]), dtype=obs.dtype)
+        self._final_frames = torch.zeros(
+            (self.batch_B, *obs.shape[3:]), dtype=obs.dtype, device=self.device
+        )
         self._free = list(range(self.batch_B - 1, -1, -1))
 
     def _store(self, samples: TensorDictBase) -> TensorDictBase:
@@ -214,6 +222,7 @@ class FrameReplayBuffer(ReplayBuffer):
 
     def _store_final_frames(self, samples: TensorDictBase, rows: torch.Tensor) -> None:
         """Free the side-store slots of the overwritten rows; keep this batch's final frames."""
+        rows = rows.to(self.device)
         old = self._final_slot[rows]
         self._free.extend(old[old >= 0].tolist())
         self._final_slot[rows] = -1
@@ -221,7 +230,9 @@ class FrameReplayBuffer(ReplayBuffer):
         if t.numel() == 0:
             return
         slots = self._allocate(t.numel())
-        self._layout()[1][slots] = samples.get(keys.NEXT_OBSERVATION)[t, b, -1]
+        final = samples.get(keys.NEXT_OBSERVATION)[t, b, -1]
+        self._layout()[1][slots] = final.to(self.device)
+        t, b = t.to(self.device), b.to(self.device)
         self._final_slot[rows[t], b] = slots.int()
 
     def _allocate(self, count: int) -> torch.Tensor:
@@ -230,12 +241,12 @@ class FrameReplayBuffer(ReplayBuffer):
             old = self._layout()[1]
             K = old.shape[0]
             new_K = max(2 * K, K + count - len(self._free))
-            self._final_frames = torch.zeros((new_K, *old.shape[1:]), dtype=old.dtype)
+            self._final_frames = old.new_zeros((new_K, *old.shape[1:]))
             self._final_frames[:K] = old
             self._free.extend(range(new_K - 1, K - 1, -1))
         slots = self._free[-count:]
         del self._free[-count:]
-        return torch.tensor(slots, dtype=torch.long)
+        return torch.tensor(slots, dtype=torch.long, device=self.device)
 
     def _validate(self, rows: np.ndarray) -> None:
         """Validate only rows whose C - 1 earlier rows were written.
@@ -256,23 +267,27 @@ class FrameReplayBuffer(ReplayBuffer):
         b_idx: torch.Tensor,
         end_t: torch.Tensor,
         extra: dict | None = None,
+        pin: bool = False,
     ) -> TensorDict:
         """Rebuild the stack of row t and the bootstrap stack after step ``end_t``.
 
         The stack at t takes the frames of rows ``t - C + 1 .. t``; the bootstrap stack those
         of rows ``end_t - C + 2 .. end_t + 1``, except that when the episode ended at
         ``end_t`` its newest frame is the side-stored final frame (row ``end_t + 1`` then
-        belongs to the next episode). ``extra`` entries are added to the batch as they are.
+        belongs to the next episode). ``extra`` entries are added to the batch as they are;
+        ``pin`` gathers the stacks into pinned memory (for a copy to CUDA).
         """
         (C, final_frames), N, cap = self._layout(), t_idx.shape[0], self.T_capacity
-        offsets = torch.arange(1 - C, 1)[None, :]
+        offsets = torch.arange(1 - C, 1, device=t_idx.device)[None, :]
         rows = torch.cat([t_idx[:, None] + offsets, end_t[:, None] + 1 + offsets]) % cap
         cols = torch.cat([b_idx, b_idx])[:, None]
         frames = self._frames_leaf()
         flat = frames.view(-1, *frames.shape[2:])  # [T_capacity * B, *frame_shape]
         # index_select copies whole frames (memcpy per frame): several times faster than
         # advanced indexing ``frames[rows, cols]``.
-        stacks = flat.index_select(0, (rows * self.batch_B + cols).reshape(-1))
+        index = (rows * self.batch_B + cols).reshape(-1)
+        pinned = pinned_like(flat, index.shape[0]) if pin else None
+        stacks = torch.index_select(flat, 0, index, out=pinned)
         stacks = stacks.view(2 * N, C, *frames.shape[2:])
         obs, next_obs = stacks[:N], stacks[N:]
         # dones[:, j]: the step of frame j ended an episode (the newest frame's done unused).
@@ -281,13 +296,10 @@ class FrameReplayBuffer(ReplayBuffer):
         # *final* frame, so it zeroes nothing; if there was none, it is False anyway.
         if C > 1:
             dones[N:, -1] = False
-        ended = self._done[end_t, b_idx]
-        if ended.any():
-            slot = self._final_slot[end_t[ended], b_idx[ended]].long()
-            if (slot < 0).any():
-                raise RuntimeError("a final frame is missing from the side store")
-            next_obs[ended, -1] = final_frames[slot]
-        _zero_before_episode_start(stacks, dones)
+        ended, sync_free = self._done[end_t, b_idx], self.device.type != "cpu"
+        slot = self._final_slot[end_t, b_idx]
+        _put_final_frames(next_obs, ended, slot, final_frames, sync_free)
+        _zero_before_episode_start(stacks, dones, sync_free)
 
         small = self._gather_keys(torch.cat([t_idx, end_t]), cols[:, 0], _SMALL_KEYS)
         batch = {
@@ -336,10 +348,10 @@ class FrameReplayBuffer(ReplayBuffer):
         t, b = live.nonzero(as_tuple=True)
         state["frames"] = {
             "n_frames": self.n_frames,
-            "final_index": torch.stack([t, b]),
+            "final_index": torch.stack([t, b]).cpu(),
             "final_frames": None
             if self._final_frames is None
-            else self._final_frames[self._final_slot[t, b].long()].clone(),
+            else self._final_frames[self._final_slot[t, b].long()].cpu(),
         }
         return state
 
@@ -350,40 +362,8 @@ class FrameReplayBuffer(ReplayBuffer):
     def _check_state(self, state: dict[str, Any]) -> None:
         """The base checks, plus the frame layout: C, frame shape and the side store."""
         super()._check_state(state)
-        side = state.get("frames")
-        if not isinstance(side, dict):
-            raise ValueError("it has no frame layout (saved by a ReplayBuffer?)")
-        n_frames, frames, index = (
-            side.get("n_frames"),
-            side.get("final_frames"),
-            side.get("final_index"),
-        )
-        if self.n_frames is not None and n_frames != self.n_frames:
-            raise ValueError(f"stacks of {n_frames!r} frames saved, {self.n_frames} here")
-        if frames is None:
-            return
-        if not isinstance(frames, torch.Tensor) or not isinstance(index, torch.Tensor):
-            raise ValueError("the side store of final frames is not tensors")
-        if tuple(index.shape) != (2, frames.shape[0]):
-            raise ValueError(f"final_index {tuple(index.shape)} for {frames.shape[0]} frames")
-        if index.numel() and (
-            index.min() < 0 or index[0].max() >= self.T_capacity or index[1].max() >= self.batch_B
-        ):
-            raise ValueError("final_index points outside the buffer")
-        if self._final_frames is not None and (
-            frames.shape[1:] != self._final_frames.shape[1:]
-            or frames.dtype != self._final_frames.dtype
-        ):
-            raise ValueError(
-                f"frames {tuple(frames.shape[1:])} {frames.dtype} saved, "
-                f"{tuple(self._final_frames.shape[1:])} {self._final_frames.dtype} here"
-            )
-        for entry in state.get("storage") or []:
-            if entry.get("key") == [FRAME] and (
-                list(entry["shape"][2:]) != list(frames.shape[1:])
-                or entry["dtype"] != str(frames.dtype)
-            ):
-                raise ValueError("the stored frames and the side store's differ in shape or dtype")
+        grid = (self.T_capacity, self.batch_B)
+        check_frame_layout(state, self.n_frames, self._final_frames, grid, FRAME)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``, the side store of final frames included.
@@ -402,23 +382,52 @@ class FrameReplayBuffer(ReplayBuffer):
             return
         count = frames.shape[0]
         capacity = max(count, self.batch_B)
-        self._final_frames = torch.zeros((capacity, *frames.shape[1:]), dtype=frames.dtype)
-        self._final_frames[:count] = frames
-        t, b = side["final_index"]
-        self._final_slot[t, b] = torch.arange(count, dtype=torch.int32)
+        self._final_frames = torch.zeros(
+            (capacity, *frames.shape[1:]), dtype=frames.dtype, device=self.device
+        )
+        self._final_frames[:count] = frames.to(self.device)
+        t, b = side["final_index"].to(self.device)
+        self._final_slot[t, b] = torch.arange(count, dtype=torch.int32, device=self.device)
         self._free = list(range(capacity - 1, count - 1, -1))
 
 
-def _zero_before_episode_start(stack: torch.Tensor, dones: torch.Tensor) -> None:
+def _put_final_frames(
+    next_obs: torch.Tensor,
+    ended: torch.Tensor,
+    slot: torch.Tensor,
+    final_frames: torch.Tensor,
+    sync_free: bool,
+) -> None:
+    """Where the episode ended (``ended [N]``), the newest frame of ``next_obs`` is the final one.
+
+    It is taken from the side store, ``final_frames[slot]``. ``sync_free`` (off the CPU): a
+    select on every row instead of reading ``ended`` on the host.
+    """
+    if sync_free:
+        keep = ended.view(-1, *[1] * (next_obs.dim() - 2))
+        picked = final_frames[slot.long().clamp_min(0)]
+        next_obs[:, -1] = torch.where(keep, picked, next_obs[:, -1])
+    elif ended.any():
+        slot = slot[ended].long()
+        if (slot < 0).any():
+            raise RuntimeError("a final frame is missing from the side store")
+        next_obs[ended, -1] = final_frames[slot]
+
+
+def _zero_before_episode_start(stack: torch.Tensor, dones: torch.Tensor, sync_free: bool) -> None:
     """Zero, in place, the frames of ``stack`` ``[N, C, ...]`` from earlier episodes.
 
     ``dones[:, j]`` ``[N, C - 1]`` is the done flag of the step of frame j: frame j is zeroed
     when any of frames ``j .. C - 2`` ended an episode (the newest frame is always kept).
+    ``sync_free`` (off the CPU): a masked fill, with no host synchronisation.
     """
-    if dones.shape[1] == 0 or not dones.any():
+    if dones.shape[1] == 0 or (not sync_free and not dones.any()):
         return
     ended_after = dones.flip(1).cummax(1).values.flip(1)  # any(dones[:, j:])
     drop = torch.cat([ended_after, torch.zeros_like(ended_after[:, :1])], dim=1)
+    if sync_free:
+        stack.masked_fill_(drop.view(*drop.shape, *[1] * (stack.dim() - 2)), 0)
+        return
     # index_fill_ on the few dropped frames (a boolean-mask write scans the whole stack).
     frames = stack.view(-1, *stack.shape[2:])
     frames.index_fill_(0, drop.view(-1).nonzero().squeeze(1), 0)

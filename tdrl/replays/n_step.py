@@ -17,6 +17,13 @@ with ``m`` the number of steps taken (``m <= n``)::
 so a window cut by a time limit (``truncated``) still bootstraps from the true next
 observation, and a terminal one does not. Across the buffer's wrap-around the window
 follows the time index modulo the capacity.
+
+Devices: by default the buffer is on the CPU and ``sample_batch(n, device=...)`` hands out
+minibatches on the training device (gathered into pinned memory and copied once,
+asynchronously, to CUDA). With ``device`` (``replay_device``) storage, n-step arrays and
+uniform index draws live there and minibatches are built without a host copy; prioritized
+sampling keeps its sum tree on the CPU (indices and weights are copied over, the gather
+runs on the device). Saved files hold CPU tensors: a save loads on any device.
 """
 
 from __future__ import annotations
@@ -38,22 +45,18 @@ from tdrl._compat import (
     tensordict_from_trusted,
 )
 from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
-from tdrl.logging.files import (
-    SnapshotError,
-    commit_dir,
-    complete_dir,
-    load_plain,
-    one_line,
-    save_plain,
-    staging_dir,
+from tdrl.logging.files import commit_dir, complete_dir, save_plain, staging_dir
+from tdrl.replays.base import STORAGES, ReplaySampler, check_replay_device
+from tdrl.replays.storage_files import (
+    REPLAY_STATE_FILE,
+    check_replay_state,
+    load_replay_dir,
+    save_storage,
+    saved_replay_info,
 )
-from tdrl.replays.base import STORAGES, ReplaySampler
-from tdrl.replays.storage_files import load_storage, save_storage
 from tdrl.replays.uniform import UniformSampler
 from tdrl.utils.checks import check_choice, check_int, check_range
-
-#: The file ``ReplayBuffer.save`` writes last: a save is complete when it is there.
-REPLAY_STATE_FILE = "replay_state.pt"
+from tdrl.utils.tensor import pinned_like, to_device
 
 
 def _rows(value, rows: slice):
@@ -77,6 +80,8 @@ class ReplayBuffer:
             (``LazyMemmapStorage``, for buffers larger than RAM).
         scratch_dir: directory of the memmap files (default: a temporary directory).
         seed: seed of the default uniform sampler.
+        device: where the storage, the n-step arrays and the default sampler's draws live
+            (None: the CPU; see the module docstring). Memmap storage stays on the CPU.
     """
 
     def __init__(
@@ -90,6 +95,7 @@ class ReplayBuffer:
         storage: str = "memory",
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
+        device: str | torch.device | None = None,
     ):
         self.batch_B = check_int("batch_B", batch_B, minimum=1)
         size = check_int("size", size, minimum=1)
@@ -104,7 +110,11 @@ class ReplayBuffer:
         self.discount = check_range("discount", discount, 0.0, 1.0)
         self.storage_kind = check_choice("storage", storage, STORAGES)
         self.scratch_dir = scratch_dir
-        self.sampler = sampler if sampler is not None else UniformSampler(self.size, seed=seed)
+        self.device = check_replay_device("device", device, storage) or torch.device("cpu")
+        draw_on = None if self.device.type == "cpu" else self.device
+        if sampler is None:
+            sampler = UniformSampler(self.size, seed=seed, device=draw_on)
+        self.sampler = sampler
         if self.sampler.capacity != self.size:
             raise ValueError(
                 f"sampler capacity {self.sampler.capacity} != buffer size {self.size} "
@@ -115,9 +125,10 @@ class ReplayBuffer:
         self.t = 0  # time cursor: the next row to write
         self._written = np.zeros(self.T_capacity, dtype=bool)
         # Small per-step arrays kept beside the storage for the n-step computation.
-        self._reward = torch.zeros(self.T_capacity, self.batch_B)
-        self._done = torch.zeros(self.T_capacity, self.batch_B, dtype=torch.bool)
-        self._terminated = torch.zeros(self.T_capacity, self.batch_B, dtype=torch.bool)
+        grid, dev = (self.T_capacity, self.batch_B), self.device
+        self._reward = torch.zeros(grid, device=dev)
+        self._done = torch.zeros(grid, dtype=torch.bool, device=dev)
+        self._terminated = torch.zeros(grid, dtype=torch.bool, device=dev)
         self._pending_priority: torch.Tensor | None = None
         #: Extra newest rows kept invalid beyond the n-step window (a subclass that rebuilds
         #: o_{t+n} from row t+n sets 1).
@@ -127,7 +138,7 @@ class ReplayBuffer:
     def _new_storage(self) -> LazyTensorStorage:
         if self.storage_kind == "memmap":
             return LazyMemmapStorage(self.size, ndim=2, scratch_dir=self.scratch_dir)
-        return LazyTensorStorage(self.size, ndim=2)
+        return LazyTensorStorage(self.size, ndim=2, device=self.device)
 
     def append_samples(
         self, samples: TensorDictBase, priorities: torch.Tensor | None = None
@@ -153,15 +164,18 @@ class ReplayBuffer:
         if self.storage is None:
             self.storage = self._new_storage()
         self._invalidate(rows)
-        self.storage.set(rows_t, self._store(samples))
-        nxt = samples.get(keys.NEXT)
-        self._reward[rows_t] = nxt.get(keys.REWARD)[..., 0].float()
-        self._done[rows_t] = nxt.get(keys.DONE)[..., 0]
-        self._terminated[rows_t] = nxt.get(keys.TERMINATED)[..., 0]
-        if priorities is not None:
+        nxt, dev = samples.get(keys.NEXT), self.device
+        stored = self._store(samples)
+        # A blocking copy: the sampler reuses its buffer once this returns.
+        self.storage.set(rows_t, stored if dev.type == "cpu" else stored.to(dev))
+        rows_d = rows_t.to(dev)
+        self._reward[rows_d] = nxt.get(keys.REWARD)[..., 0].to(dev, torch.float32)
+        self._done[rows_d] = nxt.get(keys.DONE)[..., 0].to(dev)
+        self._terminated[rows_d] = nxt.get(keys.TERMINATED)[..., 0].to(dev)
+        if priorities is not None:  # on the CPU, beside the sampler that takes them
             if self._pending_priority is None:
                 self._pending_priority = torch.zeros(self.T_capacity, B)
-            self._pending_priority[rows_t] = torch.as_tensor(priorities, dtype=torch.float32)
+            self._pending_priority[rows_t] = torch.as_tensor(priorities).float().cpu()
         self._written[rows] = True
         self.t = int((self.t + T) % self.T_capacity)
         # Rows whose n-step window just became complete.
@@ -195,8 +209,13 @@ class ReplayBuffer:
         return len(self.sampler)
 
     # ------------------------------------------------------------------ sampling
-    def sample_batch(self, batch_size: int) -> TensorDict:
+    def sample_batch(self, batch_size: int, *, device: torch.device | None = None) -> TensorDict:
         """Draw ``batch_size`` transitions with their n-step targets.
+
+        Args:
+            batch_size: transitions to draw.
+            device: where the batch is returned (None: the buffer's). CPU to CUDA: gathered
+                into pinned memory, then copied over once, asynchronously.
 
         Returns:
             A TensorDict ``[batch_size]`` with the agent inputs and ``action`` at t; under
@@ -205,16 +224,18 @@ class ReplayBuffer:
             ``steps_n`` (m), ``is_weight`` (importance weights; ones when uniform) and
             ``index`` (for ``update_priorities``).
         """
+        dev = self.device
+        target = dev if device is None else torch.device(device)
         index, info = self.sampler.sample(None, batch_size)
-        index = torch.as_tensor(index, dtype=torch.long).reshape(-1)
+        index = torch.as_tensor(index, dtype=torch.long, device=dev).reshape(-1)
         t_idx = torch.div(index, self.batch_B, rounding_mode="floor")
         b_idx = index % self.batch_B
         return_n, discount_n, done_n, end_t, steps = self._n_step(t_idx, b_idx)
         weight = info.get("priority_weight") if isinstance(info, dict) else None
         weight = (
-            torch.ones(batch_size)
+            torch.ones(batch_size, device=dev)
             if weight is None
-            else torch.as_tensor(weight, dtype=torch.float32).reshape(-1)
+            else torch.as_tensor(weight, dtype=torch.float32).reshape(-1).to(dev)
         )
         extra = {
             RETURN_N: return_n,
@@ -224,7 +245,8 @@ class ReplayBuffer:
             IS_WEIGHT: weight,
             INDEX: index,
         }
-        return self._extract(t_idx, b_idx, end_t, extra)
+        batch = self._extract(t_idx, b_idx, end_t, extra, target.type == "cuda" != dev.type)
+        return batch if target == dev else to_device(batch, target)
 
     def _n_step(
         self, t_idx: torch.Tensor, b_idx: torch.Tensor
@@ -235,21 +257,24 @@ class ReplayBuffer:
             terminated = self._terminated[t_idx, b_idx]
             discount_n = torch.where(terminated, 0.0, gamma)
             return self._reward[t_idx, b_idx], discount_n, terminated, t_idx, torch.ones_like(t_idx)
-        window = (t_idx[:, None] + torch.arange(n)) % self.T_capacity  # [N, n]
+        window = (t_idx[:, None] + torch.arange(n, device=t_idx.device)) % self.T_capacity
         cols = b_idx[:, None]
         done = self._done[window, cols]
         # Step k of the window counts if no episode ended at steps 0..k-1.
         alive = (done.long().cumsum(1) - done.long()) == 0
         steps = alive.sum(1)
-        powers = gamma ** torch.arange(n, dtype=torch.float32)
+        powers = gamma ** torch.arange(n, dtype=torch.float32, device=t_idx.device)
         return_n = (self._reward[window, cols] * powers * alive).sum(1)
         end_t = (t_idx + steps - 1) % self.T_capacity
         terminated = self._terminated[end_t, b_idx]
         discount_n = torch.where(terminated, 0.0, gamma ** steps.float())
         return return_n, discount_n, terminated, end_t, steps
 
-    def _gather(self, t_idx: torch.Tensor, b_idx: torch.Tensor) -> dict:
-        """Stored leaves at ``(t, b)`` as a nested dict of tensors (no TensorDict indexing)."""
+    def _gather(self, t_idx: torch.Tensor, b_idx: torch.Tensor, pin: bool = False) -> dict:
+        """Stored leaves at ``(t, b)`` as a nested dict of tensors (no TensorDict indexing).
+
+        ``pin``: gather into pinned host memory (a CPU buffer feeding a CUDA learner).
+        """
         if self._leaves is None:
             data = storage_tensordict(self.storage)
             self._leaves = [(k, data.get(k)) for k in data.keys(True, True)]
@@ -257,7 +282,11 @@ class ReplayBuffer:
         flat = t_idx * self.batch_B + b_idx
         for key, leaf in self._leaves:
             # index_select on a flat view is several times faster than advanced indexing.
-            value = leaf.view(-1, *leaf.shape[2:]).index_select(0, flat)
+            source = leaf.view(-1, *leaf.shape[2:])
+            if pin:
+                value = torch.index_select(source, 0, flat, out=pinned_like(source, len(flat)))
+            else:
+                value = source.index_select(0, flat)
             if isinstance(key, tuple):
                 node = out
                 for k in key[:-1]:
@@ -268,15 +297,20 @@ class ReplayBuffer:
         return out
 
     def _extract(
-        self, t_idx: torch.Tensor, b_idx: torch.Tensor, end_t: torch.Tensor, extra: dict
+        self,
+        t_idx: torch.Tensor,
+        b_idx: torch.Tensor,
+        end_t: torch.Tensor,
+        extra: dict,
+        pin: bool = False,
     ) -> TensorDict:
         """One TensorDict of the inputs at ``(t, b)``, the bootstrap inputs and ``extra``.
 
         Agent inputs and action at ``(t, b)``, bootstrap inputs after step ``end_t``, and the
-        ``extra`` entries.
+        ``extra`` entries; stored tensors gathered into pinned memory with ``pin``.
         """
         n = t_idx.shape[0]
-        both = self._gather(torch.cat([t_idx, end_t]), torch.cat([b_idx, b_idx]))
+        both = self._gather(torch.cat([t_idx, end_t]), torch.cat([b_idx, b_idx]), pin)
         batch = {k: _rows(both[k], slice(None, n)) for k in (*keys.AGENT_INPUTS, keys.ACTION)}
         batch[keys.NEXT] = {
             keys.OBSERVATION: _rows(both[keys.NEXT][keys.OBSERVATION], slice(n, None)),
@@ -287,8 +321,17 @@ class ReplayBuffer:
         return tensordict_from_trusted(batch, (n,))
 
     def update_priorities(self, index: torch.Tensor, priorities: torch.Tensor) -> None:
-        """New priorities for the entries of the last batch (prioritized sampling)."""
-        self.sampler.update_priority(index, priorities.detach().float().cpu())
+        """New priorities for the entries of the last batch (prioritized sampling).
+
+        The sampler is on the CPU: from another device, indices and priorities come back in
+        one copy (one synchronisation per update).
+        """
+        if index.device.type == "cpu" and priorities.device.type == "cpu":
+            self.sampler.update_priority(index, priorities.detach().float())
+            return
+        prio = priorities.detach().double()  # float64 holds indices exactly up to 2**53
+        both = torch.stack([index.to(prio.device, torch.float64), prio]).cpu()
+        self.sampler.update_priority(both[0].long(), both[1].float())
 
     # ------------------------------------------------------------------ save / load
     def _config(self) -> dict[str, Any]:
@@ -308,35 +351,16 @@ class ReplayBuffer:
             "config": self._config(),
             "t": self.t,
             "written": torch.from_numpy(self._written.copy()),
-            "reward": self._reward.clone(),
-            "done": self._done.clone(),
-            "terminated": self._terminated.clone(),
+            "reward": self._reward.to("cpu", copy=True),
+            "done": self._done.to("cpu", copy=True),
+            "terminated": self._terminated.to("cpu", copy=True),
             "pending_priority": self._pending_priority,
             "sampler": self.sampler.state_dict(),
         }
 
     def _check_state(self, state: dict[str, Any]) -> None:
         """Raise ``ValueError`` naming what of a saved state does not fit this buffer."""
-        saved = state.get("config")
-        if isinstance(saved, dict):
-            diffs = [
-                f"{k} {saved.get(k)!r} saved, {v!r} here"
-                for k, v in self._config().items()
-                if saved.get(k) != v
-            ]
-            if diffs:
-                raise ValueError("; ".join(diffs))
-        grid = (self.T_capacity, self.batch_B)
-        shapes = {"written": grid[:1], "reward": grid, "done": grid, "terminated": grid}
-        if state.get("pending_priority") is not None:
-            shapes["pending_priority"] = grid
-        for key, shape in shapes.items():
-            value = state.get(key)
-            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
-                got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
-                raise ValueError(f"{key} is {got}, expected shape {shape}")
-        if not 0 <= int(state.get("t", -1)) < self.T_capacity:
-            raise ValueError(f"cursor t={state.get('t')!r} outside [0, {self.T_capacity})")
+        check_replay_state(state, self._config(), (self.T_capacity, self.batch_B))
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()`` (into a buffer built with the same arguments).
@@ -392,52 +416,32 @@ class ReplayBuffer:
 
     def saved_info(self, path: str | Path) -> dict[str, Any] | None:
         """The ``info`` saved with the buffer in ``path`` (a ``SnapshotError`` if unsafe)."""
-        state = load_plain(Path(path) / REPLAY_STATE_FILE, what="replay state")
-        info = state.get("info") if isinstance(state, dict) else None
-        return info if isinstance(info, dict) else None
+        return saved_replay_info(Path(path))
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore what ``save`` wrote (into a buffer built with the same arguments).
 
-        Everything is checked before the buffer changes: the state file is loaded with
-        ``weights_only`` (tensors and plain data, no code), its configuration and arrays
-        must fit this buffer, and every storage file must be there with its saved size.
+        Everything is checked before the buffer changes (``load_replay_dir``): the state
+        file is loaded with ``weights_only``, and its configuration, its arrays and every
+        storage file (present, with its saved size) must fit this buffer.
 
         Returns:
             The ``info`` given to ``save``.
 
         Raises:
             FileNotFoundError: ``path`` holds no complete save.
-            SnapshotError: (a ``ValueError``) a file is corrupt, unsafe, missing,
-                truncated or resized, or the save does not match this buffer's
-                configuration; the message names the file.
+            SnapshotError: (a ``ValueError``) a file is corrupt, unsafe or does not fit; named.
         """
-        path = Path(path)
-        versions = self.saved_versions(path)
-        if not versions:
-            raise FileNotFoundError(f"no saved replay buffer in {path} (no {REPLAY_STATE_FILE})")
-        state_file = versions[0] / REPLAY_STATE_FILE
-        state = load_plain(state_file, what="replay state")
-        try:
-            if not isinstance(state, dict):
-                raise ValueError(f"it holds a {type(state).__name__}, not a dict")
-            self._check_state(state)  # before the storage, whose checks are less telling
-            data = load_storage(
-                versions[0] / "storage",
-                state.get("storage"),
-                state_file=state_file,
-                grid=(self.T_capacity, self.batch_B),
-                stored_keys=self._stored_keys(),
-            )
-            self.load_state_dict(state)
-        except SnapshotError:
-            raise
-        except (ValueError, KeyError, TypeError) as exc:
-            msg = f"replay state {state_file} does not match this buffer: {one_line(exc)}"
-            raise SnapshotError(msg) from None
+        state, data = load_replay_dir(
+            Path(path),
+            check=self._check_state,  # before the storage, whose checks are less telling
+            restore=self.load_state_dict,
+            grid=(self.T_capacity, self.batch_B),
+            stored_keys=self._stored_keys(),
+        )
         if data is not None:
             self.storage = self._new_storage()
-            self.storage.set(torch.arange(self.T_capacity), data)
+            self.storage.set(torch.arange(self.T_capacity), to_device(data, self.device))
             self._leaves = None
         return dict(state.get("info") or {})
 

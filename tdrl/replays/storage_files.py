@@ -7,22 +7,38 @@ state file. ``load_storage`` checks every file against it before reading anythin
 missing, truncated or resized file, or one whose steps x envs are not the buffer's, is
 refused with an error naming the file (a truncated memmap would otherwise read as zeros).
 Reading uses ``TensorDict.load_memmap(..., allow_pickle=False)``: no pickled object runs.
+
+``load_replay_dir`` reads a whole save (``ReplayBuffer.save``: the storage directory and
+the state file written last) and checks it (``check_replay_state``) before the buffer
+changes. Saved tensors are CPU tensors whatever the buffer's device.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import torch
 from tensordict import TensorDict
 
 from tdrl._compat import LazyTensorStorage, storage_tensordict
-from tdrl.logging.files import SnapshotError, named_write_errors, one_line
+from tdrl.logging.files import SnapshotError, complete_dir, load_plain, named_write_errors, one_line
 
-__all__ = ["load_storage", "save_storage"]
+__all__ = [
+    "REPLAY_STATE_FILE",
+    "check_frame_layout",
+    "check_replay_state",
+    "load_replay_dir",
+    "load_storage",
+    "save_storage",
+    "saved_replay_info",
+]
+
+#: The file ``ReplayBuffer.save`` writes last: a save is complete when it is there.
+REPLAY_STATE_FILE = "replay_state.pt"
 
 
 def save_storage(storage: LazyTensorStorage, where: Path) -> list[dict[str, Any]]:
@@ -126,3 +142,135 @@ def load_storage(
     if got != expected:
         raise SnapshotError(f"replay storage in {where} does not match {state_file}")
     return data
+
+
+def check_replay_state(
+    state: Mapping[str, Any], config: Mapping[str, Any], grid: tuple[int, int]
+) -> None:
+    """Raise ``ValueError`` naming what of a saved replay state does not fit a buffer.
+
+    Args:
+        state: the saved ``ReplayBuffer.state_dict()``.
+        config: the loading buffer's configuration (``ReplayBuffer._config()``).
+        grid: its ``(T_capacity, batch_B)``.
+    """
+    saved = state.get("config")
+    if isinstance(saved, dict):
+        diffs = [
+            f"{k} {saved.get(k)!r} saved, {v!r} here"
+            for k, v in config.items()
+            if saved.get(k) != v
+        ]
+        if diffs:
+            raise ValueError("; ".join(diffs))
+    shapes = {"written": grid[:1], "reward": grid, "done": grid, "terminated": grid}
+    if state.get("pending_priority") is not None:
+        shapes["pending_priority"] = grid
+    for key, shape in shapes.items():
+        value = state.get(key)
+        if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+            got = tuple(value.shape) if isinstance(value, torch.Tensor) else type(value)
+            raise ValueError(f"{key} is {got}, expected shape {shape}")
+    if not 0 <= int(state.get("t", -1)) < grid[0]:
+        raise ValueError(f"cursor t={state.get('t')!r} outside [0, {grid[0]})")
+
+
+def check_frame_layout(
+    state: Mapping[str, Any],
+    n_frames: int | None,
+    final_frames: torch.Tensor | None,
+    grid: tuple[int, int],
+    frame_key: str,
+) -> None:
+    """Raise ``ValueError`` naming what of a saved frame layout does not fit a buffer.
+
+    Args:
+        state: the saved ``FrameReplayBuffer.state_dict()``.
+        n_frames: the loading buffer's stack depth C (None: not known yet).
+        final_frames: its side store of final frames (None: not allocated yet).
+        grid: its ``(T_capacity, batch_B)``.
+        frame_key: the storage key of the frames.
+    """
+    side = state.get("frames")
+    if not isinstance(side, dict):
+        raise ValueError("it has no frame layout (saved by a ReplayBuffer?)")
+    saved_n, frames, index = side.get("n_frames"), side.get("final_frames"), side.get("final_index")
+    if n_frames is not None and saved_n != n_frames:
+        raise ValueError(f"stacks of {saved_n!r} frames saved, {n_frames} here")
+    if frames is None:
+        return
+    if not isinstance(frames, torch.Tensor) or not isinstance(index, torch.Tensor):
+        raise ValueError("the side store of final frames is not tensors")
+    if tuple(index.shape) != (2, frames.shape[0]):
+        raise ValueError(f"final_index {tuple(index.shape)} for {frames.shape[0]} frames")
+    if index.numel() and (
+        index.min() < 0 or index[0].max() >= grid[0] or index[1].max() >= grid[1]
+    ):
+        raise ValueError("final_index points outside the buffer")
+    if final_frames is not None and (
+        frames.shape[1:] != final_frames.shape[1:] or frames.dtype != final_frames.dtype
+    ):
+        raise ValueError(
+            f"frames {tuple(frames.shape[1:])} {frames.dtype} saved, "
+            f"{tuple(final_frames.shape[1:])} {final_frames.dtype} here"
+        )
+    for entry in state.get("storage") or []:
+        if entry.get("key") == [frame_key] and (
+            list(entry["shape"][2:]) != list(frames.shape[1:])
+            or entry["dtype"] != str(frames.dtype)
+        ):
+            raise ValueError("the stored frames and the side store's differ in shape or dtype")
+
+
+def load_replay_dir(
+    path: Path,
+    *,
+    check: Callable[[dict[str, Any]], None],
+    restore: Callable[[dict[str, Any]], None],
+    grid: tuple[int, int],
+    stored_keys: Sequence[Any],
+) -> tuple[dict[str, Any], TensorDict | None]:
+    """The state and storage of the newest complete save in ``path``, checked, then restored.
+
+    ``check(state)`` runs before the storage files are checked; ``restore(state)`` (the
+    buffer's ``load_state_dict``) only once everything fits.
+
+    Returns:
+        ``(state, storage)``; the storage is a memory-mapped CPU TensorDict, or None when
+        nothing was stored.
+
+    Raises:
+        FileNotFoundError: ``path`` holds no complete save.
+        SnapshotError: a file is corrupt, unsafe, missing, truncated or resized, or the save
+            does not match the buffer; the message names the file.
+    """
+    versions = complete_dir(path, REPLAY_STATE_FILE)
+    if not versions:
+        raise FileNotFoundError(f"no saved replay buffer in {path} (no {REPLAY_STATE_FILE})")
+    state_file = versions[0] / REPLAY_STATE_FILE
+    state = load_plain(state_file, what="replay state")
+    try:
+        if not isinstance(state, dict):
+            raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+        check(state)
+        data = load_storage(
+            versions[0] / "storage",
+            state.get("storage"),
+            state_file=state_file,
+            grid=grid,
+            stored_keys=stored_keys,
+        )
+        restore(state)
+    except SnapshotError:
+        raise
+    except (ValueError, KeyError, TypeError) as exc:
+        msg = f"replay state {state_file} does not match this buffer: {one_line(exc)}"
+        raise SnapshotError(msg) from None
+    return state, data
+
+
+def saved_replay_info(path: Path) -> dict[str, Any] | None:
+    """The ``info`` saved with the replay buffer in ``path`` (a ``SnapshotError`` if unsafe)."""
+    state = load_plain(path / REPLAY_STATE_FILE, what="replay state")
+    info = state.get("info") if isinstance(state, dict) else None
+    return info if isinstance(info, dict) else None

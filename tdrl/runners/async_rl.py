@@ -19,6 +19,9 @@ their own.
 * **Weights.** After each round the learner's agent state is published; the sampler
   loads it into its agent before its next batch (and parallel samplers copy it on to their
   workers).
+* **Devices.** With ``device`` on a GPU the learner trains there; a sampler thread acts
+  with its copy of the agent on the same GPU, a sampler process with a CPU copy (the
+  published weights live in shared CPU memory). Batches enter the replay buffer on the CPU.
 * **Replay.** Appends (sampler or relay thread) and each draw-and-update (optimiser) hold
   ``algo.replay_lock``, so they interleave at update granularity.
 * **Supervision.** A sampler that fails or dies raises here, naming it and how it ended;
@@ -41,6 +44,8 @@ import threading
 import time
 from pathlib import Path
 from typing import ClassVar
+
+import torch
 
 from tdrl.agents.base import Agent
 from tdrl.algos.base import Algorithm, ReplayAlgorithm
@@ -66,11 +71,12 @@ from tdrl.runners.base import (
     check_offline_eval,
     log_iteration,
     progress_bar,
-    start_run,
 )
+from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_bool, check_instance, check_int, check_timeout
 from tdrl.utils.processes import STUCK_AFTER_S, Child, ChildFailed, spawn_context
+from tdrl.utils.tensor import check_device
 
 #: Seconds the optimiser waits for an event before checking its throttle again.
 _EVENT_WAIT_S = 0.05
@@ -107,6 +113,10 @@ class AsyncRl:
             ``SamplerStuck`` (while it waits for the optimiser it is not stuck); its
             start-up and first batch get at least 300 s. The default, half an hour, leaves
             room for the slowest real batches and evaluations; None: no limit.
+        device: where the learner's agent trains (see ``MinibatchRl``; None: where its
+            parameters are). A sampler thread acts with a copy on the same device; a
+            sampler process acts with a CPU copy, which loads the weights the learner
+            publishes (copied from the device into shared CPU memory) before each batch.
     """
 
     #: Evaluate offline in the sampler (``AsyncRlEval``) instead of reporting training
@@ -129,6 +139,7 @@ class AsyncRl:
         max_sampler_lead_itrs: int | None = None,
         sampler_process: bool = False,
         sampler_timeout_s: float | None = STUCK_AFTER_S,
+        device: str | torch.device | None = None,
     ):
         self.settings = RunSettings(
             n_steps=n_steps,
@@ -139,6 +150,7 @@ class AsyncRl:
             resume_from=resume_from,
             snapshot_replay=snapshot_replay,
         )
+        self.device = check_device("device", device)
         self.sampler_process = check_bool("sampler_process", sampler_process)
         self.sampler_timeout_s = check_timeout("sampler_timeout_s", sampler_timeout_s)
         self.max_sampler_lead_itrs = (
@@ -173,6 +185,7 @@ class AsyncRl:
             self.settings,
             seed=self.settings.seed,
             runner_name=type(self).__name__,
+            device=self.device,
         )
         running: RunningSampler | None = None
         bar: ProgressBar | None = None

@@ -1,18 +1,18 @@
-"""What the runners share: settings, start-up, bookkeeping, the log row and snapshots.
+"""What the runners share: settings, bookkeeping, the log row and snapshots.
 
 A runner connects a ``Sampler``, an ``Agent`` and an ``Algorithm`` in a loop. The three
 runners (``MinibatchRl``, ``AsyncRl``, ``SyncRl``) differ in how they drive that loop and
 share everything else through the plain pieces of this module:
 
 * ``RunSettings``: the constructor arguments every runner takes, checked once;
-* ``start_run``: seeding, ``sampler.initialize``, ``algo.initialize`` and resuming from a
-  snapshot (the replay buffer too, when one was saved); returns a ``RunPlan`` (which
-  iterations this session runs, how many steps each counts, when to log) and the
-  ``RunStats`` of the run;
+* ``RunPlan``: which iterations a session runs, how many steps each counts, when to log
+  (``tdrl.runners.startup.start_run`` makes it, with the ``RunStats``, when a run starts:
+  seeding, initialising, placing the agent on the run's device, resuming);
 * ``RunStats``: counters, the window of recent episodes, the optimiser diagnostics and
   evaluation episodes of the current log interval;
 * ``log_iteration``: one ``progress.csv`` row with rlpyt's ``Diagnostics/*`` columns, plus
-  the snapshot (``snapshot``; ``start_run`` checks it against the run and restores it).
+  the snapshot (``snapshot``, CPU tensors only: ``cpu_state``; ``start_run`` checks it
+  against the run and restores it).
 
 A log point is committed in a crash-safe order and resuming repairs ``progress.csv`` to
 agree with the snapshot (``tdrl.logging.logger``); what a snapshot records and what
@@ -25,6 +25,7 @@ update replays ``N`` minibatches: ``RunPlan`` and ``log_iteration`` take ``world
 
 from __future__ import annotations
 
+import copy
 import time
 from collections import deque
 from collections.abc import Mapping, Sequence
@@ -33,23 +34,17 @@ from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
+import torch
 
 from tdrl.agents.base import Agent
 from tdrl.algos.base import Algorithm, ReplayAlgorithm
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.logging import ProgressBar, find_snapshot, get_logger, load_snapshot
-from tdrl.logging.snapshot import (
-    check_resume,
-    commit_log_point,
-    repair_progress,
-    restore_replay,
-    run_identity,
-)
-from tdrl.logging.snapshot import restore_state as restore  # loads a snapshot into agent, algo
+from tdrl.logging import ProgressBar, get_logger
+from tdrl.logging.snapshot import commit_log_point
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_bool, check_int
-from tdrl.utils.seed import make_seed, rng_state, set_seed
+from tdrl.utils.seed import make_seed, rng_state
 
 
 class Runner(Protocol):
@@ -260,101 +255,6 @@ class RunStats:
         self._t_last = time.perf_counter()
 
 
-# ----------------------------------------------------------------------------- start-up
-def start_run(
-    algo: Algorithm,
-    agent: Agent,
-    sampler: Sampler,
-    settings: RunSettings,
-    *,
-    seed: int,
-    world_size: int = 1,
-    runner_name: str,
-) -> tuple[RunPlan, RunStats]:
-    """Seed, initialise the sampler, the agent and the algorithm, resume; plan the run.
-
-    A snapshot to resume from is loaded and checked against the run before anything starts;
-    then the state is restored, ``progress.csv`` repaired and the replay buffer loaded.
-
-    Args:
-        algo: the algorithm (initialised here for the run's iterations).
-        agent: the agent (initialised by the sampler).
-        sampler: the sampler (its envs are seeded with ``seed + 1``); shut down here if
-            resuming fails after it started.
-        settings: the runner's settings; ``n_steps`` and ``log_interval_steps`` count the
-            steps of all ranks.
-        seed: this process's seed (``SyncRl`` gives each rank its own).
-        world_size: number of ranks collecting one iteration together.
-        runner_name: for the start-up log line.
-
-    Returns:
-        The plan of the run and its statistics (counters restored from a snapshot when
-        ``settings.resume_from`` is set).
-
-    Raises:
-        FileNotFoundError: ``resume_from`` holds no snapshot.
-        SnapshotError: (a ``ValueError`` naming the file) the snapshot is corrupt, unsafe,
-            of another run (``check_resume``) or finished, or does not fit.
-    """
-    batch_spec = sampler.batch_spec
-    rank_batch = batch_spec.size
-    # One rank's share of the run and of the log interval, in its own steps.
-    rank_steps = -(-settings.n_steps // world_size)
-    rank_log_interval = max(1, settings.log_interval_steps // world_size)
-    n_itr = -(-rank_steps // rank_batch)
-    identity = run_identity(
-        algo=algo,
-        agent=agent,
-        env_fn=sampler.settings.env_fn,
-        env_kwargs=sampler.settings.env_kwargs,
-        batch_T=batch_spec.T,
-        batch_B=batch_spec.B,
-        world_size=world_size,
-    )
-    snap, snap_file = None, None
-    if settings.resume_from is not None:
-        snap_file = find_snapshot(settings.resume_from)
-        snap = load_snapshot(snap_file)
-        repair_progress(snap, snap_file)  # also when the checks below refuse to go on
-        check_resume(snap, snap_file, identity=identity, n_itr=n_itr, n_steps=settings.n_steps)
-    set_seed(seed)
-    sampler.initialize(agent, seed=seed + 1, traj_info_kwargs={"discount": algo.discount})
-    start_itr, cum_steps, cum_completed_trajs, cum_time = 0, 0, 0, 0.0
-    try:
-        algo.initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
-        if snap is not None and snap_file is not None:
-            start_itr = restore(snap, agent, algo, file=snap_file)
-            cum_steps = int(snap["cum_steps"])
-            cum_completed_trajs = int(snap.get("cum_completed_trajs", 0))
-            cum_time = float(snap.get("cum_time", 0.0))
-            if isinstance(algo, ReplayAlgorithm) and algo.replay_buffer is not None:
-                restore_replay(algo.replay_buffer, snap, snap_file)
-            get_logger().log(f"resumed from iteration {start_itr - 1} ({cum_steps} steps)")
-    except BaseException:
-        sampler.shutdown()
-        raise
-    stats = RunStats(
-        log_traj_window=settings.log_traj_window,
-        update_counter=algo.update_counter,
-        cum_steps=cum_steps,
-        cum_completed_trajs=cum_completed_trajs,
-        cum_time=cum_time,
-        run_info=identity,
-    )
-    plan = RunPlan(
-        batch_spec=batch_spec,
-        start_itr=start_itr,
-        n_itr=n_itr,
-        itr_batch_size=rank_batch * world_size,
-        log_interval_itrs=max(1, rank_log_interval // rank_batch),
-    )
-    get_logger().log(
-        f"{runner_name}: {type(algo).__name__}, {n_itr} iterations of "
-        f"{plan.itr_batch_size} steps, logging every {plan.log_interval_itrs}, seed {seed}"
-    )
-    return plan, stats
-
-
 def progress_bar(plan: RunPlan, algo: Algorithm, show: bool | None) -> ProgressBar:
     """A bar over the run's env steps, advanced to where this session starts."""
     bar = ProgressBar(
@@ -432,7 +332,7 @@ def snapshot(
     *,
     progress: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """A snapshot, plain data (``tdrl.logging.snapshot``): enough to resume at ``itr + 1``.
+    """A snapshot, plain data on the CPU (``tdrl.logging.snapshot``): resumes at ``itr + 1``.
 
     ``progress`` is ``{"rows": n, "row": {...}}`` of ``progress.csv``.
     """
@@ -441,9 +341,33 @@ def snapshot(
         "cum_steps": stats.cum_steps,
         "cum_completed_trajs": stats.cum_completed_trajs,
         "cum_time": stats.cum_time,
-        "agent_state_dict": agent.state_dict(),
-        "algo_state_dict": algo.state_dict(),
+        "agent_state_dict": cpu_state(agent.state_dict()),
+        "algo_state_dict": cpu_state(algo.state_dict()),
         "rng": rng_state(),
         "run": dict(stats.run_info),
         "progress": dict(progress) if progress is not None else None,
     }
+
+
+def cpu_state(state: Any) -> Any:
+    """``state`` with every tensor in it on the CPU (through nested dicts, lists, tuples).
+
+    What holds CPU tensors only is returned as it is (no copy: a CPU run's snapshot costs
+    nothing more); a dict with a tensor to move is copied with its type and attributes (a
+    ``state_dict``'s ``_metadata``). Saving a GPU tensor would copy it to the CPU anyway.
+    """
+    if isinstance(state, torch.Tensor):
+        return state.cpu()
+    if isinstance(state, dict):
+        moved = {k: cpu_state(v) for k, v in state.items()}
+        if all(moved[k] is v for k, v in state.items()):
+            return state
+        out = copy.copy(state)
+        out.update(moved)
+        return out
+    if isinstance(state, list) or type(state) is tuple:
+        items = [cpu_state(v) for v in state]
+        if all(a is b for a, b in zip(items, state, strict=True)):
+            return state
+        return type(state)(items)
+    return state

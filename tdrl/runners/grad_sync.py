@@ -22,6 +22,13 @@ because they start equal and then take the same optimizer steps:
   algorithm that changes parameters outside the synchronised backward passes fails at
   once instead of training diverging replicas.
 
+**Devices.** Every tensor a collective sends is on the backend's device
+(``collective_device``): the rank's GPU for NCCL (``SyncRl(cuda=True)`` calls
+``torch.cuda.set_device`` first, which the object collectives also rely on), the CPU for
+gloo. A tensor held elsewhere (a CPU tensor in an NCCL run) is copied there and back, so a
+stray one costs a copy instead of failing the run; in the usual case (everything on the
+rank's device) nothing is copied.
+
 Why not ``torch.nn.parallel.DistributedDataParallel``: DDP averages only the gradients
 of passes that go through its own ``forward()``. The algorithms call ``agent.model`` (and
 the critics, value networks and temperature of DDPG, TD3, SAC and SAC-V) from inside the
@@ -58,11 +65,15 @@ class GradAverager:
     Args:
         params: the trained parameters, in the same order on every rank.
         world_size: number of ranks.
+        device: where the all-reduce runs (``collective_device``); None: where each bucket is.
     """
 
-    def __init__(self, params: Sequence[torch.Tensor], world_size: int):
+    def __init__(
+        self, params: Sequence[torch.Tensor], world_size: int, device: torch.device | None = None
+    ):
         self.params = list(params)
         self.world_size = world_size
+        self.device = device
         self._received: set[int] = set()
         self._queued = False
         self._handles = [
@@ -87,6 +98,8 @@ class GradAverager:
                 buckets.setdefault((grad.device, grad.dtype), []).append(grad)
         for grads in buckets.values():
             flat = torch.cat([g.reshape(-1) for g in grads])
+            if self.device is not None:
+                flat = flat.to(self.device)  # a no-op in the usual case
             dist.all_reduce(flat)
             flat.div_(self.world_size)
             for grad, mean in zip(grads, flat.split([g.numel() for g in grads]), strict=True):
@@ -125,10 +138,11 @@ class Replicas:
             )
         self.algo_name = type(algo).__name__
         self.world_size = world_size
+        self.device = collective_device()
         with torch.no_grad():  # rank 0's parameters and buffers, targets included
             for tensor in [*agent.state_dict().values(), *extra]:
                 if isinstance(tensor, torch.Tensor):
-                    _broadcast_inplace(tensor)
+                    _broadcast_inplace(tensor, self.device)
         # Checked after every iteration: all agent parameters (targets too) and log_alpha.
         self.checked = [*agent.parameters(), *extra]
         model = agent.model
@@ -137,11 +151,11 @@ class Replicas:
         )
         for rms in self.statistics:
             rms.sync_across_ranks = True
-        self.averager = GradAverager(trained, world_size)
+        self.averager = GradAverager(trained, world_size, self.device)
 
     def check_equal(self, itr: int) -> None:
         """Raise ``RuntimeError`` unless all ranks hold the same parameters (a collective)."""
-        params = [p.detach().double() for p in self.checked]
+        params = [p.detach().to(self.device, torch.float64) for p in self.checked]
         local = torch.stack([s for p in params for s in (p.sum(), p.square().sum())])
         gathered = [torch.empty_like(local) for _ in range(self.world_size)]
         dist.all_gather(gathered, local)
@@ -176,10 +190,17 @@ def optimized_outside(algo: Algorithm, agent_params: set[int]) -> list[torch.Ten
     return list(found.values())
 
 
-def _broadcast_inplace(tensor: torch.Tensor) -> None:
-    if tensor.is_contiguous():
+def collective_device() -> torch.device:
+    """Where the default group's collectives take tensors: the current GPU for NCCL, else CPU."""
+    if dist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def _broadcast_inplace(tensor: torch.Tensor, device: torch.device) -> None:
+    if tensor.is_contiguous() and tensor.device == device:
         dist.broadcast(tensor, src=0)
     else:
-        buffer = tensor.contiguous()
+        buffer = tensor.to(device).contiguous()
         dist.broadcast(buffer, src=0)
         tensor.copy_(buffer)

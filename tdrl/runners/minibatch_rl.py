@@ -12,6 +12,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import ClassVar
 
+import torch
+
 from tdrl.agents.base import Agent
 from tdrl.algos.base import Algorithm
 from tdrl.runners.base import (
@@ -22,10 +24,11 @@ from tdrl.runners.base import (
     evaluate,
     log_iteration,
     progress_bar,
-    start_run,
 )
+from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_instance
+from tdrl.utils.tensor import check_device
 
 
 class MinibatchRl:
@@ -47,6 +50,12 @@ class MinibatchRl:
             (contents, cursor, priorities) to ``run_dir/replay`` so that a resumed
             off-policy run does not start from an empty buffer. Off by default: a large
             buffer takes long to write.
+        device: where the agent trains: a ``torch.device`` or a string torch accepts
+            (``"cpu"``, ``"cuda"``, ``"cuda:1"``). The agent is moved there after the
+            sampler built its model and before the algorithm builds its optimizers; the
+            sampler acts with it there (envs step on the CPU). None (default): the agent
+            stays where its parameters are (the CPU for the default models). See
+            ``tdrl.runners.startup``.
     """
 
     #: Evaluate offline (``MinibatchRlEval``) instead of reporting training episodes.
@@ -65,6 +74,7 @@ class MinibatchRl:
         progress_bar: bool | None = None,
         resume_from: str | Path | None = None,
         snapshot_replay: bool = False,
+        device: str | torch.device | None = None,
     ):
         self.settings = RunSettings(
             n_steps=n_steps,
@@ -75,6 +85,7 @@ class MinibatchRl:
             resume_from=resume_from,
             snapshot_replay=snapshot_replay,
         )
+        self.device = check_device("device", device)
         if self.offline_eval:
             check_offline_eval(type(self).__name__, sampler)
         self.algo = check_instance("algo", algo, Algorithm)
@@ -120,6 +131,7 @@ class MinibatchRl:
             self.settings,
             seed=self.settings.seed,
             runner_name=type(self).__name__,
+            device=self.device,
         )
         return self.plan, self.stats
 

@@ -50,9 +50,9 @@ from tdrl.runners.base import (
     evaluate,
     log_iteration,
     progress_bar,
-    start_run,
 )
 from tdrl.runners.grad_sync import Replicas
+from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_bool, check_instance, check_int, check_seconds
 from tdrl.utils.processes import (
@@ -69,6 +69,7 @@ from tdrl.utils.processes import (
     wait_for,
 )
 from tdrl.utils.seed import set_seed
+from tdrl.utils.tensor import check_device
 
 #: Store key counting the spawned ranks that reached rank 0.
 _JOINED_KEY = "tdrl_sync_rl/joined"
@@ -106,9 +107,10 @@ class SyncRl:
             it, so it must be reachable from every machine.
         snapshot_replay: save rank 0's replay buffer with every snapshot (on resume every
             rank starts from that buffer).
-        cuda: put rank ``r``'s agent on ``cuda:LOCAL_RANK`` (``cuda:r`` when spawned) and
-            all-reduce with NCCL instead of gloo; needs one GPU per rank. The algorithm must
-            then move its batches to the agent's device.
+        cuda: put rank ``r``'s agent on ``cuda:LOCAL_RANK`` (``cuda:r`` when spawned) before
+            the algorithm builds its optimizers (as ``MinibatchRl``'s ``device``), and
+            communicate with NCCL instead of gloo; needs one GPU per rank. False: gloo, and
+            the agent stays where its parameters are.
         timeout_s: how long a collective operation waits for the other ranks before the run
             fails (covers rank 0's evaluation and snapshot time, during which the others
             wait).
@@ -271,8 +273,10 @@ class SyncRl:
                 leave it at the end; False: it is the caller's, already initialised.
             store: the TCP store of a spawned group.
         """
-        if self.cuda:
-            torch.cuda.set_device(local_rank)
+        device = None
+        if self.cuda:  # NCCL's object collectives run on the current device: set it first
+            device = check_device(f"rank {rank}'s cuda:LOCAL_RANK", f"cuda:{local_rank}")
+            torch.cuda.set_device(device)
         if join:
             dist.init_process_group(
                 self.backend,
@@ -285,13 +289,13 @@ class SyncRl:
         try:
             base_seed = [self.settings.seed]
             dist.broadcast_object_list(base_seed, src=0)  # rank 0's, also when it was random
-            return self._run(rank, base_seed[0])
+            return self._run(rank, base_seed[0], device)
         finally:
             if join and dist.is_initialized():
                 dist.destroy_process_group()
 
     # ------------------------------------------------------------------------- the loop
-    def _run(self, rank: int, base_seed: int) -> dict[str, float]:
+    def _run(self, rank: int, base_seed: int, device: torch.device | None) -> dict[str, float]:
         """This rank's share of the run: ``MinibatchRl``'s loop with equal replicas."""
         seed = base_seed + 100 * rank
         agent, algo, sampler = self.agent, self.algo, self.sampler
@@ -303,16 +307,13 @@ class SyncRl:
             seed=seed,
             world_size=self.world_size,
             runner_name=type(self).__name__,
+            device=device,
         )
         replicas: Replicas | None = None
         bar = progress_bar(plan, algo, self.settings.progress_bar if rank == 0 else False)
         try:
             if plan.start_itr and rank:
                 set_seed(seed + plan.start_itr)  # not the snapshot's RNG state of rank 0
-            if self.cuda:
-                agent.to(torch.device("cuda", torch.cuda.current_device()))
-                if plan.start_itr:  # optimizer state restored on the CPU follows its params
-                    algo.load_state_dict(algo.state_dict())
             replicas = Replicas(agent, algo, self.world_size)
             if rank == 0:
                 get_logger().log(

@@ -8,12 +8,14 @@ step ``t`` is three calls:
 * ``write_inputs(t)``: the carried observation, previous action and previous reward of
   every env into row ``t``;
 * ``AgentRows.act(agent, t)``: the agent's action (and info) for row ``t``, computed here
-  (``collect``) or by another process (the parallel samplers' action server);
+  (``collect``) or by another process (the parallel samplers' action server); an agent
+  on a GPU gets row ``t``'s inputs copied there and its outputs are copied back;
 * ``step_envs(t)``: every env steps with ``action[t]``; reward, next observation and
   episode ends go into row ``t``; finished episodes are returned as ``TrajInfo``.
 
 The per-step cost is one agent call and one ``env.step`` per env: no TensorDict indexing
-and no per-env Python work beyond the env itself.
+and no per-env Python work beyond the env itself. The agent's device is looked up once per
+batch; a CPU agent costs no copy.
 """
 
 from __future__ import annotations
@@ -107,6 +109,17 @@ class ObsWriter:
             leaf[b] = value
 
 
+def inputs_to(
+    device: torch.device, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+) -> tuple[Any, torch.Tensor, torch.Tensor]:
+    """The agent's inputs (an observation tensor or TensorDict) copied to ``device``."""
+    return (
+        observation.to(device, non_blocking=True),
+        prev_action.to(device, non_blocking=True),
+        prev_reward.to(device, non_blocking=True),
+    )
+
+
 class AgentRows:
     """Per-time-step views of a ``[T, B]`` sample buffer's agent inputs and outputs.
 
@@ -133,6 +146,9 @@ class AgentRows:
     def act(self, agent: Agent, t: int, device: torch.device | None = None) -> None:
         """Write the agent's action (and info) for row ``t`` into row ``t``.
 
+        An agent on another device than the CPU gets its inputs copied there; its action
+        and info are copied back into the (CPU) buffer.
+
         Args:
             agent: the acting agent.
             t: the row (time step).
@@ -145,10 +161,10 @@ class AgentRows:
             self.prev_reward[t],
         )
         device = agent.device if device is None else device
-        if device.type != "cpu":
-            observation = observation.to(device, non_blocking=True)
-            prev_action = prev_action.to(device, non_blocking=True)
-            prev_reward = prev_reward.to(device, non_blocking=True)
+        if device.type != "cpu":  # non-blocking from a pinned buffer (SerialSampler's)
+            observation, prev_action, prev_reward = inputs_to(
+                device, observation, prev_action, prev_reward
+            )
         action, info = agent.step(observation, prev_action, prev_reward)
         self.action[t].copy_(action)
         for k in self.info_keys:
@@ -359,14 +375,18 @@ class EnvRunner:
             np_prev_reward[e] = 0.0
         return completed
 
-    def collect(self, agent: Agent) -> list[TrajInfo]:
+    def collect(self, agent: Agent, device: torch.device | None = None) -> list[TrajInfo]:
         """Run a whole batch with ``agent`` acting in this process.
+
+        Args:
+            agent: the acting agent.
+            device: the agent's device, where its inputs go (default: looked up here, once).
 
         Returns:
             The episodes that ended during the batch.
         """
         completed: list[TrajInfo] = []
-        device = agent.device  # looked up once per batch, not per step
+        device = agent.device if device is None else device  # once per batch, not per step
         for t in range(len(self.rows.action)):
             self.write_inputs(t)
             self.rows.act(agent, t, device)

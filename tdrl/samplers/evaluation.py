@@ -106,9 +106,9 @@ class Evaluator:
         max_T = math.inf if max_steps is None else max(1, max_steps // len(self.envs))
         max_trajs = max_trajectories or math.inf
         completed: list[TrajInfo] = []
-        t = 0
+        t, device = 0, agent.device
         while t < max_T and len(completed) < max_trajs:
-            completed.extend(runner.collect(agent))
+            completed.extend(runner.collect(agent, device))
             t += 1
         return completed[:max_trajectories] if max_trajectories else completed
 

@@ -5,11 +5,13 @@ seeds (env ``b`` is seeded ``seed + b`` and decorrelated with its own generator,
 worker steps it):
 
 * ``CpuSampler``: each worker steps a slice of the B envs *and* runs the policy on it, from
-  a shared-memory CPU copy of the agent that is refreshed from the learner's agent before
-  each batch (rlpyt's ``CpuSampler``). Workers synchronise once per batch.
+  a shared-memory CPU copy of the agent that is refreshed from the learner's agent (on
+  any device) before each batch (rlpyt's ``CpuSampler``). Workers synchronise once per
+  batch.
 * ``GpuSampler``: workers only step envs; the parent runs one batched forward pass for all
-  B envs per time step, on the agent's device (rlpyt's action server). Workers and parent
-  hand over each time step through semaphores.
+  B envs per time step, on the agent's device (rlpyt's action server): the step's inputs
+  are copied there and the actions back into the shared buffer. Workers and parent hand
+  over each time step through semaphores.
 * ``AlternatingSampler``: the workers form two groups over two halves of the envs; while
   one group steps its envs the parent computes the other group's actions.
 
@@ -45,7 +47,7 @@ from tdrl.envs.gym import make_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
-from tdrl.samplers.env_loop import AgentRows
+from tdrl.samplers.env_loop import AgentRows, inputs_to
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.samplers.worker_pool import WorkerPool
 from tdrl.utils.checks import (
@@ -222,12 +224,10 @@ class ParallelSampler:
         self.agent = agent
         self._discount = float((traj_info_kwargs or {}).get("discount", 1.0))
         agent.sample_mode(0)
+        obs, action = self.observation_spec.zeros((B,)), self.action_spec.zeros((B,))
+        inputs = (obs, action, torch.zeros(B, 1))
         with torch.no_grad():
-            _, info = agent.step(
-                self.observation_spec.zeros((B,)),
-                self.action_spec.zeros((B,)),
-                torch.zeros(B, 1),
-            )
+            _, info = agent.step(*inputs_to(agent.device, *inputs))
         self.samples = build_samples_buffer(
             self.batch_spec,
             self.observation_spec,
@@ -270,7 +270,11 @@ class ParallelSampler:
 
     # ------------------------------------------------------------------------- sampling
     def sync_shared_agent(self) -> None:
-        """Copy the agent's parameters and buffers into the workers' shared-memory copy."""
+        """Copy the agent's parameters and buffers into the workers' shared-memory copy.
+
+        Once per batch, from the learner's agent on whichever device it is (a GPU's state is
+        copied into the shared CPU tensors).
+        """
         if self.agent is None or self._shared_agent is None:
             raise RuntimeError("the workers' shared agent exists once the workers started")
         shared = self._shared_agent.state_dict()

@@ -15,7 +15,7 @@ from tdrl.envs.gym import make_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
-from tdrl.samplers.env_loop import EnvRunner
+from tdrl.samplers.env_loop import EnvRunner, inputs_to
 from tdrl.samplers.evaluation import Evaluator
 
 
@@ -31,6 +31,12 @@ class SerialSampler:
     The returned TensorDict is the sampler's own buffer, overwritten by the next call:
     consume it (or ``.clone()`` it) before sampling again. Offline evaluation runs on
     separate envs (``Evaluator``).
+
+    The envs step on the CPU and the buffer is on the CPU. An agent on a GPU acts there:
+    each time step's inputs are copied to it (one batched forward for all B envs) and its
+    action and info are copied back. The buffer is then moved to pinned memory (once, at
+    the first batch with the agent on CUDA), so that the input copies and the algorithm's
+    one copy of the batch to the GPU are asynchronous.
 
     Args:
         env_fn: builds one env from ``**env_kwargs``: a ``gymnasium.Env`` or a
@@ -95,6 +101,7 @@ class SerialSampler:
         self.agent: Agent | None = None
         self.envs: list[gym.Env] = []
         self._runner: EnvRunner | None = None
+        self._pinned = False
 
     @property
     def eval_envs(self) -> list[gym.Env]:
@@ -138,7 +145,8 @@ class SerialSampler:
         )
         runner.start(settings.max_decorrelation_steps)
         agent.sample_mode(0)
-        _, info = agent.step(runner.obs.tensors, runner.prev_action, runner.prev_reward)
+        inputs = (runner.obs.tensors, runner.prev_action, runner.prev_reward)
+        _, info = agent.step(*inputs_to(agent.device, *inputs))
         self.samples = build_samples_buffer(
             self.batch_spec,
             self.observation_spec,
@@ -146,6 +154,7 @@ class SerialSampler:
             info,
             valid=not settings.mid_batch_reset,
         )
+        self._pinned = False
         runner.bind(self.samples)
         self.evaluator.initialize(
             seed=self.seed,
@@ -169,7 +178,24 @@ class SerialSampler:
         """
         if self.agent is None or self._runner is None:
             raise RuntimeError("call initialize(agent, seed=...) before obtain_samples")
-        return self.samples, self._runner.collect(self.agent)
+        device = self.agent.device  # once per batch
+        if device.type == "cuda" and not self._pinned:
+            self.pin_buffer()
+        return self.samples, self._runner.collect(self.agent, device)
+
+    def pin_buffer(self) -> None:
+        """Move the ``[T, B]`` buffer to pinned (page-locked) memory, where CUDA can pin.
+
+        ``obtain_samples`` calls it once, at the first batch with the agent on CUDA; the
+        envs write into the new buffer from then on (``samples`` is replaced). Without a
+        CUDA device nothing changes.
+        """
+        if self._runner is None:
+            raise RuntimeError("call initialize(agent, seed=...) before pin_buffer")
+        self._pinned = True
+        if torch.cuda.is_available():
+            self.samples = self.samples.pin_memory()
+            self._runner.bind(self.samples)
 
     # ----------------------------------------------------------------------- evaluation
     def evaluate_agent(self, itr: int) -> list[TrajInfo]:

@@ -38,13 +38,15 @@ def rng_state() -> dict[str, Any]:
     Returns:
         ``{"torch": uint8 tensor, "numpy": {"keys": int64 tensor [624], "pos": int,
         "has_gauss": int, "cached_gaussian": float}, "random": {"version": int,
-        "state": list of ints, "gauss_next": float or None}}``.
+        "state": list of ints, "gauss_next": float or None}}``, plus ``"cuda"``: the
+        generator state of every visible CUDA device (uint8 tensors) when CUDA is
+        initialised, so a resumed GPU run draws the same numbers on the GPU too.
     """
     name, keys, pos, has_gauss, cached_gaussian = np.random.get_state(legacy=True)
     if name != "MT19937":  # pragma: no cover - NumPy's legacy generator is always MT19937
         raise RuntimeError(f"unexpected NumPy global generator {name}")
     version, internal, gauss_next = random.getstate()
-    return {
+    state: dict[str, Any] = {
         "torch": torch.get_rng_state(),
         "numpy": {
             "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64).copy()),
@@ -58,6 +60,9 @@ def rng_state() -> dict[str, Any]:
             "gauss_next": None if gauss_next is None else float(gauss_next),
         },
     }
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        state["cuda"] = [s.cpu() for s in torch.cuda.get_rng_state_all()]
+    return state
 
 
 def set_rng_state(state: Mapping[str, Any]) -> None:
@@ -89,5 +94,10 @@ def set_rng_state(state: Mapping[str, Any]) -> None:
         np.random.set_state(numpy_tuple)
         random.setstate(python_tuple)
         torch.set_rng_state(torch_state)
+        cuda_states = state.get("cuda")
+        # On another machine (fewer GPUs, or none) the CUDA draws cannot be restored.
+        cuda_ok = torch.cuda.is_available() and len(cuda_states or []) == torch.cuda.device_count()
+        if cuda_states and cuda_ok:
+            torch.cuda.set_rng_state_all(cuda_states)
     except (KeyError, TypeError, ValueError, RuntimeError) as exc:
         raise ValueError(f"not a saved generator state: {exc!s}".splitlines()[0]) from None

@@ -44,7 +44,8 @@ class DqnAgent(Agent):
     the algorithm sets with ``set_epsilon_schedule`` (rlpyt: from ``min_itr_learn`` over
     ``eps_steps``). With ``eps_final_min`` each env gets its own final epsilon, log-spaced
     between ``eps_final_min`` and ``eps_final`` across all envs (Ape-X). Evaluation uses
-    ``eps_eval``.
+    ``eps_eval``. Random draws, the per-env epsilons and the support are on the agent's
+    device.
 
     Args:
         model: a model ``(observation, prev_action, prev_reward) -> Q [..., A]`` (or logits
@@ -82,7 +83,8 @@ class DqnAgent(Agent):
         self.n_atoms = None if n_atoms is None else check_int("n_atoms", n_atoms, minimum=2)
         self.eps_itr_min = 0
         self.eps_itr_max = 1
-        self._eps_final_vec: torch.Tensor | None = None
+        self._eps_final_vec: torch.Tensor | None
+        self.register_buffer("_eps_final_vec", None, persistent=False)  # moves with the agent
         self.epsilon: float | torch.Tensor = self.eps_init
         self._target_pairs: tuple[list[torch.Tensor], ...] | None = None
         self.register_buffer("support", torch.zeros(self.n_atoms or 0))
@@ -114,12 +116,13 @@ class DqnAgent(Agent):
         self.n_actions = int(action_spec.space.n)
         self.target_model = frozen_copy(self.model)
         self._target_pairs = None
+        self.support = self.support.to(self.device)
 
     def collector_initialize(self, global_B: int, env_ranks: Sequence[int]) -> None:
         """Per-env final epsilons for these env ranks (with ``eps_final_min``)."""
         if self.eps_final_min is not None:
             vec = epsilon_vector(self.eps_final, self.eps_final_min, env_ranks, global_B)
-            self._eps_final_vec = torch.as_tensor(vec, dtype=torch.float32)
+            self._eps_final_vec = torch.as_tensor(vec, dtype=torch.float32, device=self.device)
 
     @property
     def has_per_env_state(self) -> bool:
@@ -130,7 +133,7 @@ class DqnAgent(Agent):
         """Fix the categorical support ``linspace(v_min, v_max, n_atoms)``."""
         if not self.n_atoms:
             raise ValueError("set_support needs an agent built with n_atoms")
-        self.support = torch.linspace(v_min, v_max, self.n_atoms, device=self.support.device)
+        self.support = torch.linspace(v_min, v_max, self.n_atoms, device=self.device)
 
     def set_epsilon_schedule(self, itr_min: int, itr_max: int) -> None:
         """Anneal epsilon from ``eps_init`` at ``itr_min`` to ``eps_final`` at ``itr_max``."""
@@ -162,16 +165,20 @@ class DqnAgent(Agent):
     def step(
         self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Epsilon-greedy actions for a batch of envs, with their Q-values as info."""
+        """Epsilon-greedy actions for a batch of envs, with their Q-values as info.
+
+        The draws are made on the device of the Q-values. On the CPU random actions are
+        drawn only when some env explores; elsewhere always (no host synchronisation).
+        """
         q = self.q_values(self.model(observation, prev_action, prev_reward))
         action = q.argmax(dim=-1)
         eps = self.epsilon  # a number, or one per env (Ape-X vector)
-        n = action.shape[0]
+        n, device = action.shape[0], action.device
         if isinstance(eps, torch.Tensor):
-            eps = eps.to(action.device)
-        explore = torch.rand(n, device=action.device) < eps
-        if explore.any():
-            random = torch.randint(self.n_actions, (n,), device=action.device)
+            eps = eps.to(device)
+        explore = torch.rand(n, device=device) < eps
+        if device.type != "cpu" or explore.any():
+            random = torch.randint(self.n_actions, (n,), device=device)
             action = torch.where(explore, random, action)
         return action, {Q: q}
 
@@ -185,17 +192,24 @@ class DqnAgent(Agent):
         """Target network output for every row of ``td``."""
         return self.target_model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
 
-    @torch.no_grad()
-    def update_target(self, tau: float = 1.0) -> None:
-        """``target <- tau * online + (1 - tau) * target`` (tau=1: hard copy)."""
-        if self._target_pairs is None:  # module traversal costs ~100 us: do it once
+    def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
+        """Target and online parameters, then target and online buffers (built once).
+
+        Module traversal costs ~100 us, so the lists are kept.
+        """
+        if self._target_pairs is None:
             self._target_pairs = (
                 list(self.target_model.parameters()),
                 list(self.model.parameters()),
                 list(self.target_model.buffers()),
                 list(self.model.buffers()),
             )
-        target, online, target_buffers, online_buffers = self._target_pairs
+        return self._target_pairs
+
+    @torch.no_grad()
+    def update_target(self, tau: float = 1.0) -> None:
+        """``target <- tau * online + (1 - tau) * target`` (tau=1: hard copy)."""
+        target, online, target_buffers, online_buffers = self.target_pairs()
         polyak_update(target, online, tau)
         if target_buffers:
             polyak_update(target_buffers, online_buffers, 1.0)

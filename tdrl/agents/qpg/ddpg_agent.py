@@ -24,7 +24,8 @@ class DdpgAgent(Agent):
     ``±action_noise_clip`` when given) to the actor's output in ``[-1, 1]``, clips to
     ``[-1, 1]`` and maps affinely to the env's bounds; before learning starts
     (``set_pretrain_itr``) ``pretrain_std`` replaces ``action_std`` when set. Evaluation is
-    deterministic.
+    deterministic. Default networks, the action map and all noise are made on the device of
+    the actor.
 
     Args:
         model: actor ``(observation, ...) -> [-1, 1]^A``; ``MuMlpModel`` when None.
@@ -89,12 +90,14 @@ class DdpgAgent(Agent):
         """Build the actor and critics (unless given), their frozen targets, the action map."""
         super().initialize(observation_spec, action_spec)
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
+        device = self.device  # the actor's (a user's model may be on a GPU already)
         if self._modules.get("q_model") is None:
-            self.q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
+            q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
+            self.q_model = q_model.to(device)
         self.target_model = frozen_copy(self.model)
         self.target_q_model = frozen_copy(self.q_model)
         self._target_pairs = None
-        self.action_scale, self.action_bias = action_map(action_spec)
+        self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
         self.action_size = act_size
 
     def set_pretrain_itr(self, itr: int) -> None:
@@ -157,15 +160,19 @@ class DdpgAgent(Agent):
         """The actor's ``[-1, 1]`` output (``loc``) for every row of ``td``."""
         return TensorDict({keys.LOC: self.model(td[keys.OBSERVATION])}, batch_size=td.batch_size)
 
-    @torch.no_grad()
-    def update_target(self, tau: float) -> None:
-        """Polyak update of the target actor and critics."""
+    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Target and online parameters of actor and critics, paired (built once)."""
         if self._target_pairs is None:
             self._target_pairs = (
                 [*self.target_model.parameters(), *self.target_q_model.parameters()],
                 [*self.model.parameters(), *self.q_model.parameters()],
             )
-        polyak_update(*self._target_pairs, tau)
+        return self._target_pairs
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """Polyak update of the target actor and critics."""
+        polyak_update(*self.target_pairs(), tau)
 
 
 def Td3Agent(  # noqa: N802 - rlpyt's class name, kept so configs and examples read the same

@@ -48,7 +48,8 @@ class SacAgent(Agent):
 
     Actions are squashed to ``[-1, 1]`` and mapped affinely to the env's bounds. Before the
     algorithm starts learning (``set_pretrain_itr``) actions are drawn around the policy
-    mean with a fixed ``pretrain_std``; evaluation is deterministic (``tanh(mean)``).
+    mean with a fixed ``pretrain_std``; evaluation is deterministic (``tanh(mean)``). Default
+    networks, the action map and all noise are made on the device of the policy.
 
     What the target is made of is chosen at construction: SAC bootstraps from target
     Q-functions (``target_q_model``); SAC_V (``value_network=True``) from the target of a
@@ -127,16 +128,18 @@ class SacAgent(Agent):
         """Build the networks not given, the frozen target and the action map."""
         super().initialize(observation_spec, action_spec)
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
+        device = self.device  # the policy's (a user's model may be on a GPU already)
         if self._modules.get("q_model") is None:
-            self.q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
+            q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
+            self.q_model = q_model.to(device)
         if self.value_network:
             if self._modules.get("v_model") is None:
-                self.v_model = VMlpModel(obs_size, **self.v_model_kwargs)
+                self.v_model = VMlpModel(obs_size, **self.v_model_kwargs).to(device)
             self.target_v_model = frozen_copy(self.v_model)
         else:
             self.target_q_model = frozen_copy(self.q_model)
         self._target_pairs = None
-        self.action_scale, self.action_bias = action_map(action_spec)
+        self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
         self.action_size = act_size
 
     def set_pretrain_itr(self, itr: int) -> None:
@@ -200,14 +203,18 @@ class SacAgent(Agent):
         mean, log_std = self.distribution_params(td[keys.OBSERVATION])
         return TensorDict({keys.LOC: mean, keys.LOG_STD: log_std}, batch_size=td.batch_size)
 
-    @torch.no_grad()
-    def update_target(self, tau: float) -> None:
-        """``target <- tau * online + (1 - tau) * target`` for the target network."""
+    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Target and online parameters (value network or critics), paired (built once)."""
         if self._target_pairs is None:
             online = self.v_model if self.value_network else self.q_model
             target = self.target_v_model if self.value_network else self.target_q_model
             self._target_pairs = (list(target.parameters()), list(online.parameters()))
-        polyak_update(*self._target_pairs, tau)
+        return self._target_pairs
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """``target <- tau * online + (1 - tau) * target`` for the target network."""
+        polyak_update(*self.target_pairs(), tau)
 
 
 def SacVAgent(  # noqa: N802 - rlpyt's class name, kept so configs read the same

@@ -93,6 +93,8 @@ class CategoricalDQN(DQN):
         replay_storage: str = "memory",
         replay_scratch_dir: str | None = None,
         frame_replay: bool | None = None,
+        replay_device: str | torch.device | None = None,
+        compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         super().__init__(
             discount=discount,
@@ -119,6 +121,8 @@ class CategoricalDQN(DQN):
             replay_storage=replay_storage,
             replay_scratch_dir=replay_scratch_dir,
             frame_replay=frame_replay,
+            replay_device=replay_device,
+            compile=compile,
         )
         self.V_min = check_range("V_min", V_min, -1e12, 1e12)
         self.V_max = check_range("V_max", V_max, -1e12, 1e12)

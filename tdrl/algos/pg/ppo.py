@@ -8,7 +8,10 @@ Schulman et al. 2017, https://arxiv.org/abs/1707.06347. For a minibatch with adv
 
 Each iteration runs ``epochs`` passes over the ``T*B`` samples in ``minibatches`` shuffled
 minibatches. With ``linear_lr_schedule`` both the learning rate and ``eps`` decay linearly
-to zero over the run, as in rlpyt.
+to zero over the run, as in rlpyt. The batch is moved to the agent's device once per
+iteration; with ``compile=True`` each minibatch step (loss, backward, clip, optimizer step)
+runs through ``torch.compile`` (``tdrl.algos.base``), the learning rate and ``eps`` held in
+tensors that the schedule fills.
 """
 
 from __future__ import annotations
@@ -20,7 +23,16 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import detached_diagnostics, grad_norm_clip, make_optimizer, stack_diagnostics
+from tdrl.algos.base import (
+    compiled,
+    detached_diagnostics,
+    grad_norm_clip,
+    load_optimizer_state,
+    make_optimizer,
+    portable_optimizer_state,
+    stack_diagnostics,
+    to_device,
+)
 from tdrl.algos.pg.base import check_pg_agent, process_returns
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import (
@@ -51,6 +63,8 @@ class PPO:
         ratio_clip: eps of the clipped surrogate (annealed with ``linear_lr_schedule``).
         linear_lr_schedule: decay learning rate and ``ratio_clip`` linearly to 0.
         normalize_advantage: standardise advantages per batch.
+        compile: run each minibatch step through ``torch.compile`` (CUDA graphs on CUDA);
+            the same results as the eager step up to float rounding.
     """
 
     def __init__(
@@ -69,6 +83,7 @@ class PPO:
         ratio_clip: float = 0.1,
         linear_lr_schedule: bool = True,
         normalize_advantage: bool = False,
+        compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
@@ -84,6 +99,7 @@ class PPO:
         self.ratio_clip = self.initial_ratio_clip
         self.linear_lr_schedule = check_bool("linear_lr_schedule", linear_lr_schedule)
         self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
+        self.compile = check_bool("compile", compile)
         self.update_counter = 0
         self.batch_size = 0  # samples per gradient update, set by initialize
 
@@ -98,27 +114,39 @@ class PPO:
         self.n_itr = max(1, int(n_itr))
         self.batch_spec = batch_spec
         self.batch_size = batch_spec.size // self.minibatches
+        self.device = agent.device
         self.optimizer = make_optimizer(
-            self.optim_cls, agent.parameters(), self.learning_rate, self.optim_kwargs
+            self.optim_cls,
+            agent.parameters(),
+            self.learning_rate,
+            self.optim_kwargs,
+            compile_on=self.device if self.compile else None,
+            tensor_lr=self.compile and self.linear_lr_schedule,
         )
+        # The compiled step reads eps from a tensor (a new float would mean a recompile).
+        self._ratio_clip_tensor = torch.tensor(self.ratio_clip, device=self.device)
         self.lr_scheduler = None
         if self.linear_lr_schedule:
             self.lr_scheduler = torch.optim.lr_scheduler.LambdaLR(
                 self.optimizer, lr_lambda=lambda itr: max(0.0, (self.n_itr - itr) / self.n_itr)
             )
 
-    def loss(self, batch: TensorDictBase) -> TensorDict:
+    def loss(
+        self, batch: TensorDictBase, ratio_clip: float | torch.Tensor | None = None
+    ) -> TensorDict:
         """PPO loss on a batch of any shape.
 
         Args:
             batch: agent inputs, ``action``, the sampling ``log_prob``, ``advantage`` and
                 ``return`` (and optionally ``valid``), as ``process_returns`` builds them.
+            ratio_clip: eps (None: the current ``self.ratio_clip``).
 
         Returns:
             ``loss`` and its terms ``loss_pi``, ``loss_value``, ``loss_entropy``, with the
             detached diagnostics ``entropy``, ``perplexity``, ``clip_fraction`` and
             ``approx_kl``.
         """
+        eps = self.ratio_clip if ratio_clip is None else ratio_clip
         out = self.agent(batch)
         dist = self.agent.distribution(out)
         valid = batch.get(keys.VALID, None)
@@ -126,14 +154,14 @@ class PPO:
         log_ratio = log_prob - batch.get(keys.LOG_PROB)
         ratio = log_ratio.exp()
         advantage = batch.get(keys.ADVANTAGE)
-        clipped = ratio.clamp(1.0 - self.ratio_clip, 1.0 + self.ratio_clip)
+        clipped = ratio.clamp(1.0 - eps, 1.0 + eps)
         loss_pi = -valid_mean(torch.min(ratio * advantage, clipped * advantage), valid)
         value_error = out.get(keys.VALUE) - batch.get(keys.RETURN)
         loss_value = self.value_loss_coeff * valid_mean(0.5 * value_error**2, valid)
         entropy = valid_mean(dist.entropy(), valid)
         loss_entropy = -self.entropy_loss_coeff * entropy
         with torch.no_grad():
-            clip_fraction = valid_mean(((ratio - 1.0).abs() > self.ratio_clip).float(), valid)
+            clip_fraction = valid_mean(((ratio - 1.0).abs() > eps).float(), valid)
             approx_kl = valid_mean((ratio - 1.0) - log_ratio, valid)
         return TensorDict(
             {
@@ -150,6 +178,7 @@ class PPO:
 
     def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
         """``epochs`` x ``minibatches`` gradient steps on one ``[T, B]`` batch."""
+        samples = to_device(samples, self.device)  # once per batch
         batch = process_returns(
             self.agent,
             samples,
@@ -162,17 +191,18 @@ class PPO:
         n = flat.shape[0]
         mb_size = n // self.minibatches
         steps = []
+        if self.compile:
+            self._ratio_clip_tensor.fill_(self.ratio_clip)
         for _ in range(self.epochs):
-            perm = torch.randperm(n)
+            perm = torch.randperm(n, device=self.device)
             for m in range(self.minibatches):
-                idx = perm[m * mb_size : (m + 1) * mb_size]
-                terms = self.loss(flat[idx])
-                self.optimizer.zero_grad(set_to_none=True)
-                terms["loss"].backward()
-                grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
-                self.optimizer.step()
+                minibatch = flat[perm[m * mb_size : (m + 1) * mb_size]]
+                if self.compile:
+                    eps = self._ratio_clip_tensor
+                    steps.append(compiled(PPO.minibatch_step, self.device, self, minibatch, eps))
+                else:
+                    steps.append(self.minibatch_step(minibatch, self.ratio_clip))
                 self.update_counter += 1
-                steps.append({**detached_diagnostics(terms), "grad_norm": grad_norm.detach()})
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()
             self.ratio_clip = self.initial_ratio_clip * max(
@@ -180,23 +210,49 @@ class PPO:
             )
         return stack_diagnostics(steps)
 
+    def minibatch_step(
+        self, minibatch: TensorDictBase, ratio_clip: float | torch.Tensor
+    ) -> dict[str, torch.Tensor]:
+        """``loss``, backward, clip and optimizer step: what ``compile`` compiles."""
+        terms = self.loss(minibatch, ratio_clip)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
+        self.optimizer.step()
+        return {**detached_diagnostics(terms), "grad_norm": grad_norm.detach()}
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers this algorithm steps."""
         return [self.optimizer]
 
     def state_dict(self) -> dict[str, Any]:
-        """Optimizer, learning-rate schedule, current ratio clip and update counter."""
+        """Optimizer, learning-rate schedule, current ratio clip and update counter.
+
+        Learning rates are numbers even where a compiled step holds them in tensors.
+        """
+        schedule = None if self.lr_scheduler is None else self.lr_scheduler.state_dict()
+        if schedule is not None:
+            schedule = {k: _numbers(v) for k, v in schedule.items()}
         return {
-            "optimizer": self.optimizer.state_dict(),
-            "lr_scheduler": None if self.lr_scheduler is None else self.lr_scheduler.state_dict(),
+            "optimizer": portable_optimizer_state(self.optimizer),
+            "lr_scheduler": schedule,
             "ratio_clip": self.ratio_clip,
             "update_counter": self.update_counter,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        load_optimizer_state(self.optimizer, state["optimizer"])
         if self.lr_scheduler is not None and state.get("lr_scheduler") is not None:
             self.lr_scheduler.load_state_dict(state["lr_scheduler"])
         self.ratio_clip = state["ratio_clip"]
         self.update_counter = state["update_counter"]
+
+
+def _numbers(value: Any) -> Any:
+    """``value`` with 0-dim tensors in it (a list of learning rates) as floats."""
+    if isinstance(value, torch.Tensor) and value.dim() == 0:
+        return float(value)
+    if isinstance(value, list):
+        return [_numbers(v) for v in value]
+    return value

@@ -13,7 +13,9 @@ with Polyak target updates of actor and critics every ``target_update_interval``
 when due, the actor's loss against the *updated* critics and an actor step. The actor and
 the critics have their own optimizers and learning rates (``learning_rate`` and
 ``q_learning_rate``), both honoured. Time-limit cuts bootstrap from the true next
-observation (rlpyt instead dropped them from the loss).
+observation (rlpyt instead dropped them from the loss). With ``compile=True`` the critic
+step, the actor step and the target update are each compiled with ``torch.compile``
+(``tdrl.algos.base``); when the actor and the targets are due stays in Python.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
 from tdrl.algos.base import (
+    compiled,
     detached_diagnostics,
     grad_norm_clip,
     make_optimizer,
@@ -38,13 +41,14 @@ from tdrl.algos.base import (
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig
 from tdrl.utils.checks import (
+    check_bool,
     check_callable,
     check_int,
     check_mapping,
     check_optional_range,
     check_range,
 )
-from tdrl.utils.tensor import frozen
+from tdrl.utils.tensor import frozen_call
 
 
 class DDPG:
@@ -70,6 +74,9 @@ class DDPG:
         n_step_return: n of the n-step returns.
         replay_storage: ``"memory"`` or ``"memmap"``.
         replay_scratch_dir: directory of memmap files.
+        replay_device: where the replay buffer lives (None: the CPU; see ``ReplayConfig``).
+        compile: run each update through ``torch.compile`` (CUDA graphs on CUDA); the same
+            results as the eager update up to float rounding.
     """
 
     def __init__(
@@ -94,6 +101,8 @@ class DDPG:
         n_step_return: int = 1,
         replay_storage: str = "memory",
         replay_scratch_dir: str | None = None,
+        replay_device: str | torch.device | None = None,
+        compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
         self.replay = ReplayConfig(
@@ -104,7 +113,9 @@ class DDPG:
             n_step_return=n_step_return,
             replay_storage=replay_storage,
             replay_scratch_dir=replay_scratch_dir,
+            replay_device=replay_device,
         )
+        self.compile = check_bool("compile", compile)
         self.batch_size = self.replay.batch_size
         self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
         self.target_update_interval = check_int(
@@ -141,11 +152,21 @@ class DDPG:
         self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
         self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
         agent.set_pretrain_itr(self.min_itr_learn)
+        self.device = agent.device
+        on = self.device if self.compile else None
         self.mu_optimizer = make_optimizer(
-            self.optim_cls, agent.model.parameters(), self.learning_rate, self.optim_kwargs
+            self.optim_cls,
+            agent.model.parameters(),
+            self.learning_rate,
+            self.optim_kwargs,
+            compile_on=on,
         )
         self.q_optimizer = make_optimizer(
-            self.optim_cls, agent.q_model.parameters(), self.q_learning_rate, self.optim_kwargs
+            self.optim_cls,
+            agent.q_model.parameters(),
+            self.q_learning_rate,
+            self.optim_kwargs,
+            compile_on=on,
         )
         self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
         self._mu_params = list(agent.model.parameters())
@@ -173,8 +194,7 @@ class DDPG:
         """
         agent = self.agent
         obs = batch.get(keys.OBSERVATION)
-        with frozen(agent.q_model):
-            loss_pi = -agent.q(obs, agent.mu(obs))[0].mean()
+        loss_pi = -frozen_call(agent.q_model, obs, agent.mu(obs))[0].mean()
         return tensordict_from_trusted({"loss_pi": loss_pi}, ())
 
     def loss(self, batch: TensorDictBase) -> TensorDict:
@@ -190,28 +210,48 @@ class DDPG:
     # ------------------------------------------------------------------ one update
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One critic step, an actor step every ``policy_update_interval``, the targets."""
+        if self.compile:
+            info = compiled(DDPG.critic_step, self.device, self, batch)
+        else:
+            info = self.critic_step(batch)
+        self.update_counter += 1
+        if self.update_counter % self.policy_update_interval == 0:
+            if self.compile:
+                info.update(compiled(DDPG.actor_step, self.device, self, batch))
+            else:
+                info.update(self.actor_step(batch))
+        if self.update_counter % self.target_update_interval == 0:
+            if self.compile:
+                self.agent.target_pairs()  # built before tracing: one compilation
+                compiled(DdpgAgent.update_target, self.device, self.agent, self.target_update_tau)
+            else:
+                self.agent.update_target(self.target_update_tau)
+        return info
+
+    def critic_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """``critic_loss``, backward, clip and critic step (what ``compile`` compiles)."""
         critic = self.critic_loss(batch)
         self.q_optimizer.zero_grad(set_to_none=True)
         critic.get("loss_q").backward()
         info = detached_diagnostics(critic)
         info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
         self.q_optimizer.step()
-        self.update_counter += 1
-        if self.update_counter % self.policy_update_interval == 0:
-            actor = self.actor_loss(batch)
-            self.mu_optimizer.zero_grad(set_to_none=True)
-            actor.get("loss_pi").backward()
-            info.update(detached_diagnostics(actor))
-            info["grad_norm_pi"] = grad_norm_clip(self._mu_params, self.clip_grad_norm).detach()
-            self.mu_optimizer.step()
-        if self.update_counter % self.target_update_interval == 0:
-            self.agent.update_target(self.target_update_tau)
+        return info
+
+    def actor_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """``actor_loss`` (against the critics as they are now), backward, clip, actor step."""
+        actor = self.actor_loss(batch)
+        self.mu_optimizer.zero_grad(set_to_none=True)
+        actor.get("loss_pi").backward()
+        info = detached_diagnostics(actor)
+        info["grad_norm_pi"] = grad_norm_clip(self._mu_params, self.clip_grad_norm).detach()
+        self.mu_optimizer.step()
         return info
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
         """Store the batch (None: already stored), then replay once learning started."""
-        return replay_updates(self, itr, samples)
+        return replay_updates(self, itr, samples, device=self.device)
 
     # ------------------------------------------------------------------ state
     def optimizers(self) -> list[torch.optim.Optimizer]:

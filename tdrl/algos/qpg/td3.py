@@ -51,6 +51,8 @@ class TD3(DDPG):
         n_step_return: int = 1,
         replay_storage: str = "memory",
         replay_scratch_dir: str | None = None,
+        replay_device: str | torch.device | None = None,
+        compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         super().__init__(
             discount=discount,
@@ -72,6 +74,8 @@ class TD3(DDPG):
             n_step_return=n_step_return,
             replay_storage=replay_storage,
             replay_scratch_dir=replay_scratch_dir,
+            replay_device=replay_device,
+            compile=compile,
         )
 
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:

@@ -3,10 +3,16 @@
 Observations are stacked frames ``[..., C, H, W]`` holding pixel values in ``[0, 255]``
 (normally uint8); the models convert them to float and divide by 255 themselves, so the
 replay buffer can keep uint8 frames. Leading dims are arbitrary (``[B]`` or ``[T, B]``).
+
+With ``autocast=True`` the network runs under bf16 autocast on CUDA (convolutions and
+matrix products in bfloat16, the output cast back to float32); on other devices it runs
+in float32 as usual and warns once that the option has no effect there.
 """
 
 from __future__ import annotations
 
+import contextlib
+import warnings
 from collections.abc import Sequence
 
 import torch
@@ -19,7 +25,26 @@ from tdrl.models.dqn.heads import (
     DuelingHeadModel,
 )
 from tdrl.models.mlp import MlpModel
-from tdrl.utils.checks import check_int, check_int_list
+from tdrl.utils.checks import check_bool, check_int, check_int_list
+
+
+def bf16_autocast(enabled: bool, x: torch.Tensor) -> contextlib.AbstractContextManager:
+    """bf16 autocast on CUDA when ``enabled``; elsewhere no autocast (with a warning).
+
+    Args:
+        enabled: the model's ``autocast`` option.
+        x: the model's input (its device decides).
+    """
+    if not enabled:
+        return contextlib.nullcontext()
+    if x.device.type != "cuda":
+        warnings.warn(
+            f"autocast=True has no effect on {x.device.type}: the Atari models use bf16 "
+            "autocast on CUDA only and run in float32 here",
+            stacklevel=3,
+        )
+        return contextlib.nullcontext()
+    return torch.autocast("cuda", dtype=torch.bfloat16)
 
 
 class _AtariConvTrunk(nn.Module):
@@ -72,6 +97,7 @@ class AtariDqnModel(nn.Module):
         kernel_sizes: kernel size of each convolution.
         strides: stride of each convolution.
         paddings: zero padding of each convolution.
+        autocast: run under bf16 autocast on CUDA (see the module docstring).
     """
 
     def __init__(
@@ -86,8 +112,10 @@ class AtariDqnModel(nn.Module):
         kernel_sizes: Sequence[int] = (8, 4, 3),
         strides: Sequence[int] = (4, 2, 1),
         paddings: Sequence[int] = (0, 1, 1),
+        autocast: bool = False,
     ):
         super().__init__()
+        self.autocast = check_bool("autocast", autocast)
         output_size = check_int("output_size", output_size, minimum=1)
         fc = _fc_list(fc_sizes)
         self.trunk = _AtariConvTrunk(
@@ -103,7 +131,9 @@ class AtariDqnModel(nn.Module):
         self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> torch.Tensor:
         """Returns Q-values ``[..., output_size]``; ``prev_action``/``prev_reward`` are unused."""
-        return self.head(self.trunk(observation))
+        with bf16_autocast(self.autocast, observation):
+            q = self.head(self.trunk(observation))
+        return q.float() if self.autocast else q
 
 
 class AtariCatDqnModel(nn.Module):
@@ -123,6 +153,7 @@ class AtariCatDqnModel(nn.Module):
         kernel_sizes: kernel size of each convolution.
         strides: stride of each convolution.
         paddings: zero padding of each convolution.
+        autocast: run under bf16 autocast on CUDA (see the module docstring).
     """
 
     def __init__(
@@ -138,8 +169,10 @@ class AtariCatDqnModel(nn.Module):
         kernel_sizes: Sequence[int] = (8, 4, 3),
         strides: Sequence[int] = (4, 2, 1),
         paddings: Sequence[int] = (0, 1, 1),
+        autocast: bool = False,
     ):
         super().__init__()
+        self.autocast = check_bool("autocast", autocast)
         output_size = check_int("output_size", output_size, minimum=1)
         fc = _fc_list(fc_sizes)
         self.trunk = _AtariConvTrunk(
@@ -158,4 +191,6 @@ class AtariCatDqnModel(nn.Module):
         self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> torch.Tensor:
         """Returns logits ``[..., output_size, n_atoms]``; the last two inputs are unused."""
-        return self.head(self.trunk(observation))
+        with bf16_autocast(self.autocast, observation):
+            logits = self.head(self.trunk(observation))
+        return logits.float() if self.autocast else logits

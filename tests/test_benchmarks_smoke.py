@@ -1,0 +1,160 @@
+"""Smoke runs of the GPU benchmarks on the CPU, with tiny budgets: each script runs end to
+end, prints its table, keeps to ``--budget-s`` and reports what did not run.
+
+The peers (Stable-Baselines3) come with the ``bench`` extra; without it those rows say why
+and the tests still check the tdrl rows. The whole ``benchmarks/gpu_check.sh`` smoke run
+(``DEVICE=cpu``) is marked slow.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+BENCH = ROOT / "benchmarks"
+
+
+def _run(*args: str, timeout: float = 120) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.pop("MUJOCO_GL", None)
+    return subprocess.run(
+        [sys.executable, *args],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
+
+
+def _rates(stdout: str) -> dict[str, str]:
+    """``impl -> first numeric cell`` of the markdown table rows."""
+    rows = re.findall(r"^\| (\S+) \| ([^|]+) \|", stdout, flags=re.M)
+    return {name: cell.strip() for name, cell in rows if name not in ("impl", "---")}
+
+
+def _has_sb3() -> bool:
+    try:
+        import stable_baselines3  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def test_qpg_updates_runs_on_the_cpu_with_every_row_printed():
+    impls = ["tdrl-sac", "tdrl-sac-devreplay", "tdrl-td3", "sb3-sac", "torchrl-sac"]
+    proc = _run(
+        "benchmarks/qpg_updates.py",
+        *("--device", "cpu", "--updates", "6", "--repeats", "1", "--warmup", "2"),
+        *("--chunk", "3", "--budget-s", "60", "--impls", *impls),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rates = _rates(proc.stdout)
+    for name in impls:
+        if name.startswith("sb3") and not _has_sb3():
+            continue
+        assert float(rates[name].replace(",", "")) > 0, (name, rates)
+        assert re.search(rf"^  run 1/1 {name}: [\d,.]+ updates/s", proc.stdout, re.M), name
+    assert re.search(r"^Target tdrl SAC \(eager\) vs SB3 SAC updates/s >= 2x", proc.stdout, re.M)
+
+
+def test_qpg_updates_keeps_to_its_budget():
+    """A budget too small to build anything: every row says so, the script ends at once
+    (this is not a failure of tdrl: exit 0)."""
+    t0 = time.monotonic()
+    proc = _run("benchmarks/qpg_updates.py", "--budget-s", "1", "--impls", "tdrl-sac", "sb3-sac")
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert time.monotonic() - t0 < 60
+    rates = _rates(proc.stdout)
+    assert rates == {"tdrl-sac": "n/a", "sb3-sac": "n/a"}, rates
+    assert proc.stdout.count("skipped: budget spent") >= 2
+    assert "not measured -> FAIL" in proc.stdout
+
+
+def test_dqn_updates_runs_on_the_cpu_with_frame_replay():
+    impls = ["tdrl-dqn", "tdrl-dqn-devreplay", "sb3-dqn", "torchrl-dqn"]
+    proc = _run(
+        "benchmarks/dqn_updates.py",
+        *("--device", "cpu", "--replay-size", "2000", "--updates", "3", "--repeats", "1"),
+        *("--warmup", "1", "--chunk", "3", "--budget-s", "60", "--impls", *impls),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rates = _rates(proc.stdout)
+    for name in impls:
+        if name.startswith("sb3") and not _has_sb3():
+            continue
+        assert float(rates[name].replace(",", "")) > 0, (name, rates)
+    assert "2000 transitions of random frame stacks" in proc.stdout
+
+
+def test_dqn_updates_reports_a_missing_bf16_option_without_failing():
+    """``tdrl-dqn-bf16`` needs a bf16 option of DQN; when tdrl has none the row says so and
+    the exit status stays 0; when it has one the row is measured."""
+    proc = _run(
+        "benchmarks/dqn_updates.py",
+        *("--replay-size", "2000", "--updates", "2", "--repeats", "1", "--warmup", "1"),
+        *("--chunk", "2", "--impls", "tdrl-dqn-bf16"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    cell = _rates(proc.stdout)["tdrl-dqn-bf16"]
+    assert cell != "n/a" or "no bf16 autocast" in proc.stdout
+
+
+def test_sampler_scaling_expands_workers_and_keeps_to_its_budget():
+    proc = _run(
+        "benchmarks/sampler_scaling.py",
+        *("--envs", "CartPole-v1", "--loops", "serial", "gpu", "cpu-16", "--workers", "1", "2"),
+        *("--seconds", "0.2", "--repeats", "1", "--batch-B", "4", "--budget-s", "6"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "loops serial gpu-1 gpu-2 cpu-16" in proc.stdout
+    assert re.search(r"^  run 1/1 CartPole-v1 serial: [\d,]+ steps/s", proc.stdout, re.M)
+    # 16 workers cannot start (and run) within 6 s: skipped, not started and killed.
+    assert "CartPole-v1 cpu-16: skipped: budget spent" in proc.stdout
+    proc = _run("benchmarks/sampler_scaling.py", "--loops", "bogus")
+    assert proc.returncode != 0 and "unknown loop 'bogus'" in proc.stderr
+
+
+@pytest.mark.slow
+def test_sampler_scaling_with_workers_on_the_cpu():
+    proc = _run(
+        "benchmarks/sampler_scaling.py",
+        *("--envs", "CartPole-v1", "--loops", "gpu", "cpu", "--workers", "1"),
+        *("--seconds", "0.3", "--repeats", "1", "--batch-B", "4", "--device", "cpu"),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    for loop in ("gpu-1", "cpu-1"):
+        assert re.search(rf"^  run 1/1 CartPole-v1 {loop}: [\d,]+ steps/s", proc.stdout, re.M)
+
+
+def test_gpu_check_refuses_unknown_arguments():
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh"), "--bogus"], capture_output=True, text=True
+    )
+    assert proc.returncode == 2 and "unknown argument --bogus" in proc.stderr
+    proc = subprocess.run(["bash", str(BENCH / "gpu_check.sh"), "--help"], capture_output=True,
+                          text=True)  # fmt: skip
+    assert proc.returncode == 0 and "python3 -m pip install" in proc.stdout
+
+
+@pytest.mark.slow
+def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
+    env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path), "PYTHON": sys.executable}
+    proc = subprocess.run(
+        ["bash", str(BENCH / "gpu_check.sh")],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=400,
+    )
+    log = (tmp_path / "gpu_check.log").read_text()
+    assert "=== summary (cpu)" in log and "gpu_check: 0 of 5 steps failed" in log, log[-4000:]
+    assert proc.returncode == 0
