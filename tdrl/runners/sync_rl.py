@@ -6,27 +6,26 @@
 across ranks at the end of every backward pass, shared observation statistics, a check
 after every iteration). Batch sizes are per rank (weak scaling): ``N`` ranks collect ``N``
 times the sampler's batch per iteration, and ``n_steps`` counts the steps of all ranks.
-Rank 0 logs, evaluates (``SyncRlEval``) and snapshots exactly as ``MinibatchRl(Eval)``
-does, with the other ranks' episodes gathered into its statistics.
+Rank 0 logs, evaluates (``SyncRlEval``) and snapshots as ``MinibatchRl(Eval)`` does,
+with every rank's episodes in its statistics.
 
 Two ways to start (see ``docs/sync_rl.md``):
 
-* one command: ``SyncRl(algo, agent, sampler, n_steps=..., world_size=2).train()`` runs
-  rank 0 in this process and spawns ranks ``1..N-1``; each receives a pickled copy of the
-  not yet initialised algorithm, agent and sampler, and all meet at a TCP store that rank
-  0 hosts on a free port of 127.0.0.1;
+* one command: ``SyncRl(..., world_size=2).train()`` runs rank 0 here and spawns ranks
+  ``1..N-1``, each with its own copy of the uninitialised algorithm, agent and sampler;
+  all meet at a TCP store rank 0 hosts on a free port of 127.0.0.1;
 * ``torchrun --nproc_per_node N script.py`` (or ``--nnodes`` for several machines): every
   process runs the script, and ``train()`` joins the group given by ``RANK``,
   ``WORLD_SIZE`` and ``MASTER_ADDR``/``MASTER_PORT`` (``env://``) without spawning.
 
-Spawned ranks exit by themselves once rank 0's process is gone (``start_child``). A rank
-that dies, or hangs past ``timeout_s``, fails rank 0's next collective, and rank 0 raises
-naming it and how it ended, or that it is stuck.
+Spawned ranks exit once rank 0's process is gone (``start_child``). A rank that dies or
+hangs past ``timeout_s`` fails rank 0's next collective; rank 0 raises, naming it.
 """
 
 from __future__ import annotations
 
 import contextlib
+import copy
 import datetime
 import os
 import pickle
@@ -206,31 +205,33 @@ class SyncRl:
         store = dist.TCPStore(
             "127.0.0.1", 0, self.world_size, is_master=True, timeout=timeout, wait_for_workers=False
         )
-        # Plain pickle copies tensors (a process argument would share their memory), so
-        # every rank gets its own copy of the runner, still uninitialised.
-        try:
-            payload = pickle.dumps(self)
-        except Exception as exc:
-            raise TypeError(
-                "SyncRl copies the algorithm, agent and sampler into each spawned rank with "
-                "pickle, which failed; define env functions and custom classes at module "
-                "level, or start the ranks with torchrun"
-            ) from exc
         ctx = spawn_context()
         ranks: list[_SpawnedRank] = []
+        # A copy of this (uninitialised) runner per rank: its tensors reach the rank in shared
+        # memory shared with that copy alone, kept (unused) until the ranks have joined.
+        copies: list[SyncRl] = []
         try:
             for rank in range(1, self.world_size):
                 receiver, sender = ctx.Pipe(duplex=False)
-                proc = start_child(
-                    ctx,
-                    _spawned_rank_main,
-                    args=(payload, rank, store.port, torch.get_num_threads(), sender),
-                    name=f"SyncRl rank {rank}",
-                    daemon=False,  # a parallel sampler in it starts worker processes
-                )
+                try:
+                    copies.append(copy.deepcopy(self))
+                    proc = start_child(
+                        ctx,
+                        _spawned_rank_main,
+                        args=(copies[-1], rank, store.port, torch.get_num_threads(), sender),
+                        name=f"SyncRl rank {rank}",
+                        daemon=False,  # a parallel sampler in it starts worker processes
+                    )
+                except (pickle.PicklingError, AttributeError, TypeError) as exc:
+                    raise TypeError(
+                        "SyncRl copies the algorithm, agent and sampler into each spawned "
+                        "rank, which failed; define env functions and custom classes at "
+                        "module level, or start the ranks with torchrun"
+                    ) from exc
                 sender.close()  # the rank holds its end
                 ranks.append(_SpawnedRank(proc, receiver))
             self._wait_for_spawned(store, ranks)
+            copies.clear()  # every rank holds its own now
             try:
                 row = self._train_rank(0, 0, join=True, store=store)
             except BaseException as exc:
@@ -405,12 +406,11 @@ class _SpawnedRank:
 
 
 def _spawned_rank_main(
-    payload: bytes, rank: int, port: int, num_threads: int, conn: Connection
+    runner: SyncRl, rank: int, port: int, num_threads: int, conn: Connection
 ) -> None:
     """Body of a spawned rank: train, and report a failure to rank 0 before exiting."""
     torch.set_num_threads(num_threads)
     with report_failure(conn):
-        runner: SyncRl = pickle.loads(payload)  # rank 0's own runner, not a file from disk
         timeout = datetime.timedelta(seconds=runner.timeout_s)
         store = dist.TCPStore(
             "127.0.0.1", port, runner.world_size, is_master=False, timeout=timeout
