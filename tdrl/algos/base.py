@@ -273,6 +273,36 @@ def compiled(fn: Callable[..., Any], device: torch.device, *args: Any) -> Any:
     return out
 
 
+def maybe_compiled(enabled: bool, fn: Callable[..., Any], device: torch.device, *args: Any) -> Any:
+    """Run ``compiled(fn, device, *args)`` if ``enabled``, else plainly ``fn(*args)``.
+
+    ``enabled`` is an algorithm's ``compile`` flag: the one switch between the eager and
+    the compiled path of an update step.
+    """
+    return compiled(fn, device, *args) if enabled else fn(*args)
+
+
+class TargetAgent(Protocol):
+    """An agent with target networks (``DqnAgent``, ``DdpgAgent``, ``SacAgent``)."""
+
+    def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
+        """The target and online tensors, paired (built once)."""
+        ...
+
+    def update_target(self, tau: float) -> None:
+        """``target <- tau * online + (1 - tau) * target``."""
+        ...
+
+
+def update_targets(
+    agent: TargetAgent, tau: float, *, compiled_on: bool, device: torch.device
+) -> None:
+    """The agent's Polyak target update, compiled when ``compiled_on`` (like the step)."""
+    if compiled_on:
+        agent.target_pairs()  # built before tracing: one compilation
+    maybe_compiled(compiled_on, type(agent).update_target, device, agent, tau)
+
+
 def param_group(optimizer: torch.optim.Optimizer, name: str) -> dict[str, Any]:
     """The parameter group of ``optimizer`` whose ``"name"`` entry is ``name``.
 

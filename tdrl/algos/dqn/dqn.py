@@ -32,12 +32,13 @@ from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.dqn.dqn_agent import DqnAgent
 from tdrl.algos.base import (
-    compiled,
     detached_diagnostics,
     grad_norm_clip,
     make_optimizer,
     make_replay_buffer,
+    maybe_compiled,
     replay_updates,
+    update_targets,
 )
 from tdrl.keys import DISCOUNT_N, INDEX, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import PrioritizedSampler, ReplayBuffer, ReplayConfig
@@ -286,20 +287,15 @@ class DQN:
         ``loss``, an optimizer step, the batch's new priorities (prioritized replay) and
         the target network update when due.
         """
-        if self.compile:
-            info = compiled(DQN.gradient_step, self.device, self, batch)
-        else:
-            info = self.gradient_step(batch)
+        info = maybe_compiled(self.compile, DQN.gradient_step, self.device, self, batch)
         if self.prioritized_replay:
             assert self.replay_buffer is not None
             self.replay_buffer.update_priorities(batch.get(INDEX), info["td_abs_err"])
         self.update_counter += 1
         if self.update_counter % self.target_update_interval == 0:
-            if self.compile:
-                self.agent.target_pairs()  # built before tracing: one compilation
-                compiled(DqnAgent.update_target, self.device, self.agent, self.target_update_tau)
-            else:
-                self.agent.update_target(self.target_update_tau)
+            update_targets(
+                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
+            )
         info["td_abs_err"] = info["td_abs_err"].mean()
         return info
 

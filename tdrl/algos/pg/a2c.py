@@ -20,10 +20,10 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl.agents.base import Agent
 from tdrl.algos.base import (
-    compiled,
     detached_diagnostics,
     grad_norm_clip,
     make_optimizer,
+    maybe_compiled,
     stack_diagnostics,
     to_device,
 )
@@ -143,10 +143,7 @@ class A2C:
             normalize_advantage=self.normalize_advantage,
         )
         self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
-        if self.compile:
-            info = compiled(A2C.gradient_step, self.device, self, batch)
-        else:
-            info = self.gradient_step(batch)
+        info = maybe_compiled(self.compile, A2C.gradient_step, self.device, self, batch)
         self.update_counter += 1
         return stack_diagnostics([info])
 

@@ -24,11 +24,11 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl.agents.base import Agent
 from tdrl.algos.base import (
-    compiled,
     detached_diagnostics,
     grad_norm_clip,
     load_optimizer_state,
     make_optimizer,
+    maybe_compiled,
     portable_optimizer_state,
     stack_diagnostics,
     to_device,
@@ -197,11 +197,12 @@ class PPO:
             perm = torch.randperm(n, device=self.device)
             for m in range(self.minibatches):
                 minibatch = flat[perm[m * mb_size : (m + 1) * mb_size]]
-                if self.compile:
-                    eps = self._ratio_clip_tensor
-                    steps.append(compiled(PPO.minibatch_step, self.device, self, minibatch, eps))
-                else:
-                    steps.append(self.minibatch_step(minibatch, self.ratio_clip))
+                eps = self._ratio_clip_tensor if self.compile else self.ratio_clip
+                steps.append(
+                    maybe_compiled(
+                        self.compile, PPO.minibatch_step, self.device, self, minibatch, eps
+                    )
+                )
                 self.update_counter += 1
         if self.lr_scheduler is not None:
             self.lr_scheduler.step()

@@ -31,12 +31,13 @@ from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
 from tdrl.algos.base import (
-    compiled,
     detached_diagnostics,
     grad_norm_clip,
     make_optimizer,
     make_replay_buffer,
+    maybe_compiled,
     replay_updates,
+    update_targets,
 )
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig
@@ -210,22 +211,14 @@ class DDPG:
     # ------------------------------------------------------------------ one update
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One critic step, an actor step every ``policy_update_interval``, the targets."""
-        if self.compile:
-            info = compiled(DDPG.critic_step, self.device, self, batch)
-        else:
-            info = self.critic_step(batch)
+        info = maybe_compiled(self.compile, DDPG.critic_step, self.device, self, batch)
         self.update_counter += 1
         if self.update_counter % self.policy_update_interval == 0:
-            if self.compile:
-                info.update(compiled(DDPG.actor_step, self.device, self, batch))
-            else:
-                info.update(self.actor_step(batch))
+            info.update(maybe_compiled(self.compile, DDPG.actor_step, self.device, self, batch))
         if self.update_counter % self.target_update_interval == 0:
-            if self.compile:
-                self.agent.target_pairs()  # built before tracing: one compilation
-                compiled(DdpgAgent.update_target, self.device, self.agent, self.target_update_tau)
-            else:
-                self.agent.update_target(self.target_update_tau)
+            update_targets(
+                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
+            )
         return info
 
     def critic_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:

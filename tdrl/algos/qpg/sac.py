@@ -36,13 +36,14 @@ from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.sac_agent import SacAgent
 from tdrl.algos.base import (
-    compiled,
     detached_diagnostics,
     grad_norm_clip,
     make_optimizer,
     make_replay_buffer,
+    maybe_compiled,
     param_group,
     replay_updates,
+    update_targets,
 )
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig
@@ -261,17 +262,12 @@ class SAC:
     # ------------------------------------------------------------------ one update
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One SAC update: a backward pass of ``loss``, one step, the target when due."""
-        if self.compile:
-            info = compiled(SAC.gradient_step, self.device, self, batch)
-        else:
-            info = self.gradient_step(batch)
+        info = maybe_compiled(self.compile, SAC.gradient_step, self.device, self, batch)
         self.update_counter += 1
         if self.update_counter % self.target_update_interval == 0:
-            if self.compile:
-                self.agent.target_pairs()  # built before tracing: one compilation
-                compiled(SacAgent.update_target, self.device, self.agent, self.target_update_tau)
-            else:
-                self.agent.update_target(self.target_update_tau)
+            update_targets(
+                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
+            )
         return info
 
     def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
