@@ -17,7 +17,7 @@ EXTRAS = {
     "dev": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.6", "mypy>=1.10", "tensorboard>=2.14"],
     "docs": ["sphinx>=7", "myst-parser>=2"],
     # Peers measured side by side in benchmarks/; never part of the core install.
-    "bench": ["stable-baselines3>=2.3"],
+    "bench": ["stable-baselines3>=2.3", "sb3-contrib>=2.3"],
 }
 
 setup(

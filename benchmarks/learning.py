@@ -20,8 +20,18 @@ Workloads:
   (8 envs x 32 steps, 20 epochs, one 256-sample minibatch, GAE 0.8, gamma 0.98, linear
   lr 1e-3 and clip 0.2, no entropy bonus); tdrl runs ``example_1.py``'s defaults.
 
+* ``rppo_cartpole_novel``: recurrent PPO on ``CartPoleNoVel-v1`` (CartPole without the
+  velocities: a memory task) for 100k steps, rl-zoo3's ``ppo_lstm`` config for both
+  (8 envs x 32 steps, 20 epochs, one 256-sample minibatch, GAE 0.8, gamma 0.98, linear lr
+  1e-3 and clip 0.2, no entropy bonus, LSTM 64 with 64-unit heads, normalised
+  observations); SB3 runs sb3-contrib's ``RecurrentPPO`` (``MlpLstmPolicy`` with a
+  separate critic LSTM, ``VecNormalize`` on observations and rewards as the zoo does);
+  tdrl runs ``example_1.py --recurrent --normalize-observation`` (one LSTM shared by the
+  two heads). Threshold 450.
+
 Usage: ``python benchmarks/learning.py [--workloads dqn_cartpole ppo_cartpole]
-[--seeds 0 1 2]`` (needs the ``bench`` extra: ``pip install -e ".[bench]"``).
+[--seeds 0 1 2]`` (needs the ``bench`` extra: ``pip install -e ".[bench]"``, which brings
+Stable-Baselines3 and sb3-contrib).
 """
 
 from __future__ import annotations
@@ -36,10 +46,30 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-THRESHOLD = {"dqn_cartpole": 475.0, "ppo_cartpole": 475.0, "sac_pendulum": -200.0}
-STEPS = {"dqn_cartpole": 50_000, "ppo_cartpole": 100_000, "sac_pendulum": 10_000}
-ENV = {"dqn_cartpole": "CartPole-v1", "ppo_cartpole": "CartPole-v1", "sac_pendulum": "Pendulum-v1"}
-EXAMPLE = {"dqn_cartpole": "example_3", "ppo_cartpole": "example_1", "sac_pendulum": "example_5"}
+THRESHOLD = {
+    "dqn_cartpole": 475.0,
+    "ppo_cartpole": 475.0,
+    "sac_pendulum": -200.0,
+    "rppo_cartpole_novel": 450.0,
+}
+STEPS = {
+    "dqn_cartpole": 50_000,
+    "ppo_cartpole": 100_000,
+    "sac_pendulum": 10_000,
+    "rppo_cartpole_novel": 100_000,
+}
+ENV = {
+    "dqn_cartpole": "CartPole-v1",
+    "ppo_cartpole": "CartPole-v1",
+    "sac_pendulum": "Pendulum-v1",
+    "rppo_cartpole_novel": "CartPoleNoVel-v1",
+}
+EXAMPLE = {
+    "dqn_cartpole": "example_3",
+    "ppo_cartpole": "example_1",
+    "sac_pendulum": "example_5",
+    "rppo_cartpole_novel": "example_1",
+}
 
 
 def _load_example(name: str):
@@ -53,7 +83,12 @@ def _load_example(name: str):
 #: How "reached the threshold" is judged: "eval" = greedy evaluation (8 episodes in separate
 #: envs, epsilon 0.001 for tdrl, deterministic for SB3) every 2,500 steps, its time excluded;
 #: "online" = the average return of the last 100 training episodes.
-PROTOCOL = {"dqn_cartpole": "eval", "ppo_cartpole": "online", "sac_pendulum": "eval"}
+PROTOCOL = {
+    "dqn_cartpole": "eval",
+    "ppo_cartpole": "online",
+    "sac_pendulum": "eval",
+    "rppo_cartpole_novel": "online",
+}
 EVAL_EVERY = {"dqn_cartpole": 2_500, "sac_pendulum": 1_000}
 
 
@@ -66,6 +101,8 @@ def run_tdrl(workload: str, seed: int) -> dict:
         kwargs = {"seed": seed, "n_steps": STEPS[workload], "log_dir": tmp}
         if PROTOCOL[workload] == "online":
             kwargs["log_interval_steps"] = 1_000
+        if workload == "rppo_cartpole_novel":
+            kwargs.update(env_id=ENV[workload], recurrent=True, normalize_observation=True)
         if workload == "sac_pendulum":  # SAC defaults, a 1k-step warm-up, eval every 1k
             kwargs.update(
                 env_id="Pendulum-v1",
@@ -178,6 +215,37 @@ def run_sb3(workload: str, seed: int) -> dict:
             "Pendulum-v1",
             learning_starts=1_000,
             policy_kwargs={"net_arch": [256, 256]},
+            seed=seed,
+            device="cpu",
+        )
+    elif workload == "rppo_cartpole_novel":
+        from sb3_contrib import RecurrentPPO
+        from stable_baselines3.common.utils import get_linear_fn
+        from stable_baselines3.common.vec_env import VecNormalize
+
+        from tdrl.envs import make_gym_env
+
+        make_gym_env(ENV[workload]).close()  # registers the id with gymnasium
+        env = VecNormalize(make_vec_env(ENV[workload], n_envs=8, seed=seed), gamma=0.98)
+        model = RecurrentPPO(
+            "MlpLstmPolicy",
+            env,
+            n_steps=32,
+            batch_size=256,
+            gae_lambda=0.8,
+            gamma=0.98,
+            n_epochs=20,
+            ent_coef=0.0,
+            max_grad_norm=0.5,
+            learning_rate=get_linear_fn(1e-3, 0.0, 1.0),
+            clip_range=get_linear_fn(0.2, 0.0, 1.0),
+            policy_kwargs={
+                "ortho_init": False,
+                "activation_fn": __import__("torch").nn.ReLU,
+                "lstm_hidden_size": 64,
+                "enable_critic_lstm": True,
+                "net_arch": {"pi": [64], "vf": [64]},
+            },
             seed=seed,
             device="cpu",
         )

@@ -33,7 +33,7 @@ if TYPE_CHECKING:  # the commands import torch and the roles only when they run
     from tdrl.algos import Algorithm
 
 PG_ALGOS = ("a2c", "ppo")
-DQN_ALGOS = ("dqn", "catdqn", "rainbow")
+DQN_ALGOS = ("dqn", "catdqn", "rainbow", "r2d1")
 QPG_ALGOS = ("ddpg", "td3", "sac", "sac_v")
 ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS
 #: Sampler shape when --batch-T/--batch-B are not given.
@@ -43,6 +43,7 @@ DEFAULT_BATCH = {
     "dqn": (4, 8),
     "catdqn": (4, 8),
     "rainbow": (4, 8),
+    "r2d1": (40, 8),  # a multiple of R2D1's store_rnn_state_interval
     "ddpg": (100, 1),
     "td3": (100, 1),
     "sac": (100, 1),
@@ -132,6 +133,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="torch intra-op threads (1 is fastest here)",
     )
     train.add_argument(
+        "--recurrent",
+        action="store_true",
+        help="a2c/ppo: an LSTM agent (rlpyt's MujocoLstmModel / AtariLstmModel layouts)",
+    )
+    train.add_argument(
         "--device",
         default="cpu",
         help="where the agent trains and acts: cpu, cuda or cuda:N (envs step on the CPU)",
@@ -149,8 +155,13 @@ def _add_traceback_flag(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str) -> tuple[Algorithm, Agent]:
-    """The algorithm ``name`` with hyperparameters ``kwargs`` and an agent for the env."""
+def _make_algo_agent(
+    name: str, kwargs: dict[str, Any], env_id: str, *, recurrent: bool = False
+) -> tuple[Algorithm, Agent]:
+    """The algorithm ``name`` with hyperparameters ``kwargs`` and an agent for the env.
+
+    ``recurrent`` asks for an LSTM agent (policy-gradient algorithms only).
+    """
     import gymnasium as gym
 
     from tdrl.agents import (
@@ -158,6 +169,7 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str) -> tuple[Al
         DdpgAgent,
         DqnAgent,
         GaussianPgAgent,
+        R2d1Agent,
         SacAgent,
         SacVAgent,
         Td3Agent,
@@ -167,6 +179,7 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str) -> tuple[Al
         DDPG,
         DQN,
         PPO,
+        R2D1,
         SAC,
         SAC_V,
         TD3,
@@ -180,12 +193,22 @@ def _make_algo_agent(name: str, kwargs: dict[str, Any], env_id: str) -> tuple[Al
         space = env.action_space
     finally:
         env.close()
+    if name == "r2d1":  # recurrent by construction (--recurrent changes nothing)
+        if not isinstance(space, gym.spaces.Discrete):
+            raise ValueError(
+                f"--algo r2d1 needs a Discrete action space, but --env {env_id} has {space}"
+            )
+        return R2D1(**kwargs), R2d1Agent()
+    if recurrent and name not in PG_ALGOS:
+        raise ValueError(
+            f"--recurrent applies to {', '.join(PG_ALGOS)} (an LSTM policy), not --algo {name}"
+        )
     if name in PG_ALGOS:
         algo = {"a2c": A2C, "ppo": PPO}[name](**kwargs)
         if isinstance(space, gym.spaces.Discrete):
-            return algo, CategoricalPgAgent()
+            return algo, CategoricalPgAgent(recurrent=recurrent)
         if isinstance(space, gym.spaces.Box):
-            return algo, GaussianPgAgent()
+            return algo, GaussianPgAgent(recurrent=recurrent)
         raise ValueError(
             f"--algo {name} needs a Discrete or Box action space, but --env {env_id} has {space}"
         )
@@ -221,10 +244,11 @@ def _algo_kwargs(name: str, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     """
     import inspect
 
-    from tdrl.algos import A2C, DDPG, DQN, PPO, SAC, SAC_V, TD3, CategoricalDQN
+    from tdrl.algos import A2C, DDPG, DQN, PPO, R2D1, SAC, SAC_V, TD3, CategoricalDQN
 
     classes = {"a2c": A2C, "ppo": PPO, "dqn": DQN, "catdqn": CategoricalDQN}
     classes |= {"rainbow": CategoricalDQN, "ddpg": DDPG, "td3": TD3, "sac": SAC, "sac_v": SAC_V}
+    classes |= {"r2d1": R2D1}
     cls = classes[name]
     known = [p for p in inspect.signature(cls).parameters]
     kwargs: dict[str, Any] = {}
@@ -312,11 +336,19 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     _check_train_args(args)
     torch.set_num_threads(args.torch_threads)
     algo_kwargs = _algo_kwargs(args.algo, args.algo_arg)
-    algo, agent = _make_algo_agent(args.algo, algo_kwargs, args.env)
+    algo, agent = _make_algo_agent(
+        args.algo, algo_kwargs, args.env, recurrent=getattr(args, "recurrent", False)
+    )
     env_fn, env_kwargs = _env_fn(args.env)
     default_T, default_B = DEFAULT_BATCH[args.algo]
     args.batch_T = default_T if args.batch_T is None else args.batch_T
     args.batch_B = default_B if args.batch_B is None else args.batch_B
+    interval = getattr(algo, "store_rnn_state_interval", 0)  # R2D1: whole chunks per batch
+    if interval and args.batch_T % interval:
+        raise ValueError(
+            f"--batch-T {args.batch_T} must be a multiple of R2D1's store_rnn_state_interval "
+            f"({interval}); pass --batch-T {interval} or set --algo-arg store_rnn_state_interval"
+        )
     eval_kwargs = dict(env_kwargs)
     traj_info_cls = TrajInfo
     if args.env.startswith("atari:"):

@@ -19,7 +19,14 @@ key                           meaning
 ``log_prob``                  log pi(a_t | o_t) under the sampling policy
 ``value``                     V(o_t) estimated by the sampling agent
 ``logits`` / ``loc`` ...      the action distribution's parameters (agent specific)
+``rnn_state``                 a recurrent agent's state before step t (a TensorDict, e.g.
+                              ``h`` and ``c`` of shape ``[layers, hidden]`` per row)
+``("next", "rnn_state")``     its state after step t (what the next step starts from
+                              unless the episode ended)
+``is_init``                   step t starts an episode: the state was reset to zeros
 ============================  ===========================================================
+
+Recurrent entries exist only in the batches of recurrent agents (``agent.recurrent``).
 
 Algorithms add ``advantage`` and ``return`` (``value_target``) to a batch they process.
 
@@ -36,6 +43,11 @@ key                 meaning
 ``is_weight``       importance-sampling weight (ones for uniform replay)
 ``index``           flat storage index, for priority updates
 ==================  ===========================================================
+
+A sequence replay batch (``SequenceReplayBuffer.sample_batch``) is a TensorDict of batch
+size ``[]`` with ``sequence`` (a time-major ``[L, N]`` TensorDict of stored steps, the
+keys above), ``rnn_state`` (the stored state at each sequence's first step, ``[N]``),
+``is_weight`` and ``index`` (``[N]``, the sequence starts, for priority updates).
 
 This module is the bottom of tdrl's import order: it imports nothing from tdrl, and every
 role may import it.
@@ -76,6 +88,11 @@ TIME_DIM_NAME = "time"
 #: Keys every agent receives (rlpyt's ``AgentInputs``).
 AGENT_INPUTS = (OBSERVATION, PREV_ACTION, PREV_REWARD)
 
+#: Recurrent agents (see the module docstring).
+RNN_STATE = "rnn_state"
+NEXT_RNN_STATE = (NEXT, RNN_STATE)
+IS_INIT = "is_init"
+
 # Replay batches (see the module docstring).
 RETURN_N = "return_n"
 DISCOUNT_N = "discount_n"
@@ -83,6 +100,7 @@ DONE_N = "done_n"
 STEPS_N = "steps_n"
 IS_WEIGHT = "is_weight"
 INDEX = "index"
+SEQUENCE = "sequence"
 
 
 class BatchSpec(NamedTuple):

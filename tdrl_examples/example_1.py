@@ -10,6 +10,12 @@ The default settings (rl-zoo's tuned CartPole PPO hyperparameters) reach a
 (``--n-steps``, ``--batch-T``, ...) and ``train_and_log`` saves it to ``params.json`` in the
 run's log directory and logs the summary; every later example uses both the same way.
 
+With ``--recurrent`` the agent is an LSTM (``CategoricalPgAgent(recurrent=True)``: the LSTM
+reads the observation, the one-hot previous action and the previous reward; 64-unit heads)
+and PPO's minibatches keep whole sequences. On ``CartPoleNoVel-v1`` (the velocities hidden:
+a memory task) ``--env-id CartPoleNoVel-v1 --recurrent --normalize-observation`` reaches a
+``ReturnAverage`` of 450 or more within 100k steps, which the feed-forward agent cannot.
+
 Run it with ``make run`` or ``python tdrl_examples/example_1.py --n-steps 100000``; add
 ``--device cuda`` to train and act on a GPU (the envs step on the CPU; every example that
 trains a network takes ``--device``).
@@ -46,6 +52,10 @@ class Config:
     entropy_loss_coeff: float = 0.0
     normalize_advantage: bool = True
     clip_grad_norm: float = 0.5
+    recurrent: bool = option(False, "an LSTM agent (for partially observed envs)")
+    lstm_size: int = option(64, "LSTM units (--recurrent)")
+    critic_lstm: bool = option(False, "the value head gets an LSTM of its own (--recurrent)")
+    normalize_observation: bool = option(False, "running mean/std observation normalisation")
     device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_1"
@@ -58,7 +68,14 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
     sampler = SerialSampler(
         env_kwargs={"id": config.env_id}, batch_T=config.batch_T, batch_B=config.batch_B
     )
-    agent = CategoricalPgAgent()
+    if config.recurrent:  # the LSTM reads the observation; 64-unit policy and value heads
+        model_kwargs: dict = {"hidden_sizes": (), "lstm_size": config.lstm_size}
+        model_kwargs["critic_lstm"] = config.critic_lstm
+        model_kwargs["head_sizes"] = (64,)
+    else:  # separate 64-64 tanh MLPs
+        model_kwargs = {}
+    model_kwargs["normalize_observation"] = config.normalize_observation
+    agent = CategoricalPgAgent(recurrent=config.recurrent, model_kwargs=model_kwargs)
     algo = PPO(
         discount=config.discount,
         gae_lambda=config.gae_lambda,
@@ -80,7 +97,8 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         progress_bar=progress_bar,
         device=config.device,
     )
-    return train_and_log(config, runner.train, name="example_1", label=f"PPO {config.env_id}")
+    label = f"{'recurrent ' if config.recurrent else ''}PPO {config.env_id}"
+    return train_and_log(config, runner.train, name="example_1", label=label)
 
 
 if __name__ == "__main__":

@@ -39,6 +39,7 @@ from tdrl.algos import (
     DIAGNOSTICS,
     DQN,
     PPO,
+    R2D1,
     SAC,
     SAC_V,
     TD3,
@@ -276,7 +277,7 @@ def test_presets_are_their_base_with_the_preset_defaults():
     assert DDPG().batch_size == 64 and DDPG().policy_update_interval == 1
 
 
-@pytest.mark.parametrize("algo_cls", [A2C, PPO, DQN, CategoricalDQN, DDPG, TD3, SAC, SAC_V])
+@pytest.mark.parametrize("algo_cls", [A2C, PPO, DQN, CategoricalDQN, R2D1, DDPG, TD3, SAC, SAC_V])
 def test_every_algorithm_takes_compile_and_replay_algorithms_replay_device(algo_cls):
     import inspect
 

@@ -247,6 +247,35 @@ def test_parallel_samplers_act_with_the_cuda_learner(sampler_cls, tmp_path, monk
     assert not sampler.worker_processes  # shut down
 
 
+# ------------------------------------------------------------------- recurrent agents
+@pytest.mark.parametrize("sampler_cls", [SerialSampler, GpuSampler], ids=["serial", "gpu"])
+def test_recurrent_agent_acts_and_trains_on_cuda(sampler_cls, tmp_path):
+    """The states travel to the CUDA agent and back with its inputs; the training forward
+    on CUDA reproduces the sampled log-probabilities; recurrent PPO trains there."""
+    agent = CategoricalPgAgent(recurrent=True, model_kwargs={"hidden_sizes": (8,), "lstm_size": 8})
+    kwargs = {} if sampler_cls is SerialSampler else {"n_workers": 2}
+    sampler = sampler_cls(CountingEnv, {"episode_length": 5}, batch_T=T, batch_B=B, **kwargs)
+    algo = PPO(minibatches=2, epochs=1)
+    checked: list[float] = []
+    original = algo.optimize_agent
+
+    def optimize_agent(itr, samples):
+        on_device = samples.to("cuda")
+        with torch.no_grad():
+            out = agent(on_device)
+        log_prob = agent.distribution(out).log_prob(on_device[keys.ACTION])
+        checked.append((log_prob - on_device[keys.LOG_PROB]).abs().max().item())
+        return original(itr, samples)
+
+    algo.optimize_agent = optimize_agent  # type: ignore[method-assign]
+    runner = MinibatchRl(
+        algo, agent, sampler, n_steps=4 * T * B, seed=0, progress_bar=False, device="cuda"
+    )
+    train(runner, tmp_path)
+    assert_on("cuda", agent, algo)
+    assert checked and max(checked) < 1e-4, checked
+
+
 # --------------------------------------------------------------------------- AsyncRl
 @pytest.mark.parametrize("sampler_process", [False, True], ids=["thread", "process"])
 def test_async_rl_with_a_cuda_learner(sampler_process, tmp_path):

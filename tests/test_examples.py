@@ -13,7 +13,9 @@ import pytest
 import torch
 
 ROOT = Path(__file__).resolve().parents[1]
-EXAMPLES = sorted((ROOT / "tdrl_examples").glob("example_*.py"))
+EXAMPLES = sorted(
+    (ROOT / "tdrl_examples").glob("example_*.py"), key=lambda p: int(p.stem.split("_")[1])
+)
 
 
 def _run(args, cwd):
@@ -32,7 +34,7 @@ def test_examples_exist():
 
 
 #: Tiny budgets: Atari steps and conv updates cost ~100x a CartPole step on this CPU.
-SMOKE_STEPS = {"example_4": 512, "example_5": 512}
+SMOKE_STEPS = {"example_4": 512, "example_5": 512, "example_10": 512, "example_11": 512}
 
 
 @pytest.mark.parametrize("path", EXAMPLES, ids=lambda p: p.stem)

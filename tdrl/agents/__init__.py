@@ -1,7 +1,7 @@
 """Agents: a model plus action selection, exploration and sample/train/eval modes."""
 
 from tdrl.agents.base import Agent, PgAgent
-from tdrl.agents.dqn import DqnAgent
+from tdrl.agents.dqn import DqnAgent, R2d1Agent
 from tdrl.agents.pg import CategoricalPgAgent, GaussianPgAgent
 from tdrl.agents.qpg import DdpgAgent, SacAgent, SacVAgent, Td3Agent
 
@@ -12,6 +12,7 @@ __all__ = [
     "DqnAgent",
     "GaussianPgAgent",
     "PgAgent",
+    "R2d1Agent",
     "SacAgent",
     "SacVAgent",
     "Td3Agent",

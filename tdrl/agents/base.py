@@ -43,6 +43,15 @@ def check_model(name: str, model: Any) -> nn.Module | None:
     return model
 
 
+@runtime_checkable
+class RecurrentModel(Protocol):
+    """A model with a recurrent state (``tdrl.models.lstm``): it can make the zero state."""
+
+    def initial_state(self, batch_size: int, device: torch.device | None = None) -> TensorDict:
+        """Zeros of ``batch_size`` rows (a TensorDict, e.g. ``h`` and ``c``)."""
+        ...
+
+
 class Agent(nn.Module):
     """Base class of tdrl agents (the one in-project ancestor of each concrete agent).
 
@@ -81,6 +90,25 @@ class Agent(nn.Module):
 
         For per-env exploration such as Ape-X epsilons; a no-op by default.
         """
+
+    @property
+    def recurrent(self) -> bool:
+        """Whether the agent is recurrent: its model is a ``RecurrentModel``.
+
+        A recurrent agent's ``step`` takes the state before the step (``rnn_state``) and
+        returns the state after it in ``info[keys.NEXT_RNN_STATE]``; the sampler carries
+        the state per env, resets it to zeros where an episode begins and records it in
+        the batch (``tdrl.keys``). The agent itself keeps no per-env state, so sampling,
+        training and evaluation (its own envs, its own states) never disturb each other.
+        """
+        return isinstance(self._modules.get("model"), RecurrentModel)
+
+    def initial_rnn_state(self, batch_size: int) -> TensorDict | None:
+        """The zero recurrent state of ``batch_size`` envs on the agent's device (None: FF)."""
+        model = self._modules.get("model")
+        if not isinstance(model, RecurrentModel):
+            return None
+        return model.initial_state(batch_size, self.device)
 
     @property
     def has_per_env_state(self) -> bool:
@@ -127,9 +155,17 @@ class Agent(nn.Module):
 
     # --- acting -------------------------------------------------------------------------
     def step(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Select actions for a batch ``[B]`` of envs; returns ``(action, info)``."""
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        """Select actions for a batch ``[B]`` of envs; returns ``(action, info)``.
+
+        ``rnn_state`` is the recurrent state before this step (recurrent agents only, see
+        ``recurrent``).
+        """
         raise NotImplementedError
 
     def forward(self, td: TensorDictBase) -> TensorDict:
@@ -163,7 +199,11 @@ class PgAgent(Protocol):
         ...
 
     def value(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
     ) -> torch.Tensor:
-        """V(o) for a batch of agent inputs."""
+        """V(o) for a batch of agent inputs (from ``rnn_state`` for recurrent agents)."""
         ...

@@ -1,7 +1,7 @@
 """Algorithms: one file each, a pure ``loss(batch)`` and an ``optimize_agent`` schedule."""
 
 from tdrl.algos.base import DIAGNOSTICS, Algorithm, ReplayAlgorithm
-from tdrl.algos.dqn import DQN, CategoricalDQN, rainbow_minus_noisy
+from tdrl.algos.dqn import DQN, R2D1, CategoricalDQN, rainbow_minus_noisy
 from tdrl.algos.pg import A2C, PPO
 from tdrl.algos.qpg import DDPG, SAC, SAC_V, TD3
 
@@ -11,6 +11,7 @@ __all__ = [
     "DIAGNOSTICS",
     "DQN",
     "PPO",
+    "R2D1",
     "SAC",
     "SAC_V",
     "TD3",

@@ -95,6 +95,7 @@ DIAGNOSTICS: dict[str, str] = {
     "clip_fraction": "fraction of PPO ratios outside [1 - eps, 1 + eps]",
     "approx_kl": "estimate of KL(pi_old || pi), E[(rho - 1) - log rho]",
     "td_abs_err": "mean absolute TD error (C51: KL to the projected target), as prioritized",
+    "priority": "mean new priority of the replayed sequences (R2D1)",
     "q_mean": "mean Q-value of the replayed actions",
     "v_mean": "mean state value",
     "log_pi": "mean log-probability of fresh policy actions",

@@ -21,11 +21,17 @@ from tdrl._compat import (
     Transform,
     TransformedEnv,
 )
+from tdrl.envs.partial import CARTPOLE_NO_VEL_ID, register_partial_envs
 from tdrl.envs.transforms import PrevActionReward
 
 
 def _register_extras(env_id: str) -> None:
-    """Register ale-py's envs on first use of an ``ALE/`` id (the import is slow)."""
+    """Register envs on first use: ale-py's ``ALE/`` ids (slow import), tdrl's own ids.
+
+    tdrl's own: the partially observed envs of ``tdrl.envs.partial``.
+    """
+    if env_id == CARTPOLE_NO_VEL_ID:
+        register_partial_envs()
     if env_id.startswith("ALE/") and "ALE/Pong-v5" not in gym.registry:
         try:
             import ale_py

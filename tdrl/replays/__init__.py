@@ -4,6 +4,8 @@ from tdrl.replays.base import STORAGES, ReplayConfig, ReplaySampler
 from tdrl.replays.frame import FrameReplayBuffer, replay_nbytes
 from tdrl.replays.n_step import ReplayBuffer
 from tdrl.replays.prioritized import PrioritizedSampler
+from tdrl.replays.sequence import SequenceReplayBuffer
+from tdrl.replays.sequence_frame import SequenceFrameReplayBuffer
 from tdrl.replays.sum_tree import SumTree
 from tdrl.replays.uniform import UniformSampler
 
@@ -14,6 +16,8 @@ __all__ = [
     "ReplayBuffer",
     "ReplayConfig",
     "ReplaySampler",
+    "SequenceFrameReplayBuffer",
+    "SequenceReplayBuffer",
     "SumTree",
     "UniformSampler",
     "replay_nbytes",

@@ -18,13 +18,13 @@ Every sampler checks its shared keyword arguments once, into a ``SamplerSettings
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Protocol
 
 import gymnasium as gym
 import torch
-from tensordict import TensorDict
+from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
@@ -175,7 +175,7 @@ def build_samples_buffer(
     batch_spec: BatchSpec,
     observation_spec: TensorSpec,
     action_spec: TensorSpec,
-    agent_info: dict[str, torch.Tensor],
+    agent_info: Mapping[Any, Any],
     *,
     valid: bool = False,
 ) -> TensorDict:
@@ -186,7 +186,8 @@ def build_samples_buffer(
         observation_spec: spec of one observation (a ``Composite`` for Dict spaces).
         action_spec: spec of one action.
         agent_info: an example of what the agent's ``step`` returns beside the action, with
-            leading dim B; one ``[T, B, ...]`` entry is allocated per key.
+            leading dim B; one ``[T, B, ...]`` entry is allocated per key. A recurrent
+            agent's ``("next", "rnn_state")`` also allocates ``rnn_state`` and ``is_init``.
         valid: add a bool ``valid`` ``[T, B]`` entry (wait-reset collection).
 
     Returns:
@@ -214,11 +215,32 @@ def build_samples_buffer(
         batch_size=lead,
     )
     for key, value in agent_info.items():
-        buf.set(key, torch.zeros(T, *value.shape, dtype=value.dtype))
+        if isinstance(value, TensorDictBase):  # a recurrent state
+            buf.set(key, value.cpu().unsqueeze(0).expand(T, *value.batch_size).clone().zero_())
+        else:
+            buf.set(key, torch.zeros(T, *value.shape, dtype=value.dtype))
+    if keys.NEXT_RNN_STATE in agent_info:
+        buf.set(keys.RNN_STATE, buf.get(keys.NEXT_RNN_STATE).clone())
+        buf.set(keys.IS_INIT, torch.zeros(T, B, dtype=torch.bool))
     if valid:
         buf.set(keys.VALID, torch.ones(T, B, dtype=torch.bool))
     buf.names = [keys.TIME_DIM_NAME, None]
     return buf
+
+
+def example_agent_info(
+    agent: Agent, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+) -> dict[Any, Any]:
+    """What ``agent.step`` returns beside the action for these ``[B]`` inputs (CPU tensors).
+
+    A recurrent agent steps from its zero state. Used to allocate sample buffers.
+    """
+    device = agent.device
+    rnn_state = agent.initial_rnn_state(prev_reward.shape[0])
+    inputs = (observation.to(device), prev_action.to(device), prev_reward.to(device))
+    with torch.no_grad():
+        _, info = agent.step(*inputs) if rnn_state is None else agent.step(*inputs, rnn_state)
+    return info
 
 
 def make_envs(env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int) -> list[gym.Env]:

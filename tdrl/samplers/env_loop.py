@@ -139,9 +139,15 @@ class AgentRows:
         self.prev_action = _rows(samples.get(keys.PREV_ACTION))
         self.prev_reward = _rows(samples.get(keys.PREV_REWARD))
         self.action = _rows(samples.get(keys.ACTION))
-        not_info = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT, keys.VALID)
+        not_info = {*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT, keys.VALID, keys.IS_INIT}
+        not_info.add(keys.RNN_STATE)
         self.info_keys = [k for k in samples.keys() if k not in not_info]  # noqa: SIM118
         self.info = {k: _rows(samples.get(k)) for k in self.info_keys}
+        state = samples.get(keys.RNN_STATE, None)  # recurrent agents: the state in, and out
+        self.rnn_state = None if state is None else [state[t] for t in range(T)]
+        self.next_rnn_state = (
+            None if state is None else [samples.get(keys.NEXT_RNN_STATE)[t] for t in range(T)]
+        )
 
     def act(self, agent: Agent, t: int, device: torch.device | None = None) -> None:
         """Write the agent's action (and info) for row ``t`` into row ``t``.
@@ -165,7 +171,14 @@ class AgentRows:
             observation, prev_action, prev_reward = inputs_to(
                 device, observation, prev_action, prev_reward
             )
-        action, info = agent.step(observation, prev_action, prev_reward)
+        if self.rnn_state is None:
+            action, info = agent.step(observation, prev_action, prev_reward)
+        else:
+            state = self.rnn_state[t]
+            if device.type != "cpu":
+                state = state.to(device, non_blocking=True)
+            action, info = agent.step(observation, prev_action, prev_reward, state)
+            self.next_rnn_state[t].copy_(info[keys.NEXT_RNN_STATE])  # type: ignore[index]
         self.action[t].copy_(action)
         for k in self.info_keys:
             self.info[k][t].copy_(info[k])
@@ -223,6 +236,10 @@ class EnvRunner:
         self.null_action = action_spec.zeros(()).numpy()
         self.mid_batch_reset = bool(mid_batch_reset)
         self.waiting = np.zeros(n, dtype=bool)  # wait-reset: finished, frozen until next batch
+        # Recurrent agents: each env's state after its last step (zeros after a reset) and
+        # whether its next step starts an episode; allocated by ``bind``.
+        self.rnn_carry: list[np.ndarray] = []
+        self.fresh = np.ones(n, dtype=bool)
 
     def start(self, max_decorrelation_steps: int) -> None:
         """Seed and reset every env, then decorrelate them.
@@ -265,6 +282,13 @@ class EnvRunner:
         self.np_prev_action[:] = self.null_action
         self.np_prev_reward[:] = 0.0
         self.waiting[:] = False
+        self._reset_state(slice(None))
+
+    def _reset_state(self, envs: Any) -> None:
+        """Zero the carried recurrent state of ``envs`` (an index): their episodes begin."""
+        for carry in self.rnn_carry:
+            carry[envs] = 0
+        self.fresh[envs] = True
 
     def bind(self, samples: TensorDict) -> None:
         """Make the per-time-step views of ``samples``, once.
@@ -284,6 +308,18 @@ class EnvRunner:
         self.np_truncated = samples.get(keys.NEXT_TRUNCATED).numpy()[..., 0]
         valid = samples.get(keys.VALID, None)
         self.np_valid = None if valid is None else valid.numpy()
+        state = samples.get(keys.RNN_STATE, None)
+        self.np_rnn_state = [] if state is None else numpy_leaves(state)
+        self.np_next_rnn_state = (
+            [] if state is None else numpy_leaves(samples.get(keys.NEXT_RNN_STATE))
+        )
+        self.np_is_init = None if state is None else samples.get(keys.IS_INIT).numpy()
+        shapes = [a.shape[1:] for a in self.np_rnn_state]
+        if [c.shape for c in self.rnn_carry] != shapes:  # first bind (a re-bind keeps it)
+            self.rnn_carry = [
+                np.zeros(s, dtype=a.dtype) for s, a in zip(shapes, self.np_rnn_state, strict=True)
+            ]
+            self.fresh[:] = True
 
     def begin_batch(self) -> None:
         """Wait-reset: reset the envs that finished during the previous batch."""
@@ -295,6 +331,7 @@ class EnvRunner:
             self.obs.write(int(b), o)
             np_prev_action[b] = self.null_action
             np_prev_reward[b] = 0.0
+            self._reset_state(b)
         self.waiting[:] = False
 
     def write_inputs(self, t: int) -> None:
@@ -308,6 +345,11 @@ class EnvRunner:
             dst[t] = src
         self.rows.prev_action[t].copy_(self.prev_action)
         self.rows.prev_reward[t].copy_(self.prev_reward)
+        if self.np_is_init is not None:
+            for dst, src in zip(self.np_rnn_state, self.rnn_carry, strict=True):
+                dst[t] = src
+            self.np_is_init[t] = self.fresh
+            self.fresh[:] = False
 
     def step_envs(self, t: int) -> list[TrajInfo]:
         """Step every env with ``action[t]`` and record the results in row ``t``.
@@ -367,12 +409,15 @@ class EnvRunner:
         np_prev_action, np_prev_reward = self.np_prev_action, self.np_prev_reward
         np_prev_action[:] = self.np_action[t]
         np_prev_reward[:] = reward_t
+        for carry, src in zip(self.rnn_carry, self.np_next_rnn_state, strict=True):
+            carry[:] = src[t]
         completed = []
         for b, env_info in done_b:
             completed.append(traj.finish(b, env_info))
         for e in np.flatnonzero(waiting) if not self.mid_batch_reset else [b for b, _ in done_b]:
             np_prev_action[e] = self.null_action
             np_prev_reward[e] = 0.0
+            self._reset_state(e)
         return completed
 
     def collect(self, agent: Agent, device: torch.device | None = None) -> list[TrajInfo]:

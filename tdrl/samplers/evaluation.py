@@ -46,7 +46,13 @@ class Evaluator:
         self._seeded = False
 
     def initialize(
-        self, *, seed: int, observation_spec: TensorSpec, action_spec: TensorSpec, discount: float
+        self,
+        *,
+        seed: int,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        discount: float,
+        agent: Agent | None = None,
     ) -> None:
         """Build the eval envs (none when ``eval_n_envs`` is 0) and their runner.
 
@@ -55,6 +61,8 @@ class Evaluator:
             observation_spec: spec of one observation.
             action_spec: spec of one action.
             discount: for ``TrajInfo.DiscountedReturn``.
+            agent: the agent to be evaluated; a recurrent one gets recurrent states of
+                its own here, one per eval env, reset at every evaluation.
         """
         settings, n = self.settings, self.settings.eval_n_envs
         if not n:
@@ -71,7 +79,9 @@ class Evaluator:
         )
         # No agent info is kept (and no agent call is spent on an example of it); rewards
         # are float64 so that episode returns add up the env's rewards exactly.
-        buffer = build_samples_buffer(BatchSpec(1, n), observation_spec, action_spec, {})
+        rnn_state = None if agent is None else agent.initial_rnn_state(n)
+        info = {} if rnn_state is None else {keys.NEXT_RNN_STATE: rnn_state}
+        buffer = build_samples_buffer(BatchSpec(1, n), observation_spec, action_spec, info)
         buffer.set(keys.NEXT_REWARD, torch.zeros(1, n, 1, dtype=torch.float64))
         self._runner.bind(buffer)
         self._seeded = False

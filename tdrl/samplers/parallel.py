@@ -46,8 +46,13 @@ from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
-from tdrl.samplers.env_loop import AgentRows, inputs_to
+from tdrl.samplers.base import (
+    SamplerSettings,
+    build_samples_buffer,
+    example_agent_info,
+    make_envs,
+)
+from tdrl.samplers.env_loop import AgentRows
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.samplers.worker_pool import WorkerPool
 from tdrl.utils.checks import (
@@ -225,9 +230,7 @@ class ParallelSampler:
         self._discount = float((traj_info_kwargs or {}).get("discount", 1.0))
         agent.sample_mode(0)
         obs, action = self.observation_spec.zeros((B,)), self.action_spec.zeros((B,))
-        inputs = (obs, action, torch.zeros(B, 1))
-        with torch.no_grad():
-            _, info = agent.step(*inputs_to(agent.device, *inputs))
+        info = example_agent_info(agent, obs, action, torch.zeros(B, 1))
         self.samples = build_samples_buffer(
             self.batch_spec,
             self.observation_spec,
@@ -249,6 +252,7 @@ class ParallelSampler:
             observation_spec=self.observation_spec,
             action_spec=self.action_spec,
             discount=self._discount,
+            agent=agent,
         )
         return self.samples
 

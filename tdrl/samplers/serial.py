@@ -14,8 +14,13 @@ from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
-from tdrl.samplers.env_loop import EnvRunner, inputs_to
+from tdrl.samplers.base import (
+    SamplerSettings,
+    build_samples_buffer,
+    example_agent_info,
+    make_envs,
+)
+from tdrl.samplers.env_loop import EnvRunner
 from tdrl.samplers.evaluation import Evaluator
 
 
@@ -145,8 +150,7 @@ class SerialSampler:
         )
         runner.start(settings.max_decorrelation_steps)
         agent.sample_mode(0)
-        inputs = (runner.obs.tensors, runner.prev_action, runner.prev_reward)
-        _, info = agent.step(*inputs_to(agent.device, *inputs))
+        info = example_agent_info(agent, runner.obs.tensors, runner.prev_action, runner.prev_reward)
         self.samples = build_samples_buffer(
             self.batch_spec,
             self.observation_spec,
@@ -161,6 +165,7 @@ class SerialSampler:
             observation_spec=self.observation_spec,
             action_spec=self.action_spec,
             discount=discount,
+            agent=agent,
         )
         return self.samples
 

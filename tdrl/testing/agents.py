@@ -40,7 +40,7 @@ class FixedActionAgent(Agent):
         self.env_ranks = torch.as_tensor(list(env_ranks), dtype=torch.long)
 
     @torch.no_grad()
-    def step(self, observation, prev_action, prev_reward):
+    def step(self, observation, prev_action, prev_reward, rnn_state=None):
         """Actions ``(k + offset [+ env_rank]) mod n_actions``; ``info["k"]``."""
         k = observation[..., 0].round().long()
         action = k + self.model.offset.round().long()

@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from typing import Any
 
-import numpy as np
 import torch
 from tensordict import TensorDict, TensorDictBase
 from torch import nn
@@ -14,23 +12,17 @@ from torch import nn
 from tdrl import keys
 from tdrl._compat import Categorical, TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.agents.dqn.common import (
+    epsilon_greedy,
+    epsilon_vector,
+    scheduled_epsilon,
+    target_pairs,
+    update_target,
+)
 from tdrl.keys import Q
 from tdrl.models.dqn import AtariCatDqnModel, AtariDqnModel, CatDqnMlpModel, DqnMlpModel
 from tdrl.utils.checks import check_int, check_range
-from tdrl.utils.tensor import frozen_copy, polyak_update
-
-
-def epsilon_vector(
-    eps_final: float, eps_final_min: float, env_ranks: Sequence[int], global_B: int
-) -> np.ndarray:
-    """Ape-X style per-env final epsilons over the global env ranks.
-
-    Log-spaced from ``eps_final_min`` (rank 0) to ``eps_final`` (rank ``global_B - 1``).
-    """
-    if global_B == 1:
-        return np.array([eps_final], dtype=np.float64)
-    log_eps = np.linspace(math.log(eps_final_min), math.log(eps_final), global_B)
-    return np.exp(log_eps)[np.asarray(env_ranks)]
+from tdrl.utils.tensor import frozen_copy
 
 
 class DqnAgent(Agent):
@@ -144,10 +136,10 @@ class DqnAgent(Agent):
     def sample_mode(self, itr: int) -> None:
         """Sampling: epsilon at its scheduled value for ``itr``."""
         super().sample_mode(itr)
-        frac = (itr - self.eps_itr_min) / (self.eps_itr_max - self.eps_itr_min)
-        frac = min(1.0, max(0.0, frac))
         final = self._eps_final_vec if self._eps_final_vec is not None else self.eps_final
-        self.epsilon = self.eps_init + frac * (final - self.eps_init)
+        self.epsilon = scheduled_epsilon(
+            itr, self.eps_itr_min, self.eps_itr_max, self.eps_init, final
+        )
 
     def eval_mode(self, itr: int) -> None:
         """Evaluating: epsilon is ``eps_eval``."""
@@ -163,24 +155,19 @@ class DqnAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, dict[Any, Any]]:
         """Epsilon-greedy actions for a batch of envs, with their Q-values as info.
 
         The draws are made on the device of the Q-values. On the CPU random actions are
         drawn only when some env explores; elsewhere always (no host synchronisation).
         """
         q = self.q_values(self.model(observation, prev_action, prev_reward))
-        action = q.argmax(dim=-1)
-        eps = self.epsilon  # a number, or one per env (Ape-X vector)
-        n, device = action.shape[0], action.device
-        if isinstance(eps, torch.Tensor):
-            eps = eps.to(device)
-        explore = torch.rand(n, device=device) < eps
-        if device.type != "cpu" or explore.any():
-            random = torch.randint(self.n_actions, (n,), device=device)
-            action = torch.where(explore, random, action)
-        return action, {Q: q}
+        return epsilon_greedy(q, self.epsilon, self.n_actions), {Q: q}
 
     def forward(self, td: TensorDictBase) -> TensorDict:
         """Online network output (``q``: Q-values or logits) for every row of ``td``."""
@@ -193,23 +180,11 @@ class DqnAgent(Agent):
         return self.target_model(td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD])
 
     def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
-        """Target and online parameters, then target and online buffers (built once).
-
-        Module traversal costs ~100 us, so the lists are kept.
-        """
+        """Target and online parameters, then target and online buffers (built once)."""
         if self._target_pairs is None:
-            self._target_pairs = (
-                list(self.target_model.parameters()),
-                list(self.model.parameters()),
-                list(self.target_model.buffers()),
-                list(self.model.buffers()),
-            )
+            self._target_pairs = target_pairs(self.target_model, self.model)
         return self._target_pairs
 
-    @torch.no_grad()
     def update_target(self, tau: float = 1.0) -> None:
         """``target <- tau * online + (1 - tau) * target`` (tau=1: hard copy)."""
-        target, online, target_buffers, online_buffers = self.target_pairs()
-        polyak_update(target, online, tau)
-        if target_buffers:
-            polyak_update(target_buffers, online_buffers, 1.0)
+        update_target(self.target_pairs(), tau)

@@ -1,11 +1,22 @@
-"""What the policy-gradient agents share: the state value of a model."""
+"""What the policy-gradient agents share: model calls, feed-forward or recurrent.
+
+A PG model is feed-forward, ``model(observation, prev_action, prev_reward) -> outputs``
+with the value last, or recurrent (``tdrl.agents.base.RecurrentModel``),
+``model(observation, prev_action, prev_reward, (h, c), is_init) -> (*outputs, (h, c))``.
+These functions call either kind the same way for the agents.
+"""
 
 from __future__ import annotations
 
 from typing import Any, Protocol, runtime_checkable
 
 import torch
+from tensordict import TensorDictBase
 from torch import nn
+
+from tdrl import keys
+from tdrl.agents.base import RecurrentModel
+from tdrl.models.lstm import state_tensordict, state_tensors
 
 
 @runtime_checkable
@@ -17,14 +28,75 @@ class ValueModel(Protocol):
         ...
 
 
-def model_value(
-    model: nn.Module, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-) -> torch.Tensor:
-    """V(o) from a PG model.
+def step_outputs(
+    model: nn.Module,
+    observation: Any,
+    prev_action: torch.Tensor,
+    prev_reward: torch.Tensor,
+    rnn_state: TensorDictBase | None,
+) -> tuple[tuple[torch.Tensor, ...], dict[Any, Any]]:
+    """The model's outputs for one step of ``[B]`` envs, and the recurrent info.
 
-    The model's ``value(observation)`` when it has one (it skips the policy head), else the
-    last output of a full forward pass.
+    Returns:
+        ``(outputs, info)``: ``info`` holds ``("next", "rnn_state")`` for a recurrent model
+        (``rnn_state`` None means the zero state), and is empty otherwise.
     """
-    if isinstance(model, ValueModel):
-        return model.value(observation)
-    return model(observation, prev_action, prev_reward)[-1]
+    if not isinstance(model, RecurrentModel):
+        return model(observation, prev_action, prev_reward), {}
+    if rnn_state is None:
+        rnn_state = model.initial_state(prev_reward.shape[0], prev_reward.device)
+    *outputs, state = model(observation, prev_action, prev_reward, state_tensors(rnn_state))
+    return tuple(outputs), {keys.NEXT_RNN_STATE: state_tensordict(state)}
+
+
+def forward_outputs(model: nn.Module, td: TensorDictBase) -> tuple[torch.Tensor, ...]:
+    """The model's outputs for every row of ``td`` (a ``[T, B]`` batch if recurrent).
+
+    A recurrent model runs from the state stored in the first row (``rnn_state``) and
+    resets it where ``is_init`` is set, as the sampler did while acting.
+    """
+    inputs = (td.get(keys.OBSERVATION), td.get(keys.PREV_ACTION), td.get(keys.PREV_REWARD))
+    if not isinstance(model, RecurrentModel):
+        return model(*inputs)
+    if td.batch_dims != 2:
+        raise ValueError(
+            "a recurrent agent's forward needs a time-major [T, B] batch (whole sequences), "
+            f"got batch size {tuple(td.batch_size)}"
+        )
+    state = state_tensors(td.get(keys.RNN_STATE)[0])
+    *outputs, _ = model(*inputs, state, td.get(keys.IS_INIT, None))
+    return tuple(outputs)
+
+
+def model_value(
+    model: nn.Module,
+    observation: Any,
+    prev_action: torch.Tensor,
+    prev_reward: torch.Tensor,
+    rnn_state: TensorDictBase | None = None,
+) -> torch.Tensor:
+    """V(o) from a PG model, for inputs with any leading dims.
+
+    Feed-forward: the model's ``value(observation)`` when it has one (it skips the policy
+    head), else the last output of a full forward pass. Recurrent: one step from
+    ``rnn_state`` (same leading dims as the inputs) for every entry independently, as the
+    bootstrap values of stored next observations need.
+    """
+    if not isinstance(model, RecurrentModel):
+        if isinstance(model, ValueModel):
+            return model.value(observation)
+        return model(observation, prev_action, prev_reward)[-1]
+    lead = prev_reward.shape[:-1]
+    n = lead.numel()
+    if rnn_state is None:
+        rnn_state = model.initial_state(n, prev_reward.device)
+    else:
+        rnn_state = rnn_state.reshape(n)
+    flat = observation.reshape(n, *observation.shape[len(lead) :])
+    *outputs, _ = model(
+        flat,
+        prev_action.reshape(n, *prev_action.shape[len(lead) :]),
+        prev_reward.reshape(n, 1),
+        state_tensors(rnn_state),
+    )
+    return outputs[-1].reshape(lead)

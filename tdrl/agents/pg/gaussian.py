@@ -12,7 +12,8 @@ from torch import nn
 from tdrl import keys
 from tdrl._compat import Bounded, TensorSpec
 from tdrl.agents.base import Agent
-from tdrl.agents.pg.base import model_value
+from tdrl.agents.pg.base import forward_outputs, model_value, step_outputs
+from tdrl.agents.pg.categorical import recurrent_mlp_model
 from tdrl.models.pg.mlp import GaussianPgMlpModel
 from tdrl.utils.checks import check_bool
 
@@ -30,6 +31,8 @@ class GaussianPgAgent(Agent):
             built as ``GaussianPgMlpModel`` from the env's specs when ``None``.
         model_kwargs: keyword arguments of the default model.
         eval_deterministic: act with the mean in eval mode; rlpyt keeps sampling.
+        recurrent: build a recurrent default model (rlpyt's ``MujocoLstmModel`` layout:
+            MLP ``(256, 256)``, LSTM 256, a linear head; see ``tdrl.models.pg.lstm``).
     """
 
     def __init__(
@@ -38,9 +41,11 @@ class GaussianPgAgent(Agent):
         *,
         model_kwargs: dict[str, Any] | None = None,
         eval_deterministic: bool = False,
+        recurrent: bool = False,
     ):
         super().__init__(model, model_kwargs)
         self.eval_deterministic = check_bool("eval_deterministic", eval_deterministic)
+        self.make_recurrent = check_bool("recurrent", recurrent)
 
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
@@ -56,19 +61,26 @@ class GaussianPgAgent(Agent):
                 "the default GaussianPgMlpModel needs a flat vector observation, got shape "
                 f"{tuple(observation_spec.shape)}; pass model= for other observations"
             )
-        return GaussianPgMlpModel(
-            math.prod(observation_spec.shape), math.prod(action_spec.shape), **kwargs
-        )
+        sizes = math.prod(observation_spec.shape), math.prod(action_spec.shape)
+        if self.make_recurrent:
+            return recurrent_mlp_model(*sizes, gaussian=True, **kwargs)
+        return GaussianPgMlpModel(*sizes, **kwargs)
 
     @torch.no_grad()
     def step(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, dict[Any, Any]]:
         """Actions drawn from ``N(mu, exp(log_std)^2)``, with log-prob, value and parameters.
 
         In eval mode with ``eval_deterministic`` the action is the distribution's mode.
         """
-        mu, log_std, value = self.model(observation, prev_action, prev_reward)
+        (mu, log_std, value), info = step_outputs(
+            self.model, observation, prev_action, prev_reward, rnn_state
+        )
         if self.mode == "eval" and self.eval_deterministic:
             action = mu
         else:
@@ -79,22 +91,25 @@ class GaussianPgAgent(Agent):
             keys.VALUE: value,
             keys.LOC: mu,
             keys.LOG_STD: log_std,
+            **info,
         }
 
     def forward(self, td: TensorDictBase) -> TensorDict:
-        """Writes ``loc``, ``log_std`` and ``value`` for every row of ``td``."""
-        mu, log_std, value = self.model(
-            td[keys.OBSERVATION], td[keys.PREV_ACTION], td[keys.PREV_REWARD]
-        )
+        """Writes ``loc``, ``log_std`` and ``value`` for every row (``[T, B]`` if recurrent)."""
+        mu, log_std, value = forward_outputs(self.model, td)
         return TensorDict(
             {keys.LOC: mu, keys.LOG_STD: log_std, keys.VALUE: value}, batch_size=td.batch_size
         )
 
     def value(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
     ) -> torch.Tensor:
-        """V(o) for a batch of inputs."""
-        return model_value(self.model, observation, prev_action, prev_reward)
+        """V(o) for a batch of inputs (one step from ``rnn_state`` if recurrent)."""
+        return model_value(self.model, observation, prev_action, prev_reward, rnn_state)
 
     @staticmethod
     def distribution(out: TensorDictBase) -> torch.distributions.Independent:

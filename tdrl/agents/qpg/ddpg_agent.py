@@ -125,8 +125,12 @@ class DdpgAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, dict[Any, Any]]:
         """Noisy actor actions in the env's bounds (noiseless in eval mode); no info."""
         action = self.model(observation)
         if self.mode != "eval":

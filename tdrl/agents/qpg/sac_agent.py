@@ -163,8 +163,12 @@ class SacAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, dict[Any, Any]]:
         """Sampled actions in the env's bounds (``tanh(mean)`` in eval mode); no info."""
         mean, log_std = self.distribution_params(observation)
         if self.mode == "eval":

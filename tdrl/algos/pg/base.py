@@ -23,7 +23,10 @@ def process_returns(
 
     Values of the next observations are computed with the current agent, so targets
     bootstrap at the batch end and where a time limit cut an episode (``truncated``), and
-    not at true terminal states. ``gae_lambda=1`` gives discounted returns.
+    not at true terminal states. ``gae_lambda=1`` gives discounted returns. A recurrent
+    agent computes each next value from the stored state after the step
+    (``("next", "rnn_state")``), and the batch keeps ``rnn_state`` and ``is_init`` so the
+    training forward replays the sequences from their stored first state.
 
     Args:
         agent: a policy-gradient agent (``value(observation, prev_action, prev_reward)``).
@@ -38,9 +41,16 @@ def process_returns(
         ``value``, plus ``advantage`` and ``return`` (and ``valid`` if present).
     """
     reward = samples.get(keys.NEXT_REWARD)[..., 0]
-    next_value = agent.value(
-        samples.get(keys.NEXT_OBSERVATION), samples.get(keys.ACTION), samples.get(keys.NEXT_REWARD)
+    next_inputs = (
+        samples.get(keys.NEXT_OBSERVATION),
+        samples.get(keys.ACTION),
+        samples.get(keys.NEXT_REWARD),
     )
+    next_state = samples.get(keys.NEXT_RNN_STATE, None)
+    if next_state is None:
+        next_value = agent.value(*next_inputs)
+    else:  # the state after each step, as the agent would have continued from it
+        next_value = agent.value(*next_inputs, next_state)
     advantage, return_ = generalized_advantage_estimate(
         reward,
         samples.get(keys.VALUE),
@@ -60,6 +70,9 @@ def process_returns(
             std = (((advantage - mean) ** 2 * valid).sum() / n).sqrt()
         advantage = (advantage - mean) / (std + 1e-8)
     batch = samples.select(*keys.AGENT_INPUTS, keys.ACTION, keys.LOG_PROB, keys.VALUE)
+    if next_state is not None:  # recurrent: training runs the sequences from their states
+        batch.set(keys.RNN_STATE, samples.get(keys.RNN_STATE))
+        batch.set(keys.IS_INIT, samples.get(keys.IS_INIT))
     batch.set(keys.ADVANTAGE, advantage)
     batch.set(keys.RETURN, return_)
     if valid is not None:

@@ -7,8 +7,10 @@ Schulman et al. 2017, https://arxiv.org/abs/1707.06347. For a minibatch with adv
         + c_v * E[0.5 (V(o) - R)^2] - c_e * E[H(pi(.|o))]
 
 Each iteration runs ``epochs`` passes over the ``T*B`` samples in ``minibatches`` shuffled
-minibatches. With ``linear_lr_schedule`` both the learning rate and ``eps`` decay linearly
-to zero over the run, as in rlpyt. The batch is moved to the agent's device once per
+minibatches; for a recurrent agent the minibatches split the ``B`` envs and keep whole
+``T``-step sequences, run from their stored first state (rlpyt's rule). With
+``linear_lr_schedule`` both the learning rate and ``eps`` decay linearly to zero over the
+run, as in rlpyt. The batch is moved to the agent's device once per
 iteration; with ``compile=True`` each minibatch step (loss, backward, clip, optimizer step)
 runs through ``torch.compile`` (``tdrl.algos.base``), the learning rate and ``eps`` held in
 tensors that the schedule fills.
@@ -106,6 +108,11 @@ class PPO:
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent and build the optimizer (and the schedule over ``n_itr``)."""
         self.agent = check_pg_agent(type(self).__name__, agent)
+        if agent.recurrent and self.minibatches > batch_spec.B:
+            raise ValueError(
+                f"minibatches={self.minibatches} is larger than batch_B={batch_spec.B}: a "
+                "recurrent agent's minibatches split the envs and keep whole sequences"
+            )
         if batch_spec.size < self.minibatches:
             raise ValueError(
                 f"minibatches={self.minibatches} is larger than the batch of "
@@ -187,8 +194,11 @@ class PPO:
             normalize_advantage=self.normalize_advantage,
         )
         self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
-        flat = batch.reshape(-1)
-        n = flat.shape[0]
+        recurrent = keys.RNN_STATE in batch
+        # Recurrent: minibatches of whole [T, b] sequences (envs shuffled), from their
+        # stored first state; feed-forward: of single steps, all T * B shuffled.
+        flat = batch if recurrent else batch.reshape(-1)
+        n = flat.shape[1] if recurrent else flat.shape[0]
         mb_size = n // self.minibatches
         steps = []
         if self.compile:
@@ -196,7 +206,8 @@ class PPO:
         for _ in range(self.epochs):
             perm = torch.randperm(n, device=self.device)
             for m in range(self.minibatches):
-                minibatch = flat[perm[m * mb_size : (m + 1) * mb_size]]
+                idx = perm[m * mb_size : (m + 1) * mb_size]
+                minibatch = flat[:, idx] if recurrent else flat[idx]
                 eps = self._ratio_clip_tensor if self.compile else self.ratio_clip
                 steps.append(
                     maybe_compiled(

@@ -13,10 +13,12 @@ from tdrl.models.dqn.heads import (
     scale_grad,
 )
 from tdrl.models.dqn.mlp import CatDqnMlpModel, DqnMlpModel
+from tdrl.models.dqn.r2d1 import AtariR2d1Model, R2d1MlpModel, R2d1Model
 
 __all__ = [
     "AtariCatDqnModel",
     "AtariDqnModel",
+    "AtariR2d1Model",
     "CatDqnMlpModel",
     "Conv2dHeadModel",
     "Conv2dModel",
@@ -24,5 +26,7 @@ __all__ = [
     "DistributionalHeadModel",
     "DqnMlpModel",
     "DuelingHeadModel",
+    "R2d1MlpModel",
+    "R2d1Model",
     "scale_grad",
 ]

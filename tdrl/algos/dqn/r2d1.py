@@ -1,0 +1,427 @@
+"""R2D1: recurrent replay DQN, rlpyt's non-distributed R2D2.
+
+Kapturowski et al. 2019 (https://openreview.net/forum?id=r1lyTjAqYX). A replay batch holds
+``N`` sequences of ``L = warmup_T + batch_T + n`` stored steps (``SequenceReplayBuffer``)
+and the recurrent state before each sequence's first step. Per sequence:
+
+* **Burn-in.** The first ``warmup_T`` steps run through the online and the target network
+  under ``no_grad`` from the stored state, reset to zeros exactly where an episode begins
+  (``is_init``; rlpyt zeroed the state of a sequence with a ``done`` in its warm-up).
+* **Training window** ``t = warmup_T .. warmup_T + batch_T - 1``, with value rescaling
+  ``h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x`` (``tdrl.utils.returns.value_rescale``)::
+
+      R_t   = sum_{k<m} gamma^k r_{t+k}        (m <= n: the window stops at an episode end)
+      a*    = argmax_a Q(s_{t+n}, a)           (argmax of Q_target without double_dqn)
+      y_t   = h(R_t + [m == n, no end] gamma^n h^-1(Q_target(s_{t+n}, a*)))
+      delta = y_t - Q(s_t, a_t)
+      L     = sum_t,i w_i v_ti l(delta_ti) / sum_t,i v_ti,  l = 0.5 delta^2 (Huber: delta_clip)
+
+  with importance weights ``w`` and valid steps ``v`` (``sequence_n_step_returns``): all but
+  those whose window a time limit cut (no final observation to bootstrap from), the steps
+  of an episode that begins inside the sequence included, as its state was reset exactly
+  (rlpyt masked all steps after the first ``done``).
+* **Priorities** over the valid steps: ``p = eta max_t |delta_t| + (1 - eta) mean_t |delta_t|``.
+* **Input priorities** (rlpyt's ``compute_input_priorities``): each chunk of
+  ``store_rnn_state_interval`` steps of a new sampler batch gets ``p`` of its TD errors
+  from the recorded ``q`` (bootstrap ``max_a q``), moved back ``input_priority_shift``
+  starts, to the sequence that trains on it; the buffer computes them at every append
+  (its ``priority_fn``), ``AsyncRl``'s too.
+
+The schedule is DQN's (``tdrl.algos.dqn.dqn``) with ``batch_size = (warmup_T + batch_T) *
+batch_B`` stored steps per update for the replay ratio and the runners' bookkeeping (rlpyt's).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from tdrl import keys
+from tdrl._compat import tensordict_from_trusted
+from tdrl.agents.base import Agent
+from tdrl.agents.dqn.r2d1_agent import R2d1Agent
+from tdrl.algos.base import (
+    detached_diagnostics,
+    grad_norm_clip,
+    make_optimizer,
+    maybe_compiled,
+    stack_diagnostics,
+    update_targets,
+)
+from tdrl.algos.dqn.dqn import huber
+from tdrl.keys import BatchSpec
+from tdrl.models.lstm import state_tensors
+from tdrl.replays import (
+    PrioritizedSampler,
+    ReplayConfig,
+    SequenceFrameReplayBuffer,
+    SequenceReplayBuffer,
+)
+from tdrl.utils.checks import (
+    ArgumentError,
+    check_bool,
+    check_callable,
+    check_int,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
+from tdrl.utils.returns import inv_value_rescale, sequence_n_step_returns, valid_mean, value_rescale
+
+
+def sequence_priority(abs_delta: torch.Tensor, valid: torch.Tensor, eta: float) -> torch.Tensor:
+    """``eta max_t |delta| + (1 - eta) mean_t |delta|`` over the valid steps (dim 0)."""
+    masked = abs_delta * valid
+    mean = masked.sum(0) / valid.sum(0).clamp_min(1.0)
+    return eta * masked.max(0).values + (1.0 - eta) * mean
+
+
+@dataclasses.dataclass
+class R2D1:
+    """R2D1 with rlpyt's defaults (see the module docstring for the objective).
+
+    Args:
+        discount: gamma.
+        batch_T: trained steps per sequence.
+        batch_B: sequences per update.
+        warmup_T: burn-in steps per sequence, before the trained ones.
+        store_rnn_state_interval: steps between stored states, where sequences start (0:
+            none, sequences start anywhere from zeros); divides the sampler's ``batch_T``.
+        min_steps_learn: env steps collected before the first update.
+        delta_clip: Huber threshold (None: squared error).
+        replay_size: replay capacity in steps.
+        replay_ratio: stored steps replayed (burn-in included) per step collected.
+        target_update_interval: updates between (hard) target updates.
+        n_step_return: n of the n-step returns.
+        learning_rate: optimizer step size.
+        optim_cls: optimizer class.
+        optim_kwargs: optimizer arguments (default for Adam: ``eps=1e-3``).
+        clip_grad_norm: global gradient-norm clip (None: none).
+        eps_steps: env steps over which epsilon anneals, starting at ``min_steps_learn``.
+        double_dqn: pick the bootstrap action with the online network.
+        prioritized_replay: sample sequences by priority.
+        pri_alpha: priority exponent.
+        pri_beta_init: initial importance-sampling exponent.
+        pri_beta_final: final importance-sampling exponent.
+        pri_beta_steps: env steps over which beta anneals, from ``min_steps_learn``.
+        pri_eta: weight of the max in the sequence priority.
+        default_priority: priority of sequences without one (default: ``delta_clip`` or 1).
+        input_priorities: priorities for new data from the sampler's ``q`` (prioritized).
+        input_priority_shift: starts an input priority moves back (default: ``warmup_T //
+            store_rnn_state_interval``, to the sequence whose burn-in it covers).
+        value_scale_eps: ``eps`` of the value rescaling (None: no rescaling).
+        replay_storage: ``"memory"`` or ``"memmap"``.
+        replay_scratch_dir: directory of memmap files.
+        replay_device: where the replay buffer lives (None: the CPU).
+        compile: each gradient step through ``torch.compile`` (the LSTM's reset cuts break
+            the graph); results equal the eager step's up to rounding.
+    """
+
+    def __init__(
+        self,
+        *,
+        discount: float = 0.997,
+        batch_T: int = 80,
+        batch_B: int = 64,
+        warmup_T: int = 40,
+        store_rnn_state_interval: int = 40,
+        min_steps_learn: int = 100_000,
+        delta_clip: float | None = None,
+        replay_size: int = 1_000_000,
+        replay_ratio: float = 1.0,
+        target_update_interval: int = 2500,
+        n_step_return: int = 5,
+        learning_rate: float = 1e-4,
+        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
+        optim_kwargs: dict[str, Any] | None = None,
+        clip_grad_norm: float | None = 80.0,
+        eps_steps: int = 1_000_000,
+        double_dqn: bool = True,
+        prioritized_replay: bool = True,
+        pri_alpha: float = 0.6,
+        pri_beta_init: float = 0.9,
+        pri_beta_final: float = 0.9,
+        pri_beta_steps: int = 50_000_000,
+        pri_eta: float = 0.9,
+        default_priority: float | None = None,
+        input_priorities: bool = True,
+        input_priority_shift: int | None = None,
+        value_scale_eps: float | None = 1e-3,
+        replay_storage: str = "memory",
+        replay_scratch_dir: str | None = None,
+        replay_device: str | torch.device | None = None,
+        compile: bool = False,  # noqa: A002 - the name torch and the issue use
+    ):
+        self.discount = check_range("discount", discount, 0.0, 1.0)
+        self.batch_T = check_int("batch_T", batch_T, minimum=1)
+        self.batch_B = check_int("batch_B", batch_B, minimum=1)
+        self.warmup_T = check_int("warmup_T", warmup_T, minimum=0)
+        self.store_rnn_state_interval = check_int(
+            "store_rnn_state_interval", store_rnn_state_interval, minimum=0
+        )
+        self.replay = ReplayConfig(
+            batch_size=(self.batch_T + self.warmup_T) * self.batch_B,
+            min_steps_learn=min_steps_learn,
+            replay_size=replay_size,
+            replay_ratio=replay_ratio,
+            n_step_return=n_step_return,
+            replay_storage=replay_storage,
+            replay_scratch_dir=replay_scratch_dir,
+            replay_device=replay_device,
+        )
+        self.batch_size = self.replay.batch_size
+        self.n_step_return = self.replay.n_step_return
+        self.compile = check_bool("compile", compile)
+        self.delta_clip = check_optional_range("delta_clip", delta_clip, 1e-12, 1e12)
+        self.target_update_interval = check_int(
+            "target_update_interval", target_update_interval, minimum=1
+        )
+        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.optim_cls = check_callable("optim_cls", optim_cls)
+        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
+            self.optim_kwargs["eps"] = 1e-3
+        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+        self.eps_steps = check_int("eps_steps", eps_steps, minimum=1)
+        self.double_dqn = check_bool("double_dqn", double_dqn)
+        self.prioritized_replay = check_bool("prioritized_replay", prioritized_replay)
+        self.pri_alpha = check_range("pri_alpha", pri_alpha, 0.0, 10.0)
+        self.pri_beta_init = check_range("pri_beta_init", pri_beta_init, 0.0, 1.0)
+        self.pri_beta_final = check_range("pri_beta_final", pri_beta_final, 0.0, 1.0)
+        self.pri_beta_steps = check_int("pri_beta_steps", pri_beta_steps, minimum=1)
+        self.pri_eta = check_range("pri_eta", pri_eta, 0.0, 1.0)
+        default = (self.delta_clip or 1.0) if default_priority is None else default_priority
+        self.default_priority = check_range("default_priority", default, 1e-12, 1e12)
+        self.input_priorities_on = check_bool("input_priorities", input_priorities)
+        shift = input_priority_shift
+        if shift is None:  # the start whose burn-in the chunk covers
+            shift = self.warmup_T // max(self.store_rnn_state_interval, 1)
+        self.input_priority_shift = check_int("input_priority_shift", shift, minimum=0)
+        self.value_scale_eps = check_optional_range("value_scale_eps", value_scale_eps, 0.0, 1.0)
+        self.update_counter = 0
+        self.replay_buffer: Any = None
+        self._prioritized: PrioritizedSampler | None = None
+        self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
+        self.updates_per_optimize = 0  # set by initialize
+        self.min_itr_learn = 0
+
+    # ------------------------------------------------------------------ set-up
+    def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
+        """Bind the agent; build the optimizer, the sequence replay buffer and the schedules.
+
+        Raises:
+            TypeError: ``agent`` is not an ``R2d1Agent``.
+            ArgumentError: ``store_rnn_state_interval`` does not divide the sampler's
+                ``batch_T``, or ``replay_size`` holds less than a sequence per env.
+        """
+        if not isinstance(agent, R2d1Agent):
+            raise TypeError(f"R2D1 needs an R2d1Agent, got {type(agent).__name__}")
+        stride = max(self.store_rnn_state_interval, 1)
+        if batch_spec.T % stride:
+            raise ArgumentError(
+                f"the sampler's batch_T={batch_spec.T} must be a multiple of "
+                f"store_rnn_state_interval={self.store_rnn_state_interval}"
+            )
+        L, size = self.warmup_T + self.batch_T + self.n_step_return, self.replay.replay_size
+        if size // batch_spec.B < L:
+            raise ArgumentError(
+                f"replay_size={size} holds {size // batch_spec.B} steps per env, fewer than "
+                f"warmup_T + batch_T + n_step_return = {L}"
+            )
+        self.agent = agent
+        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
+        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
+        agent.set_epsilon_schedule(
+            self.min_itr_learn, self.min_itr_learn + self.eps_steps // batch_spec.size
+        )
+        self.pri_beta_itr = max(1, self.pri_beta_steps // batch_spec.size)
+        self.device = agent.device
+        self.optimizer = make_optimizer(
+            self.optim_cls,
+            agent.model.parameters(),
+            self.learning_rate,
+            self.optim_kwargs,
+            compile_on=self.device if self.compile else None,
+        )
+        self._params = list(agent.model.parameters())
+        self.replay_buffer = self.make_replay_buffer(batch_spec)
+
+    def make_replay_buffer(self, batch_spec: BatchSpec) -> SequenceReplayBuffer | Any:
+        """Uniform or prioritized sequence replay; frame-based for uint8 frame stacks."""
+        seed = int(torch.randint(2**31 - 1, ()).item())
+        interval = self.store_rnn_state_interval
+        size = self.replay.capacity(batch_spec)
+        self._prioritized = None
+        if self.prioritized_replay:
+            self._prioritized = PrioritizedSampler(
+                SequenceReplayBuffer.start_capacity(
+                    size=size, batch_B=batch_spec.B, rnn_state_interval=interval
+                ),
+                alpha=self.pri_alpha,
+                beta=self.pri_beta_init,
+                beta_final=self.pri_beta_final,
+                beta_steps=self.pri_beta_itr,
+                default_priority=self.default_priority,
+                seed=seed,
+            )
+        spec = self.agent.observation_spec
+        frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
+        buffer_cls = SequenceFrameReplayBuffer if frames else SequenceReplayBuffer
+        with_input = self.prioritized_replay and self.input_priorities_on
+        return buffer_cls(
+            size=size,
+            batch_B=batch_spec.B,
+            batch_T=self.warmup_T + self.batch_T,
+            n_step_return=self.n_step_return,
+            rnn_state_interval=interval,
+            input_priority_shift=self.input_priority_shift,
+            priority_fn=self.input_priorities if with_input else None,
+            sampler=self._prioritized,
+            storage=self.replay.replay_storage,
+            scratch_dir=self.replay.replay_scratch_dir,
+            seed=seed,
+            device=self.replay.replay_device,
+        )
+
+    # ------------------------------------------------------------------ the loss
+    def _targets(
+        self, steps: TensorDictBase, next_q: torch.Tensor, start: int, length: int
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``y`` and ``valid`` of steps ``start .. start + length - 1`` of ``[L, N]`` steps."""
+        reward, done = steps.get(keys.NEXT_REWARD)[..., 0], steps.get(keys.NEXT_DONE)[..., 0]
+        n, eps = self.n_step_return, self.value_scale_eps
+        return_n, bootstrap, valid = sequence_n_step_returns(
+            reward.to(next_q.dtype), done, steps.get(keys.NEXT_TERMINATED)[..., 0],
+            n=n, discount=self.discount, start=start, length=length,
+        )  # fmt: skip
+        if eps is None:  # no value rescaling
+            return return_n + bootstrap * self.discount**n * next_q, valid
+        y = return_n + bootstrap * self.discount**n * inv_value_rescale(next_q, eps)
+        return value_rescale(y, eps), valid
+
+    def _abs_td(self, delta: torch.Tensor) -> torch.Tensor:
+        abs_delta = delta.detach().abs()
+        return abs_delta if self.delta_clip is None else abs_delta.clamp(max=self.delta_clip)
+
+    def loss(self, batch: TensorDictBase) -> TensorDict:
+        """R2D1 loss on a sequence replay batch (see the module docstring).
+
+        Returns:
+            ``loss`` with the diagnostics ``td_abs_err`` (mean over valid steps) and
+            ``priority`` (``[N]``, the sequences' new priorities).
+        """
+        agent, wT, bT, n = self.agent, self.warmup_T, self.batch_T, self.n_step_return
+        seq = batch.get(keys.SEQUENCE)
+        stored = batch.get(keys.RNN_STATE, None)
+        online_state = target_state = state = None if stored is None else state_tensors(stored)
+        if wT > 0:
+            with torch.no_grad():
+                _, online_state = agent.sequence_q(seq[:wT], state)
+                _, target_state = agent.sequence_q(seq[:wT], state, target=True)
+        rest = seq[wT:]  # the training window and the n steps after it
+        q, _ = agent.sequence_q(rest, online_state)
+        target_q, _ = agent.sequence_q(rest, target_state, target=True)
+        q_a = q[:bT].gather(-1, rest.get(keys.ACTION)[:bT].long().unsqueeze(-1)).squeeze(-1)
+        with torch.no_grad():
+            choose = q.detach() if self.double_dqn else target_q
+            next_a = choose[n : n + bT].argmax(dim=-1, keepdim=True)
+            y, valid = self._targets(seq, target_q[n : n + bT].gather(-1, next_a)[..., 0], wT, bT)
+        delta = y - q_a
+        loss = valid_mean(batch.get(keys.IS_WEIGHT)[None] * huber(delta, self.delta_clip), valid)
+        abs_delta = self._abs_td(delta)
+        priority = sequence_priority(abs_delta, valid, self.pri_eta)
+        terms = {"loss": loss, "td_abs_err": valid_mean(abs_delta, valid), "priority": priority}
+        return tensordict_from_trusted(terms, ())
+
+    @torch.no_grad()
+    def input_priorities(self, samples: TensorDictBase) -> torch.Tensor:
+        """Priorities ``[T // k, B]`` of a sampler batch's start rows, from its ``q``.
+
+        The TD errors of the loss from the recorded Q-values (bootstrap ``max_a q``) for the
+        steps whose window lies in the batch; each chunk of ``k = max(interval, 1)`` rows
+        gets the priority of its valid steps (``default_priority`` without any).
+        """
+        q = samples.get(keys.Q).float()
+        T, B = q.shape[:2]
+        k, n = max(self.store_rnn_state_interval, 1), self.n_step_return
+        out = torch.full((T // k, B), self.default_priority)
+        if n >= T:
+            return out
+        q_a = q[: T - n].gather(-1, samples.get(keys.ACTION)[: T - n].long()[..., None])[..., 0]
+        y, valid = self._targets(samples, q[n:].max(dim=-1).values, 0, T - n)
+        abs_delta, mask = torch.zeros(2, T, B)
+        abs_delta[: T - n], mask[: T - n] = self._abs_td(y - q_a).cpu(), valid.cpu()
+        chunks = (abs_delta.view(T // k, k, B).transpose(0, 1), mask.view(T // k, k, B))
+        per_chunk = sequence_priority(chunks[0], chunks[1].transpose(0, 1), self.pri_eta)
+        return torch.where(chunks[1].sum(1) > 0, per_chunk, out)
+
+    # ------------------------------------------------------------------ the schedule
+    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """One gradient step on a sequence batch, new priorities, the target update when due."""
+        info = maybe_compiled(self.compile, R2D1.gradient_step, self.device, self, batch)
+        if self.prioritized_replay:
+            self.replay_buffer.update_priorities(batch.get(keys.INDEX), info["priority"])
+        self.update_counter += 1
+        if self.update_counter % self.target_update_interval == 0:
+            update_targets(self.agent, 1.0, compiled_on=self.compile, device=self.device)
+        info["priority"] = info["priority"].mean()
+        return info
+
+    def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
+        """``loss``, backward, gradient clip and optimizer step (what ``compile`` compiles)."""
+        terms = self.loss(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms["loss"].backward()
+        grad_norm = grad_norm_clip(self._params, self.clip_grad_norm)
+        self.optimizer.step()
+        info = detached_diagnostics(terms)
+        info["grad_norm"] = grad_norm.detach()
+        return info
+
+    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
+        """Store the batch (None: stored already), then make ``updates_per_optimize`` updates.
+
+        As ``tdrl.algos.base.replay_updates``, drawing ``batch_B`` sequences per update.
+
+        Raises:
+            ValueError: ``samples`` came from wait-reset collection (a ``valid`` mask).
+        """
+        buffer = self.replay_buffer
+        if buffer is None:
+            raise RuntimeError("call R2D1.initialize before optimize_agent")
+        lock = self.replay_lock or contextlib.nullcontext()
+        if samples is not None:
+            if samples.get(keys.VALID, None) is not None:
+                raise ValueError(
+                    "R2D1 stores every step of a batch; wait-reset collection "
+                    "(mid_batch_reset=False) is for on-policy algorithms"
+                )
+            with lock:
+                buffer.append_samples(samples)
+        if itr < self.min_itr_learn or len(buffer) == 0:
+            return {}
+        steps = []
+        for _ in range(self.updates_per_optimize):
+            with lock:
+                steps.append(self.update(buffer.sample_batch(self.batch_B, device=self.device)))
+        if self._prioritized is not None:
+            self._prioritized.anneal_beta(itr - self.min_itr_learn)
+        return stack_diagnostics(steps)
+
+    # ------------------------------------------------------------------ state
+    def optimizers(self) -> list[torch.optim.Optimizer]:
+        """The optimizers this algorithm steps."""
+        return [self.optimizer]
+
+    def state_dict(self) -> dict[str, Any]:
+        """Optimizer state and update counter (the replay buffer is saved apart)."""
+        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore ``state_dict()``."""
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.update_counter = state["update_counter"]
