@@ -24,10 +24,10 @@ Workloads:
   velocities: a memory task) for 100k steps, rl-zoo3's ``ppo_lstm`` config for both
   (8 envs x 32 steps, 20 epochs, one 256-sample minibatch, GAE 0.8, gamma 0.98, linear lr
   1e-3 and clip 0.2, no entropy bonus, LSTM 64 with 64-unit heads, normalised
-  observations); SB3 runs sb3-contrib's ``RecurrentPPO`` (``MlpLstmPolicy`` with a
-  separate critic LSTM, ``VecNormalize`` on observations and rewards as the zoo does);
-  tdrl runs ``example_1.py --recurrent --normalize-observation`` (one LSTM shared by the
-  two heads). Threshold 450.
+  observations, a separate critic LSTM, scaled rewards); SB3 runs sb3-contrib's
+  ``RecurrentPPO`` (``MlpLstmPolicy``, ``enable_critic_lstm``, ``VecNormalize`` on
+  observations and rewards as the zoo does); tdrl runs ``example_1.py --recurrent
+  --normalize-observation --critic-lstm --reward-scale 0.1``. Threshold 450.
 
 Usage: ``python benchmarks/learning.py [--workloads dqn_cartpole ppo_cartpole]
 [--seeds 0 1 2]`` (needs the ``bench`` extra: ``pip install -e ".[bench]"``, which brings
@@ -102,7 +102,13 @@ def run_tdrl(workload: str, seed: int) -> dict:
         if PROTOCOL[workload] == "online":
             kwargs["log_interval_steps"] = 1_000
         if workload == "rppo_cartpole_novel":
-            kwargs.update(env_id=ENV[workload], recurrent=True, normalize_observation=True)
+            kwargs.update(
+                env_id=ENV[workload],
+                recurrent=True,
+                normalize_observation=True,
+                critic_lstm=True,
+                reward_scale=0.1,
+            )
         if workload == "sac_pendulum":  # SAC defaults, a 1k-step warm-up, eval every 1k
             kwargs.update(
                 env_id="Pendulum-v1",

@@ -13,8 +13,9 @@ run's log directory and logs the summary; every later example uses both the same
 With ``--recurrent`` the agent is an LSTM (``CategoricalPgAgent(recurrent=True)``: the LSTM
 reads the observation, the one-hot previous action and the previous reward; 64-unit heads)
 and PPO's minibatches keep whole sequences. On ``CartPoleNoVel-v1`` (the velocities hidden:
-a memory task) ``--env-id CartPoleNoVel-v1 --recurrent --normalize-observation`` reaches a
-``ReturnAverage`` of 450 or more within 100k steps, which the feed-forward agent cannot.
+a memory task) ``--env-id CartPoleNoVel-v1 --recurrent --normalize-observation --critic-lstm
+--reward-scale 0.1`` reaches a ``ReturnAverage`` of 500 within 100k steps (seeds 0, 1, 2),
+which the feed-forward agent cannot (about 50).
 
 Run it with ``make run`` or ``python tdrl_examples/example_1.py --n-steps 100000``; add
 ``--device cuda`` to train and act on a GPU (the envs step on the CPU; every example that
@@ -56,6 +57,7 @@ class Config:
     lstm_size: int = option(64, "LSTM units (--recurrent)")
     critic_lstm: bool = option(False, "the value head gets an LSTM of its own (--recurrent)")
     normalize_observation: bool = option(False, "running mean/std observation normalisation")
+    reward_scale: float = option(1.0, "rewards times this in the returns and value targets")
     device: str = option("cpu", "where the agent trains and acts: cpu, cuda or cuda:N")
     log_interval_steps: int = 10_000
     log_dir: str = "data/example_1"
@@ -86,6 +88,7 @@ def build_and_train(config: Config, *, progress_bar: bool | None = None) -> dict
         entropy_loss_coeff=config.entropy_loss_coeff,
         normalize_advantage=config.normalize_advantage,
         clip_grad_norm=config.clip_grad_norm,
+        reward_scale=config.reward_scale,
     )
     runner = MinibatchRl(
         algo,

@@ -406,7 +406,8 @@ def _example_1():
 @pytest.mark.slow
 def test_recurrent_ppo_solves_cartpole_no_vel_and_feed_forward_does_not(tmp_path):
     """The documented config (docs/recurrent.md): example 1 with ``--env-id
-    CartPoleNoVel-v1 --recurrent --normalize-observation``, 100k steps."""
+    CartPoleNoVel-v1 --recurrent --normalize-observation --critic-lstm --reward-scale 0.1``,
+    100k steps; the feed-forward agent with the same settings."""
     example = _example_1()
 
     def final_return(recurrent):
@@ -414,6 +415,8 @@ def test_recurrent_ppo_solves_cartpole_no_vel_and_feed_forward_does_not(tmp_path
             env_id="CartPoleNoVel-v1",
             recurrent=recurrent,
             normalize_observation=True,
+            critic_lstm=True,
+            reward_scale=0.1,
             log_dir=str(tmp_path / str(recurrent)),
         )
         return example.build_and_train(config, progress_bar=False)["ReturnAverage"]
@@ -474,3 +477,19 @@ def test_r2d1_runs_with_the_action_server_and_asynchronously(runner_kind, tmp_pa
         runner.train()
     assert algo.update_counter > 0
     assert len(algo.replay_buffer) > 0
+
+
+def test_reward_scale_scales_the_returns_and_is_checked():
+    agent = CategoricalPgAgent()  # feed-forward: prev_reward is not an input of its values
+    sampler = _sampler(T=6)
+    sampler.initialize(agent, seed=0)
+    samples, _ = sampler.obtain_samples(0)
+    kwargs = {"discount": 0.9, "gae_lambda": 0.95, "normalize_advantage": False}
+    scaled = process_returns(agent, samples, reward_scale=0.1, **kwargs)
+    by_hand = samples.clone()
+    by_hand[keys.NEXT_REWARD] *= 0.1
+    assert_close(scaled[keys.RETURN], process_returns(agent, by_hand, **kwargs)[keys.RETURN])
+    for algo_cls in (A2C, PPO):
+        assert algo_cls().reward_scale == 1.0
+        with pytest.raises(ValueError, match="reward_scale"):
+            algo_cls(reward_scale=0.0)

@@ -52,6 +52,9 @@ class A2C:
         clip_grad_norm: global gradient-norm clip (None: no clipping).
         gae_lambda: GAE lambda (1.0: discounted returns).
         normalize_advantage: standardise advantages per batch.
+        reward_scale: multiply rewards by this before computing returns (1.0: rlpyt);
+            with returns of order 1 the value loss no longer dominates a clipped gradient
+            (what Stable-Baselines3's ``VecNormalize(norm_reward=True)`` does adaptively).
         compile: run each step through ``torch.compile`` (CUDA graphs on CUDA); the same
             results as the eager step up to float rounding.
     """
@@ -68,6 +71,7 @@ class A2C:
         clip_grad_norm: float | None = 1.0,
         gae_lambda: float = 1.0,
         normalize_advantage: bool = False,
+        reward_scale: float = 1.0,
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
@@ -79,6 +83,7 @@ class A2C:
         self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
         self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
+        self.reward_scale = check_range("reward_scale", reward_scale, 1e-12, 1e12)
         self.compile = check_bool("compile", compile)
         self.update_counter = 0
         self.batch_size = 0  # samples per gradient update, set by initialize
@@ -141,6 +146,7 @@ class A2C:
             discount=self.discount,
             gae_lambda=self.gae_lambda,
             normalize_advantage=self.normalize_advantage,
+            reward_scale=self.reward_scale,
         )
         self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
         info = maybe_compiled(self.compile, A2C.gradient_step, self.device, self, batch)

@@ -18,6 +18,7 @@ def process_returns(
     discount: float,
     gae_lambda: float,
     normalize_advantage: bool,
+    reward_scale: float = 1.0,
 ) -> TensorDict:
     """The training batch of an on-policy algorithm, still ``[T, B]``.
 
@@ -35,12 +36,16 @@ def process_returns(
         discount: gamma.
         gae_lambda: GAE lambda.
         normalize_advantage: standardise advantages over the valid steps.
+        reward_scale: rewards are multiplied by it before returns and advantages are
+            computed (the value function then learns scaled returns).
 
     Returns:
         A new TensorDict with the agent inputs, ``action``, the sampling ``log_prob`` and
         ``value``, plus ``advantage`` and ``return`` (and ``valid`` if present).
     """
     reward = samples.get(keys.NEXT_REWARD)[..., 0]
+    if reward_scale != 1.0:
+        reward = reward * reward_scale
     next_inputs = (
         samples.get(keys.NEXT_OBSERVATION),
         samples.get(keys.ACTION),

@@ -65,6 +65,9 @@ class PPO:
         ratio_clip: eps of the clipped surrogate (annealed with ``linear_lr_schedule``).
         linear_lr_schedule: decay learning rate and ``ratio_clip`` linearly to 0.
         normalize_advantage: standardise advantages per batch.
+        reward_scale: multiply rewards by this before computing returns (1.0: rlpyt);
+            with returns of order 1 the value loss no longer dominates a clipped gradient
+            (what Stable-Baselines3's ``VecNormalize(norm_reward=True)`` does adaptively).
         compile: run each minibatch step through ``torch.compile`` (CUDA graphs on CUDA);
             the same results as the eager step up to float rounding.
     """
@@ -85,6 +88,7 @@ class PPO:
         ratio_clip: float = 0.1,
         linear_lr_schedule: bool = True,
         normalize_advantage: bool = False,
+        reward_scale: float = 1.0,
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
@@ -101,6 +105,7 @@ class PPO:
         self.ratio_clip = self.initial_ratio_clip
         self.linear_lr_schedule = check_bool("linear_lr_schedule", linear_lr_schedule)
         self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
+        self.reward_scale = check_range("reward_scale", reward_scale, 1e-12, 1e12)
         self.compile = check_bool("compile", compile)
         self.update_counter = 0
         self.batch_size = 0  # samples per gradient update, set by initialize
@@ -192,6 +197,7 @@ class PPO:
             discount=self.discount,
             gae_lambda=self.gae_lambda,
             normalize_advantage=self.normalize_advantage,
+            reward_scale=self.reward_scale,
         )
         self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
         recurrent = keys.RNN_STATE in batch
