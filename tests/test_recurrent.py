@@ -493,3 +493,24 @@ def test_reward_scale_scales_the_returns_and_is_checked():
         assert algo_cls().reward_scale == 1.0
         with pytest.raises(ValueError, match="reward_scale"):
             algo_cls(reward_scale=0.0)
+
+
+def test_recurrent_ppo_under_sync_rl(tmp_path):
+    """Two ranks, each with its own sampler carrying its envs' states; whole-sequence
+    minibatches and averaged gradients."""
+    from tdrl.logging import logger_context
+    from tdrl.runners import SyncRl
+
+    agent = CategoricalPgAgent(recurrent=True, model_kwargs=SMALL)
+    runner = SyncRl(
+        PPO(minibatches=2, epochs=2),
+        agent,
+        _sampler(T=8, B=4),
+        n_steps=256,
+        world_size=2,
+        seed=0,
+        progress_bar=False,
+    )
+    with logger_context(str(tmp_path), 0, "rec", {}, echo=False):
+        row = runner.train()
+    assert row["Diagnostics/CumSteps"] == 256
