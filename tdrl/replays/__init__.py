@@ -2,6 +2,7 @@
 
 from tdrl.replays.base import STORAGES, ReplayConfig, ReplaySampler
 from tdrl.replays.frame import FrameReplayBuffer, replay_nbytes
+from tdrl.replays.multi_task import MultiTaskReplay
 from tdrl.replays.n_step import ReplayBuffer
 from tdrl.replays.prioritized import PrioritizedSampler
 from tdrl.replays.sequence import SequenceReplayBuffer
@@ -12,6 +13,7 @@ from tdrl.replays.uniform import UniformSampler
 __all__ = [
     "STORAGES",
     "FrameReplayBuffer",
+    "MultiTaskReplay",
     "PrioritizedSampler",
     "ReplayBuffer",
     "ReplayConfig",

@@ -1,0 +1,217 @@
+"""Per-task replay for meta-RL (PEARL): an RL buffer and an encoder buffer per task.
+
+Each task ``i`` owns two ``ReplayBuffer`` s (``n_step_return=1``) of ``[T, B]`` sampler
+batches of that task:
+
+- the RL buffer (``size`` transitions), which every batch of the task goes to; the
+  actor-critic losses sample from it;
+- the encoder buffer (``encoder_size`` transitions), which only the batches appended with
+  ``to_encoder=True`` go to, and which ``clear_encoder(i)`` empties: the context of the
+  task's posterior is drawn from it. Oyster clears it before each collection round of the
+  task and fills it with the data collected with ``z`` from the prior (and posterior), so
+  that the context is recent, on-policy data; a ring buffer of ``encoder_size`` keeps only
+  the most recent transitions between clears.
+
+``sample_batch`` and ``sample_context`` draw ``batch_size`` transitions (uniformly, with
+replacement) from each of the given tasks and stack them into one ``[tasks, batch_size]``
+TensorDict, the shape the meta-gradient step computes on in one batched pass. Besides the
+keys of ``ReplayBuffer.sample_batch`` both carry ``("next", "reward")``, the reward ``r_t``
+(``[tasks, batch_size, 1]``, the same as ``("next", "prev_reward")`` for one-step
+replay), so that ``tdrl.models.qpg.context.context_from_transitions`` reads the context
+directly.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from tensordict import TensorDict, TensorDictBase
+
+from tdrl import keys
+from tdrl.replays.base import STORAGES
+from tdrl.replays.n_step import ReplayBuffer
+from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_range
+
+
+class MultiTaskReplay:
+    """One RL replay buffer and one encoder buffer per task (see the module docstring).
+
+    Args:
+        n_tasks: number of (train) tasks; tasks are the indices ``0 .. n_tasks - 1``.
+        size: capacity of each task's RL buffer, in transitions (oyster: 1e6).
+        batch_B: the sampler's ``batch_B`` (envs per task).
+        encoder_size: capacity of each task's encoder buffer, in transitions.
+        discount: gamma of the stored one-step targets (``discount_n``).
+        storage: ``"memory"`` or ``"memmap"`` for the RL buffers (encoder buffers are small
+            and stay in memory).
+        seed: seed of the per-buffer samplers (None: nondeterministic).
+    """
+
+    def __init__(
+        self,
+        n_tasks: int,
+        *,
+        size: int,
+        batch_B: int,
+        encoder_size: int,
+        discount: float = 0.99,
+        storage: str = "memory",
+        seed: int | None = None,
+    ):
+        self.n_tasks = check_int("n_tasks", n_tasks, minimum=1)
+        self.size = check_int("size", size, minimum=1)
+        self.batch_B = check_int("batch_B", batch_B, minimum=1)
+        self.encoder_size = check_int("encoder_size", encoder_size, minimum=1)
+        self.discount = check_range("discount", discount, 0.0, 1.0)
+        self.storage = check_choice("storage", storage, STORAGES)
+        for name, value in (("size", self.size), ("encoder_size", self.encoder_size)):
+            if -(-value // self.batch_B) < 3:
+                raise ArgumentError(
+                    f"{name} must hold at least 3 steps of batch_B={self.batch_B} envs "
+                    f"(>= {3 * self.batch_B} transitions), got {value}"
+                )
+        seed = None if seed is None else check_int("seed", seed, minimum=0)
+        self._seeds = np.random.SeedSequence(seed)
+        self.rl_buffers = [self._new(self.size, self.storage) for _ in range(self.n_tasks)]
+        self.encoder_buffers = [self._new(self.encoder_size, "memory") for _ in range(self.n_tasks)]
+
+    def _new(self, size: int, storage: str) -> ReplayBuffer:
+        """A fresh one-step buffer with its own sampler seed."""
+        seed = int(self._seeds.spawn(1)[0].generate_state(1)[0])
+        return ReplayBuffer(
+            size=size,
+            batch_B=self.batch_B,
+            discount=self.discount,
+            n_step_return=1,
+            storage=storage,
+            seed=seed,
+        )
+
+    def _task(self, name: str, task: Any) -> int:
+        return check_int(name, task, minimum=0, maximum=self.n_tasks - 1)
+
+    def _tasks(self, tasks: Sequence[int]) -> list[int]:
+        if isinstance(tasks, str | bytes) or not hasattr(tasks, "__iter__"):
+            raise ArgumentError(f"tasks must be a sequence of task indices, got {tasks!r}")
+        out = [self._task(f"tasks[{i}]", t) for i, t in enumerate(tasks)]
+        if not out:
+            raise ArgumentError("tasks must name at least one task, got an empty sequence")
+        return out
+
+    # ------------------------------------------------------------------ writing
+    def append_samples(self, task: int, samples: TensorDictBase, *, to_encoder: bool) -> None:
+        """Copy a ``[T, B]`` sampler batch of ``task`` into its RL buffer.
+
+        Args:
+            task: the task the samples were collected on.
+            samples: the sampler's batch (``[T, batch_B]``).
+            to_encoder: also append it to the task's encoder buffer (data to infer the
+                posterior from); a batch longer than that buffer leaves its most recent
+                steps there.
+        """
+        task = self._task("task", task)
+        to_encoder = check_bool("to_encoder", to_encoder)
+        self.rl_buffers[task].append_samples(samples)
+        if to_encoder:
+            encoder = self.encoder_buffers[task]
+            encoder.append_samples(samples[-encoder.T_capacity :])
+
+    def clear_encoder(self, task: int) -> None:
+        """Empty the encoder buffer of ``task`` (a fresh buffer; storage is allocated lazily)."""
+        task = self._task("task", task)
+        self.encoder_buffers[task] = self._new(self.encoder_size, "memory")
+
+    def task_len(self, task: int) -> int:
+        """Transitions of ``task`` that ``sample_batch`` can draw now."""
+        return len(self.rl_buffers[self._task("task", task)])
+
+    def encoder_len(self, task: int) -> int:
+        """Transitions of ``task`` that ``sample_context`` can draw now."""
+        return len(self.encoder_buffers[self._task("task", task)])
+
+    # ------------------------------------------------------------------ sampling
+    def sample_batch(
+        self, tasks: Sequence[int], batch_size: int, *, device: torch.device | None = None
+    ) -> TensorDict:
+        """RL batches of ``batch_size`` transitions from each task, stacked.
+
+        Args:
+            tasks: task indices (repeats allowed), the leading dim of the result.
+            batch_size: transitions per task.
+            device: where the batch is returned (None: the CPU).
+
+        Returns:
+            A ``[len(tasks), batch_size]`` TensorDict with the keys of
+            ``ReplayBuffer.sample_batch`` plus ``("next", "reward")``.
+
+        Raises:
+            RuntimeError: a task's buffer holds no transition yet.
+        """
+        return self._sample(self.rl_buffers, tasks, batch_size, device)
+
+    def sample_context(
+        self, tasks: Sequence[int], batch_size: int, *, device: torch.device | None = None
+    ) -> TensorDict:
+        """Context batches from each task's encoder buffer (recent data only), stacked.
+
+        Same arguments and keys as ``sample_batch``; read it with
+        ``tdrl.models.qpg.context.context_from_transitions``.
+        """
+        return self._sample(self.encoder_buffers, tasks, batch_size, device)
+
+    def _sample(
+        self,
+        buffers: list[ReplayBuffer],
+        tasks: Sequence[int],
+        batch_size: int,
+        device: torch.device | None,
+    ) -> TensorDict:
+        task_list = self._tasks(tasks)
+        batch_size = check_int("batch_size", batch_size, minimum=1)
+        batches = []
+        for task in task_list:
+            if len(buffers[task]) == 0:
+                raise RuntimeError(f"cannot sample task {task}: its buffer holds no data yet")
+            batch = buffers[task].sample_batch(batch_size)
+            batch.set(keys.NEXT_REWARD, batch.get((keys.NEXT, keys.PREV_REWARD)))
+            batches.append(batch)
+        out = torch.stack(batches, dim=0)
+        return out if device is None else out.to(device)
+
+    # ------------------------------------------------------------------ save / load
+    def save(self, path: str | Path, *, info: dict[str, Any] | None = None) -> None:
+        """Save every buffer under directory ``path`` (``task_{i}/rl``, ``task_{i}/encoder``).
+
+        Each buffer is saved atomically by ``ReplayBuffer.save``; a crash between tasks can
+        leave tasks from two saves (no atomicity across tasks).
+
+        Args:
+            path: the directory.
+            info: plain data saved with task 0's RL buffer, returned by ``load``.
+        """
+        path = Path(path)
+        for i, (rl, enc) in enumerate(zip(self.rl_buffers, self.encoder_buffers, strict=True)):
+            rl.save(path / f"task_{i}" / "rl", info=info if i == 0 else None)
+            enc.save(path / f"task_{i}" / "encoder")
+
+    def load(self, path: str | Path) -> dict[str, Any]:
+        """Restore what ``save`` wrote (into a replay built with the same arguments).
+
+        Returns:
+            The ``info`` given to ``save``.
+
+        Raises:
+            FileNotFoundError: a task's save is missing.
+            SnapshotError: a file is corrupt or does not fit (see ``ReplayBuffer.load``).
+        """
+        path = Path(path)
+        info: dict[str, Any] = {}
+        for i in range(self.n_tasks):
+            got = self.rl_buffers[i].load(path / f"task_{i}" / "rl")
+            info = got if i == 0 else info
+            self.encoder_buffers[i].load(path / f"task_{i}" / "encoder")
+        return info
