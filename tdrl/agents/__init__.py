@@ -3,7 +3,7 @@
 from tdrl.agents.base import Agent, PgAgent
 from tdrl.agents.dqn import DqnAgent, R2d1Agent
 from tdrl.agents.pg import CategoricalPgAgent, GaussianPgAgent
-from tdrl.agents.qpg import DdpgAgent, SacAgent, SacVAgent, Td3Agent
+from tdrl.agents.qpg import DdpgAgent, PearlAgent, SacAgent, SacVAgent, Td3Agent
 
 __all__ = [
     "Agent",
@@ -11,6 +11,7 @@ __all__ = [
     "DdpgAgent",
     "DqnAgent",
     "GaussianPgAgent",
+    "PearlAgent",
     "PgAgent",
     "R2d1Agent",
     "SacAgent",

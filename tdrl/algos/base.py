@@ -86,10 +86,12 @@ DIAGNOSTICS: dict[str, str] = {
     "loss_q": "critic (Bellman) term of DDPG/TD3/SAC/SAC_V",
     "loss_v": "state-value term of SAC_V",
     "loss_alpha": "temperature term of SAC",
+    "loss_kl": "PEARL's encoder term, kl_lambda * KL(q(z | c) || N(0, I)) over tasks",
     "grad_norm": "global gradient norm before clipping (one optimizer)",
     "grad_norm_pi": "gradient norm of the policy (actor) before clipping",
     "grad_norm_q": "gradient norm of the critics before clipping",
     "grad_norm_v": "gradient norm of the value network before clipping",
+    "grad_norm_context": "gradient norm of PEARL's context encoder before clipping",
     "entropy": "mean entropy of the policy",
     "perplexity": "exp(entropy)",
     "clip_fraction": "fraction of PPO ratios outside [1 - eps, 1 + eps]",
@@ -101,6 +103,8 @@ DIAGNOSTICS: dict[str, str] = {
     "log_pi": "mean log-probability of fresh policy actions",
     "pi_log_std": "mean log standard deviation of the policy",
     "alpha": "entropy temperature",
+    "z_mean": "mean of PEARL's posterior means over tasks and latent dims",
+    "z_var": "mean of PEARL's posterior variances over tasks and latent dims",
 }
 
 

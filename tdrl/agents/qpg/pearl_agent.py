@@ -1,0 +1,266 @@
+"""PEARL's agent: a context encoder ``q(z | c)`` and SAC v1 networks conditioned on ``z``.
+
+PEARL (Rakelly et al. 2019, https://arxiv.org/abs/1903.08254) infers a task variable ``z``
+from a context of transitions and feeds it to every network beside the observation:
+
+- the encoder (``ContextEncoder``): ``[tasks, n, context]`` -> posterior ``(mu, var)``,
+  each ``[tasks, latent]``;
+- the policy ``pi(a | o ⊕ z)`` (tanh-squashed Gaussian, ``PiMlpModel``), the twin critics
+  ``Q_i(o ⊕ z, a)`` (``QEnsembleMlpModel``), the state value ``V(o ⊕ z)`` and its Polyak
+  target (``VMlpModel``): the reference's SAC v1 variant, all at input size obs + latent.
+
+Acting uses a current ``z`` per env, which the collector sets with ``set_z`` (``[B, latent]``,
+one row per env the sampler steps): a draw from the prior at the start of a task's
+collection, a draw from the posterior of the context collected so far after that. The
+agent keeps no other per-env state.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from tensordict import TensorDict, TensorDictBase
+from torch import nn
+
+from tdrl import keys
+from tdrl._compat import TensorSpec
+from tdrl.agents.base import Agent
+from tdrl.agents.qpg.base import action_map, flat_sizes
+from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
+from tdrl.models.qpg.context import ContextEncoder, context_from_transitions
+from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel, VMlpModel
+from tdrl.utils.checks import ArgumentError, check_bool, check_int, check_int_list, check_range
+from tdrl.utils.tensor import frozen_copy, polyak_update
+
+#: Key of the latent ``z`` (``[..., latent]``) in a TensorDict given to ``PearlAgent.forward``.
+Z = "z"
+
+
+class PearlAgent(Agent):
+    """Context encoder plus tanh-Gaussian policy, twin Q, V and target V over ``o ⊕ z``.
+
+    Networks are built by ``initialize`` from the env's specs (flat Box observations and
+    actions). Actions are squashed to ``[-1, 1]`` and mapped to the env's bounds; the
+    sample mode draws from the policy, the eval mode acts with ``tanh(mean)``.
+
+    Args:
+        latent_size: size of ``z`` (oyster: 5).
+        encoder_hidden_sizes: hidden layers of the context encoder (oyster: 200, 200, 200).
+        hidden_sizes: hidden layers of the policy, the critics and the value network
+            (oyster's ``net_size``: 300, 300, 300).
+        information_bottleneck: Gaussian posterior as a product of per-transition factors
+            (True, oyster's default); False: deterministic mean of the factors.
+        use_next_obs_in_context: contexts carry ``o'`` too (oyster's default False; True for
+            hopper/walker rand-params).
+        log_std_min: lower clamp of the policy's log std.
+        log_std_max: upper clamp of the policy's log std.
+    """
+
+    encoder: ContextEncoder
+    q_model: nn.Module
+    v_model: nn.Module
+    target_v_model: nn.Module
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+
+    def __init__(
+        self,
+        *,
+        latent_size: int = 5,
+        encoder_hidden_sizes: Sequence[int] = (200, 200, 200),
+        hidden_sizes: Sequence[int] = (300, 300, 300),
+        information_bottleneck: bool = True,
+        use_next_obs_in_context: bool = False,
+        log_std_min: float = -20.0,
+        log_std_max: float = 2.0,
+    ):
+        self.hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, minimum=1)
+        super().__init__(None, {"hidden_sizes": self.hidden_sizes})
+        self.latent_size = check_int("latent_size", latent_size, minimum=1)
+        self.encoder_hidden_sizes = check_int_list(
+            "encoder_hidden_sizes", encoder_hidden_sizes, minimum=1
+        )
+        self.information_bottleneck = check_bool("information_bottleneck", information_bottleneck)
+        self.use_next_obs_in_context = check_bool(
+            "use_next_obs_in_context", use_next_obs_in_context
+        )
+        self.log_std_min = check_range("log_std_min", log_std_min, -1e3, 1e3)
+        self.log_std_max = check_range("log_std_max", log_std_max, -1e3, 1e3)
+        if not self.log_std_min < self.log_std_max:
+            raise ArgumentError(
+                f"log_std_min must be below log_std_max, got {log_std_min}, {log_std_max}"
+            )
+        self._z: torch.Tensor | None = None
+        self._target_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
+        self.register_buffer("action_scale", torch.ones(()))
+        self.register_buffer("action_bias", torch.zeros(()))
+
+    # ------------------------------------------------------------------ set-up
+    def make_model(
+        self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
+    ) -> nn.Module:
+        """The policy, ``PiMlpModel`` over ``o ⊕ z``."""
+        obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
+        return PiMlpModel(obs_size + self.latent_size, act_size, **kwargs)
+
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
+        """Build the encoder, the policy, the critics, V, its frozen target and the action map."""
+        super().initialize(observation_spec, action_spec)
+        obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
+        device = self.device
+        self.observation_size, self.action_size = obs_size, act_size
+        self.context_size = (
+            obs_size + act_size + 1 + (obs_size if self.use_next_obs_in_context else 0)
+        )
+        self.encoder = ContextEncoder(
+            self.context_size,
+            self.latent_size,
+            hidden_sizes=self.encoder_hidden_sizes,
+            information_bottleneck=self.information_bottleneck,
+        ).to(device)
+        in_size = obs_size + self.latent_size
+        self.q_model = QEnsembleMlpModel(in_size, act_size, hidden_sizes=self.hidden_sizes).to(
+            device
+        )
+        self.v_model = VMlpModel(in_size, hidden_sizes=self.hidden_sizes).to(device)
+        self.target_v_model = frozen_copy(self.v_model)
+        self._target_pairs = None
+        self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
+
+    # ------------------------------------------------------------------ the task posterior
+    def context(self, transitions: TensorDictBase) -> torch.Tensor:
+        """The ``[tasks, n, context_size]`` context of ``[tasks, n]`` transitions."""
+        return context_from_transitions(transitions, use_next_obs=self.use_next_obs_in_context)
+
+    def infer_posterior(
+        self, context: torch.Tensor | TensorDictBase
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Posterior ``(mu, var)``, each ``[tasks, latent]``, of a ``[tasks, n, ...]`` context.
+
+        Args:
+            context: a ``[tasks, n, context_size]`` tensor, or ``[tasks, n]`` transitions
+                (e.g. ``MultiTaskReplay.sample_context``), turned into one by ``context``.
+        """
+        if isinstance(context, TensorDictBase):
+            context = self.context(context)
+        return self.encoder(context.to(self.device))
+
+    def sample_z(
+        self, mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
+        """Reparameterised ``z = mu + sqrt(var) * eps`` (``[tasks, latent]``)."""
+        return self.encoder.sample(mu, var, generator)
+
+    def prior_z(self, tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The prior ``N(0, I)`` as ``(mu, var)``, each ``[tasks, latent]``.
+
+        ``agent.sample_z(*agent.prior_z(B))`` is a draw from the prior (oyster's
+        ``clear_z``).
+        """
+        return self.encoder.prior(tasks, device=self.device)
+
+    def set_z(self, z: torch.Tensor) -> None:
+        """Set the ``[B, latent]`` latent that ``step`` acts with, one row per env.
+
+        The collector calls it before stepping a task's envs (prior draw) and after each
+        posterior update. The tensor is detached and kept on the agent's device.
+        """
+        if not isinstance(z, torch.Tensor) or z.dim() != 2 or z.shape[1] != self.latent_size:
+            raise ArgumentError(f"z must be a [B, {self.latent_size}] tensor, got {z!r}")
+        self._z = z.detach().to(self.device, torch.float32)
+
+    @property
+    def z(self) -> torch.Tensor | None:
+        """The ``[B, latent]`` latent ``step`` acts with (None before ``set_z``)."""
+        return self._z
+
+    @property
+    def has_per_env_state(self) -> bool:
+        """True: the current ``z`` has one row per env."""
+        return True
+
+    # ------------------------------------------------------------------ networks
+    def latent_input(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``o ⊕ z`` along the last dim (``z`` broadcast to the observation's rows)."""
+        z = z.to(observation.device, torch.float32).expand(*observation.shape[:-1], -1)
+        return torch.cat([observation.float(), z], dim=-1)
+
+    def distribution_params(
+        self, observation: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Policy mean and clamped log std at ``o ⊕ z``."""
+        mean, log_std = self.model(self.latent_input(observation, z))
+        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+
+    def to_env(self, squashed: torch.Tensor) -> torch.Tensor:
+        """Map actions from ``[-1, 1]`` to the env's bounds."""
+        return squashed * self.action_scale + self.action_bias
+
+    def pi(
+        self, observation: torch.Tensor, z: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Reparameterised env-space action, its log-probability, the mean and log std."""
+        mean, log_std = self.distribution_params(observation, z)
+        squashed, log_prob = squashed_gaussian_sample(mean, log_std)
+        return self.to_env(squashed), log_prob, mean, log_std
+
+    def q(self, observation: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
+        """``[2, ...]`` Q-values ``Q_i(o ⊕ z, a)`` of env-space actions."""
+        return self.q_model(self.latent_input(observation, z), action)
+
+    def v(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``[...]`` state values ``V(o ⊕ z)``."""
+        return self.v_model(self.latent_input(observation, z))
+
+    @torch.no_grad()
+    def target_v(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
+        """``[...]`` target state values."""
+        return self.target_v_model(self.latent_input(observation, z))
+
+    # ------------------------------------------------------------------ acting
+    @torch.no_grad()
+    def step(
+        self,
+        observation: Any,
+        prev_action: torch.Tensor,
+        prev_reward: torch.Tensor,
+        rnn_state: TensorDictBase | None = None,
+    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        """Actions for ``[B]`` envs with the current ``z`` (``set_z``); ``tanh(mean)`` in eval.
+
+        Raises:
+            RuntimeError: ``set_z`` was not called, or for a different number of envs.
+        """
+        z = self._z
+        if z is None or z.shape[0] != observation.shape[0]:
+            got = None if z is None else tuple(z.shape)
+            raise RuntimeError(
+                f"call set_z with a [{observation.shape[0]}, {self.latent_size}] latent before "
+                f"step (one row per env), current z: {got}"
+            )
+        mean, log_std = self.distribution_params(observation.to(self.device), z)
+        if self.mode == "eval":
+            squashed = torch.tanh(mean)
+        else:
+            squashed = torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
+        return self.to_env(squashed), {}
+
+    def forward(self, td: TensorDictBase) -> TensorDict:
+        """Policy mean and log std for every row of ``td`` (``observation`` and ``Z``)."""
+        mean, log_std = self.distribution_params(td[keys.OBSERVATION], td[Z])
+        return TensorDict({keys.LOC: mean, keys.LOG_STD: log_std}, batch_size=td.batch_size)
+
+    # ------------------------------------------------------------------ the target
+    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """Target and online parameters of the value network, paired (built once)."""
+        if self._target_pairs is None:
+            online, target = self.v_model.parameters(), self.target_v_model.parameters()
+            self._target_pairs = (list(target), list(online))
+        return self._target_pairs
+
+    @torch.no_grad()
+    def update_target(self, tau: float) -> None:
+        """``target_v <- tau * v + (1 - tau) * target_v``."""
+        polyak_update(*self.target_pairs(), tau)

@@ -1,0 +1,320 @@
+"""PEARL: which losses reach the encoder, batched step == per-task loop, purity, targets,
+terminated vs truncated bootstrapping through MultiTaskReplay, state dicts, checks."""
+
+from __future__ import annotations
+
+import copy
+
+import gymnasium as gym
+import numpy as np
+import pytest
+import torch
+from tensordict import TensorDict
+from torch.testing import assert_close
+
+from tdrl.agents.qpg import PearlAgent
+from tdrl.algos.base import DIAGNOSTICS
+from tdrl.algos.qpg import PEARL
+from tdrl.envs import space_to_spec
+from tdrl.replays import MultiTaskReplay
+from tdrl.utils.checks import ArgumentError
+
+OBS, ACT, LATENT, TASKS = 3, 2, 4, 3
+
+
+def make_agent(seed=0, **kwargs) -> PearlAgent:
+    torch.manual_seed(seed)
+    agent = PearlAgent(latent_size=LATENT, encoder_hidden_sizes=(8,), hidden_sizes=(8, 8), **kwargs)
+    obs_box = gym.spaces.Box(-np.inf, np.inf, (OBS,), np.float32)
+    act_box = gym.spaces.Box(np.array([-2.0, 0.0], np.float32), np.array([2.0, 1.0], np.float32))
+    agent.initialize(space_to_spec(obs_box), space_to_spec(act_box))
+    with torch.no_grad():  # a target that differs from the online value network
+        for p in agent.target_v_model.parameters():
+            p.add_(0.1)
+    return agent
+
+
+def make_algo(agent, **kwargs) -> PEARL:
+    algo = PEARL(**kwargs)
+    algo.initialize(agent)
+    return algo
+
+
+def _samples(T, B, task, *, terminated_at=None, truncated_at=None):
+    """A [T, B] sampler batch of one task; flags set at step ``terminated_at``/``truncated_at``."""
+    g = torch.Generator().manual_seed(task)
+    obs = torch.randn(T, B, OBS, generator=g)
+    flag = {}
+    for name, at in (("terminated", terminated_at), ("truncated", truncated_at)):
+        flag[name] = torch.zeros(T, B, 1, dtype=torch.bool)
+        if at is not None:
+            flag[name][at] = True
+    return TensorDict(
+        {
+            "observation": obs,
+            "prev_action": torch.zeros(T, B, ACT),
+            "prev_reward": torch.zeros(T, B),
+            "action": torch.rand(T, B, ACT, generator=g),
+            "next": {
+                "observation": obs + 1.0,
+                "reward": torch.randn(T, B, 1, generator=g) + task,
+                "done": flag["terminated"] | flag["truncated"],
+                "terminated": flag["terminated"],
+                "truncated": flag["truncated"],
+            },
+        },
+        batch_size=[T, B],
+    )
+
+
+def make_replay(**flags) -> MultiTaskReplay:
+    replay = MultiTaskReplay(TASKS, size=40, batch_B=2, encoder_size=20, discount=0.99, seed=0)
+    for task in range(TASKS):
+        replay.append_samples(task, _samples(8, 2, task, **flags), to_encoder=True)
+    return replay
+
+
+def batches(n=5, m=6):
+    replay = make_replay()
+    tasks = list(range(TASKS))
+    return replay.sample_batch(tasks, n), replay.sample_context(tasks, m)
+
+
+def encoder_grads(agent):
+    return [p.grad for p in agent.encoder.parameters()]
+
+
+def test_which_losses_reach_the_encoder():
+    torch.set_num_threads(1)
+    agent = make_agent()
+    algo = make_algo(agent)
+    rl, ctx = batches()
+    for term, reaches in (
+        ("loss_q", True),
+        ("loss_kl", True),
+        ("loss_v", False),
+        ("loss_pi", False),
+    ):
+        agent.zero_grad(set_to_none=True)
+        algo.loss(rl, ctx).get(term).backward()
+        grads = encoder_grads(agent)
+        if reaches:
+            assert all(g is not None for g in grads), term
+            assert sum(g.abs().sum() for g in grads) > 0, term
+        else:
+            assert all(g is None or not g.any() for g in grads), term
+    # The critics' weights learn from the Bellman error only (frozen while scoring a~).
+    for term in ("loss_v", "loss_pi"):
+        agent.zero_grad(set_to_none=True)
+        algo.loss(rl, ctx).get(term).backward()
+        assert all(p.grad is None or not p.grad.any() for p in agent.q_model.parameters())
+
+
+class FixedNoise:
+    """``torch.randn_like`` replaced by one fixed tensor (the policy's noise)."""
+
+    def __init__(self, noise):
+        self.noise = noise
+
+    def __call__(self, like, *args, **kwargs):
+        return self.noise.to(like.dtype).expand_as(like).clone()
+
+
+def test_batched_loss_equals_per_task_loop(monkeypatch):
+    torch.set_num_threads(1)
+    agent = make_agent()
+    algo = make_algo(agent, reward_scale=3.0, kl_lambda=0.7, kl_reduction="mean")
+    rl, ctx = batches(n=5, m=6)
+    noise = torch.randn(TASKS, 5, ACT, generator=torch.Generator().manual_seed(5))
+    monkeypatch.setattr(torch, "randn_like", FixedNoise(noise))
+    terms = algo.loss(rl, ctx, generator=torch.Generator().manual_seed(9))
+    eps = torch.randn(TASKS, LATENT, generator=torch.Generator().manual_seed(9))
+    per_task = {k: [] for k in ("loss_q", "loss_v", "loss_pi", "loss_kl")}
+    with torch.no_grad():
+        for i in range(TASKS):
+            b, c = rl[i], ctx[i]
+            context = torch.cat(
+                [c["observation"], c["action"], c["next", "reward"].reshape(-1, 1)], -1
+            )
+            f_mu, f_var = agent.encoder.factors(context)
+            var = 1.0 / (1.0 / f_var.clamp(min=1e-7)).sum(0)
+            mu = var * (f_mu / f_var.clamp(min=1e-7)).sum(0)
+            z = (mu + var.sqrt() * eps[i]).expand(5, -1)
+            x = torch.cat([b["observation"], z], -1)
+            y = 3.0 * b["return_n"] + b["discount_n"] * agent.target_v_model(
+                torch.cat([b["next", "observation"], z], -1)
+            )
+            q = agent.q_model(x, b["action"])
+            per_task["loss_q"].append(((q[0] - y) ** 2).mean() + ((q[1] - y) ** 2).mean())
+            mean, log_std = agent.model(x)
+            log_std = log_std.clamp(-20, 2)
+            u = mean + log_std.exp() * noise[i]
+            log_pi = (
+                torch.distributions.Normal(mean, log_std.exp()).log_prob(u)
+                - torch.log(1 - torch.tanh(u) ** 2)
+            ).sum(-1)
+            a = torch.tanh(u) * agent.action_scale + agent.action_bias
+            q_pi = agent.q_model(x, a).min(0).values
+            per_task["loss_v"].append(((agent.v_model(x) - (q_pi - log_pi)) ** 2).mean())
+            reg = 1e-3 * mean.pow(2).mean() + 1e-3 * log_std.pow(2).mean()
+            per_task["loss_pi"].append((log_pi - q_pi).mean() + reg)
+            kl = torch.distributions.kl_divergence(
+                torch.distributions.Normal(mu, var.sqrt()), torch.distributions.Normal(0.0, 1.0)
+            ).sum()
+            per_task["loss_kl"].append(0.7 * kl)
+    for name, values in per_task.items():
+        assert_close(terms[name], torch.stack(values).mean(), atol=1e-4, rtol=1e-4, msg=name)
+    assert set(terms.keys()) <= set(DIAGNOSTICS)
+
+
+def test_kl_sum_reduction_and_no_bottleneck():
+    rl, ctx = batches()
+    agent = make_agent()
+    gen = torch.Generator
+    mean_kl = make_algo(agent, kl_reduction="mean").loss(rl, ctx, generator=gen().manual_seed(0))
+    mean_kl = mean_kl["loss_kl"]
+    sum_kl = make_algo(agent).loss(rl, ctx, generator=gen().manual_seed(0))  # oyster's default
+    assert_close(sum_kl["loss_kl"], TASKS * mean_kl)
+    det = make_agent(information_bottleneck=False)
+    terms = make_algo(det).loss(rl, ctx)
+    assert terms["loss_kl"] == 0 and terms["z_var"] == 0
+    terms["loss_q"].backward()
+    assert all(g is not None and g.any() for g in encoder_grads(det))
+
+
+def test_loss_is_pure():
+    agent = make_agent()
+    algo = make_algo(agent)
+    rl, ctx = batches()
+    algo.update(rl, ctx)  # optimizer state exists
+    state = copy.deepcopy(agent.state_dict())
+    opt_state = copy.deepcopy(algo.state_dict())
+    rl_before, ctx_before = rl.clone(), ctx.clone()
+    algo.loss(rl, ctx)
+    for k, v in agent.state_dict().items():
+        assert torch.equal(v, state[k]), k
+    assert algo.update_counter == opt_state["update_counter"]
+    for part in ("pi", "q", "v", "context"):
+        got = algo.state_dict()[f"{part}_optimizer"]["state"]
+        for idx, entry in opt_state[f"{part}_optimizer"]["state"].items():
+            assert all(torch.equal(entry[k], got[idx][k]) for k in entry)
+    assert (rl == rl_before).all() and (ctx == ctx_before).all()
+    assert all(p.requires_grad for p in agent.q_model.parameters())
+
+
+def test_update_moves_every_part_and_the_target_by_tau():
+    torch.set_num_threads(1)
+    agent = make_agent()
+    algo = make_algo(agent, target_update_tau=0.1)
+    before = copy.deepcopy(agent)
+    info = algo.update(*batches())
+    assert set(info) <= set(DIAGNOSTICS)
+    assert all(torch.isfinite(v) for v in info.values())
+    for name in ("model", "q_model", "v_model", "encoder"):
+        old = getattr(before, name).parameters()
+        assert all(
+            not torch.equal(a, b)
+            for a, b in zip(old, getattr(agent, name).parameters(), strict=True)
+        )
+    for t_old, t_new, online in zip(
+        before.target_v_model.parameters(),
+        agent.target_v_model.parameters(),
+        agent.v_model.parameters(),
+        strict=True,
+    ):
+        assert_close(t_new, t_old + 0.1 * (online - t_old))
+    assert algo.update_counter == 1
+
+
+def test_terminated_stops_bootstrapping_truncated_does_not():
+    agent = make_agent()
+    algo = make_algo(agent, reward_scale=1.0)
+    for flag, bootstraps in (("terminated_at", False), ("truncated_at", True)):
+        replay = MultiTaskReplay(1, size=40, batch_B=1, encoder_size=20, discount=0.99, seed=0)
+        replay.append_samples(0, _samples(8, 1, 0, **{flag: 3}), to_encoder=True)
+        rl = replay.sample_batch([0], 64)
+        ctx = replay.sample_context([0], 4)
+        at = rl["observation"][0, :, 0] == _samples(8, 1, 0)["observation"][3, 0, 0]
+        assert at.any()
+        assert (rl["discount_n"][0, at] > 0).all() == bootstraps
+        # The loss of the flagged rows ignores o' exactly when the step terminated.
+        sub = rl[:, at]
+        far = sub.clone()
+        far["next", "observation"] = far["next", "observation"] + 50.0
+        g = torch.Generator
+        a = algo.loss(sub, ctx[:, :4], generator=g().manual_seed(0))["loss_q"]
+        b = algo.loss(far, ctx[:, :4], generator=g().manual_seed(0))["loss_q"]
+        assert (not torch.equal(a, b)) == bootstraps
+
+
+def test_agent_acting_with_set_z():
+    agent = make_agent()
+    obs = torch.randn(4, OBS)
+    with pytest.raises(RuntimeError, match="set_z"):
+        agent.step(obs, torch.zeros(4, ACT), torch.zeros(4))
+    mu, var = agent.prior_z(4)
+    assert torch.equal(mu, torch.zeros(4, LATENT)) and torch.equal(var, torch.ones(4, LATENT))
+    agent.set_z(agent.sample_z(mu, var))
+    agent.sample_mode(0)
+    a1, _ = agent.step(obs, torch.zeros(4, ACT), torch.zeros(4))
+    a2, _ = agent.step(obs, torch.zeros(4, ACT), torch.zeros(4))
+    assert not torch.equal(a1, a2) and a1.shape == (4, ACT)
+    assert (a1[:, 0].abs() <= 2).all() and (a1[:, 1] >= 0).all() and (a1[:, 1] <= 1).all()
+    agent.eval_mode(0)
+    e1, _ = agent.step(obs, torch.zeros(4, ACT), torch.zeros(4))
+    e2, _ = agent.step(obs, torch.zeros(4, ACT), torch.zeros(4))
+    assert torch.equal(e1, e2)
+    agent.set_z(torch.ones(4, LATENT))
+    assert not torch.equal(agent.step(obs, torch.zeros(4, ACT), torch.zeros(4))[0], e1)
+    _, ctx = batches()
+    mu, var = agent.infer_posterior(ctx)
+    assert mu.shape == var.shape == (TASKS, LATENT)
+    out = agent(TensorDict({"observation": obs, "z": torch.ones(4, LATENT)}, batch_size=[4]))
+    assert out["loc"].shape == (4, ACT)
+
+
+def test_state_dict_round_trip():
+    agent = make_agent()
+    algo = make_algo(agent)
+    rl, ctx = batches()
+    algo.update(rl, ctx, generator=torch.Generator().manual_seed(0))
+    other_agent = make_agent(seed=1)
+    other_agent.load_state_dict(agent.state_dict())
+    other = make_algo(other_agent)
+    other.load_state_dict(copy.deepcopy(algo.state_dict()))  # as a snapshot (no aliasing)
+    assert other.update_counter == 1
+    torch.manual_seed(3)
+    x = algo.update(rl, ctx, generator=torch.Generator().manual_seed(1))
+    torch.manual_seed(3)
+    y = other.update(rl, ctx, generator=torch.Generator().manual_seed(1))
+    for k in x:
+        assert_close(x[k], y[k], msg=k)
+    for (k, a), b in zip(
+        agent.state_dict().items(), other_agent.state_dict().values(), strict=True
+    ):
+        assert_close(a, b, msg=k)
+    assert len(algo.optimizers()) == 4
+
+
+def test_bad_arguments():
+    with pytest.raises(ArgumentError, match="kl_lambda"):
+        PEARL(kl_lambda=-1.0)
+    with pytest.raises(ArgumentError, match="meta_batch"):
+        PEARL(meta_batch=0)
+    with pytest.raises(ArgumentError, match="kl_reduction"):
+        PEARL(kl_reduction="max")
+    with pytest.raises(ArgumentError, match="context_lr"):
+        PEARL(context_lr=-3e-4)
+    with pytest.raises(ArgumentError, match="latent_size"):
+        PearlAgent(latent_size=0)
+    with pytest.raises(ArgumentError, match="agent"):
+        PEARL().initialize(PearlAgent())  # not initialized
+    agent = make_agent()
+    algo = make_algo(agent)
+    rl, ctx = batches()
+    with pytest.raises(ArgumentError, match="rl_batch"):
+        algo.loss(rl[0], ctx)
+    with pytest.raises(ArgumentError, match="context"):
+        algo.loss(rl, ctx[:2])
+    with pytest.raises(ArgumentError, match="z"):
+        agent.set_z(torch.zeros(4, LATENT + 1))
