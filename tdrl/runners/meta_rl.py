@@ -1,0 +1,448 @@
+"""PEARL's meta-training loop and its evaluation, serially (oyster's ``MetaRLAlgorithm``).
+
+Tasks are drawn once, ``env.sample_tasks(n_train_tasks + n_eval_tasks, seed=seed)``: the
+first ``n_train_tasks`` are the train tasks (indices of the ``MultiTaskReplay``), the rest
+the test tasks. One env collects training data, another evaluates; ``set_task`` switches
+the task and every trajectory runs to the env's episode end (a time-limit truncation
+after ``max_episode_steps``), so a phase of ``n`` steps collects whole trajectories until
+at least ``n`` steps (as oyster, which may overshoot by part of a trajectory).
+
+An iteration ``itr``:
+
+1. ``itr == 0`` only: ``num_initial_steps`` per train task with ``z`` from the prior, into
+   the task's RL and encoder buffers;
+2. for ``num_tasks_sample`` train tasks drawn at random: clear the task's encoder buffer,
+   then collect ``num_steps_prior`` steps with ``z`` from the prior (both buffers),
+   ``num_steps_posterior`` steps with ``z`` from the posterior (both buffers) and
+   ``num_extra_rl_steps_posterior`` steps with ``z`` from the posterior (RL buffer only).
+   Each phase starts from the prior (oyster's ``clear_z``); ``z`` is drawn again for every
+   trajectory, and in the posterior phases the posterior is inferred again from
+   ``embedding_batch_size`` transitions of the encoder buffer after every
+   ``update_post_train`` trajectories;
+3. ``num_train_steps_per_itr`` calls of ``PEARL.update`` on ``meta_batch`` train tasks
+   drawn with replacement (``batch_size`` RL and ``embedding_batch_size`` context
+   transitions per task);
+4. evaluation with the deterministic policy (``agent.eval_mode``; ``z`` is still a draw):
+   (a) on ``n_eval_tasks`` train tasks drawn with replacement, ``num_steps_per_eval //
+   max_episode_steps`` trajectories, each with ``z`` from the posterior of a fresh context
+   sample of the encoder buffer: ``AverageTrainReturn_all_train_tasks`` (mean return);
+   (b) on the same train tasks and (c) on the test tasks, ``num_evals`` times: start from
+   the prior, accumulate the context of the trajectories online, infer the posterior after
+   every trajectory from the ``num_exp_traj_eval``-th on, roll out until
+   ``num_steps_per_eval`` steps: ``AverageReturn_all_train_tasks`` and
+   ``AverageReturn_all_test_tasks`` are the return of the *last* trajectory (averaged over
+   runs and tasks), ``AverageReturn_rollout_{k}`` the test tasks' return of the ``k``-th.
+
+With ``sparse_rewards`` (sparse-point-robot) the encoder sees ``info["sparse_reward"]``
+(encoder buffer and online context, as oyster's agent and ``sample_context``), the critic
+the dense reward, and the evaluation reports sparse returns.
+
+Each iteration writes one ``progress.csv`` row through the active ``tdrl.logging`` logger
+and a snapshot (``agent_state_dict``, ``algo_state_dict``, the tasks as JSON data) by its
+``snapshot_mode``; the task lists are also written to ``debug.log``. There is no resuming.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Mapping
+from typing import Any, NamedTuple
+
+import numpy as np
+import torch
+from tensordict import TensorDict
+
+from tdrl import keys
+from tdrl.agents.qpg.pearl_agent import PearlAgent
+from tdrl.algos.qpg.pearl import PEARL
+from tdrl.envs.meta import META_ENV_NAMES, make_meta_env, task_to_json
+from tdrl.envs.spaces import space_to_spec
+from tdrl.logging import get_logger
+from tdrl.logging.snapshot import commit_log_point
+from tdrl.replays.multi_task import MultiTaskReplay
+from tdrl.runners.base import cpu_state
+from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_instance, check_int
+from tdrl.utils.seed import set_seed
+from tdrl.utils.tensor import check_device
+
+
+class Trajectory(NamedTuple):
+    """One collected episode.
+
+    Attributes:
+        samples: ``[T, 1]`` sampler batch (``keys.AGENT_INPUTS``, ``action`` and ``next``).
+        context_samples: what the encoder sees: ``samples`` with the sparse reward when the
+            runner uses sparse rewards, else ``samples`` itself.
+        ret: the undiscounted return, of the sparse reward with ``sparse_rewards``.
+    """
+
+    samples: TensorDict
+    context_samples: TensorDict
+    ret: float
+
+
+class MetaRl:
+    """Meta-trains PEARL on a multi-task env and evaluates it (see the module docstring).
+
+    Defaults are oyster's ``configs/default.py``; its point-robot config sets
+    ``n_train_tasks=80, n_eval_tasks=20, num_initial_steps=200, num_steps_prior=200,
+    num_extra_rl_steps_posterior=200, num_train_steps_per_itr=1000,
+    num_steps_per_eval=60`` (and ``reward_scale=100`` on the algorithm).
+
+    Args:
+        algo: the ``PEARL`` algorithm (initialised here).
+        agent: the ``PearlAgent`` (initialised here from the env's spaces).
+        env_name: a family of ``tdrl.envs.make_meta_env`` (``"point-robot"``, ...).
+        env_kwargs: keyword arguments of the family (None: none).
+        n_train_tasks: train tasks.
+        n_eval_tasks: test tasks.
+        n_iterations: iterations (one row each).
+        seed: seeds torch, NumPy, the task draw, the envs and the replay.
+        device: where the agent acts and trains (``"cpu"``, ``"cuda"``, ...); None keeps it
+            where its parameters are. Checked first, before anything is built.
+        num_initial_steps: steps per train task at iteration 0, ``z`` from the prior.
+        num_tasks_sample: train tasks collected for per iteration.
+        num_steps_prior: steps per sampled task with ``z`` from the prior.
+        num_steps_posterior: steps per sampled task with ``z`` from the posterior, into
+            both buffers.
+        num_extra_rl_steps_posterior: steps per sampled task with ``z`` from the posterior,
+            into the RL buffer only.
+        num_train_steps_per_itr: ``PEARL.update`` calls per iteration.
+        meta_batch: tasks per update (None: ``algo.meta_batch``).
+        batch_size: RL transitions per task and update (None: ``algo.batch_size``).
+        embedding_batch_size: context transitions per task (None:
+            ``algo.embedding_batch_size``), also for the collection's posterior.
+        update_post_train: trajectories between posterior updates while collecting.
+        num_exp_traj_eval: trajectories from the prior before the first posterior in the
+            online evaluation.
+        num_steps_per_eval: steps of each evaluation run per task.
+        num_evals: online evaluation runs per task.
+        replay_size: capacity of each task's RL buffer (oyster: 1e6); the encoder buffer
+            holds ``min(replay_size, steps written between clears)``.
+        sparse_rewards: the encoder and the evaluation use ``info["sparse_reward"]``.
+    """
+
+    def __init__(
+        self,
+        algo: PEARL,
+        agent: PearlAgent,
+        *,
+        env_name: str,
+        env_kwargs: Mapping[str, Any] | None = None,
+        n_train_tasks: int = 2,
+        n_eval_tasks: int = 2,
+        n_iterations: int = 500,
+        seed: int = 0,
+        device: str | torch.device | None = None,
+        num_initial_steps: int = 2000,
+        num_tasks_sample: int = 5,
+        num_steps_prior: int = 400,
+        num_steps_posterior: int = 0,
+        num_extra_rl_steps_posterior: int = 400,
+        num_train_steps_per_itr: int = 2000,
+        meta_batch: int | None = None,
+        batch_size: int | None = None,
+        embedding_batch_size: int | None = None,
+        update_post_train: int = 1,
+        num_exp_traj_eval: int = 1,
+        num_steps_per_eval: int = 600,
+        num_evals: int = 2,
+        replay_size: int = 1_000_000,
+        sparse_rewards: bool = False,
+    ):
+        self.device = check_device("device", device)
+        self.algo = check_instance("algo", algo, PEARL)
+        self.agent = check_instance("agent", agent, PearlAgent)
+        self.env_name = check_choice("env_name", env_name, META_ENV_NAMES)
+        self.env_kwargs = dict(env_kwargs or {})
+        self.n_train_tasks = check_int("n_train_tasks", n_train_tasks, minimum=1)
+        self.n_eval_tasks = check_int("n_eval_tasks", n_eval_tasks, minimum=1)
+        self.n_iterations = check_int("n_iterations", n_iterations, minimum=1)
+        self.seed = check_int("seed", seed, minimum=0)
+        self.num_initial_steps = check_int("num_initial_steps", num_initial_steps, minimum=1)
+        self.num_tasks_sample = check_int("num_tasks_sample", num_tasks_sample, minimum=0)
+        self.num_steps_prior = check_int("num_steps_prior", num_steps_prior, minimum=0)
+        self.num_steps_posterior = check_int("num_steps_posterior", num_steps_posterior, minimum=0)
+        self.num_extra_rl_steps_posterior = check_int(
+            "num_extra_rl_steps_posterior", num_extra_rl_steps_posterior, minimum=0
+        )
+        if self.num_extra_rl_steps_posterior and not (
+            self.num_steps_prior or self.num_steps_posterior
+        ):
+            raise ArgumentError(
+                "num_extra_rl_steps_posterior needs num_steps_prior or num_steps_posterior > 0 "
+                "(its posterior is inferred from the encoder buffer, cleared before collecting)"
+            )
+        self.num_train_steps_per_itr = check_int(
+            "num_train_steps_per_itr", num_train_steps_per_itr, minimum=0
+        )
+        self.meta_batch = check_int(
+            "meta_batch", algo.meta_batch if meta_batch is None else meta_batch, minimum=1
+        )
+        self.batch_size = check_int(
+            "batch_size", algo.batch_size if batch_size is None else batch_size, minimum=1
+        )
+        self.embedding_batch_size = check_int(
+            "embedding_batch_size",
+            algo.embedding_batch_size if embedding_batch_size is None else embedding_batch_size,
+            minimum=1,
+        )
+        self.update_post_train = check_int("update_post_train", update_post_train, minimum=1)
+        self.num_exp_traj_eval = check_int("num_exp_traj_eval", num_exp_traj_eval, minimum=1)
+        self.num_steps_per_eval = check_int("num_steps_per_eval", num_steps_per_eval, minimum=1)
+        self.num_evals = check_int("num_evals", num_evals, minimum=1)
+        self.replay_size = check_int("replay_size", replay_size, minimum=3)
+        self.sparse_rewards = check_bool("sparse_rewards", sparse_rewards)
+        self.n_rollout_columns: int | None = None
+
+    # ------------------------------------------------------------------ the loop
+    def train(self) -> dict[str, float]:
+        """Run every iteration; returns the last logged row."""
+        self.startup()
+        row: dict[str, float] = {}
+        for itr in range(self.n_iterations):
+            self.agent.sample_mode(itr)
+            if itr == 0:
+                for task in range(self.n_train_tasks):
+                    self.collect(task, self.num_initial_steps, posterior=False, to_encoder=True)
+            for _ in range(self.num_tasks_sample):
+                task = int(self.rng.integers(self.n_train_tasks))
+                self.replay.clear_encoder(task)
+                self.collect(task, self.num_steps_prior, posterior=False, to_encoder=True)
+                self.collect(task, self.num_steps_posterior, posterior=True, to_encoder=True)
+                self.collect(
+                    task, self.num_extra_rl_steps_posterior, posterior=True, to_encoder=False
+                )
+            self.agent.train_mode(itr)
+            infos: dict[str, list[torch.Tensor]] = {}
+            for _ in range(self.num_train_steps_per_itr):
+                tasks = [
+                    int(t) for t in self.rng.integers(self.n_train_tasks, size=self.meta_batch)
+                ]
+                rl_batch = self.replay.sample_batch(tasks, self.batch_size)
+                context = self.replay.sample_context(tasks, self.embedding_batch_size)
+                for key, value in self.algo.update(rl_batch, context).items():
+                    infos.setdefault(key, []).append(value)
+            self.agent.eval_mode(itr)
+            evals = self.evaluate()
+            row = self.log_row(itr, infos, evals)
+        return row
+
+    def startup(self) -> None:
+        """Seed, draw the tasks, build the envs and the replay, initialise agent and algo."""
+        set_seed(self.seed)
+        self.rng = np.random.default_rng(self.seed)
+        self.envs: list[Any] = [make_meta_env(self.env_name, **self.env_kwargs) for _ in range(2)]
+        env = self.envs[0]
+        tasks = env.sample_tasks(self.n_train_tasks + self.n_eval_tasks, seed=self.seed)
+        self.train_tasks, self.eval_tasks = tasks[: self.n_train_tasks], tasks[self.n_train_tasks :]
+        for i, e in enumerate(self.envs):
+            e.reset(seed=self.seed + 1 + i)
+        self.max_path_length = int(getattr(env, "max_episode_steps", 0) or 1)
+        self.agent.initialize(space_to_spec(env.observation_space), space_to_spec(env.action_space))
+        if self.device is not None:
+            self.agent.to(self.device)
+        self.algo.initialize(self.agent)
+        written = max(self.num_initial_steps, self.num_steps_prior + self.num_steps_posterior)
+        self.replay = MultiTaskReplay(
+            self.n_train_tasks,
+            size=self.replay_size,
+            batch_B=1,
+            encoder_size=min(self.replay_size, written + 2 * self.max_path_length),
+            discount=self.algo.discount,
+            seed=self.seed,
+        )
+        self.cum_steps, self.cum_trajs, self.t_start = 0, 0, time.perf_counter()
+        self.tasks_json = {
+            "train_tasks": [task_to_json(t) for t in self.train_tasks],
+            "eval_tasks": [task_to_json(t) for t in self.eval_tasks],
+        }
+        get_logger().log(f"MetaRl tasks: {json.dumps(self.tasks_json)}", echo=False)
+        get_logger().log(
+            f"MetaRl: PEARL on {self.env_name}, {self.n_train_tasks} train / "
+            f"{self.n_eval_tasks} test tasks, {self.n_iterations} iterations, seed {self.seed}, "
+            f"agent on {self.agent.device}"
+        )
+
+    # ------------------------------------------------------------------ collection
+    @torch.no_grad()
+    def _posterior(self, context: TensorDict) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.agent.infer_posterior(context)
+
+    def collect(self, task: int, n_steps: int, *, posterior: bool, to_encoder: bool) -> int:
+        """Collect at least ``n_steps`` steps (whole trajectories) on train task ``task``.
+
+        Args:
+            task: the train task's index.
+            n_steps: steps to collect (0: nothing).
+            posterior: infer the posterior from the encoder buffer after every
+                ``update_post_train`` trajectories (the phase starts from the prior).
+            to_encoder: also write the trajectories to the task's encoder buffer.
+
+        Returns:
+            The steps collected.
+        """
+        env = self.envs[0]
+        env.set_task(self.train_tasks[task])
+        mu, var = self.agent.prior_z(1)
+        steps, trajs = 0, 0
+        while steps < n_steps:
+            self.agent.set_z(self.agent.sample_z(mu, var))
+            traj = self.rollout(env)
+            self.replay.append_samples(task, traj.samples, to_encoder=False)
+            if to_encoder:
+                encoder = self.replay.encoder_buffers[task]
+                encoder.append_samples(traj.context_samples[-encoder.T_capacity :])
+            steps, trajs = steps + traj.samples.shape[0], trajs + 1
+            if posterior and trajs % self.update_post_train == 0 and steps < n_steps:
+                mu, var = self._posterior(
+                    self.replay.sample_context([task], self.embedding_batch_size)
+                )
+        self.cum_steps += steps
+        self.cum_trajs += trajs
+        return steps
+
+    def rollout(self, env: Any) -> Trajectory:
+        """One episode of ``env`` with the agent's current ``z`` and mode."""
+        obs, _ = env.reset()
+        act_size = int(np.prod(env.action_space.shape))
+        prev_action, prev_reward = torch.zeros(1, act_size), torch.zeros(1, 1)
+        rows: dict[str, list[torch.Tensor]] = {
+            k: [] for k in ("obs", "pa", "pr", "a", "nobs", "r", "sr", "term", "trunc")
+        }
+        while True:
+            o = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, -1)
+            action, _ = self.agent.step(o, prev_action, prev_reward)
+            action = action.cpu().reshape(1, act_size)
+            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
+            sparse = float(info["sparse_reward"]) if self.sparse_rewards else float(reward)
+            for k, v in (("obs", o), ("pa", prev_action), ("pr", prev_reward), ("a", action)):
+                rows[k].append(v)
+            rows["nobs"].append(
+                torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, -1)
+            )
+            rows["r"].append(torch.tensor([[float(reward)]]))
+            rows["sr"].append(torch.tensor([[sparse]]))
+            rows["term"].append(torch.tensor([[bool(terminated)]]))
+            rows["trunc"].append(torch.tensor([[bool(truncated)]]))
+            prev_action, prev_reward = action, rows["r"][-1]
+            if terminated or truncated:
+                break
+        col = {k: torch.stack(v) for k, v in rows.items()}  # [T, 1, ...]
+        T = col["obs"].shape[0]
+        samples = TensorDict(
+            {
+                keys.OBSERVATION: col["obs"],
+                keys.PREV_ACTION: col["pa"],
+                keys.PREV_REWARD: col["pr"],
+                keys.ACTION: col["a"],
+                keys.NEXT: {
+                    keys.OBSERVATION: col["nobs"],
+                    keys.REWARD: col["r"],
+                    keys.DONE: col["term"] | col["trunc"],
+                    keys.TERMINATED: col["term"],
+                    keys.TRUNCATED: col["trunc"],
+                },
+            },
+            batch_size=[T, 1],
+        )
+        context_samples = samples
+        if self.sparse_rewards:
+            context_samples = samples.clone()
+            context_samples.set(keys.NEXT_REWARD, col["sr"])
+            context_samples.set(keys.PREV_REWARD, torch.cat([torch.zeros(1, 1, 1), col["sr"][:-1]]))
+        return Trajectory(samples, context_samples, float(col["sr"].sum()))
+
+    # ------------------------------------------------------------------ evaluation
+    def evaluate(self) -> dict[str, float]:
+        """The evaluation columns of the row (see the module docstring)."""
+        env = self.envs[1]
+        picked = [int(t) for t in self.rng.integers(self.n_train_tasks, size=self.n_eval_tasks)]
+        n_trajs = max(1, self.num_steps_per_eval // self.max_path_length)
+        replay_returns = []
+        for task in picked:
+            env.set_task(self.train_tasks[task])
+            rets = []
+            for _ in range(n_trajs):
+                context = self.replay.sample_context([task], self.embedding_batch_size)
+                self.agent.set_z(self.agent.sample_z(*self._posterior(context)))
+                rets.append(self.rollout(env).ret)
+            replay_returns.append(float(np.mean(rets)))
+        train_final, _ = self.online_returns([self.train_tasks[t] for t in picked])
+        test_final, test_online = self.online_returns(self.eval_tasks)
+        out = {
+            "AverageTrainReturn_all_train_tasks": float(np.mean(replay_returns)),
+            "AverageReturn_all_train_tasks": float(np.mean(train_final)),
+            "AverageReturn_all_test_tasks": float(np.mean(test_final)),
+        }
+        if self.n_rollout_columns is None:  # the header of progress.csv stays fixed
+            self.n_rollout_columns = len(test_online)
+        for k in range(self.n_rollout_columns):
+            out[f"AverageReturn_rollout_{k}"] = (
+                float(test_online[k]) if k < len(test_online) else float("nan")
+            )
+        return out
+
+    def online_returns(self, tasks: list[Any]) -> tuple[list[float], np.ndarray]:
+        """Online evaluation of ``tasks`` from the prior, ``num_evals`` runs each.
+
+        Returns:
+            Per task the last trajectory's return (mean over runs); and the mean return
+            per rollout index over tasks and runs (cut to the shortest run).
+        """
+        env = self.envs[1]
+        final, online = [], []
+        for task in tasks:
+            env.set_task(task)
+            runs = []
+            for _ in range(self.num_evals):
+                mu, var = self.agent.prior_z(1)
+                steps, rets, context = 0, [], []
+                while steps < self.num_steps_per_eval:
+                    self.agent.set_z(self.agent.sample_z(mu, var))
+                    traj = self.rollout(env)
+                    steps += traj.samples.shape[0]
+                    rets.append(traj.ret)
+                    context.append(traj.context_samples)
+                    if len(rets) >= self.num_exp_traj_eval:
+                        mu, var = self._posterior(torch.cat(context, 0).squeeze(1).unsqueeze(0))
+                runs.append(rets)
+            final.append(float(np.mean([r[-1] for r in runs])))
+            n = min(len(r) for r in runs)
+            online.append(np.mean([r[:n] for r in runs], axis=0))
+        n = min(len(o) for o in online)
+        return final, np.mean([o[:n] for o in online], axis=0)
+
+    # ------------------------------------------------------------------ logging
+    def log_row(
+        self, itr: int, infos: Mapping[str, list[torch.Tensor]], evals: Mapping[str, float]
+    ) -> dict[str, float]:
+        """Write the row of ``itr`` (and its snapshot); returns it."""
+        logger = get_logger()
+        row: dict[str, float] = {
+            "Diagnostics/Iteration": itr,
+            "Diagnostics/CumSteps": self.cum_steps,
+            "Diagnostics/CumCompletedTrajs": self.cum_trajs,
+            "Diagnostics/CumUpdates": self.algo.update_counter,
+            "Diagnostics/CumTime (s)": time.perf_counter() - self.t_start,
+            **evals,
+            "ReturnAverage": evals["AverageReturn_all_test_tasks"],
+        }
+        for key, values in infos.items():
+            row[f"{key}Average"] = float(torch.stack(values).float().mean())
+        for key, value in row.items():
+            logger.record_tabular(key, value)
+
+        def make_snapshot(progress: dict[str, Any]) -> dict[str, Any]:
+            return {
+                "itr": itr,
+                "cum_steps": self.cum_steps,
+                "agent_state_dict": cpu_state(self.agent.state_dict()),
+                "algo_state_dict": cpu_state(self.algo.state_dict()),
+                "tasks": self.tasks_json,
+                "progress": progress,
+            }
+
+        commit_log_point(itr, make_snapshot)
+        return row
