@@ -345,11 +345,21 @@ def test_recurrent_run_saves_and_resumes(tmp_path):
             runner.train()
         return agent
 
+    import csv
+
+    from tdrl.logging import load_snapshot
+
     first = run(32, False)
+    snap = load_snapshot(tmp_path / "run_0")  # the recurrent model's state, as trained
+    for name, value in first.state_dict().items():
+        assert torch.equal(snap["agent_state_dict"][name], value), name
     resumed = run(64, True)
     assert any(
         not torch.equal(a, b) for a, b in zip(first.parameters(), resumed.parameters(), strict=True)
     )
+    with open(tmp_path / "run_0" / "progress.csv", newline="") as f:
+        steps = [int(r["Diagnostics/CumSteps"]) for r in csv.DictReader(f)]
+    assert steps == [16, 32, 48, 64]  # continued from the snapshot: nothing lost or repeated
 
 
 # ------------------------------------------------------------------------------- Atari

@@ -393,15 +393,17 @@ def replay_updates(
     samples: TensorDictBase | None,
     *,
     device: torch.device | None = None,
+    draw: int | None = None,
 ) -> dict[str, list[float]]:
     """The replay schedule of the off-policy algorithms.
 
     Append the sampler's batch (``None``: the caller stored it, as ``AsyncRl`` does), then,
     from ``algo.min_itr_learn`` on and once the buffer holds a complete n-step window, make
-    ``algo.updates_per_optimize`` calls of ``algo.update`` on minibatches of
-    ``algo.batch_size``, each drawn onto ``device`` (the agent's; None: where the buffer
-    is). When ``algo.replay_lock`` is set, each append and each draw-and-update holds it,
-    so appends from another thread land between updates.
+    ``algo.updates_per_optimize`` calls of ``algo.update`` on minibatches of ``draw`` items
+    (default ``algo.batch_size`` transitions; R2D1 draws ``batch_B`` sequences), each
+    drawn onto ``device`` (the agent's; None: where the buffer is). When
+    ``algo.replay_lock`` is set, each append and each draw-and-update holds it, so appends
+    from another thread land between updates.
 
     Returns:
         The updates' diagnostics as lists (``{}`` when no update was made).
@@ -424,8 +426,8 @@ def replay_updates(
             buffer.append_samples(samples)
     if itr < algo.min_itr_learn or len(buffer) == 0:
         return {}
-    steps = []
+    steps, n = [], algo.batch_size if draw is None else draw
     for _ in range(algo.updates_per_optimize):
         with lock:
-            steps.append(algo.update(buffer.sample_batch(algo.batch_size, device=device)))
+            steps.append(algo.update(buffer.sample_batch(n, device=device)))
     return stack_diagnostics(steps)

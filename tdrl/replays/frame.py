@@ -47,7 +47,7 @@ from tdrl.replays.n_step import ReplayBuffer
 from tdrl.replays.storage_files import check_frame_layout
 from tdrl.utils.tensor import pinned_like
 
-__all__ = ["FRAME", "FrameReplayBuffer", "replay_nbytes"]
+__all__ = ["FRAME", "FrameReplayBuffer", "replay_nbytes", "zero_before_episode_start"]
 
 #: Storage key of the newest frame of each observation.
 FRAME = "frame"
@@ -299,7 +299,7 @@ class FrameReplayBuffer(ReplayBuffer):
         ended, sync_free = self._done[end_t, b_idx], self.device.type != "cpu"
         slot = self._final_slot[end_t, b_idx]
         _put_final_frames(next_obs, ended, slot, final_frames, sync_free)
-        _zero_before_episode_start(stacks, dones, sync_free)
+        zero_before_episode_start(stacks, dones, sync_free)
 
         small = self._gather_keys(torch.cat([t_idx, end_t]), cols[:, 0], _SMALL_KEYS)
         batch = {
@@ -414,7 +414,7 @@ def _put_final_frames(
         next_obs[ended, -1] = final_frames[slot]
 
 
-def _zero_before_episode_start(stack: torch.Tensor, dones: torch.Tensor, sync_free: bool) -> None:
+def zero_before_episode_start(stack: torch.Tensor, dones: torch.Tensor, sync_free: bool) -> None:
     """Zero, in place, the frames of ``stack`` ``[N, C, ...]`` from earlier episodes.
 
     ``dones[:, j]`` ``[N, C - 1]`` is the done flag of the step of frame j: frame j is zeroed

@@ -63,7 +63,7 @@ from tdrl.replays.uniform import UniformSampler
 from tdrl.utils.checks import ArgumentError, check_callable, check_choice, check_int
 from tdrl.utils.tensor import pinned_like, to_device
 
-__all__ = ["SEQUENCE_KEYS", "STEPS", "SequenceReplayBuffer"]
+__all__ = ["SEQUENCE_KEYS", "STEPS", "SequenceReplayBuffer", "gather_entries"]
 
 _FLAGS = (keys.NEXT_REWARD, keys.NEXT_DONE, keys.NEXT_TERMINATED, keys.NEXT_TRUNCATED)
 #: What the sequence buffer stores of each step by default.
@@ -81,7 +81,7 @@ def _key(key: Any) -> str | tuple[str, ...]:
     return key
 
 
-def _gather(
+def gather_entries(
     data: TensorDictBase, flat: torch.Tensor, shape: tuple[int, ...], pin: bool, skip: Any = ()
 ) -> TensorDict:
     """Entries ``flat`` of ``data``'s contiguous leaves (batch dims flattened) as ``[*shape]``.
@@ -344,9 +344,9 @@ class SequenceReplayBuffer:
         """Stored steps of the windows ``[L, N]`` and the starting states ``[N]``."""
         data, N = storage_tensordict(self.storage), start.shape[0]
         flat = self._window(start, col, self.L)
-        out = {STEPS: _gather(data.get(STEPS), flat, (self.L, N), pin, self._per_window)}
+        out = {STEPS: gather_entries(data.get(STEPS), flat, (self.L, N), pin, self._per_window)}
         if self.rnn_state_interval:
-            out[keys.RNN_STATE] = _gather(data.get(keys.RNN_STATE), index, (N,), pin)
+            out[keys.RNN_STATE] = gather_entries(data.get(keys.RNN_STATE), index, (N,), pin)
         return tensordict_from_trusted(out, ())
 
     def _assemble(self, parts: TensorDictBase) -> TensorDictBase:

@@ -13,7 +13,7 @@ so ``sample_batch`` returns exactly what ``SequenceReplayBuffer`` returns for th
 samples and starts. A window of L steps from row s reads the frames of rows
 ``s - C + 1 .. s + L - 1``: they are gathered once (``L + C - 1`` frames per sequence, not
 ``L * C``), copied to the batch's device, and the stacks are built there as a strided view
-of them, copied once and zeroed before episode starts (``frame._zero_before_episode_start``).
+of them, copied once and zeroed before episode starts (``frame.zero_before_episode_start``).
 
 Starts are valid when the C - 1 rows before them hold the C - 1 earlier steps too, so the
 start at row 0 is never drawn in the first pass, nor, once the buffer has wrapped, a start
@@ -35,8 +35,8 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import LazyTensorStorage, storage_tensordict
 from tdrl.replays.base import ReplaySampler
-from tdrl.replays.frame import FRAME, _zero_before_episode_start
-from tdrl.replays.sequence import STEPS, SequenceReplayBuffer, _gather
+from tdrl.replays.frame import FRAME, zero_before_episode_start
+from tdrl.replays.sequence import STEPS, SequenceReplayBuffer, gather_entries
 from tdrl.utils.checks import ArgumentError
 
 __all__ = ["SequenceFrameReplayBuffer"]
@@ -152,7 +152,8 @@ class SequenceFrameReplayBuffer(SequenceReplayBuffer):
         C, N = self._frames(), start.shape[0]
         W = self.L + C - 1
         steps = storage_tensordict(self.storage).get(STEPS).select(FRAME, keys.NEXT_DONE)
-        parts.set("window", _gather(steps, self._window(start - (C - 1), col, W), (W, N), pin))
+        window = self._window(start - (C - 1), col, W)
+        parts.set("window", gather_entries(steps, window, (W, N), pin))
         return parts
 
     def _assemble(self, parts: TensorDictBase) -> TensorDictBase:
@@ -165,7 +166,7 @@ class SequenceFrameReplayBuffer(SequenceReplayBuffer):
         # The done of the step of frame j (j < C - 1) of stack l: dones[l + j].
         before = dones.unfold(0, C, 1)[..., : C - 1].reshape(L * N, C - 1)
         sync_free = stacks.device.type != "cpu"
-        _zero_before_episode_start(stacks.view(L * N, C, *stacks.shape[3:]), before, sync_free)
+        zero_before_episode_start(stacks.view(L * N, C, *stacks.shape[3:]), before, sync_free)
         seq = super()._assemble(parts)
         seq.set(keys.OBSERVATION, stacks)
         return seq

@@ -49,7 +49,7 @@ from tdrl.algos.base import (
     grad_norm_clip,
     make_optimizer,
     maybe_compiled,
-    stack_diagnostics,
+    replay_updates,
     update_targets,
 )
 from tdrl.algos.dqn.dqn import huber
@@ -385,32 +385,15 @@ class R2D1:
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
         """Store the batch (None: stored already), then make ``updates_per_optimize`` updates.
 
-        As ``tdrl.algos.base.replay_updates``, drawing ``batch_B`` sequences per update.
+        ``tdrl.algos.base.replay_updates``, drawing ``batch_B`` sequences per update.
 
         Raises:
             ValueError: ``samples`` came from wait-reset collection (a ``valid`` mask).
         """
-        buffer = self.replay_buffer
-        if buffer is None:
-            raise RuntimeError("call R2D1.initialize before optimize_agent")
-        lock = self.replay_lock or contextlib.nullcontext()
-        if samples is not None:
-            if samples.get(keys.VALID, None) is not None:
-                raise ValueError(
-                    "R2D1 stores every step of a batch; wait-reset collection "
-                    "(mid_batch_reset=False) is for on-policy algorithms"
-                )
-            with lock:
-                buffer.append_samples(samples)
-        if itr < self.min_itr_learn or len(buffer) == 0:
-            return {}
-        steps = []
-        for _ in range(self.updates_per_optimize):
-            with lock:
-                steps.append(self.update(buffer.sample_batch(self.batch_B, device=self.device)))
-        if self._prioritized is not None:
+        info = replay_updates(self, itr, samples, device=self.device, draw=self.batch_B)
+        if info and self._prioritized is not None:
             self._prioritized.anneal_beta(itr - self.min_itr_learn)
-        return stack_diagnostics(steps)
+        return info
 
     # ------------------------------------------------------------------ state
     def optimizers(self) -> list[torch.optim.Optimizer]:
