@@ -524,3 +524,19 @@ def test_recurrent_ppo_under_sync_rl(tmp_path):
     with logger_context(str(tmp_path), 0, "rec", {}, echo=False):
         row = runner.train()
     assert row["Diagnostics/CumSteps"] == 256
+
+
+def test_atari_lstm_model_takes_its_own_options():
+    """``model_kwargs`` reach the LSTM model (heads, critic LSTM) and the conv trunk."""
+    from tdrl.envs import space_to_spec
+
+    agent = CategoricalPgAgent(
+        recurrent=True,
+        model_kwargs={"lstm_size": 16, "head_sizes": (8,), "critic_lstm": True, "fc_sizes": (32,)},
+    )
+    agent.initialize(
+        space_to_spec(gym.spaces.Box(0, 255, (1, 84, 84), np.uint8)),
+        space_to_spec(gym.spaces.Discrete(3)),
+    )
+    assert agent.model.critic_lstm is not None and agent.model.trunk.output_size == 32
+    assert agent.initial_rnn_state(2)["h"].shape == (2, 2, 16)

@@ -64,8 +64,11 @@ class CategoricalPgAgent(Agent):
         if shape is not None and len(shape) == 3:
             if not self.make_recurrent:
                 return AtariFfModel(shape, n_actions, **kwargs)
+            # PgLstmModel's own options; the rest configure the conv trunk.
+            own = {k: kwargs.pop(k) for k in ("head_sizes", "critic_lstm") if k in kwargs}
             lstm_size = kwargs.pop("lstm_size", 512)
-            return PgLstmModel(atari_pg_trunk(shape, **kwargs), n_actions, lstm_size=lstm_size)
+            trunk = atari_pg_trunk(shape, **kwargs)
+            return PgLstmModel(trunk, n_actions, lstm_size=lstm_size, **own)
         if shape is None or len(shape) != 1:
             raise TypeError(
                 "the default CategoricalPgAgent models need a flat vector or a [C, H, W] "
