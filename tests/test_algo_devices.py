@@ -504,15 +504,15 @@ def test_device_sampler_buffer_keeps_the_contracts(tmp_path):
 def test_frame_stacks_built_without_host_synchronisation_are_the_same():
     """Off the CPU, ``FrameReplayBuffer`` rebuilds stacks with selects and masks instead of
     reading flags on the host; both ways give the same stacks (run here on the CPU)."""
-    from tdrl.replays.frame import _put_final_frames, _zero_before_episode_start
+    from tdrl.replays.frame import _put_final_frames, zero_before_episode_start
 
     g = torch.Generator().manual_seed(0)
     N, C = 64, 4
     stacks = torch.randint(1, 255, (N, C, 3, 3), dtype=torch.uint8, generator=g)
     dones = torch.rand(N, C - 1, generator=g) < 0.3
     host, device = stacks.clone(), stacks.clone()
-    _zero_before_episode_start(host, dones, False)
-    _zero_before_episode_start(device, dones, True)
+    zero_before_episode_start(host, dones, False)
+    zero_before_episode_start(device, dones, True)
     assert torch.equal(host, device) and not torch.equal(host, stacks)
     ended = torch.rand(N, generator=g) < 0.3
     final_frames = torch.randint(1, 255, (10, 3, 3), dtype=torch.uint8, generator=g)
