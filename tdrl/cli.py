@@ -1,5 +1,14 @@
 """The ``tdrl`` command line: ``tdrl train --algo ppo --env CartPole-v1 ...``.
 
+``tdrl train --algo pearl --env cheetah-vel`` meta-trains PEARL on one of oyster's task
+families (``tdrl.envs.meta.META_ENV_NAMES``) with oyster's settings for it
+(``tdrl.runners.meta_presets``); ``--n-steps`` sets the iterations by the env steps they
+collect (without it: oyster's 500), ``--algo-arg`` sets ``PEARL``'s hyperparameters and
+``--runner-arg NAME=VALUE`` the schedule of ``MetaRl`` (tasks, steps per phase, updates
+per iteration, evaluation). The sampler options (``--batch-T``, ``--batch-B``,
+``--log-interval-steps``, ``--eval-*``) and ``--recurrent`` do not apply to it and are
+refused.
+
 ``tdrl launch SCRIPT --grid KEY=V1,V2 ...`` runs a grid of variants of a launchable script
 over the machine's run slots (see ``docs/launching.md``).
 
@@ -13,6 +22,10 @@ was expected (``tdrl train: error: argument --batch-B: must be a positive int, g
 with exit status 2 and no traceback (``--traceback`` shows one). Integral options and
 hyperparameters accept whole-number floats as rlpyt configs write them (``--n-steps 1e6``,
 ``--algo-arg replay_size=1e6``); NaN and infinities are refused everywhere.
+
+The module is over 450 lines: it holds the ``train`` command's options, their checks and
+the construction of every algorithm family (sampler-based and PEARL's meta-RL), which
+share the parser and the one-line error handling.
 """
 
 from __future__ import annotations
@@ -35,7 +48,23 @@ if TYPE_CHECKING:  # the commands import torch and the roles only when they run
 PG_ALGOS = ("a2c", "ppo")
 DQN_ALGOS = ("dqn", "catdqn", "rainbow", "r2d1")
 QPG_ALGOS = ("ddpg", "td3", "sac", "sac_v")
-ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS
+META_ALGOS = ("pearl",)
+ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS + META_ALGOS
+#: The meta-RL task families (``tdrl.envs.meta.META_ENV_NAMES``, kept here so that the
+#: parser imports no env code).
+META_ENVS = (
+    "ant-dir",
+    "ant-goal",
+    "cheetah-dir",
+    "cheetah-vel",
+    "hopper-rand-params",
+    "humanoid-dir",
+    "point-robot",
+    "sparse-point-robot",
+    "walker-rand-params",
+)
+#: Steps of ``--n-steps`` when not given (PEARL: the preset's iterations instead).
+DEFAULT_N_STEPS = 100_000
 #: Sampler shape when --batch-T/--batch-B are not given.
 DEFAULT_BATCH = {
     "a2c": (128, 8),
@@ -80,17 +109,28 @@ def build_parser() -> argparse.ArgumentParser:
     sub = parser.add_subparsers(dest="command", required=True)
     train = sub.add_parser(
         "train",
-        help="train an agent on a gymnasium environment",
+        help="train an agent on a gymnasium environment, or PEARL on a meta-RL task family",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
         description="Train an agent, logging progress.csv/params.json/debug.log and "
-        "snapshots to LOG_DIR/run_RUN_ID.",
+        "snapshots to LOG_DIR/run_RUN_ID. --algo pearl meta-trains PEARL on a task family "
+        "with oyster's settings for it; --algo-arg and --runner-arg override them.",
     )
     train.add_argument("--algo", required=True, choices=ALGOS, help="algorithm")
     train.add_argument(
-        "--env", required=True, help="gymnasium id, or atari:GAME for tdrl's AtariEnv"
+        "--env",
+        required=True,
+        help="gymnasium id, atari:GAME for tdrl's AtariEnv, or with --algo pearl a meta-RL "
+        f"task family ({', '.join(META_ENVS)})",
     )
     positive, non_negative = int_flag(1), int_flag(0)
-    train.add_argument("--n-steps", type=positive, default=100_000, help="environment steps")
+    train.add_argument(
+        "--n-steps",
+        type=positive,
+        default=None,
+        # "%(default).0s" prints nothing: it stops argparse from adding "(default: None)"
+        help=f"environment steps (default: {DEFAULT_N_STEPS}; pearl: the preset's "
+        "iterations, oyster's 500)%(default).0s",
+    )
     train.add_argument("--log-dir", default="data/tdrl", help="experiment directory")
     train.add_argument(
         "--run-ID", type=non_negative, default=0, help="run number (run_<ID> folder)"
@@ -125,6 +165,15 @@ def build_parser() -> argparse.ArgumentParser:
         default=[],
         metavar="NAME=VALUE",
         help="set an algorithm hyperparameter, e.g. --algo-arg learning_rate=3e-4 (repeatable)",
+    )
+    train.add_argument(
+        "--runner-arg",
+        type=_algo_arg,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="pearl: set a MetaRl setting, e.g. --runner-arg num_train_steps_per_itr=500 "
+        "(repeatable)",
     )
     train.add_argument(
         "--torch-threads",
@@ -244,21 +293,31 @@ def _algo_kwargs(name: str, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
     """
     import inspect
 
-    from tdrl.algos import A2C, DDPG, DQN, PPO, R2D1, SAC, SAC_V, TD3, CategoricalDQN
+    from tdrl.algos import A2C, DDPG, DQN, PEARL, PPO, R2D1, SAC, SAC_V, TD3, CategoricalDQN
 
     classes = {"a2c": A2C, "ppo": PPO, "dqn": DQN, "catdqn": CategoricalDQN}
     classes |= {"rainbow": CategoricalDQN, "ddpg": DDPG, "td3": TD3, "sac": SAC, "sac_v": SAC_V}
-    classes |= {"r2d1": R2D1}
+    classes |= {"r2d1": R2D1, "pearl": PEARL}
     cls = classes[name]
     known = [p for p in inspect.signature(cls).parameters]
+    return _flag_kwargs("--algo-arg", pairs, known, f"--algo {name} ({cls.__name__})")
+
+
+def _flag_kwargs(
+    flag: str, pairs: Sequence[tuple[str, Any]], known: Sequence[str], owner: str
+) -> dict[str, Any]:
+    """``NAME=VALUE`` pairs of ``flag`` as keyword arguments of ``owner``, which takes ``known``.
+
+    Raises:
+        ArgumentError: A name given twice, or one not in ``known`` (the message lists them).
+    """
     kwargs: dict[str, Any] = {}
     for key, value in pairs:
         if key in kwargs:
-            raise ArgumentError(f"--algo-arg {key} is given twice")
+            raise ArgumentError(f"{flag} {key} is given twice")
         if key not in known:
             raise ArgumentError(
-                f"--algo-arg {key} is not an argument of --algo {name} ({cls.__name__}); "
-                f"it takes: {', '.join(known)}"
+                f"{flag} {key} is not an argument of {owner}; it takes: {', '.join(known)}"
             )
         kwargs[key] = value
     return kwargs
@@ -285,13 +344,16 @@ def _check_train_args(args: argparse.Namespace) -> None:
     for flag, minimum in _TRAIN_COUNTS.items():
         attr = flag[2:].replace("-", "_")
         value = getattr(args, attr)
-        if value is None and flag in ("--batch-T", "--batch-B", "--eval-max-trajectories"):
+        if value is None and flag in _NONE_DEFAULTS:
             continue  # None: the default
         setattr(args, attr, check_int(flag, value, minimum=minimum))
     device = check_device("--device", args.device)
     if device is None or device.type not in ("cpu", "cuda"):
         raise ArgumentError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
 
+
+#: The integral ``train`` options whose default is None (filled in per algorithm).
+_NONE_DEFAULTS = ("--n-steps", "--batch-T", "--batch-B", "--eval-max-trajectories")
 
 #: The integral ``train`` options and their smallest values.
 _TRAIN_COUNTS = {
@@ -311,9 +373,11 @@ _TRAIN_COUNTS = {
 def train(args: argparse.Namespace) -> dict[str, float]:
     """Runs ``tdrl train``: builds the sampler, agent, algorithm and runner, and trains.
 
+    ``--algo pearl`` (or a meta-RL ``--env``) goes to ``train_pearl``.
+
     Args:
-        args: The parsed ``train`` options; ``batch_T`` and ``batch_B`` are filled in with
-            the algorithm's defaults when not given.
+        args: The parsed ``train`` options; ``n_steps``, ``batch_T`` and ``batch_B`` are
+            filled in with the algorithm's defaults when not given.
 
     Returns:
         The last logged row.
@@ -326,14 +390,18 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             ``ValueError``).
         OSError: The log directory cannot be written, or ``--resume`` finds no snapshot.
     """
+    _check_train_args(args)
+    if args.algo in META_ALGOS or args.env in META_ENVS:
+        return train_pearl(args)
+    if getattr(args, "runner_arg", None):
+        raise ArgumentError(f"--runner-arg applies to --algo pearl only, not --algo {args.algo}")
     import torch
 
     from tdrl.envs import AtariTrajInfo, TrajInfo
-    from tdrl.logging import logger_context
     from tdrl.runners import MinibatchRl, MinibatchRlEval
     from tdrl.samplers import SerialSampler
 
-    _check_train_args(args)
+    args.n_steps = DEFAULT_N_STEPS if args.n_steps is None else args.n_steps
     torch.set_num_threads(args.torch_threads)
     algo_kwargs = _algo_kwargs(args.algo, args.algo_arg)
     algo, agent = _make_algo_agent(
@@ -378,8 +446,105 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         resume_from=run_dir if args.resume else None,
         device=args.device,
     )
-    config = {k: v for k, v in vars(args).items() if k not in ("algo_arg", "traceback")}
+    config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     config["algo_kwargs"] = algo_kwargs
+    return _log_and_train(args, runner.train, config, echo=args.no_progress)
+
+
+#: ``train`` options that are not written to ``params.json`` as they are.
+_NOT_CONFIG = ("algo_arg", "runner_arg", "traceback")
+
+#: The options that do not apply to ``--algo pearl``, with their defaults.
+NOT_FOR_PEARL: dict[str, Any] = {
+    "--batch-T": None,
+    "--batch-B": None,
+    "--log-interval-steps": 10_000,
+    "--eval-n-envs": 0,
+    "--eval-max-steps": 10_000,
+    "--eval-max-trajectories": None,
+    "--recurrent": False,
+}
+
+
+def train_pearl(args: argparse.Namespace) -> dict[str, float]:
+    """Runs ``tdrl train --algo pearl``: oyster's preset for ``--env``, with the overrides.
+
+    ``--n-steps`` sets the iterations (``iterations_for_steps``; without it, the preset's),
+    ``--algo-arg`` the ``PEARL`` and ``--runner-arg`` the ``MetaRl`` settings; the
+    options in ``NOT_FOR_PEARL`` are refused unless left at their defaults.
+
+    Args:
+        args: The parsed ``train`` options (checked by ``train``).
+
+    Returns:
+        The last logged row.
+
+    Raises:
+        ValueError: ``--env`` not a meta-RL family, or one with another ``--algo``; an
+            option that does not apply; an override the objects do not take, or a bad
+            value (an ``ArgumentError``, also a ``TypeError``).
+        OSError: The log directory cannot be written, or ``--resume`` finds no snapshot.
+    """
+    import dataclasses
+
+    import torch
+
+    from tdrl.envs.meta import META_ENV_NAMES
+    from tdrl.runners.meta_presets import (
+        build_pearl,
+        iterations_for_steps,
+        pearl_preset,
+        runner_override_keys,
+    )
+
+    if args.algo not in META_ALGOS:
+        raise ArgumentError(f"--env {args.env} is a meta-RL task family: it needs --algo pearl")
+    if args.env not in META_ENV_NAMES:
+        raise ArgumentError(
+            f"--algo pearl needs --env to be a meta-RL task family "
+            f"({', '.join(META_ENV_NAMES)}), got {args.env!r}"
+        )
+    for flag, default in NOT_FOR_PEARL.items():
+        if getattr(args, flag[2:].replace("-", "_"), default) != default:
+            raise ArgumentError(
+                f"{flag} does not apply to --algo pearl (MetaRl collects whole trajectories "
+                "task by task, logs once per iteration and evaluates on its test tasks)"
+            )
+    algo_kwargs = _algo_kwargs(args.algo, args.algo_arg)
+    runner_kwargs = _flag_kwargs(
+        "--runner-arg", getattr(args, "runner_arg", []), runner_override_keys(), "MetaRl"
+    )
+    preset = pearl_preset(args.env).with_overrides(algo=algo_kwargs, runner=runner_kwargs)
+    n_iterations = preset.n_iterations
+    if args.n_steps is not None:
+        n_iterations = iterations_for_steps(preset, args.n_steps)
+    torch.set_num_threads(args.torch_threads)
+    runner = build_pearl(
+        args.env,
+        algo_overrides=algo_kwargs,
+        runner_overrides=runner_kwargs,
+        n_iterations=n_iterations,
+        seed=args.seed,
+        device=args.device,
+        resume_from=f"{args.log_dir}/run_{args.run_ID}" if args.resume else None,
+    )
+    unused = {flag[2:].replace("-", "_") for flag in NOT_FOR_PEARL}
+    config = {k: v for k, v in vars(args).items() if k not in (*_NOT_CONFIG, *unused)}
+    config |= {"algo_kwargs": algo_kwargs, "runner_kwargs": runner_kwargs}
+    config |= {"n_iterations": n_iterations, "preset": dataclasses.asdict(preset)}
+    return _log_and_train(args, runner.train, config, echo=True)
+
+
+def _log_and_train(
+    args: argparse.Namespace,
+    train_fn: Callable[[], dict[str, float]],
+    config: dict[str, Any],
+    *,
+    echo: bool,
+) -> dict[str, float]:
+    """Runs ``train_fn`` inside the run's ``logger_context``; returns the last row."""
+    from tdrl.logging import logger_context
+
     t0 = time.time()
     with logger_context(
         args.log_dir,
@@ -389,9 +554,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         snapshot_mode=args.snapshot_mode,
         use_tensorboard=args.tensorboard,
         resume=args.resume,
-        echo=args.no_progress,
+        echo=echo,
     ) as logger:
-        row = runner.train()
+        row = train_fn()
         ret = row.get("ReturnAverage", float("nan"))
         steps = row.get("Diagnostics/CumSteps", 0)
         logger.log(

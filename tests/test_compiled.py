@@ -295,3 +295,57 @@ def test_compile_argument_is_checked():
         assert cls().compile is False
         with pytest.raises(ValueError, match="compile"):
             cls(compile="yes")
+
+
+def _pearl_batches(n_updates: int) -> list[tuple[TensorDict, TensorDict]]:
+    g = torch.Generator().manual_seed(1)
+
+    def batch(tasks: int, n: int) -> TensorDict:
+        return TensorDict(
+            {
+                "observation": torch.randn(tasks, n, 3, generator=g),
+                "action": torch.rand(tasks, n, 2, generator=g) * 2 - 1,
+                "next": {
+                    "observation": torch.randn(tasks, n, 3, generator=g),
+                    "reward": torch.randn(tasks, n, 1, generator=g),
+                },
+                "return_n": torch.randn(tasks, n, generator=g),
+                "discount_n": torch.full((tasks, n), 0.99),
+            },
+            [tasks, n],
+        )
+
+    return [(batch(3, 8), batch(3, 5)) for _ in range(n_updates)]
+
+
+@pytest.mark.parametrize("variant", ["v1", pytest.param("v2", marks=pytest.mark.slow)])
+def test_compiled_pearl_meta_step_matches_eager(variant):
+    """PEARL's batched meta-step (four optimizers, encoder, target) compiled = eager."""
+    from tdrl.agents.qpg import PearlAgent
+    from tdrl.algos.qpg import PEARL
+
+    obs, act = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32), gym.spaces.Box(-1, 1, (2,))
+    pairs = []
+    for compile_ in (False, True):
+        torch.manual_seed(0)
+        agent = PearlAgent(
+            latent_size=3, hidden_sizes=(8,), encoder_hidden_sizes=(8,), sac_variant=variant
+        )
+        agent.initialize(space_to_spec(obs), space_to_spec(act))
+        algo = PEARL(sac_variant=variant, compile=compile_, clip_grad_norm=1.0)
+        algo.initialize(agent)
+        pairs.append((algo, agent))
+    (eager, e_agent), (comp, c_agent) = pairs
+    for k, (rl, ctx) in enumerate(_pearl_batches(3)):
+        torch.manual_seed(10 + k)
+        info_e = eager.update(rl.clone(), ctx.clone())
+        torch.manual_seed(10 + k)
+        info_c = comp.update(rl.clone(), ctx.clone())
+        assert info_c.keys() == info_e.keys()
+        for key in info_e:
+            torch.testing.assert_close(info_c[key], info_e[key], **TOL, msg=key)
+    c_state = c_agent.state_dict()
+    assert c_state.keys() == e_agent.state_dict().keys()
+    for name, value in e_agent.state_dict().items():
+        torch.testing.assert_close(c_state[name], value, **TOL, msg=name)
+    assert comp.update_counter == eager.update_counter == 3

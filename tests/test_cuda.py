@@ -595,3 +595,45 @@ def test_compiled_minibatch_step_equals_eager(name):
         sampler.shutdown()
     assert compiled.update_counter == eager.update_counter > 0
     _assert_same_agents(e_agent, c_agent)
+
+
+@pytest.mark.parametrize("variant", ["v1", "v2"])
+def test_pearl_meta_trains_on_cuda_and_resumes_on_the_cpu(variant, tmp_path):
+    """A tiny PEARL meta-run with the agent on CUDA (acting, posterior, batched meta-step),
+    snapshotted with its replay, then resumed on the CPU."""
+    from tdrl.agents.qpg import PearlAgent
+    from tdrl.algos.qpg import PEARL
+    from tdrl.runners.meta_rl import MetaRl
+
+    settings = {
+        "env_name": "point-robot",
+        "env_kwargs": {"max_episode_steps": 5},
+        "n_train_tasks": 3,
+        "n_eval_tasks": 2,
+        "num_initial_steps": 10,
+        "num_tasks_sample": 2,
+        "num_steps_prior": 5,
+        "num_extra_rl_steps_posterior": 5,
+        "num_train_steps_per_itr": 3,
+        "num_steps_per_eval": 10,
+        "num_evals": 1,
+        "replay_size": 200,
+        "snapshot_replay": True,
+        "seed": 0,
+    }
+    for leg, device in enumerate(("cuda", "cpu")):
+        agent = PearlAgent(hidden_sizes=(16,), encoder_hidden_sizes=(16,), sac_variant=variant)
+        algo = PEARL(batch_size=8, embedding_batch_size=4, meta_batch=2, sac_variant=variant)
+        runner = MetaRl(
+            algo,
+            agent,
+            n_iterations=2 * (leg + 1),
+            device=device,
+            resume_from=tmp_path / "run_0" if leg else None,
+            **settings,
+        )
+        with logger_context(tmp_path, 0, "pearl", {}, echo=False, resume=leg > 0):
+            row = runner.train()
+        assert {p.device.type for p in agent.parameters()} == {device}
+        assert math.isfinite(row["AverageReturn_all_test_tasks"])
+        assert algo.update_counter == 3 * 2 * (leg + 1)

@@ -3,6 +3,7 @@ columns, determinism under a seed and the argument checks."""
 
 from __future__ import annotations
 
+import csv
 import math
 
 import pytest
@@ -10,6 +11,8 @@ import torch
 
 from tdrl.agents.qpg import PearlAgent
 from tdrl.algos.qpg import PEARL
+from tdrl.logging import load_snapshot, logger_context
+from tdrl.logging.files import SnapshotError
 from tdrl.replays import MultiTaskReplay
 from tdrl.runners.meta_rl import MetaRl
 from tdrl.utils.checks import ArgumentError
@@ -186,3 +189,91 @@ def test_bad_algo_or_agent():
         MetaRl(object(), agent, env_name="point-robot")  # type: ignore[arg-type]
     with pytest.raises(ArgumentError, match=r"^agent "):
         MetaRl(PEARL(), object(), env_name="point-robot")  # type: ignore[arg-type]
+
+
+# ---------------------------------------------------------------------- snapshots, resume
+def _rows(path) -> list[dict[str, str]]:
+    with open(path) as f:
+        return list(csv.DictReader(f))
+
+
+def _run(log_dir, n_iterations, **kwargs) -> None:
+    with logger_context(log_dir, 0, "meta", {}, echo=False, resume="resume_from" in kwargs):
+        make_runner(n_iterations=n_iterations, seed=3, **kwargs).train()
+
+
+def test_resume_with_replay_continues_exactly_as_an_uninterrupted_run(tmp_path):
+    """2 iterations, then a resume to 4 = 4 iterations straight: same rows (except times)."""
+    _run(tmp_path / "straight", 4)
+    _run(tmp_path / "cut", 2, snapshot_replay=True)
+    snap = load_snapshot(tmp_path / "cut" / "run_0")
+    assert snap["itr"] == 1 and snap["replay_itr"] == 1
+    assert snap["tasks"]["train_tasks"] and len(snap["tasks"]["eval_tasks"]) == 2
+    _run(tmp_path / "cut", 4, snapshot_replay=True, resume_from=tmp_path / "cut" / "run_0")
+    straight = _rows(tmp_path / "straight" / "run_0" / "progress.csv")
+    cut = _rows(tmp_path / "cut" / "run_0" / "progress.csv")
+    assert [r["Diagnostics/Iteration"] for r in cut] == ["0", "1", "2", "3"]  # none lost or twice
+    for a, b in zip(straight, cut, strict=True):
+        assert {k: v for k, v in a.items() if "Time" not in k} == {
+            k: v for k, v in b.items() if "Time" not in k
+        }
+
+
+def test_resume_without_replay_recollects_the_initial_steps(tmp_path, monkeypatch):
+    _run(tmp_path, 2)
+    assert load_snapshot(tmp_path / "run_0")["replay_itr"] is None
+    runner = make_runner(n_iterations=3, seed=3, resume_from=tmp_path / "run_0")
+    calls = []
+    collect = runner.collect
+
+    def spy(task, n_steps, *, posterior, to_encoder):
+        calls.append((task, n_steps, posterior))
+        return collect(task, n_steps, posterior=posterior, to_encoder=to_encoder)
+
+    monkeypatch.setattr(runner, "collect", spy)
+    with logger_context(tmp_path, 0, "meta", {}, echo=False, resume=True):
+        runner.train()
+    assert calls[:3] == [(t, SMALL["num_initial_steps"], False) for t in range(3)]
+    assert runner.agent.sample_z(*runner.agent.prior_z(1)).shape == (1, 3)
+    rows = _rows(tmp_path / "run_0" / "progress.csv")
+    assert [r["Diagnostics/Iteration"] for r in rows] == ["0", "1", "2"]
+    assert int(float(rows[2]["Diagnostics/CumUpdates"])) == 3 * SMALL["num_train_steps_per_itr"]
+
+
+def test_resume_refuses_another_run_or_a_finished_one(tmp_path):
+    _run(tmp_path, 2)
+    run_dir = tmp_path / "run_0"
+    with pytest.raises(SnapshotError, match="env_kwargs"):  # another seed: other tasks
+        make_runner(n_iterations=3, seed=4, resume_from=run_dir).train()
+    with pytest.raises(SnapshotError, match="finished"):
+        make_runner(n_iterations=2, seed=3, resume_from=run_dir).train()
+    with pytest.raises(FileNotFoundError):
+        make_runner(n_iterations=3, seed=3, resume_from=tmp_path / "nothing").train()
+    with pytest.raises(ArgumentError, match="resume_from"):
+        make_runner(resume_from=3)
+
+
+def test_multi_task_replay_saves_completely_or_not_at_all(tmp_path):
+    runner = make_runner()
+    runner.startup()
+    for task in range(3):
+        runner.collect(task, 10, posterior=False, to_encoder=task != 1)
+    replay = runner.replay
+    replay.save(tmp_path / "r", info={"itr": 7})
+    assert replay.saved_versions(tmp_path / "r") == [tmp_path / "r"]
+    assert replay.saved_info(tmp_path / "r") == {"itr": 7}
+    other = MultiTaskReplay(3, size=1000, batch_B=1, encoder_size=replay.encoder_size, seed=0)
+    assert other.load(tmp_path / "r") == {"itr": 7}
+    assert len(other) == len(replay) and other.encoder_len(1) == 0 < other.encoder_len(0)
+    a, b = replay.sample_batch([0, 2], 5), other.sample_batch([0, 2], 5)
+    assert a.shape == b.shape == (2, 5)
+    # A save cut short (no marker) is not a version; the previous complete one stays.
+    (tmp_path / "r" / "multi_task_replay.pt").unlink()
+    assert replay.saved_versions(tmp_path / "r") == []
+    with pytest.raises(FileNotFoundError):
+        other.load(tmp_path / "r")
+    with pytest.raises(SnapshotError, match="tasks"):
+        replay.save(tmp_path / "s")
+        MultiTaskReplay(2, size=1000, batch_B=1, encoder_size=replay.encoder_size).load(
+            tmp_path / "s"
+        )

@@ -325,9 +325,11 @@ def grad_norm_clip(parameters: Iterable[torch.Tensor], max_norm: float | None) -
     """Clip the global gradient norm of ``parameters`` to ``max_norm`` (None: no clip).
 
     Returns:
-        The norm before clipping.
+        The norm before clipping (zero when no parameter has a gradient).
     """
     params = [p for p in parameters if p.grad is not None]
+    if not params:  # nothing reached these parameters (e.g. an unused encoder)
+        return torch.zeros(())
     if max_norm is None:
         return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))  # type: ignore[union-attr]
     return torch.nn.utils.clip_grad_norm_(params, max_norm)

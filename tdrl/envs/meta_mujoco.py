@@ -197,9 +197,10 @@ class HalfCheetahDirEnv(MujocoTaskEnv):
 class AntDirEnv(MujocoTaskEnv):
     """ant-dir: run in a direction of the plane.
 
-    Task ``{"angle": θ}``: the set ``{0, π}`` with ``forward_backward=True`` (oyster's
-    ant-dir config), else ``θ ~ U[0, 2π]``. Reward ``v·(cos θ, sin θ)`` (torso velocity
-    ``info["x_velocity"], info["y_velocity"]``) plus v5's control (0.5‖a‖²), contact
+    Task ``{"angle": θ}``: the set ``{0, π}`` with ``forward_backward=True`` (the paper's
+    Ant-Fwd-Back, tdrl's default), else ``θ ~ U[0, 2π]`` (what oyster's ant-dir config
+    runs: it leaves its env's ``forward_backward=False``). Reward ``v·(cos θ, sin θ)``
+    (torso velocity ``info["x_velocity"], info["y_velocity"]``) plus v5's control (0.5‖a‖²), contact
     (5e-4‖clip(cfrc_ext)‖²) and survival (1) terms, as oyster's.
 
     Args:

@@ -23,7 +23,7 @@ directly.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -32,9 +32,20 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
+from tdrl.logging.files import (
+    SnapshotError,
+    commit_dir,
+    complete_dir,
+    load_plain,
+    save_plain,
+    staging_dir,
+)
 from tdrl.replays.base import STORAGES
 from tdrl.replays.n_step import ReplayBuffer
 from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_range
+
+#: Written last by ``MultiTaskReplay.save``: a directory holding it is a complete save.
+MARKER_FILE = "multi_task_replay.pt"
 
 
 class MultiTaskReplay:
@@ -183,20 +194,55 @@ class MultiTaskReplay:
         return out if device is None else out.to(device)
 
     # ------------------------------------------------------------------ save / load
-    def save(self, path: str | Path, *, info: dict[str, Any] | None = None) -> None:
-        """Save every buffer under directory ``path`` (``task_{i}/rl``, ``task_{i}/encoder``).
+    def __len__(self) -> int:
+        """Transitions the RL buffers can draw now, over all tasks."""
+        return sum(len(b) for b in self.rl_buffers)
 
-        Each buffer is saved atomically by ``ReplayBuffer.save``; a crash between tasks can
-        leave tasks from two saves (no atomicity across tasks).
+    def save(
+        self, path: str | Path, *, info: Mapping[str, Any] | None = None, atomic: bool = True
+    ) -> None:
+        """Write every buffer under directory ``path`` (``task_{i}/rl``, ``task_{i}/encoder``).
+
+        The file ``multi_task_replay.pt`` (the number of tasks and ``info``) is written
+        last, so a directory holding it is a complete save (``saved_versions``).
 
         Args:
             path: the directory.
-            info: plain data saved with task 0's RL buffer, returned by ``load``.
+            info: plain data saved alongside (a runner records its iteration), returned by
+                ``load`` and ``saved_info``.
+            atomic: write the whole directory beside ``path`` and swap it in
+                (``tdrl.logging.files.commit_dir``), so that a crash or a full disk leaves
+                the previous save complete; False writes into ``path`` directly.
+
+        Raises:
+            OSError: a file could not be written (named); ``atomic`` keeps the previous save.
         """
         path = Path(path)
+        target = staging_dir(path) if atomic else path
+        target.mkdir(parents=True, exist_ok=True)
+        (target / MARKER_FILE).unlink(missing_ok=True)  # incomplete until rewritten
         for i, (rl, enc) in enumerate(zip(self.rl_buffers, self.encoder_buffers, strict=True)):
-            rl.save(path / f"task_{i}" / "rl", info=info if i == 0 else None)
-            enc.save(path / f"task_{i}" / "encoder")
+            rl.save(target / f"task_{i}" / "rl", atomic=False)
+            enc.save(target / f"task_{i}" / "encoder", atomic=False)
+        marker = {
+            "n_tasks": self.n_tasks,
+            "entropy": str(self._seeds.entropy),  # an int (of up to 128 bits)
+            "spawned": self._seeds.n_children_spawned,
+            "info": dict(info or {}),
+        }
+        save_plain(marker, target / MARKER_FILE, "multi-task replay state")
+        if atomic:
+            commit_dir(path)
+
+    def saved_versions(self, path: str | Path) -> list[Path]:
+        """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""
+        return complete_dir(Path(path), MARKER_FILE)
+
+    def saved_info(self, path: str | Path) -> dict[str, Any] | None:
+        """The ``info`` saved with the buffers in ``path`` (a ``SnapshotError`` if unsafe)."""
+        marker = load_plain(Path(path) / MARKER_FILE, what="multi-task replay state")
+        info = marker.get("info") if isinstance(marker, dict) else None
+        return info if isinstance(info, dict) else None
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore what ``save`` wrote (into a replay built with the same arguments).
@@ -205,13 +251,25 @@ class MultiTaskReplay:
             The ``info`` given to ``save``.
 
         Raises:
-            FileNotFoundError: a task's save is missing.
-            SnapshotError: a file is corrupt or does not fit (see ``ReplayBuffer.load``).
+            FileNotFoundError: ``path`` holds no complete save.
+            SnapshotError: a file is corrupt or does not fit (see ``ReplayBuffer.load``),
+                or the save is of another number of tasks.
         """
         path = Path(path)
-        info: dict[str, Any] = {}
+        if not (path / MARKER_FILE).is_file():
+            raise FileNotFoundError(f"{path} holds no complete multi-task replay save")
+        marker = load_plain(path / MARKER_FILE, what="multi-task replay state")
+        n_tasks = marker.get("n_tasks") if isinstance(marker, dict) else None
+        if n_tasks != self.n_tasks:
+            raise SnapshotError(
+                f"the replay saved in {path} has {n_tasks} tasks, this one {self.n_tasks}"
+            )
         for i in range(self.n_tasks):
-            got = self.rl_buffers[i].load(path / f"task_{i}" / "rl")
-            info = got if i == 0 else info
+            self.rl_buffers[i].load(path / f"task_{i}" / "rl")
             self.encoder_buffers[i].load(path / f"task_{i}" / "encoder")
-        return info
+        # The seeds of the encoder buffers that clear_encoder makes from now on.
+        self._seeds = np.random.SeedSequence(
+            int(marker["entropy"]), n_children_spawned=int(marker["spawned"])
+        )
+        info = marker.get("info")
+        return dict(info) if isinstance(info, dict) else {}

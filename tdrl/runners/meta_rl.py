@@ -38,15 +38,27 @@ With ``sparse_rewards`` (sparse-point-robot) the encoder sees ``info["sparse_rew
 the dense reward, and the evaluation reports sparse returns.
 
 Each iteration writes one ``progress.csv`` row through the active ``tdrl.logging`` logger
-and a snapshot (``agent_state_dict``, ``algo_state_dict``, the tasks as JSON data) by its
-``snapshot_mode``; the task lists are also written to ``debug.log``. There is no resuming.
+and a snapshot by its ``snapshot_mode``: ``agent_state_dict``, ``algo_state_dict``, the
+counters, the global, runner and env random states, the tasks as JSON data and, with
+``snapshot_replay``, the per-task buffers (``run_dir/replay``, in the crash-safe order of
+``tdrl.logging.snapshot.commit_log_point``); the task lists also go to ``debug.log``.
+``resume_from`` continues a run from its snapshot (the tasks must be the same); a train
+task whose RL buffer is empty when an iteration starts (iteration 0, or a resume without a
+saved replay) first gets ``num_initial_steps`` with ``z`` from the prior.
+
+The module is over 450 lines: oyster's collection schedule, its three-part evaluation and
+the snapshot/resume of the run are one runner's state (the same envs, tasks, replay and
+random generators), and reading them together is how the schedule is checked against
+the reference.
 """
 
 from __future__ import annotations
 
 import json
+import sys
 import time
 from collections.abc import Mapping
+from pathlib import Path
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -58,12 +70,20 @@ from tdrl.agents.qpg.pearl_agent import PearlAgent
 from tdrl.algos.qpg.pearl import PEARL
 from tdrl.envs.meta import META_ENV_NAMES, make_meta_env, task_to_json
 from tdrl.envs.spaces import space_to_spec
-from tdrl.logging import get_logger
-from tdrl.logging.snapshot import commit_log_point
+from tdrl.logging import find_snapshot, get_logger, load_snapshot
+from tdrl.logging.files import SnapshotError
+from tdrl.logging.snapshot import (
+    check_resume,
+    commit_log_point,
+    repair_progress,
+    restore_replay,
+    restore_state,
+    run_identity,
+)
 from tdrl.replays.multi_task import MultiTaskReplay
 from tdrl.runners.base import cpu_state
 from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_instance, check_int
-from tdrl.utils.seed import set_seed
+from tdrl.utils.seed import rng_state, set_seed
 from tdrl.utils.tensor import check_device
 
 
@@ -121,6 +141,11 @@ class MetaRl:
         replay_size: capacity of each task's RL buffer (oyster: 1e6); the encoder buffer
             holds ``min(replay_size, steps written between clears)``.
         sparse_rewards: the encoder and the evaluation use ``info["sparse_reward"]``.
+        resume_from: a snapshot file or run directory to continue from (agent, algorithm,
+            counters, random states and, if saved with it, the replay); the run must have
+            the same algorithm, agent, env, tasks and seed.
+        snapshot_replay: save the per-task buffers with every snapshot, so that a resumed
+            run keeps its data (off by default: large buffers take long to write).
     """
 
     def __init__(
@@ -150,6 +175,8 @@ class MetaRl:
         num_evals: int = 2,
         replay_size: int = 1_000_000,
         sparse_rewards: bool = False,
+        resume_from: str | Path | None = None,
+        snapshot_replay: bool = False,
     ):
         self.device = check_device("device", device)
         self.algo = check_instance("algo", algo, PEARL)
@@ -194,17 +221,21 @@ class MetaRl:
         self.num_evals = check_int("num_evals", num_evals, minimum=1)
         self.replay_size = check_int("replay_size", replay_size, minimum=3)
         self.sparse_rewards = check_bool("sparse_rewards", sparse_rewards)
+        if resume_from is not None and not isinstance(resume_from, str | Path):
+            raise ArgumentError(f"resume_from must be a path or None, got {resume_from!r}")
+        self.resume_from = resume_from
+        self.snapshot_replay = check_bool("snapshot_replay", snapshot_replay)
         self.n_rollout_columns: int | None = None
 
     # ------------------------------------------------------------------ the loop
     def train(self) -> dict[str, float]:
         """Run every iteration; returns the last logged row."""
-        self.startup()
+        start_itr = self.startup()
         row: dict[str, float] = {}
-        for itr in range(self.n_iterations):
+        for itr in range(start_itr, self.n_iterations):
             self.agent.sample_mode(itr)
-            if itr == 0:
-                for task in range(self.n_train_tasks):
+            for task in range(self.n_train_tasks):
+                if self.replay.task_len(task) == 0:  # iteration 0, or resumed without replay
                     self.collect(task, self.num_initial_steps, posterior=False, to_encoder=True)
             for _ in range(self.num_tasks_sample):
                 task = int(self.rng.integers(self.n_train_tasks))
@@ -229,8 +260,29 @@ class MetaRl:
             row = self.log_row(itr, infos, evals)
         return row
 
-    def startup(self) -> None:
-        """Seed, draw the tasks, build the envs and the replay, initialise agent and algo."""
+    def startup(self) -> int:
+        """Seed, draw the tasks, build the envs and the replay, initialise agent and algo.
+
+        Returns:
+            The first iteration to run (after a resumed snapshot's).
+
+        Raises:
+            FileNotFoundError: ``resume_from`` holds no snapshot.
+            SnapshotError: the snapshot is corrupt, of another run or finished, or does not
+                fit (named).
+        """
+        snap, snap_file = None, None
+        if self.resume_from is not None:
+            snap_file = find_snapshot(self.resume_from)
+            snap = load_snapshot(snap_file)
+            repair_progress(snap, snap_file)  # also when the checks below refuse to go on
+            check_resume(snap, snap_file, identity=self.identity(), n_itr=sys.maxsize, n_steps=0)
+            if int(snap["itr"]) + 1 >= self.n_iterations:
+                raise SnapshotError(
+                    f"the run in {snap_file} is finished: its snapshot is of iteration "
+                    f"{int(snap['itr'])}, the last of n_iterations={self.n_iterations}; pass a "
+                    "larger n_iterations to train it further"
+                )
         set_seed(self.seed)
         self.rng = np.random.default_rng(self.seed)
         self.envs: list[Any] = [make_meta_env(self.env_name, **self.env_kwargs) for _ in range(2)]
@@ -258,12 +310,54 @@ class MetaRl:
             "train_tasks": [task_to_json(t) for t in self.train_tasks],
             "eval_tasks": [task_to_json(t) for t in self.eval_tasks],
         }
+        start_itr = 0
+        if snap is not None and snap_file is not None:
+            start_itr = self.restore(snap, snap_file)
         get_logger().log(f"MetaRl tasks: {json.dumps(self.tasks_json)}", echo=False)
         get_logger().log(
             f"MetaRl: PEARL on {self.env_name}, {self.n_train_tasks} train / "
             f"{self.n_eval_tasks} test tasks, {self.n_iterations} iterations, seed {self.seed}, "
             f"agent on {self.agent.device}"
+            + (f", resumed at iteration {start_itr}" if start_itr else "")
         )
+        return start_itr
+
+    def identity(self) -> dict[str, Any]:
+        """What a resumed run must share with its snapshot (``run_identity``)."""
+        env = {"name": self.env_name, **self.env_kwargs}
+        env |= {"n_train_tasks": self.n_train_tasks, "n_eval_tasks": self.n_eval_tasks}
+        env["seed"] = self.seed
+        return run_identity(
+            algo=self.algo,
+            agent=self.agent,
+            env_fn=make_meta_env,
+            env_kwargs=env,
+            batch_T=1,
+            batch_B=1,
+            world_size=1,
+        )
+
+    def restore(self, snap: Mapping[str, Any], file: Path) -> int:
+        """Load a snapshot of this run (see ``startup``); returns the iteration to run next."""
+        if snap.get("tasks") != self.tasks_json:
+            raise SnapshotError(
+                f"cannot resume from {file}: its tasks differ from this run's (same env, "
+                "seed and numbers of tasks are needed)"
+            )
+        start_itr = restore_state(snap, self.agent, self.algo, file=file)
+        try:
+            self.rng.bit_generator.state = json.loads(snap["runner_rng"])
+            for env, state in zip(self.envs, json.loads(snap["env_rngs"]), strict=True):
+                env.np_random.bit_generator.state = state
+        except (KeyError, TypeError, ValueError) as exc:
+            raise SnapshotError(f"the runner's random states in {file}: {exc}") from None
+        self.cum_steps = int(snap["cum_steps"])
+        self.cum_trajs = int(snap.get("cum_completed_trajs", 0))
+        self.t_start = time.perf_counter() - float(snap.get("cum_time", 0.0))
+        self.n_rollout_columns = snap.get("n_rollout_columns")
+        restore_replay(self.replay, snap, file)
+        get_logger().log(f"resumed from iteration {start_itr - 1} ({self.cum_steps} steps)")
+        return start_itr
 
     # ------------------------------------------------------------------ collection
     @torch.no_grad()
@@ -438,11 +532,18 @@ class MetaRl:
             return {
                 "itr": itr,
                 "cum_steps": self.cum_steps,
+                "cum_completed_trajs": self.cum_trajs,
+                "cum_time": row["Diagnostics/CumTime (s)"],
                 "agent_state_dict": cpu_state(self.agent.state_dict()),
                 "algo_state_dict": cpu_state(self.algo.state_dict()),
+                "rng": rng_state(),
+                "runner_rng": json.dumps(self.rng.bit_generator.state),
+                "env_rngs": json.dumps([e.np_random.bit_generator.state for e in self.envs]),
+                "n_rollout_columns": self.n_rollout_columns,
+                "run": self.identity(),
                 "tasks": self.tasks_json,
                 "progress": progress,
             }
 
-        commit_log_point(itr, make_snapshot)
+        commit_log_point(itr, make_snapshot, self.replay if self.snapshot_replay else None)
         return row

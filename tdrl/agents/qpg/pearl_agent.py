@@ -1,13 +1,18 @@
-"""PEARL's agent: a context encoder ``q(z | c)`` and SAC v1 networks conditioned on ``z``.
+"""PEARL's agent: a context encoder ``q(z | c)`` and SAC networks conditioned on ``z``.
 
 PEARL (Rakelly et al. 2019, https://arxiv.org/abs/1903.08254) infers a task variable ``z``
 from a context of transitions and feeds it to every network beside the observation:
 
 - the encoder (``ContextEncoder``): ``[tasks, n, context]`` -> posterior ``(mu, var)``,
   each ``[tasks, latent]``;
-- the policy ``pi(a | o ⊕ z)`` (tanh-squashed Gaussian, ``PiMlpModel``), the twin critics
-  ``Q_i(o ⊕ z, a)`` (``QEnsembleMlpModel``), the state value ``V(o ⊕ z)`` and its Polyak
-  target (``VMlpModel``): the reference's SAC v1 variant, all at input size obs + latent.
+- the policy ``pi(a | o ⊕ z)`` (tanh-squashed Gaussian, ``PiMlpModel``) and the twin critics
+  ``Q_i(o ⊕ z, a)`` (``QEnsembleMlpModel``), all at input size obs + latent;
+- what the critics bootstrap from, chosen by ``sac_variant``: ``"v1"`` (the reference's SAC
+  v1, the default) builds a state value ``V(o ⊕ z)`` and its Polyak target
+  (``VMlpModel``); ``"v2"`` (tdrl's twin-Q learned-temperature SAC) builds Polyak targets
+  ``Q'_i`` of the critics and no value network. ``PEARL`` must be built with the same
+  ``sac_variant`` (its ``initialize`` checks), as it holds the matching loss and, for
+  ``"v2"``, the temperature.
 
 Acting uses a current ``z`` per env, which the collector sets with ``set_z`` (``[B, latent]``,
 one row per env the sampler steps): a draw from the prior at the start of a task's
@@ -31,15 +36,30 @@ from tdrl.agents.qpg.base import action_map, flat_sizes
 from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
 from tdrl.models.qpg.context import ContextEncoder, context_from_transitions
 from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel, VMlpModel
-from tdrl.utils.checks import ArgumentError, check_bool, check_int, check_int_list, check_range
+from tdrl.utils.checks import (
+    ArgumentError,
+    check_bool,
+    check_choice,
+    check_int,
+    check_int_list,
+    check_range,
+)
 from tdrl.utils.tensor import frozen_copy, polyak_update
 
 #: Key of the latent ``z`` (``[..., latent]``) in a TensorDict given to ``PearlAgent.forward``.
 Z = "z"
 
+#: The SAC variants: ``"v1"`` (value network and its target, the reference's) and ``"v2"``
+#: (twin Q targets and a learned temperature, as ``tdrl.algos.qpg.SAC``).
+SAC_VARIANTS = ("v1", "v2")
+
 
 class PearlAgent(Agent):
-    """Context encoder plus tanh-Gaussian policy, twin Q, V and target V over ``o ⊕ z``.
+    """Context encoder plus tanh-Gaussian policy, twin Q and a target over ``o ⊕ z``.
+
+    The target is a value network ``V`` and its Polyak copy (``sac_variant="v1"``) or Polyak
+    copies of the twin critics (``"v2"``); ``v``/``target_v`` exist in v1 only and
+    ``target_q`` in v2 only.
 
     Networks are built by ``initialize`` from the env's specs (flat Box observations and
     actions). Actions are squashed to ``[-1, 1]`` and mapped to the env's bounds; the
@@ -48,7 +68,7 @@ class PearlAgent(Agent):
     Args:
         latent_size: size of ``z`` (oyster: 5).
         encoder_hidden_sizes: hidden layers of the context encoder (oyster: 200, 200, 200).
-        hidden_sizes: hidden layers of the policy, the critics and the value network
+        hidden_sizes: hidden layers of the policy, the critics and (v1) the value network
             (oyster's ``net_size``: 300, 300, 300).
         information_bottleneck: Gaussian posterior as a product of per-transition factors
             (True, oyster's default); False: deterministic mean of the factors.
@@ -56,12 +76,20 @@ class PearlAgent(Agent):
             hopper/walker rand-params).
         log_std_min: lower clamp of the policy's log std.
         log_std_max: upper clamp of the policy's log std.
+        use_context: True (PEARL). False: the context-free baseline (multi-task SAC of
+            either variant, with the same networks and schedule): ``z`` is always zeros,
+            the prior and every posterior are ``N(0, 0)``, the encoder is never used and
+            the loss has no KL.
+        sac_variant: ``"v1"`` (the reference's: builds ``v_model`` and ``target_v_model``)
+            or ``"v2"`` (tdrl's twin-Q learned-temperature SAC: builds ``target_q_model``,
+            no value network). ``PEARL`` must be given the same value.
     """
 
     encoder: ContextEncoder
     q_model: nn.Module
     v_model: nn.Module
     target_v_model: nn.Module
+    target_q_model: nn.Module
     action_scale: torch.Tensor
     action_bias: torch.Tensor
 
@@ -75,6 +103,8 @@ class PearlAgent(Agent):
         use_next_obs_in_context: bool = False,
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
+        use_context: bool = True,
+        sac_variant: str = "v1",
     ):
         self.hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, minimum=1)
         super().__init__(None, {"hidden_sizes": self.hidden_sizes})
@@ -86,6 +116,8 @@ class PearlAgent(Agent):
         self.use_next_obs_in_context = check_bool(
             "use_next_obs_in_context", use_next_obs_in_context
         )
+        self.use_context = check_bool("use_context", use_context)
+        self.sac_variant = check_choice("sac_variant", sac_variant, SAC_VARIANTS)
         self.log_std_min = check_range("log_std_min", log_std_min, -1e3, 1e3)
         self.log_std_max = check_range("log_std_max", log_std_max, -1e3, 1e3)
         if not self.log_std_min < self.log_std_max:
@@ -106,7 +138,10 @@ class PearlAgent(Agent):
         return PiMlpModel(obs_size + self.latent_size, act_size, **kwargs)
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
-        """Build the encoder, the policy, the critics, V, its frozen target and the action map."""
+        """Build the encoder, the policy, the critics, the frozen target and the action map.
+
+        The target is ``V`` and its copy (v1) or a copy of the critics (v2).
+        """
         super().initialize(observation_spec, action_spec)
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
         device = self.device
@@ -124,14 +159,23 @@ class PearlAgent(Agent):
         self.q_model = QEnsembleMlpModel(in_size, act_size, hidden_sizes=self.hidden_sizes).to(
             device
         )
-        self.v_model = VMlpModel(in_size, hidden_sizes=self.hidden_sizes).to(device)
-        self.target_v_model = frozen_copy(self.v_model)
+        if self.sac_variant == "v1":
+            self.v_model = VMlpModel(in_size, hidden_sizes=self.hidden_sizes).to(device)
+            self.target_v_model = frozen_copy(self.v_model)
+        else:
+            self.target_q_model = frozen_copy(self.q_model)
         self._target_pairs = None
         self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
 
     # ------------------------------------------------------------------ the task posterior
     def context(self, transitions: TensorDictBase) -> torch.Tensor:
-        """The ``[tasks, n, context_size]`` context of ``[tasks, n]`` transitions."""
+        """The ``[tasks, n, context_size]`` context of ``[tasks, n]`` transitions.
+
+        Actions enter normalised to ``[-1, 1]`` (``from_env``), as the reference's context
+        holds the policy's actions before its env wrapper rescales them.
+        """
+        transitions = transitions.clone(recurse=False)
+        transitions.set(keys.ACTION, self.from_env(transitions.get(keys.ACTION)))
         return context_from_transitions(transitions, use_next_obs=self.use_next_obs_in_context)
 
     def infer_posterior(
@@ -143,9 +187,15 @@ class PearlAgent(Agent):
             context: a ``[tasks, n, context_size]`` tensor, or ``[tasks, n]`` transitions
                 (e.g. ``MultiTaskReplay.sample_context``), turned into one by ``context``.
         """
+        if not self.use_context:  # the context-free baseline: z = 0 whatever the context
+            return self._zero_latent(context.shape[0])
         if isinstance(context, TensorDictBase):
             context = self.context(context)
         return self.encoder(context.to(self.device))
+
+    def _zero_latent(self, tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
+        zeros = torch.zeros(tasks, self.latent_size, device=self.device)
+        return zeros, zeros.clone()
 
     def sample_z(
         self, mu: torch.Tensor, var: torch.Tensor, generator: torch.Generator | None = None
@@ -157,8 +207,10 @@ class PearlAgent(Agent):
         """The prior ``N(0, I)`` as ``(mu, var)``, each ``[tasks, latent]``.
 
         ``agent.sample_z(*agent.prior_z(B))`` is a draw from the prior (oyster's
-        ``clear_z``).
+        ``clear_z``). Without context (``use_context=False``): zeros, variance zeros.
         """
+        if not self.use_context:
+            return self._zero_latent(check_int("tasks", tasks, minimum=1))
         return self.encoder.prior(tasks, device=self.device)
 
     def set_z(self, z: torch.Tensor) -> None:
@@ -198,6 +250,15 @@ class PearlAgent(Agent):
         """Map actions from ``[-1, 1]`` to the env's bounds."""
         return squashed * self.action_scale + self.action_bias
 
+    def from_env(self, action: torch.Tensor) -> torch.Tensor:
+        """Map env-space actions back to ``[-1, 1]`` (the inverse of ``to_env``).
+
+        The critics and the encoder see normalised actions: with narrow bounds (the
+        point robot's ±0.1) raw actions would be inputs ten times smaller than the rest.
+        """
+        action = action.to(self.action_scale.device, torch.float32)
+        return (action - self.action_bias) / self.action_scale
+
     def pi(
         self, observation: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -207,17 +268,34 @@ class PearlAgent(Agent):
         return self.to_env(squashed), log_prob, mean, log_std
 
     def q(self, observation: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
-        """``[2, ...]`` Q-values ``Q_i(o ⊕ z, a)`` of env-space actions."""
-        return self.q_model(self.latent_input(observation, z), action)
+        """``[2, ...]`` Q-values ``Q_i(o ⊕ z, a)`` of env-space actions (normalised first)."""
+        return self.q_model(self.latent_input(observation, z), self.from_env(action))
 
     def v(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``[...]`` state values ``V(o ⊕ z)``."""
+        """``[...]`` state values ``V(o ⊕ z)`` (v1)."""
+        self._require("v", "v1")
         return self.v_model(self.latent_input(observation, z))
 
     @torch.no_grad()
     def target_v(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
-        """``[...]`` target state values."""
+        """``[...]`` target state values (v1)."""
+        self._require("target_v", "v1")
         return self.target_v_model(self.latent_input(observation, z))
+
+    @torch.no_grad()
+    def target_q(
+        self, observation: torch.Tensor, z: torch.Tensor, action: torch.Tensor
+    ) -> torch.Tensor:
+        """``[2, ...]`` target Q-values ``Q'_i(o ⊕ z, a)`` of env-space actions (v2)."""
+        self._require("target_q", "v2")
+        return self.target_q_model(self.latent_input(observation, z), self.from_env(action))
+
+    def _require(self, method: str, variant: str) -> None:
+        if self.sac_variant != variant:
+            raise RuntimeError(
+                f"PearlAgent.{method} needs sac_variant={variant!r}, "
+                f"this agent has sac_variant={self.sac_variant!r}"
+            )
 
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
@@ -254,13 +332,16 @@ class PearlAgent(Agent):
 
     # ------------------------------------------------------------------ the target
     def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        """Target and online parameters of the value network, paired (built once)."""
+        """Target and online parameters, paired (built once): V (v1) or the critics (v2)."""
         if self._target_pairs is None:
-            online, target = self.v_model.parameters(), self.target_v_model.parameters()
+            if self.sac_variant == "v1":
+                online, target = self.v_model.parameters(), self.target_v_model.parameters()
+            else:
+                online, target = self.q_model.parameters(), self.target_q_model.parameters()
             self._target_pairs = (list(target), list(online))
         return self._target_pairs
 
     @torch.no_grad()
     def update_target(self, tau: float) -> None:
-        """``target_v <- tau * v + (1 - tau) * target_v``."""
+        """``target <- tau * online + (1 - tau) * target``: ``target_v`` (v1), ``target_q`` (v2)."""
         polyak_update(*self.target_pairs(), tau)
