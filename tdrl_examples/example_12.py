@@ -69,6 +69,7 @@ class Config:
     num_evals: int = 1
     reward_scale: float = 5.0
     kl_lambda: float = 0.1
+    sac_variant: str = option("v1", "v1: oyster's SAC with V; v2: twin-Q learned temperature")
     hidden_sizes: tuple[int, ...] = (64, 64)
     encoder_hidden_sizes: tuple[int, ...] = (64, 64)
     replay_size: int = 100_000
@@ -97,6 +98,7 @@ def make_runner(config: Config) -> MetaRl:
         hidden_sizes=config.hidden_sizes,
         encoder_hidden_sizes=config.encoder_hidden_sizes,
         use_context=config.use_context,
+        sac_variant=config.sac_variant,
     )
     algo = PEARL(
         batch_size=config.batch_size,
@@ -104,6 +106,7 @@ def make_runner(config: Config) -> MetaRl:
         meta_batch=config.meta_batch,
         reward_scale=config.reward_scale,
         kl_lambda=config.kl_lambda,
+        sac_variant=config.sac_variant,
     )
     return MetaRl(
         algo,

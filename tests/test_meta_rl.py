@@ -14,6 +14,7 @@ from tdrl.algos.qpg import PEARL
 from tdrl.logging import load_snapshot, logger_context
 from tdrl.logging.files import SnapshotError
 from tdrl.replays import MultiTaskReplay
+from tdrl.replays.n_step import ReplayBuffer
 from tdrl.runners.meta_rl import MetaRl
 from tdrl.utils.checks import ArgumentError
 
@@ -176,6 +177,13 @@ def test_same_seed_same_rows():
         ({"env_name": "no-such-env"}, "env_name"),
         ({"device": "gpu"}, "device"),
         ({"num_steps_prior": 0, "num_steps_posterior": 0}, "num_extra_rl_steps_posterior"),
+        (
+            {"num_steps_prior": 0, "num_steps_posterior": 0, "num_extra_rl_steps_posterior": 0},
+            "num_tasks_sample",
+        ),
+        ({"sparse_rewards": True}, "sparse_rewards"),  # point-robot reports no sparse reward
+        ({"env_kwargs": "abc"}, "env_kwargs"),
+        ({"seed": 2**70}, "seed"),
     ],
 )
 def test_bad_arguments_name_themselves(kwargs, name):
@@ -253,7 +261,7 @@ def test_resume_refuses_another_run_or_a_finished_one(tmp_path):
         make_runner(resume_from=3)
 
 
-def test_multi_task_replay_saves_completely_or_not_at_all(tmp_path):
+def test_multi_task_replay_saves_completely_or_not_at_all(tmp_path, monkeypatch):
     runner = make_runner()
     runner.startup()
     for task in range(3):
@@ -267,7 +275,29 @@ def test_multi_task_replay_saves_completely_or_not_at_all(tmp_path):
     assert len(other) == len(replay) and other.encoder_len(1) == 0 < other.encoder_len(0)
     a, b = replay.sample_batch([0, 2], 5), other.sample_batch([0, 2], 5)
     assert a.shape == b.shape == (2, 5)
-    # A save cut short (no marker) is not a version; the previous complete one stays.
+    # A save that fails part-way (the 4th buffer) leaves the previous save complete.
+    runner.collect(0, 10, posterior=False, to_encoder=True)
+    save, calls = ReplayBuffer.save, []
+
+    def failing(self, path, **kwargs):
+        calls.append(path)
+        if len(calls) == 4:
+            raise OSError("disk full")
+        return save(self, path, **kwargs)
+
+    monkeypatch.setattr(ReplayBuffer, "save", failing)
+    with pytest.raises(OSError, match="disk full"):
+        replay.save(tmp_path / "r", info={"itr": 8})
+    monkeypatch.undo()
+    assert replay.saved_versions(tmp_path / "r") == [tmp_path / "r"]
+    assert replay.saved_info(tmp_path / "r") == {"itr": 7}
+    # A corrupt task refuses the load, naming the file, and changes nothing.
+    (tmp_path / "r" / "task_2" / "rl" / "replay_state.pt").write_bytes(b"junk")
+    fresh = MultiTaskReplay(3, size=1000, batch_B=1, encoder_size=replay.encoder_size, seed=0)
+    with pytest.raises(SnapshotError, match="task_2"):
+        fresh.load(tmp_path / "r")
+    assert len(fresh) == 0
+    # Without the marker (written last) a directory is not a save.
     (tmp_path / "r" / "multi_task_replay.pt").unlink()
     assert replay.saved_versions(tmp_path / "r") == []
     with pytest.raises(FileNotFoundError):
@@ -277,3 +307,31 @@ def test_multi_task_replay_saves_completely_or_not_at_all(tmp_path):
         MultiTaskReplay(2, size=1000, batch_B=1, encoder_size=replay.encoder_size).load(
             tmp_path / "s"
         )
+
+
+def test_replay_smaller_than_a_trajectory_is_refused_naming_it():
+    with pytest.raises(ArgumentError, match="replay_size"):
+        make_runner(replay_size=5).train()  # 20-step point-robot trajectories
+
+
+def test_resume_refuses_other_settings_naming_them(tmp_path):
+    _run(tmp_path, 2)
+    run_dir = tmp_path / "run_0"
+    changes = [
+        (
+            {
+                "agent": PearlAgent(
+                    latent_size=3, hidden_sizes=(16,), encoder_hidden_sizes=(16,), use_context=False
+                )
+            },
+            "agent.use_context",
+        ),
+        (
+            {"algo": PEARL(meta_batch=2, batch_size=8, embedding_batch_size=8, reward_scale=5.0)},
+            "algo.reward_scale",
+        ),
+        ({"num_train_steps_per_itr": 4}, "runner.num_train_steps_per_itr"),
+    ]
+    for kwargs, name in changes:
+        with pytest.raises(SnapshotError, match=name):
+            make_runner(n_iterations=3, seed=3, resume_from=run_dir, **kwargs).train()

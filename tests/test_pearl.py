@@ -321,6 +321,34 @@ def test_bad_arguments():
         algo.loss(rl, ctx[:2])
     with pytest.raises(ArgumentError, match="z"):
         agent.set_z(torch.zeros(4, LATENT + 1))
+    with pytest.raises(ArgumentError, match="clip_grad_norm"):
+        PEARL(clip_grad_norm=0.0)
+    # Wrong shapes or missing entries are named before any network sees them.
+    bad_obs = rl.clone()
+    bad_obs["observation"] = torch.zeros(TASKS, 5, OBS + 1)
+    bad_return = rl.clone()
+    bad_return["return_n"] = torch.zeros(TASKS, 5, 1)  # would broadcast to [.., 5, 5]
+    no_return = rl.exclude("return_n")
+    bad_reward = ctx.clone()
+    bad_reward["next", "reward"] = torch.zeros(TASKS, 6, 2)
+    for rl_in, ctx_in, name in (
+        (bad_obs, ctx, "observation"),
+        (bad_return, ctx, "return_n"),
+        (no_return, ctx, "return_n"),
+        (rl, bad_reward, "reward"),
+    ):
+        with pytest.raises(ArgumentError, match=name):
+            algo.update(rl_in, ctx_in)
+
+
+def test_prior_without_the_bottleneck_is_z_zero():
+    """Oyster's ``clear_z`` without the information bottleneck: z = 0, not a N(0, I) draw."""
+    agent = make_agent(information_bottleneck=False)
+    mu, var = agent.prior_z(3)
+    assert not mu.any() and not var.any()
+    assert not agent.sample_z(mu, var).any()
+    mu, var = make_agent().prior_z(3)  # with the bottleneck: N(0, I)
+    assert not mu.any() and torch.equal(var, torch.ones_like(var))
 
 
 def test_context_free_baseline_ignores_the_context():
@@ -646,3 +674,14 @@ def test_v2_learns_a_two_task_bandit():
     agent.set_z(mu)
     acted, _ = agent.step(torch.zeros(2, OBS), torch.zeros(2, ACT), torch.zeros(2))
     assert_close(acted[:, 0], torch.tensor(targets), atol=0.25, rtol=0)
+
+
+def test_posterior_of_a_cpu_context_on_another_device():
+    """The collector's contexts are on the CPU; an agent elsewhere moves them first (checked
+    on the shape-only ``meta`` device, which mixes with the CPU as CUDA does: not at all)."""
+    agent = make_agent()
+    _, ctx = batches()
+    agent.to("meta")
+    mu, var = agent.infer_posterior(ctx)
+    assert mu.device.type == var.device.type == "meta" and mu.shape == (TASKS, LATENT)
+    assert agent.sample_z(mu, var).device.type == "meta"

@@ -24,6 +24,7 @@ import os
 import pickle
 import re
 import shutil
+import struct
 import uuid
 import zipfile
 from collections import OrderedDict
@@ -285,7 +286,15 @@ def load_plain(path: Path, *, what: str = "snapshot", map_location: Any = "cpu")
             f"{what} {path} cannot be read as tensors and plain data (corrupt, or not written "
             f"by tdrl: {reason}); it is not loaded"
         ) from None
-    except (RuntimeError, EOFError, ValueError, OSError, zipfile.BadZipFile, KeyError) as exc:
+    except (
+        RuntimeError,
+        EOFError,
+        ValueError,
+        OSError,
+        zipfile.BadZipFile,
+        KeyError,
+        struct.error,  # a few bytes of junk where torch reads a header
+    ) as exc:
         detail = one_line(exc).split(". ")[0][:200] or type(exc).__name__
         if path.stat().st_size == 0:
             detail = "the file is empty"

@@ -247,6 +247,8 @@ class MultiTaskReplay:
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore what ``save`` wrote (into a replay built with the same arguments).
 
+        All or nothing: every task is loaded into new buffers before any is replaced.
+
         Returns:
             The ``info`` given to ``save``.
 
@@ -264,9 +266,13 @@ class MultiTaskReplay:
             raise SnapshotError(
                 f"the replay saved in {path} has {n_tasks} tasks, this one {self.n_tasks}"
             )
+        # Into new buffers first: a task that does not load leaves this replay as it was.
+        rl_buffers = [self._new(self.size, self.storage) for _ in range(self.n_tasks)]
+        encoder_buffers = [self._new(self.encoder_size, "memory") for _ in range(self.n_tasks)]
         for i in range(self.n_tasks):
-            self.rl_buffers[i].load(path / f"task_{i}" / "rl")
-            self.encoder_buffers[i].load(path / f"task_{i}" / "encoder")
+            rl_buffers[i].load(path / f"task_{i}" / "rl")
+            encoder_buffers[i].load(path / f"task_{i}" / "encoder")
+        self.rl_buffers, self.encoder_buffers = rl_buffers, encoder_buffers
         # The seeds of the encoder buffers that clear_encoder makes from now on.
         self._seeds = np.random.SeedSequence(
             int(marker["entropy"]), n_children_spawned=int(marker["spawned"])

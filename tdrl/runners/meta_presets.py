@@ -71,8 +71,9 @@ class PearlPreset:
 
     @property
     def max_path_length(self) -> int:
-        """Steps of a whole trajectory (the env's ``max_episode_steps``)."""
-        return int(self.env_kwargs["max_episode_steps"])
+        """Steps of a whole trajectory (the env's ``max_episode_steps``, checked >= 1)."""
+        steps = self.env_kwargs.get("max_episode_steps")
+        return check_int("env_kwargs['max_episode_steps']", steps, minimum=1)
 
     def copy(self) -> PearlPreset:
         """A copy whose dicts are new (their values are immutable)."""

@@ -75,6 +75,7 @@ from tdrl.logging.files import SnapshotError
 from tdrl.logging.snapshot import (
     check_resume,
     commit_log_point,
+    describe,
     repair_progress,
     restore_replay,
     restore_state,
@@ -82,9 +83,65 @@ from tdrl.logging.snapshot import (
 )
 from tdrl.replays.multi_task import MultiTaskReplay
 from tdrl.runners.base import cpu_state
-from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_instance, check_int
+from tdrl.utils.checks import (
+    ArgumentError,
+    check_bool,
+    check_choice,
+    check_instance,
+    check_int,
+    check_mapping,
+)
 from tdrl.utils.seed import rng_state, set_seed
 from tdrl.utils.tensor import check_device
+
+#: Families whose ``step`` reports ``info["sparse_reward"]`` (``sparse_rewards=True``).
+SPARSE_FAMILIES = ("sparse-point-robot",)
+
+#: What a resumed run must share with its snapshot beyond ``run_identity``: the settings
+#: of the agent, the algorithm and the schedule (attribute names; ``settings``).
+AGENT_SETTINGS = (
+    "latent_size",
+    "encoder_hidden_sizes",
+    "hidden_sizes",
+    "information_bottleneck",
+    "use_next_obs_in_context",
+    "use_context",
+    "sac_variant",
+    "log_std_min",
+    "log_std_max",
+)
+ALGO_SETTINGS = (
+    "discount",
+    "kl_lambda",
+    "kl_reduction",
+    "reward_scale",
+    "policy_mean_reg",
+    "policy_std_reg",
+    "target_update_tau",
+    "learning_rates",
+    "clip_grad_norm",
+    "sac_variant",
+    "target_entropy_arg",
+    "fixed_alpha",
+    "alpha_lr",
+)
+RUNNER_SETTINGS = (
+    "num_initial_steps",
+    "num_tasks_sample",
+    "num_steps_prior",
+    "num_steps_posterior",
+    "num_extra_rl_steps_posterior",
+    "num_train_steps_per_itr",
+    "meta_batch",
+    "batch_size",
+    "embedding_batch_size",
+    "update_post_train",
+    "num_exp_traj_eval",
+    "num_steps_per_eval",
+    "num_evals",
+    "replay_size",
+    "sparse_rewards",
+)
 
 
 class Trajectory(NamedTuple):
@@ -182,11 +239,11 @@ class MetaRl:
         self.algo = check_instance("algo", algo, PEARL)
         self.agent = check_instance("agent", agent, PearlAgent)
         self.env_name = check_choice("env_name", env_name, META_ENV_NAMES)
-        self.env_kwargs = dict(env_kwargs or {})
+        self.env_kwargs = dict(check_mapping("env_kwargs", env_kwargs))
         self.n_train_tasks = check_int("n_train_tasks", n_train_tasks, minimum=1)
         self.n_eval_tasks = check_int("n_eval_tasks", n_eval_tasks, minimum=1)
         self.n_iterations = check_int("n_iterations", n_iterations, minimum=1)
-        self.seed = check_int("seed", seed, minimum=0)
+        self.seed = check_int("seed", seed, minimum=0, maximum=2**32 - 1)
         self.num_initial_steps = check_int("num_initial_steps", num_initial_steps, minimum=1)
         self.num_tasks_sample = check_int("num_tasks_sample", num_tasks_sample, minimum=0)
         self.num_steps_prior = check_int("num_steps_prior", num_steps_prior, minimum=0)
@@ -200,6 +257,11 @@ class MetaRl:
             raise ArgumentError(
                 "num_extra_rl_steps_posterior needs num_steps_prior or num_steps_posterior > 0 "
                 "(its posterior is inferred from the encoder buffer, cleared before collecting)"
+            )
+        if self.num_tasks_sample and not (self.num_steps_prior or self.num_steps_posterior):
+            raise ArgumentError(
+                "num_tasks_sample > 0 needs num_steps_prior or num_steps_posterior > 0: a "
+                "sampled task's encoder buffer is cleared and refilled by those phases"
             )
         self.num_train_steps_per_itr = check_int(
             "num_train_steps_per_itr", num_train_steps_per_itr, minimum=0
@@ -221,6 +283,11 @@ class MetaRl:
         self.num_evals = check_int("num_evals", num_evals, minimum=1)
         self.replay_size = check_int("replay_size", replay_size, minimum=3)
         self.sparse_rewards = check_bool("sparse_rewards", sparse_rewards)
+        if self.sparse_rewards and self.env_name not in SPARSE_FAMILIES:
+            raise ArgumentError(
+                f"sparse_rewards needs a family that reports info['sparse_reward'] "
+                f"({', '.join(SPARSE_FAMILIES)}), got env_name={self.env_name!r}"
+            )
         if resume_from is not None and not isinstance(resume_from, str | Path):
             raise ArgumentError(f"resume_from must be a path or None, got {resume_from!r}")
         self.resume_from = resume_from
@@ -251,8 +318,11 @@ class MetaRl:
                 tasks = [
                     int(t) for t in self.rng.integers(self.n_train_tasks, size=self.meta_batch)
                 ]
-                rl_batch = self.replay.sample_batch(tasks, self.batch_size)
-                context = self.replay.sample_context(tasks, self.embedding_batch_size)
+                device = self.agent.device  # moved once here, not in the (compiled) step
+                rl_batch = self.replay.sample_batch(tasks, self.batch_size, device=device)
+                context = self.replay.sample_context(
+                    tasks, self.embedding_batch_size, device=device
+                )
                 for key, value in self.algo.update(rl_batch, context).items():
                     infos.setdefault(key, []).append(value)
             self.agent.eval_mode(itr)
@@ -292,6 +362,11 @@ class MetaRl:
         for i, e in enumerate(self.envs):
             e.reset(seed=self.seed + 1 + i)
         self.max_path_length = int(getattr(env, "max_episode_steps", 0) or 1)
+        if self.replay_size < self.max_path_length:
+            raise ArgumentError(
+                f"replay_size must hold a whole trajectory ({self.max_path_length} steps of "
+                f"{self.env_name}), got {self.replay_size}"
+            )
         self.agent.initialize(space_to_spec(env.observation_space), space_to_spec(env.action_space))
         if self.device is not None:
             self.agent.to(self.device)
@@ -337,6 +412,19 @@ class MetaRl:
             world_size=1,
         )
 
+    def settings(self) -> dict[str, Any]:
+        """The agent's, the algorithm's and the schedule's settings, as plain data."""
+        parts = (
+            ("agent", self.agent, AGENT_SETTINGS),
+            ("algo", self.algo, ALGO_SETTINGS),
+            ("runner", self, RUNNER_SETTINGS),
+        )
+        return {
+            f"{part}.{name}": describe(getattr(obj, name, None))
+            for part, obj, names in parts
+            for name in names
+        }
+
     def restore(self, snap: Mapping[str, Any], file: Path) -> int:
         """Load a snapshot of this run (see ``startup``); returns the iteration to run next."""
         if snap.get("tasks") != self.tasks_json:
@@ -344,6 +432,16 @@ class MetaRl:
                 f"cannot resume from {file}: its tasks differ from this run's (same env, "
                 "seed and numbers of tasks are needed)"
             )
+        saved, now = snap.get("settings"), self.settings()
+        if not isinstance(saved, Mapping):
+            raise SnapshotError(f"{file} does not record the run's settings: it cannot be checked")
+        diffs = [
+            f"{key} {saved.get(key)!r} in the snapshot, {value!r} requested"
+            for key, value in now.items()
+            if saved.get(key) != value
+        ]
+        if diffs:
+            raise SnapshotError(f"cannot resume from {file}: " + "; ".join(diffs))
         start_itr = restore_state(snap, self.agent, self.algo, file=file)
         try:
             self.rng.bit_generator.state = json.loads(snap["runner_rng"])
@@ -541,6 +639,7 @@ class MetaRl:
                 "env_rngs": json.dumps([e.np_random.bit_generator.state for e in self.envs]),
                 "n_rollout_columns": self.n_rollout_columns,
                 "run": self.identity(),
+                "settings": self.settings(),
                 "tasks": self.tasks_json,
                 "progress": progress,
             }

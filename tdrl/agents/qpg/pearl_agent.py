@@ -174,6 +174,7 @@ class PearlAgent(Agent):
         Actions enter normalised to ``[-1, 1]`` (``from_env``), as the reference's context
         holds the policy's actions before its env wrapper rescales them.
         """
+        transitions = transitions.to(self.device)  # the collector's are on the CPU
         transitions = transitions.clone(recurse=False)
         transitions.set(keys.ACTION, self.from_env(transitions.get(keys.ACTION)))
         return context_from_transitions(transitions, use_next_obs=self.use_next_obs_in_context)
@@ -184,8 +185,9 @@ class PearlAgent(Agent):
         """Posterior ``(mu, var)``, each ``[tasks, latent]``, of a ``[tasks, n, ...]`` context.
 
         Args:
-            context: a ``[tasks, n, context_size]`` tensor, or ``[tasks, n]`` transitions
-                (e.g. ``MultiTaskReplay.sample_context``), turned into one by ``context``.
+            context: ``[tasks, n]`` transitions (e.g. ``MultiTaskReplay.sample_context``),
+                turned into a context by ``context``; or a ``[tasks, n, context_size]``
+                tensor, used as it is (its actions already normalised, see ``context``).
         """
         if not self.use_context:  # the context-free baseline: z = 0 whatever the context
             return self._zero_latent(context.shape[0])
@@ -207,9 +209,11 @@ class PearlAgent(Agent):
         """The prior ``N(0, I)`` as ``(mu, var)``, each ``[tasks, latent]``.
 
         ``agent.sample_z(*agent.prior_z(B))`` is a draw from the prior (oyster's
-        ``clear_z``). Without context (``use_context=False``): zeros, variance zeros.
+        ``clear_z``). Without the information bottleneck z is deterministic and the prior
+        is ``z = 0`` (variance zeros, as oyster's ``clear_z``); without context
+        (``use_context=False``) likewise.
         """
-        if not self.use_context:
+        if not self.use_context or not self.information_bottleneck:
             return self._zero_latent(check_int("tasks", tasks, minimum=1))
         return self.encoder.prior(tasks, device=self.device)
 

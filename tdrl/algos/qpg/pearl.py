@@ -45,7 +45,11 @@ each, as oyster); then the target (V' in v1, the ``Q'_i`` in v2) moves by
 ``target_update_tau``. Oyster steps its parts one after the other (the value and policy
 losses score ``a~`` with the critics after their step); here, as ``SAC_V`` and ``SAC``,
 they use the critics before it, and ``L_alpha`` uses the ``log pi(a~)`` of this step's
-policy (before its step), as ``SAC``.
+policy (before its step), as ``SAC``. ``compile=True`` runs the step through
+``torch.compile``.
+
+The module is over 450 lines: one algorithm per file (STYLE), and its two SAC variants
+share the posterior, the KL term, the batch checks and the per-part optimizers.
 """
 
 from __future__ import annotations
@@ -171,7 +175,9 @@ class PEARL:
         }
         self.optim_cls = check_callable("optim_cls", optim_cls)
         self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
-        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+        self.clip_grad_norm = check_optional_range(
+            "clip_grad_norm", clip_grad_norm, 1e-12, 1e12
+        )  # 0 would zero every gradient
         self.sac_variant = check_choice("sac_variant", sac_variant, SAC_VARIANTS)
         self.compile = check_bool("compile", compile)
         if target_entropy != "auto" and isinstance(target_entropy, str):
@@ -253,6 +259,30 @@ class PEARL:
             raise ArgumentError(
                 f"context must have the tasks of rl_batch ({rl_batch.batch_size[0]}), "
                 f"got {context.batch_size[0]}"
+            )
+        agent = self.agent
+        obs, act = (agent.observation_size,), (agent.action_size,)
+        lead = tuple(rl_batch.batch_size)
+        expected = {
+            ("rl_batch", keys.OBSERVATION): (rl_batch, lead + obs),
+            ("rl_batch", keys.NEXT_OBSERVATION): (rl_batch, lead + obs),
+            ("rl_batch", keys.ACTION): (rl_batch, lead + act),
+            ("rl_batch", RETURN_N): (rl_batch, lead),
+            ("rl_batch", DISCOUNT_N): (rl_batch, lead),
+            ("context", keys.OBSERVATION): (context, tuple(context.batch_size) + obs),
+            ("context", keys.ACTION): (context, tuple(context.batch_size) + act),
+        }
+        for (name, key), (td, shape) in expected.items():
+            value = td.get(key, None)
+            if not isinstance(value, torch.Tensor) or tuple(value.shape) != shape:
+                got = tuple(value.shape) if isinstance(value, torch.Tensor) else "no entry"
+                raise ArgumentError(f"{name}[{key!r}] must have shape {shape}, got {got}")
+        reward = context.get(keys.NEXT_REWARD, None)
+        if not isinstance(reward, torch.Tensor) or reward.numel() != context.numel():
+            got = tuple(reward.shape) if isinstance(reward, torch.Tensor) else "no entry"
+            raise ArgumentError(
+                f"context[{keys.NEXT_REWARD!r}] must have one reward per transition "
+                f"{tuple(context.batch_size)}, got {got}"
             )
 
     # ------------------------------------------------------------------ the loss
