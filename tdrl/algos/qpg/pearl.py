@@ -124,6 +124,8 @@ class PEARL:
             (``-|A|``) or a number.
         alpha_lr: step size of ``log_alpha`` (v2; SAC's 3e-4).
         fixed_alpha: a fixed temperature instead of a learned one (v2 only; None: learned).
+            ``target_entropy`` and ``alpha_lr`` are v2's and ``v_lr`` v1's: changing one
+            for the other variant is refused.
         compile: run each meta-gradient step and target update through ``torch.compile``
             (CUDA graphs on CUDA; ``tdrl.algos.base.compiled``), as tdrl's other
             off-policy algorithms; the same arithmetic as the eager step.
@@ -193,6 +195,12 @@ class PEARL:
         self.fixed_alpha = check_optional_range("fixed_alpha", fixed_alpha, 0.0, 1e12)
         if self.fixed_alpha is not None and self.sac_variant != "v2":
             raise ArgumentError("fixed_alpha needs sac_variant='v2' (v1 has no temperature)")
+        # The other variant's settings would be silently unused: refuse them if changed.
+        if self.sac_variant == "v1" and (target_entropy != "auto" or alpha_lr != 3e-4):
+            name = "target_entropy" if target_entropy != "auto" else "alpha_lr"
+            raise ArgumentError(f"{name} needs sac_variant='v2' (v1 has no temperature)")
+        if self.sac_variant == "v2" and v_lr != 3e-4:
+            raise ArgumentError("v_lr needs sac_variant='v1' (v2 has no value network)")
         #: The network parts, each with an optimizer and a ``grad_norm_<part>`` diagnostic.
         self.parts = PARTS if self.sac_variant == "v1" else V2_PARTS
         self.update_counter = 0
