@@ -8,6 +8,7 @@ written out here as literal numbers (not read from the module under test).
 from __future__ import annotations
 
 import csv
+import math
 import json
 import subprocess
 import sys
@@ -456,3 +457,20 @@ def test_cli_sac_variant_v2_reaches_the_agent_too(tmp_path):
     assert "alphaAverage" in rows[0] and "loss_vAverage" not in rows[0]
     runner = build_pearl("point-robot", algo_overrides={"sac_variant": "v2"}, n_iterations=1)
     assert runner.agent.sac_variant == runner.algo.sac_variant == "v2"
+
+
+@pytest.mark.parametrize("family", sorted(set(META_ENV_NAMES) - {"point-robot"}))
+def test_cli_trains_every_family_for_one_tiny_iteration(family, tmp_path):
+    """Collection, a meta-step and the evaluation run through the CLI on every family."""
+    from tdrl.cli import main
+
+    phases = [
+        *("--runner-arg", "num_steps_prior=10", "--runner-arg", "num_steps_posterior=0"),
+        *("--runner-arg", "num_extra_rl_steps_posterior=10"),
+        *("--runner-arg", "env_kwargs={'max_episode_steps': 10}"),
+    ]
+    argv = ["train", "--algo", "pearl", "--env", family, "--log-dir", str(tmp_path)]
+    assert main([*argv, *TINY, *phases, "--n-steps", "1"]) == 0
+    (row,) = _rows(tmp_path / "run_0")
+    assert int(row["Diagnostics/CumUpdates"]) == 3
+    assert math.isfinite(float(row["AverageReturn_all_test_tasks"]))
