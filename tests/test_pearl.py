@@ -324,11 +324,11 @@ def test_bad_arguments():
     with pytest.raises(ArgumentError, match="clip_grad_norm"):
         PEARL(clip_grad_norm=0.0)
     # Settings of the other SAC variant would be unused: refused, not ignored.
-    with pytest.raises(ArgumentError, match="^alpha_lr needs sac_variant='v2'"):
+    with pytest.raises(ArgumentError, match=r"^alpha_lr needs sac_variant='v2'"):
         PEARL(alpha_lr=1e-3)
-    with pytest.raises(ArgumentError, match="^target_entropy needs sac_variant='v2'"):
+    with pytest.raises(ArgumentError, match=r"^target_entropy needs sac_variant='v2'"):
         PEARL(target_entropy=-1.0)
-    with pytest.raises(ArgumentError, match="^v_lr needs sac_variant='v1'"):
+    with pytest.raises(ArgumentError, match=r"^v_lr needs sac_variant='v1'"):
         PEARL(sac_variant="v2", v_lr=1e-3)
     PEARL(sac_variant="v2", alpha_lr=1e-3, target_entropy=-1.0)  # v2's own: accepted
     # Wrong shapes or missing entries are named before any network sees them.

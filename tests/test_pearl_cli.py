@@ -8,8 +8,8 @@ written out here as literal numbers (not read from the module under test).
 from __future__ import annotations
 
 import csv
-import math
 import json
+import math
 import subprocess
 import sys
 
