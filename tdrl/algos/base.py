@@ -330,8 +330,9 @@ def grad_norm_clip(parameters: Iterable[torch.Tensor], max_norm: float | None) -
     params = [p for p in parameters if p.grad is not None]
     if not params:  # nothing reached these parameters (e.g. an unused encoder)
         return torch.zeros(())
-    if max_norm is None:
-        return torch.linalg.vector_norm(torch.stack([p.grad.norm() for p in params]))  # type: ignore[union-attr]
+    if max_norm is None:  # one foreach kernel; it also compiles for lists of any length
+        grads = [p.grad for p in params if p.grad is not None]
+        return torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
     return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 

@@ -48,6 +48,7 @@ __all__ = [
     "one_line",
     "save_plain",
     "staging_dir",
+    "writing_dir",
 ]
 
 _PLAIN_SCALARS = (bool, int, float, complex, str, bytes, type(None))
@@ -205,6 +206,26 @@ def complete_dir(path: Path, marker: str) -> list[Path]:
     path = Path(path)
     staged = path.parent / f".{path.name}.new"
     return [p for p in (path, staged) if (p / marker).is_file()]
+
+
+@contextmanager
+def writing_dir(path: Path, marker: str, *, atomic: bool = True) -> Iterator[Path]:
+    """The directory a new version of ``path`` is written into; committed when the block ends.
+
+    The block writes the version's files, ``marker`` last (a version holding it is
+    complete, :func:`complete_dir`). With ``atomic`` the block writes into the staged
+    ``.{name}.new`` (:func:`staging_dir`), which replaces ``path`` (:func:`commit_dir`)
+    only if the block ends without an error, so a failure leaves the previous version
+    complete; without it the block writes into ``path``, whose old ``marker`` is removed
+    first (the directory is incomplete until the block rewrites it).
+    """
+    path = Path(path)
+    target = staging_dir(path) if atomic else path
+    target.mkdir(parents=True, exist_ok=True)
+    (target / marker).unlink(missing_ok=True)
+    yield target
+    if atomic:
+        commit_dir(path)
 
 
 # ----------------------------------------------------------------------------- plain data

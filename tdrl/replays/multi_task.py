@@ -34,11 +34,10 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl.logging.files import (
     SnapshotError,
-    commit_dir,
     complete_dir,
     load_plain,
     save_plain,
-    staging_dir,
+    writing_dir,
 )
 from tdrl.replays.base import STORAGES
 from tdrl.replays.n_step import ReplayBuffer
@@ -217,22 +216,18 @@ class MultiTaskReplay:
         Raises:
             OSError: a file could not be written (named); ``atomic`` keeps the previous save.
         """
-        path = Path(path)
-        target = staging_dir(path) if atomic else path
-        target.mkdir(parents=True, exist_ok=True)
-        (target / MARKER_FILE).unlink(missing_ok=True)  # incomplete until rewritten
-        for i, (rl, enc) in enumerate(zip(self.rl_buffers, self.encoder_buffers, strict=True)):
-            rl.save(target / f"task_{i}" / "rl", atomic=False)
-            enc.save(target / f"task_{i}" / "encoder", atomic=False)
-        marker = {
-            "n_tasks": self.n_tasks,
-            "entropy": str(self._seeds.entropy),  # an int (of up to 128 bits)
-            "spawned": self._seeds.n_children_spawned,
-            "info": dict(info or {}),
-        }
-        save_plain(marker, target / MARKER_FILE, "multi-task replay state")
-        if atomic:
-            commit_dir(path)
+        with writing_dir(Path(path), MARKER_FILE, atomic=atomic) as target:
+            buffers = zip(self.rl_buffers, self.encoder_buffers, strict=True)
+            for i, (rl, enc) in enumerate(buffers):
+                rl.save(target / f"task_{i}" / "rl", atomic=False)
+                enc.save(target / f"task_{i}" / "encoder", atomic=False)
+            marker = {
+                "n_tasks": self.n_tasks,
+                "entropy": str(self._seeds.entropy),  # an int (of up to 128 bits)
+                "spawned": self._seeds.n_children_spawned,
+                "info": dict(info or {}),
+            }
+            save_plain(marker, target / MARKER_FILE, "multi-task replay state")
 
     def saved_versions(self, path: str | Path) -> list[Path]:
         """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""

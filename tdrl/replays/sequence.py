@@ -51,7 +51,7 @@ from tdrl._compat import (
     storage_tensordict,
     tensordict_from_trusted,
 )
-from tdrl.logging.files import commit_dir, complete_dir, save_plain, staging_dir
+from tdrl.logging.files import complete_dir, save_plain, writing_dir
 from tdrl.replays.base import STORAGES, ReplaySampler, check_replay_device
 from tdrl.replays.storage_files import (
     REPLAY_STATE_FILE,
@@ -423,17 +423,12 @@ class SequenceReplayBuffer:
         data ``load`` returns; ``atomic``: write beside ``path`` and swap it in (a crash keeps
         the previous save). Raises ``OSError`` naming a file that could not be written.
         """
-        path = Path(path)
-        target = staging_dir(path) if atomic else path
-        target.mkdir(parents=True, exist_ok=True)
-        (target / REPLAY_STATE_FILE).unlink(missing_ok=True)  # incomplete until rewritten
-        state = {**self.state_dict(), "info": dict(info or {})}
-        state["storage"] = (
-            [] if self.storage is None else save_storage(self.storage, target / "storage")
-        )
-        save_plain(state, target / REPLAY_STATE_FILE, "replay state")
-        if atomic:
-            commit_dir(path)
+        with writing_dir(Path(path), REPLAY_STATE_FILE, atomic=atomic) as target:
+            state = {**self.state_dict(), "info": dict(info or {})}
+            state["storage"] = (
+                [] if self.storage is None else save_storage(self.storage, target / "storage")
+            )
+            save_plain(state, target / REPLAY_STATE_FILE, "replay state")
 
     def saved_versions(self, path: str | Path) -> list[Path]:
         """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""

@@ -499,52 +499,53 @@ class MetaRl:
         """One episode of ``env`` with the agent's current ``z`` and mode."""
         obs, _ = env.reset()
         act_size = int(np.prod(env.action_space.shape))
+        o = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, -1)
         prev_action, prev_reward = torch.zeros(1, act_size), torch.zeros(1, 1)
-        rows: dict[str, list[torch.Tensor]] = {
-            k: [] for k in ("obs", "pa", "pr", "a", "nobs", "r", "sr", "term", "trunc")
-        }
+        observations, actions = [o], []  # one tensor per step; numbers in plain lists
+        rewards, sparse, terminated, truncated = [], [], [], []
         while True:
-            o = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, -1)
             action, _ = self.agent.step(o, prev_action, prev_reward)
             action = action.cpu().reshape(1, act_size)
-            obs, reward, terminated, truncated, info = env.step(action[0].numpy())
-            sparse = float(info["sparse_reward"]) if self.sparse_rewards else float(reward)
-            for k, v in (("obs", o), ("pa", prev_action), ("pr", prev_reward), ("a", action)):
-                rows[k].append(v)
-            rows["nobs"].append(
-                torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, -1)
-            )
-            rows["r"].append(torch.tensor([[float(reward)]]))
-            rows["sr"].append(torch.tensor([[sparse]]))
-            rows["term"].append(torch.tensor([[bool(terminated)]]))
-            rows["trunc"].append(torch.tensor([[bool(truncated)]]))
-            prev_action, prev_reward = action, rows["r"][-1]
-            if terminated or truncated:
+            obs, reward, term, trunc, info = env.step(action[0].numpy())
+            o = torch.as_tensor(np.asarray(obs), dtype=torch.float32).reshape(1, -1)
+            observations.append(o)  # the next step's input too
+            actions.append(action)
+            rewards.append(float(reward))
+            sparse.append(float(info["sparse_reward"]) if self.sparse_rewards else rewards[-1])
+            terminated.append(bool(term))
+            truncated.append(bool(trunc))
+            prev_action, prev_reward = action, torch.tensor([[rewards[-1]]])
+            if term or trunc:
                 break
-        col = {k: torch.stack(v) for k, v in rows.items()}  # [T, 1, ...]
-        T = col["obs"].shape[0]
+        T = len(actions)
+        obs_t = torch.stack(observations)  # [T + 1, 1, obs]
+        act_t = torch.stack(actions)  # [T, 1, act]
+        rew_t = torch.tensor(rewards).reshape(T, 1, 1)
+        term_t = torch.tensor(terminated).reshape(T, 1, 1)
+        trunc_t = torch.tensor(truncated).reshape(T, 1, 1)
         samples = TensorDict(
             {
-                keys.OBSERVATION: col["obs"],
-                keys.PREV_ACTION: col["pa"],
-                keys.PREV_REWARD: col["pr"],
-                keys.ACTION: col["a"],
+                keys.OBSERVATION: obs_t[:-1],
+                keys.PREV_ACTION: torch.cat([torch.zeros(1, 1, act_size), act_t[:-1]]),
+                keys.PREV_REWARD: torch.cat([torch.zeros(1, 1, 1), rew_t[:-1]]),
+                keys.ACTION: act_t,
                 keys.NEXT: {
-                    keys.OBSERVATION: col["nobs"],
-                    keys.REWARD: col["r"],
-                    keys.DONE: col["term"] | col["trunc"],
-                    keys.TERMINATED: col["term"],
-                    keys.TRUNCATED: col["trunc"],
+                    keys.OBSERVATION: obs_t[1:],
+                    keys.REWARD: rew_t,
+                    keys.DONE: term_t | trunc_t,
+                    keys.TERMINATED: term_t,
+                    keys.TRUNCATED: trunc_t,
                 },
             },
             batch_size=[T, 1],
         )
         context_samples = samples
         if self.sparse_rewards:
+            sparse_t = torch.tensor(sparse).reshape(T, 1, 1)
             context_samples = samples.clone()
-            context_samples.set(keys.NEXT_REWARD, col["sr"])
-            context_samples.set(keys.PREV_REWARD, torch.cat([torch.zeros(1, 1, 1), col["sr"][:-1]]))
-        return Trajectory(samples, context_samples, float(col["sr"].sum()))
+            context_samples.set(keys.NEXT_REWARD, sparse_t)
+            context_samples.set(keys.PREV_REWARD, torch.cat([torch.zeros(1, 1, 1), sparse_t[:-1]]))
+        return Trajectory(samples, context_samples, float(torch.tensor(sparse).sum()))
 
     # ------------------------------------------------------------------ evaluation
     def evaluate(self) -> dict[str, float]:

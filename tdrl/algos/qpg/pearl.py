@@ -66,6 +66,7 @@ from tdrl.agents.base import Agent
 from tdrl.agents.qpg.pearl_agent import SAC_VARIANTS, PearlAgent
 from tdrl.algos.base import (
     detached_diagnostics,
+    grad_norm_clip,
     make_optimizer,
     maybe_compiled,
     update_targets,
@@ -422,15 +423,9 @@ class PEARL:
             optimizer.zero_grad(set_to_none=True)
         terms.get("loss").backward()
         info = detached_diagnostics(terms)
-        for part in self.parts:  # unrolled by torch.compile: no call per part
-            grads = [p.grad for p in self.params[part] if p.grad is not None]
-            if not grads:  # nothing reached this part (the context-free baseline's encoder)
-                info[f"grad_norm_{part}"] = torch.zeros((), device=self.device)
-                continue
-            norm = torch.linalg.vector_norm(torch.stack(torch._foreach_norm(grads)))
-            if self.clip_grad_norm is not None:
-                torch._foreach_mul_(grads, (self.clip_grad_norm / (norm + 1e-6)).clamp(max=1.0))
-            info[f"grad_norm_{part}"] = norm.detach()
+        for part in self.parts:
+            info[f"grad_norm_{part}"] = grad_norm_clip(self.params[part], self.clip_grad_norm)
+            info[f"grad_norm_{part}"] = info[f"grad_norm_{part}"].detach()
         for optimizer in optimizers:
             optimizer.step()
         return info
