@@ -4,7 +4,7 @@
 ``--steps-per-task`` per task, one velocity task each, in a ``MultiTaskReplay``; one RL
 batch and one context batch sampled once per ``meta_batch``), times
 
-* ``batched``: ``PEARL.update(rl_batch, context)``, tdrl's step: one computation over the
+* ``batched``: ``PEARL.update(batch)``, tdrl's step: one computation over the
   ``meta_batch`` tasks;
 * ``per-task``: ``per_task_update`` below, the same optimisation work done task by task as
   a non-batched implementation would (the rlpyt PEARL fork loops over chunks of tasks):
@@ -60,12 +60,13 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.qpg import PearlAgent
-from tdrl.algos.base import grad_norm_clip, update_targets
 from tdrl.algos.qpg import PEARL
+from tdrl.algos.updates import update_targets
 from tdrl.envs.meta import make_meta_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.replays import MultiTaskReplay
 from tdrl.runners.meta_presets import build_pearl, pearl_preset
+from tdrl.utils.optim import grad_norm_clip
 
 torch.set_num_threads(1)
 
@@ -99,31 +100,31 @@ CURVE_COLUMNS = (
 
 
 # ---------------------------------------------------------------------- the per-task loop
-def per_task_loss(algo: PEARL, rl_batch: TensorDictBase, context: TensorDictBase) -> torch.Tensor:
-    """The batched ``loss`` computed task by task: ``PEARL.loss`` on each ``[1, n]`` slice.
+def per_task_loss(algo: PEARL, batch: TensorDictBase) -> torch.Tensor:
+    """The batched ``loss`` computed task by task: ``PEARL.loss`` on each task's ``[1]`` slice.
 
     The batched loss averages its SAC terms over the ``tasks * n`` transitions and reduces
     the per-task KL by ``algo.kl_reduction``; a slice's loss is its own task's terms, so
     the SAC terms are summed with weight ``1 / tasks`` and the KL with weight 1 (``"sum"``)
     or ``1 / tasks`` (``"mean"``).
     """
-    tasks = rl_batch.batch_size[0]
+    tasks = batch.batch_size[0]
     kl_weight = 1.0 if algo.kl_reduction == "sum" else 1.0 / tasks
     total = torch.zeros((), device=algo.device)
     for i in range(tasks):
-        terms = algo.loss(rl_batch[i : i + 1], context[i : i + 1])
+        terms = algo.loss(batch[i : i + 1])
         kl = terms.get("loss_kl")
         total = total + (terms.get("loss") - kl) / tasks + kl_weight * kl
     return total
 
 
-def per_task_update(algo: PEARL, rl_batch: TensorDictBase, context: TensorDictBase) -> torch.Tensor:
+def per_task_update(algo: PEARL, batch: TensorDictBase) -> torch.Tensor:
     """One meta-gradient step from ``per_task_loss``: the work of ``PEARL.update``.
 
     One backward pass, each part's gradient norm, each part's optimizer step, the value
     target's Polyak update. Returns the detached loss.
     """
-    loss = per_task_loss(algo, rl_batch, context)
+    loss = per_task_loss(algo, batch)
     optimizers = algo.optimizers()
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
@@ -182,9 +183,7 @@ def noise_tapes(latent_eps: torch.Tensor, policy_eps: torch.Tensor) -> Iterator[
             raise RuntimeError(f"{name}: {cursor[name]} of {tape.shape[0]} rows drawn")
 
 
-def check_same_loss(
-    algo: PEARL, rl_batch: TensorDictBase, context: TensorDictBase, *, seed: int = 0
-) -> dict[str, float]:
+def check_same_loss(algo: PEARL, batch: TensorDictBase, *, seed: int = 0) -> dict[str, float]:
     """Batched and per-task loss and gradients on the same data and noise (no step).
 
     Returns:
@@ -194,15 +193,15 @@ def check_same_loss(
     """
     agent = algo.agent
     assert isinstance(agent, PearlAgent)
-    tasks, n = rl_batch.batch_size
+    tasks, n = batch.get(keys.META_RL).batch_size
     g = torch.Generator().manual_seed(seed)
     latent_eps = torch.randn(tasks, agent.latent_size, generator=g).to(algo.device)
     policy_eps = torch.randn(tasks, n, agent.action_size, generator=g).to(algo.device)
     params = [p for part_params in algo.params.values() for p in part_params]
     losses, grads = {}, {}
     ways: dict[str, Callable[[], torch.Tensor]] = {
-        "batched": lambda: algo.loss(rl_batch, context).get("loss"),
-        "per_task": lambda: per_task_loss(algo, rl_batch, context),
+        "batched": lambda: algo.loss(batch).get("loss"),
+        "per_task": lambda: per_task_loss(algo, batch),
     }
     for name, loss_fn in ways.items():
         agent.zero_grad(set_to_none=True)
@@ -342,9 +341,10 @@ def run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
     for meta_batch in args.meta_batches:
         algo = make_agent_and_algo(args, env, meta_batch)
         tasks = list(range(meta_batch))
-        rl_batch = replay.sample_batch(tasks, args.batch_size, device=device)
-        context = replay.sample_context(tasks, args.embedding_batch_size, device=device)
-        check = check_same_loss(algo, rl_batch, context, seed=args.seed)
+        batch = replay.sample_meta_batch(
+            tasks, args.batch_size, args.embedding_batch_size, device=device
+        )
+        check = check_same_loss(algo, batch, seed=args.seed)
         print(
             f"  meta_batch {meta_batch}: loss batched {check['batched_loss']:.6f}, per-task "
             f"{check['per_task_loss']:.6f} (|diff| {check['loss_diff']:.1e}, largest gradient "
@@ -355,8 +355,8 @@ def run_steps(args: argparse.Namespace) -> list[dict[str, Any]]:
         if check["loss_diff"] > tol or check["grad_diff"] > 1e-3:  # not an assert: kept by -O
             raise RuntimeError(f"batched and per-task losses or gradients differ: {check}")
         ways: dict[str, Callable[[], Any]] = {
-            "batched": functools.partial(algo.update, rl_batch, context),
-            "per-task": functools.partial(per_task_update, algo, rl_batch, context),
+            "batched": functools.partial(algo.update, batch),
+            "per-task": functools.partial(per_task_update, algo, batch),
         }
         for step in ways.values():
             time_steps(step, args.warmup, device)

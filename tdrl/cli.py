@@ -23,9 +23,9 @@ with exit status 2 and no traceback (``--traceback`` shows one). Integral option
 hyperparameters accept whole-number floats as rlpyt configs write them (``--n-steps 1e6``,
 ``--algo-arg replay_size=1e6``); NaN and infinities are refused everywhere.
 
-The module is over 450 lines: it holds the ``train`` command's options, their checks and
-the construction of every algorithm family (sampler-based and PEARL's meta-RL), which
-share the parser and the one-line error handling.
+The parser and ``main`` live here; the ``train`` command's tables, checks and the
+construction of every algorithm family (sampler-based and PEARL's meta-RL) live in
+``tdrl.cli_train`` and are re-exported here.
 """
 
 from __future__ import annotations
@@ -33,51 +33,43 @@ from __future__ import annotations
 import argparse
 import ast
 import sys
-import time
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any
+from collections.abc import Sequence
+from typing import Any
 
+from tdrl.cli_train import (
+    ALGOS,
+    DEFAULT_BATCH,
+    DEFAULT_N_STEPS,
+    DQN_ALGOS,
+    META_ALGOS,
+    META_ENVS,
+    NOT_FOR_PEARL,
+    PG_ALGOS,
+    QPG_ALGOS,
+    train,
+    train_pearl,
+)
+from tdrl.cli_train import _algo_kwargs as _algo_kwargs  # kept importable from tdrl.cli
+from tdrl.cli_train import _make_algo_agent as _make_algo_agent
 from tdrl.launch.command import add_launch_parser, launch
 from tdrl.launch.config import int_flag
-from tdrl.utils.checks import ArgumentError, check_int
 
-if TYPE_CHECKING:  # the commands import torch and the roles only when they run
-    from tdrl.agents import Agent
-    from tdrl.algos import Algorithm
-
-PG_ALGOS = ("a2c", "ppo")
-DQN_ALGOS = ("dqn", "catdqn", "rainbow", "r2d1")
-QPG_ALGOS = ("ddpg", "td3", "sac", "sac_v")
-META_ALGOS = ("pearl",)
-ALGOS = PG_ALGOS + DQN_ALGOS + QPG_ALGOS + META_ALGOS
-#: The meta-RL task families (``tdrl.envs.meta.META_ENV_NAMES``, kept here so that the
-#: parser imports no env code).
-META_ENVS = (
-    "ant-dir",
-    "ant-goal",
-    "cheetah-dir",
-    "cheetah-vel",
-    "hopper-rand-params",
-    "humanoid-dir",
-    "point-robot",
-    "sparse-point-robot",
-    "walker-rand-params",
-)
-#: Steps of ``--n-steps`` when not given (PEARL: the preset's iterations instead).
-DEFAULT_N_STEPS = 100_000
-#: Sampler shape when --batch-T/--batch-B are not given.
-DEFAULT_BATCH = {
-    "a2c": (128, 8),
-    "ppo": (128, 8),
-    "dqn": (4, 8),
-    "catdqn": (4, 8),
-    "rainbow": (4, 8),
-    "r2d1": (40, 8),  # a multiple of R2D1's store_rnn_state_interval
-    "ddpg": (100, 1),
-    "td3": (100, 1),
-    "sac": (100, 1),
-    "sac_v": (100, 1),
-}
+__all__ = [
+    "ALGOS",
+    "DEFAULT_BATCH",
+    "DEFAULT_N_STEPS",
+    "DQN_ALGOS",
+    "META_ALGOS",
+    "META_ENVS",
+    "NOT_FOR_PEARL",
+    "PG_ALGOS",
+    "QPG_ALGOS",
+    "build_parser",
+    "main",
+    "one_line",
+    "train",
+    "train_pearl",
+]
 
 
 def _algo_arg(text: str) -> tuple[str, Any]:
@@ -202,369 +194,6 @@ def _add_traceback_flag(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="on an error, show Python's traceback instead of the one-line message",
     )
-
-
-def _make_algo_agent(
-    name: str, kwargs: dict[str, Any], env_id: str, *, recurrent: bool = False
-) -> tuple[Algorithm, Agent]:
-    """The algorithm ``name`` with hyperparameters ``kwargs`` and an agent for the env.
-
-    ``recurrent`` asks for an LSTM agent (policy-gradient algorithms only).
-    """
-    import gymnasium as gym
-
-    from tdrl.agents import (
-        CategoricalPgAgent,
-        DdpgAgent,
-        DqnAgent,
-        GaussianPgAgent,
-        R2d1Agent,
-        SacAgent,
-        SacVAgent,
-        Td3Agent,
-    )
-    from tdrl.algos import (
-        A2C,
-        DDPG,
-        DQN,
-        PPO,
-        R2D1,
-        SAC,
-        SAC_V,
-        TD3,
-        CategoricalDQN,
-        rainbow_minus_noisy,
-    )
-
-    env_fn, env_kwargs = _env_fn(env_id)
-    env = env_fn(**env_kwargs)
-    try:
-        space = env.action_space
-    finally:
-        env.close()
-    if name == "r2d1":  # recurrent by construction (--recurrent changes nothing)
-        if not isinstance(space, gym.spaces.Discrete):
-            raise ValueError(
-                f"--algo r2d1 needs a Discrete action space, but --env {env_id} has {space}"
-            )
-        return R2D1(**kwargs), R2d1Agent()
-    if recurrent and name not in PG_ALGOS:
-        raise ValueError(
-            f"--recurrent applies to {', '.join(PG_ALGOS)} (an LSTM policy), not --algo {name}"
-        )
-    if name in PG_ALGOS:
-        algo = {"a2c": A2C, "ppo": PPO}[name](**kwargs)
-        if isinstance(space, gym.spaces.Discrete):
-            return algo, CategoricalPgAgent(recurrent=recurrent)
-        if isinstance(space, gym.spaces.Box):
-            return algo, GaussianPgAgent(recurrent=recurrent)
-        raise ValueError(
-            f"--algo {name} needs a Discrete or Box action space, but --env {env_id} has {space}"
-        )
-    if name in QPG_ALGOS:
-        if not isinstance(space, gym.spaces.Box):
-            raise ValueError(
-                f"--algo {name} needs a Box action space, but --env {env_id} has {space}"
-            )
-        if name == "ddpg":
-            return DDPG(**kwargs), DdpgAgent()
-        if name == "td3":
-            return TD3(**kwargs), Td3Agent()
-        if name == "sac_v":
-            return SAC_V(**kwargs), SacVAgent()
-        return SAC(**kwargs), SacAgent()
-    if not isinstance(space, gym.spaces.Discrete):
-        raise ValueError(
-            f"--algo {name} needs a Discrete action space, but --env {env_id} has {space}"
-        )
-    if name == "rainbow":
-        return rainbow_minus_noisy(algo_kwargs=kwargs)
-    if name == "catdqn":
-        return CategoricalDQN(**kwargs), DqnAgent(n_atoms=51)
-    return DQN(**kwargs), DqnAgent()
-
-
-def _algo_kwargs(name: str, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
-    """The ``--algo-arg`` pairs as keyword arguments of the algorithm ``name``.
-
-    Raises:
-        ArgumentError: A name given twice, or one the algorithm does not take (the message
-            lists the arguments it takes).
-    """
-    import inspect
-
-    from tdrl.algos import A2C, DDPG, DQN, PEARL, PPO, R2D1, SAC, SAC_V, TD3, CategoricalDQN
-
-    classes = {"a2c": A2C, "ppo": PPO, "dqn": DQN, "catdqn": CategoricalDQN}
-    classes |= {"rainbow": CategoricalDQN, "ddpg": DDPG, "td3": TD3, "sac": SAC, "sac_v": SAC_V}
-    classes |= {"r2d1": R2D1, "pearl": PEARL}
-    cls = classes[name]
-    known = [p for p in inspect.signature(cls).parameters]
-    return _flag_kwargs("--algo-arg", pairs, known, f"--algo {name} ({cls.__name__})")
-
-
-def _flag_kwargs(
-    flag: str, pairs: Sequence[tuple[str, Any]], known: Sequence[str], owner: str
-) -> dict[str, Any]:
-    """``NAME=VALUE`` pairs of ``flag`` as keyword arguments of ``owner``, which takes ``known``.
-
-    Raises:
-        ArgumentError: A name given twice, or one not in ``known`` (the message lists them).
-    """
-    kwargs: dict[str, Any] = {}
-    for key, value in pairs:
-        if key in kwargs:
-            raise ArgumentError(f"{flag} {key} is given twice")
-        if key not in known:
-            raise ArgumentError(
-                f"{flag} {key} is not an argument of {owner}; it takes: {', '.join(known)}"
-            )
-        kwargs[key] = value
-    return kwargs
-
-
-def _env_fn(env_id: str) -> tuple[Callable[..., Any], dict[str, Any]]:
-    """``(env_fn, env_kwargs)`` for a gymnasium id or ``atari:GAME``."""
-    from tdrl.envs import make_atari_env, make_gym_env
-
-    if env_id.startswith("atari:"):
-        return make_atari_env, {"game": env_id.split(":", 1)[1]}
-    return make_gym_env, {"id": env_id}
-
-
-def _check_train_args(args: argparse.Namespace) -> None:
-    """Refuses numeric ``train`` options out of range, naming the flag.
-
-    The parser already refuses them; this covers a ``Namespace`` built by other code (and
-    turns whole floats such as ``1e5`` into ints). ``--device`` must be ``cpu``, ``cuda``
-    or ``cuda:N``, and a CUDA device that torch sees.
-    """
-    from tdrl.utils.tensor import check_device
-
-    for flag, minimum in _TRAIN_COUNTS.items():
-        attr = flag[2:].replace("-", "_")
-        value = getattr(args, attr)
-        if value is None and flag in _NONE_DEFAULTS:
-            continue  # None: the default
-        setattr(args, attr, check_int(flag, value, minimum=minimum))
-    device = check_device("--device", args.device)
-    if device is None or device.type not in ("cpu", "cuda"):
-        raise ArgumentError(f"--device must be cpu, cuda or cuda:N, got {args.device!r}")
-
-
-#: The integral ``train`` options whose default is None (filled in per algorithm).
-_NONE_DEFAULTS = ("--n-steps", "--batch-T", "--batch-B", "--eval-max-trajectories")
-
-#: The integral ``train`` options and their smallest values.
-_TRAIN_COUNTS = {
-    "--n-steps": 1,
-    "--run-ID": 0,
-    "--seed": 0,
-    "--batch-T": 1,
-    "--batch-B": 1,
-    "--log-interval-steps": 1,
-    "--eval-n-envs": 0,
-    "--eval-max-steps": 1,
-    "--eval-max-trajectories": 1,
-    "--torch-threads": 1,
-}
-
-
-def train(args: argparse.Namespace) -> dict[str, float]:
-    """Runs ``tdrl train``: builds the sampler, agent, algorithm and runner, and trains.
-
-    ``--algo pearl`` (or a meta-RL ``--env``) goes to ``train_pearl``.
-
-    Args:
-        args: The parsed ``train`` options; ``n_steps``, ``batch_T`` and ``batch_B`` are
-            filled in with the algorithm's defaults when not given.
-
-    Returns:
-        The last logged row.
-
-    Raises:
-        ValueError: A bad option or hyperparameter, an ``--algo-arg`` the algorithm does
-            not take, an algorithm that does not fit the env's action space, or an unknown
-            env (the message names it).
-        TypeError: A hyperparameter of the wrong type (an ``ArgumentError``, also a
-            ``ValueError``).
-        OSError: The log directory cannot be written, or ``--resume`` finds no snapshot.
-    """
-    _check_train_args(args)
-    if args.algo in META_ALGOS or args.env in META_ENVS:
-        return train_pearl(args)
-    if getattr(args, "runner_arg", None):
-        raise ArgumentError(f"--runner-arg applies to --algo pearl only, not --algo {args.algo}")
-    import torch
-
-    from tdrl.envs import AtariTrajInfo, TrajInfo
-    from tdrl.runners import MinibatchRl, MinibatchRlEval
-    from tdrl.samplers import SerialSampler
-
-    args.n_steps = DEFAULT_N_STEPS if args.n_steps is None else args.n_steps
-    torch.set_num_threads(args.torch_threads)
-    algo_kwargs = _algo_kwargs(args.algo, args.algo_arg)
-    algo, agent = _make_algo_agent(
-        args.algo, algo_kwargs, args.env, recurrent=getattr(args, "recurrent", False)
-    )
-    env_fn, env_kwargs = _env_fn(args.env)
-    default_T, default_B = DEFAULT_BATCH[args.algo]
-    args.batch_T = default_T if args.batch_T is None else args.batch_T
-    args.batch_B = default_B if args.batch_B is None else args.batch_B
-    interval = getattr(algo, "store_rnn_state_interval", 0)  # R2D1: whole chunks per batch
-    if interval and args.batch_T % interval:
-        raise ValueError(
-            f"--batch-T {args.batch_T} must be a multiple of R2D1's store_rnn_state_interval "
-            f"({interval}); pass --batch-T {interval} or set --algo-arg store_rnn_state_interval"
-        )
-    eval_kwargs = dict(env_kwargs)
-    traj_info_cls = TrajInfo
-    if args.env.startswith("atari:"):
-        eval_kwargs["episodic_lives"] = False
-        traj_info_cls = AtariTrajInfo
-    sampler = SerialSampler(
-        env_fn,
-        env_kwargs,
-        batch_T=args.batch_T,
-        batch_B=args.batch_B,
-        eval_n_envs=args.eval_n_envs,
-        eval_env_kwargs=eval_kwargs,
-        eval_max_steps=args.eval_max_steps,
-        eval_max_trajectories=args.eval_max_trajectories,
-        traj_info_cls=traj_info_cls,
-    )
-    runner_cls = MinibatchRlEval if args.eval_n_envs > 0 else MinibatchRl
-    run_dir = f"{args.log_dir}/run_{args.run_ID}"
-    runner = runner_cls(
-        algo,
-        agent,
-        sampler,
-        n_steps=args.n_steps,
-        seed=args.seed,
-        log_interval_steps=args.log_interval_steps,
-        progress_bar=False if args.no_progress else None,
-        resume_from=run_dir if args.resume else None,
-        device=args.device,
-    )
-    config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
-    config["algo_kwargs"] = algo_kwargs
-    return _log_and_train(args, runner.train, config, echo=args.no_progress)
-
-
-#: ``train`` options that are not written to ``params.json`` as they are.
-_NOT_CONFIG = ("algo_arg", "runner_arg", "traceback")
-
-#: The options that do not apply to ``--algo pearl``, with their defaults.
-NOT_FOR_PEARL: dict[str, Any] = {
-    "--batch-T": None,
-    "--batch-B": None,
-    "--log-interval-steps": 10_000,
-    "--eval-n-envs": 0,
-    "--eval-max-steps": 10_000,
-    "--eval-max-trajectories": None,
-    "--recurrent": False,
-}
-
-
-def train_pearl(args: argparse.Namespace) -> dict[str, float]:
-    """Runs ``tdrl train --algo pearl``: oyster's preset for ``--env``, with the overrides.
-
-    ``--n-steps`` sets the iterations (``iterations_for_steps``; without it, the preset's),
-    ``--algo-arg`` the ``PEARL`` and ``--runner-arg`` the ``MetaRl`` settings; the
-    options in ``NOT_FOR_PEARL`` are refused unless left at their defaults.
-
-    Args:
-        args: The parsed ``train`` options (checked by ``train``).
-
-    Returns:
-        The last logged row.
-
-    Raises:
-        ValueError: ``--env`` not a meta-RL family, or one with another ``--algo``; an
-            option that does not apply; an override the objects do not take, or a bad
-            value (an ``ArgumentError``, also a ``TypeError``).
-        OSError: The log directory cannot be written, or ``--resume`` finds no snapshot.
-    """
-    import dataclasses
-
-    import torch
-
-    from tdrl.envs.meta import META_ENV_NAMES
-    from tdrl.runners.meta_presets import (
-        build_pearl,
-        iterations_for_steps,
-        pearl_preset,
-        runner_override_keys,
-    )
-
-    if args.algo not in META_ALGOS:
-        raise ArgumentError(f"--env {args.env} is a meta-RL task family: it needs --algo pearl")
-    if args.env not in META_ENV_NAMES:
-        raise ArgumentError(
-            f"--algo pearl needs --env to be a meta-RL task family "
-            f"({', '.join(META_ENV_NAMES)}), got {args.env!r}"
-        )
-    for flag, default in NOT_FOR_PEARL.items():
-        if getattr(args, flag[2:].replace("-", "_"), default) != default:
-            raise ArgumentError(
-                f"{flag} does not apply to --algo pearl (MetaRl collects whole trajectories "
-                "task by task, logs once per iteration and evaluates on its test tasks)"
-            )
-    algo_kwargs = _algo_kwargs(args.algo, args.algo_arg)
-    runner_kwargs = _flag_kwargs(
-        "--runner-arg", getattr(args, "runner_arg", []), runner_override_keys(), "MetaRl"
-    )
-    preset = pearl_preset(args.env).with_overrides(algo=algo_kwargs, runner=runner_kwargs)
-    n_iterations = preset.n_iterations
-    if args.n_steps is not None:
-        n_iterations = iterations_for_steps(preset, args.n_steps)
-    torch.set_num_threads(args.torch_threads)
-    runner = build_pearl(
-        args.env,
-        algo_overrides=algo_kwargs,
-        runner_overrides=runner_kwargs,
-        n_iterations=n_iterations,
-        seed=args.seed,
-        device=args.device,
-        resume_from=f"{args.log_dir}/run_{args.run_ID}" if args.resume else None,
-    )
-    unused = {flag[2:].replace("-", "_") for flag in NOT_FOR_PEARL}
-    config = {k: v for k, v in vars(args).items() if k not in (*_NOT_CONFIG, *unused)}
-    config |= {"algo_kwargs": algo_kwargs, "runner_kwargs": runner_kwargs}
-    config |= {"n_iterations": n_iterations, "preset": dataclasses.asdict(preset)}
-    return _log_and_train(args, runner.train, config, echo=True)
-
-
-def _log_and_train(
-    args: argparse.Namespace,
-    train_fn: Callable[[], dict[str, float]],
-    config: dict[str, Any],
-    *,
-    echo: bool,
-) -> dict[str, float]:
-    """Runs ``train_fn`` inside the run's ``logger_context``; returns the last row."""
-    from tdrl.logging import logger_context
-
-    t0 = time.time()
-    with logger_context(
-        args.log_dir,
-        args.run_ID,
-        f"{args.algo}_{args.env}",
-        config,
-        snapshot_mode=args.snapshot_mode,
-        use_tensorboard=args.tensorboard,
-        resume=args.resume,
-        echo=echo,
-    ) as logger:
-        row = train_fn()
-        ret = row.get("ReturnAverage", float("nan"))
-        steps = row.get("Diagnostics/CumSteps", 0)
-        logger.log(
-            f"done in {time.time() - t0:.1f} s: ReturnAverage {ret:.1f} after {steps:.0f} steps;"
-            f" logs in {logger.run_dir}",
-            echo=True,
-        )
-    return row
 
 
 def main(argv: Sequence[str] | None = None) -> int:

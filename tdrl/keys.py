@@ -49,6 +49,12 @@ size ``[]`` with ``sequence`` (a time-major ``[L, N]`` TensorDict of stored step
 keys above), ``rnn_state`` (the stored state at each sequence's first step, ``[N]``),
 ``is_weight`` and ``index`` (``[N]``, the sequence starts, for priority updates).
 
+A meta-RL batch (PEARL's ``update``) is a TensorDict of batch size ``[tasks]`` with
+``rl`` (a ``[tasks, n]`` replay batch of the keys above, from the tasks' RL buffers) and
+``context`` (``[tasks, m]`` transitions of the same tasks, from their encoder buffers:
+``observation``, ``action``, ``("next", "reward")`` and, where the encoder uses it,
+``("next", "observation")``).
+
 This module is the bottom of tdrl's import order: it imports nothing from tdrl, and every
 role may import it.
 """
@@ -101,6 +107,10 @@ STEPS_N = "steps_n"
 IS_WEIGHT = "is_weight"
 INDEX = "index"
 SEQUENCE = "sequence"
+
+# Meta-RL batches (see the module docstring).
+META_RL = "rl"
+CONTEXT = "context"
 
 
 class BatchSpec(NamedTuple):

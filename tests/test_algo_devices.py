@@ -22,8 +22,8 @@ import torch
 from tensordict import TensorDict
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import tdrl.algos.base as algo_base
 import tdrl.algos.pg.base as pg_base
+import tdrl.algos.replay as algo_replay
 from tdrl import keys
 from tdrl.agents import (
     CategoricalPgAgent,
@@ -36,13 +36,13 @@ from tdrl.agents import (
 )
 from tdrl.agents.base import Agent
 from tdrl.algos import A2C, DDPG, DQN, PPO, SAC, SAC_V, TD3, CategoricalDQN
-from tdrl.algos.base import to_device
 from tdrl.envs import space_to_spec
 from tdrl.keys import BatchSpec
 from tdrl.replays import ReplayBuffer, ReplayConfig, UniformSampler
 from tdrl.samplers import SerialSampler
 from tdrl.testing import CountingEnv
 from tdrl.utils.checks import ArgumentError
+from tdrl.utils.device import to_device
 
 META = torch.device("meta")
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
@@ -244,7 +244,7 @@ def test_replay_loss_and_update_run_on_the_agents_device(name):
 @pytest.mark.parametrize("name", REPLAY_NAMES)
 def test_replay_minibatches_are_copied_to_the_device_once_each(name, monkeypatch):
     algo, agent = _on(META, name)
-    monkeypatch.setattr(algo_base, "stack_diagnostics", _no_tolist)
+    monkeypatch.setattr(algo_replay, "stack_diagnostics", _no_tolist)
     samples = _sampler_batch(agent, _space(name))
     algo.optimize_agent(0, samples)  # appends (CPU buffer) and replays
     assert algo.replay_buffer.device.type == "cpu"

@@ -36,9 +36,10 @@ from tdrl.agents import (
     Td3Agent,
 )
 from tdrl.algos import A2C, DDPG, DQN, PPO, SAC, SAC_V, TD3, CategoricalDQN
-from tdrl.algos.base import compile_mode, make_optimizer
 from tdrl.envs import space_to_spec
 from tdrl.keys import BatchSpec
+from tdrl.utils.compile import compile_mode
+from tdrl.utils.optim import make_optimizer
 
 OBS = gym.spaces.Box(-1.0, 1.0, (3,), np.float32)
 DISCRETE = gym.spaces.Discrete(3)
@@ -297,7 +298,7 @@ def test_compile_argument_is_checked():
             cls(compile="yes")
 
 
-def _pearl_batches(n_updates: int) -> list[tuple[TensorDict, TensorDict]]:
+def _pearl_batches(n_updates: int) -> list[TensorDict]:
     g = torch.Generator().manual_seed(1)
 
     def batch(tasks: int, n: int) -> TensorDict:
@@ -315,7 +316,10 @@ def _pearl_batches(n_updates: int) -> list[tuple[TensorDict, TensorDict]]:
             [tasks, n],
         )
 
-    return [(batch(3, 8), batch(3, 5)) for _ in range(n_updates)]
+    return [
+        TensorDict({keys.META_RL: batch(3, 8), keys.CONTEXT: batch(3, 5)}, [3])
+        for _ in range(n_updates)
+    ]
 
 
 @pytest.mark.parametrize("variant", ["v1", pytest.param("v2", marks=pytest.mark.slow)])
@@ -338,11 +342,11 @@ def test_compiled_pearl_meta_step_matches_eager(variant):
         algo.initialize(agent)
         pairs.append((algo, agent))
     (eager, e_agent), (comp, c_agent) = pairs
-    for k, (rl, ctx) in enumerate(_pearl_batches(3)):
+    for k, batch in enumerate(_pearl_batches(3)):
         torch.manual_seed(10 + k)
-        info_e = eager.update(rl.clone(), ctx.clone())
+        info_e = eager.update(batch.clone())
         torch.manual_seed(10 + k)
-        info_c = comp.update(rl.clone(), ctx.clone())
+        info_c = comp.update(batch.clone())
         assert info_c.keys() == info_e.keys()
         for key in info_e:
             torch.testing.assert_close(info_c[key], info_e[key], **TOL, msg=key)

@@ -201,7 +201,7 @@ def test_serial_sampler_batches_are_pinned_for_a_cuda_agent(tmp_path, monkeypatc
 
 
 def test_to_device_moves_once_and_is_a_no_op_on_the_same_device():
-    from tdrl.algos.base import to_device
+    from tdrl.utils.device import to_device
 
     td = TensorDict({"a": torch.arange(6.0).reshape(3, 2)}, [3]).pin_memory()
     out = to_device(td, torch.device("cuda"))

@@ -30,7 +30,7 @@ from tdrl.runners.grad_sync import Replicas, collective_device
 from tdrl.samplers import CpuSampler, GpuSampler, SerialSampler
 from tdrl.testing import CountingEnv, IdentityEnv
 from tdrl.utils.checks import ArgumentError
-from tdrl.utils.tensor import check_device
+from tdrl.utils.device import check_device
 
 META = torch.device("meta")
 T, B = 8, 4

@@ -60,9 +60,9 @@ def test_collection_schedule_buffers_and_samples(monkeypatch):
         events.append(("clear", task))
         return clear(self, task)
 
-    def spy_append(self, task, samples, *, to_encoder):
+    def spy_append(self, task, samples, *, to_encoder, context=None):
         appended.append(samples.clone())
-        return append(self, task, samples, to_encoder=to_encoder)
+        return append(self, task, samples, to_encoder=to_encoder, context=context)
 
     def spy_infer(context):
         events.append(("infer",))
@@ -173,7 +173,6 @@ def test_same_seed_same_rows():
         ({"update_post_train": 0}, "update_post_train"),
         ({"num_exp_traj_eval": 0}, "num_exp_traj_eval"),
         ({"num_steps_per_eval": 0}, "num_steps_per_eval"),
-        ({"meta_batch": 0}, "meta_batch"),
         ({"env_name": "no-such-env"}, "env_name"),
         ({"device": "gpu"}, "device"),
         ({"num_steps_prior": 0, "num_steps_posterior": 0}, "num_extra_rl_steps_posterior"),
@@ -189,6 +188,54 @@ def test_same_seed_same_rows():
 def test_bad_arguments_name_themselves(kwargs, name):
     with pytest.raises(ArgumentError, match=rf"^{name} "):
         make_runner(**kwargs)
+
+
+def test_meta_batch_sizes_are_the_algorithms():
+    """MetaRl reads meta_batch, batch_size and embedding_batch_size from PEARL (one owner)."""
+    with pytest.raises(TypeError, match="meta_batch"):
+        make_runner(meta_batch=2)
+    runner = make_runner(n_iterations=1)
+    calls = []
+    sample = MultiTaskReplay.sample_meta_batch
+
+    def spy(self, tasks, batch_size, context_size, *, device=None):
+        calls.append((len(tasks), batch_size, context_size))
+        batch = sample(self, tasks, batch_size, context_size, device=device)
+        assert batch.batch_size == (len(tasks),)
+        assert batch["rl"].shape == (len(tasks), batch_size)
+        assert batch["context"].shape == (len(tasks), context_size)
+        return batch
+
+    with pytest.MonkeyPatch.context() as m:
+        m.setattr(MultiTaskReplay, "sample_meta_batch", spy)
+        runner.train()
+    assert calls == [(2, 8, 8)] * SMALL["num_train_steps_per_itr"]
+
+
+def test_collection_goes_through_the_shared_env_loop(monkeypatch):
+    """Every env step of the collection and the evaluation is EnvRunner.step_envs'; the
+    runner's module steps and resets no env itself."""
+    import ast
+    import inspect
+
+    import tdrl.runners.meta_rl as meta_rl
+    from tdrl.samplers.env_loop import EnvRunner
+
+    calls = ast.walk(ast.parse(inspect.getsource(meta_rl)))
+    names = {getattr(n.func, "attr", "") for n in calls if isinstance(n, ast.Call)}
+    assert not names & {"step", "reset", "rollout"}, names & {"step", "reset", "rollout"}
+    steps = []
+    step_envs = EnvRunner.step_envs
+
+    def spy(self, t):
+        steps.append(t)
+        return step_envs(self, t)
+
+    monkeypatch.setattr(EnvRunner, "step_envs", spy)
+    runner = make_runner(n_iterations=1, num_evals=1)
+    row = runner.train()
+    # training steps, then evaluation: (a) 2 tasks x 3 trajectories, (b) and (c) 2 x 60 each.
+    assert len(steps) == row["Diagnostics/CumSteps"] + 2 * 60 + 2 * 60 + 2 * 60
 
 
 def test_bad_algo_or_agent():
@@ -335,3 +382,79 @@ def test_resume_refuses_other_settings_naming_them(tmp_path):
     for kwargs, name in changes:
         with pytest.raises(SnapshotError, match=name):
             make_runner(n_iterations=3, seed=3, resume_from=run_dir, **kwargs).train()
+
+
+# ---------------------------------------------------------------------- the episode sampler
+def _sampler_and_agent(env_name="point-robot", **kwargs):
+    from tdrl.samplers.episodes import EpisodeSampler
+
+    torch.manual_seed(0)
+    env = {"name": env_name, "max_episode_steps": 5}
+    sampler = EpisodeSampler(env_kwargs=env, env_rank=1, **kwargs)
+    sampler.initialize(seed=7)
+    agent = PearlAgent(latent_size=2, hidden_sizes=(8,), encoder_hidden_sizes=(8,))
+    agent.initialize(sampler.observation_spec, sampler.action_spec)
+    agent.eval_mode(0)  # tanh(mean): deterministic given z
+    agent.set_z(torch.tensor([[0.3, -0.2]]))
+    return sampler, agent
+
+
+def test_episode_sampler_returns_the_transitions_of_stepping_the_env_by_hand():
+    import numpy as np
+
+    from tdrl.envs import make_meta_env
+
+    sampler, agent = _sampler_and_agent()
+    task = sampler.env.sample_tasks(1, seed=1)[0]
+    sampler.set_task(task)
+    episodes = [sampler.episode(agent) for _ in range(2)]
+
+    env = make_meta_env("point-robot", max_episode_steps=5)
+    env.set_task(task)
+    env.reset(seed=7 + 1)  # the sampler's seeding reset (seed + env_rank), then one per episode
+    for episode in episodes:
+        obs, _ = env.reset()
+        prev_action, prev_reward = torch.zeros(1, 2), torch.zeros(1, 1)
+        rows = []
+        for _ in range(10):
+            o = torch.as_tensor(np.asarray(obs)).reshape(1, 2)
+            action, _ = agent.step(o, prev_action, prev_reward)
+            obs, reward, term, trunc, _ = env.step(action[0].numpy())
+            rows.append((o, prev_action, prev_reward, action, obs, reward, term, trunc))
+            prev_action, prev_reward = action, torch.tensor([[reward]], dtype=torch.float32)
+            if term or trunc:
+                break
+        td = episode.samples
+        assert tuple(td.batch_size) == (len(rows), 1) == (5, 1) and episode.length == 5
+        for t, (o, pa, pr, a, o2, r, term, trunc) in enumerate(rows):
+            assert torch.equal(td["observation"][t], o)
+            assert torch.equal(td["prev_action"][t], pa)
+            assert torch.equal(td["prev_reward"][t], pr)
+            assert torch.equal(td["action"][t], a)
+            assert torch.equal(td["next", "observation"][t, 0], torch.as_tensor(o2))
+            assert td["next", "reward"][t, 0, 0] == torch.tensor(r, dtype=torch.float32)
+            assert bool(td["next", "terminated"][t]) == term
+            assert bool(td["next", "truncated"][t]) == trunc == (t == 4)
+        rewards = torch.tensor([row[5] for row in rows], dtype=torch.float32)
+        assert episode.ret == float(rewards.sum()) and episode.context is episode.samples
+        assert episode.traj_info.Length == 5
+
+
+def test_episode_sampler_collects_whole_episodes_and_gives_the_encoder_sparse_rewards():
+    sampler, agent = _sampler_and_agent("sparse-point-robot", sparse_rewards=True)
+    seen = []
+
+    def after(episodes, more):
+        seen.append((len(episodes), more))
+        return agent.prior_z(1) if more else None
+
+    episodes = sampler.collect(agent, 11, after_episode=after)
+    assert [e.length for e in episodes] == [5, 5, 5]  # whole episodes until >= 11 steps
+    assert seen == [(1, True), (2, True), (3, False)]
+    for e in episodes:
+        dense, sparse = e.samples["next", "reward"], e.context["next", "reward"]
+        assert torch.all(dense <= 0) and torch.all(sparse >= 0)
+        assert torch.equal(e.context["prev_reward"][1:], sparse[:-1])
+        assert e.ret == float(sparse.sum())
+        assert torch.equal(e.context["observation"], e.samples["observation"])
+    assert sampler.collect(agent, 0) == []

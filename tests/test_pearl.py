@@ -13,6 +13,7 @@ import torch
 from tensordict import TensorDict
 from torch.testing import assert_close
 
+from tdrl import keys
 from tdrl.agents.qpg import PearlAgent
 from tdrl.algos.base import DIAGNOSTICS
 from tdrl.algos.qpg import PEARL
@@ -76,6 +77,11 @@ def make_replay(**flags) -> MultiTaskReplay:
     return replay
 
 
+def meta(rl, ctx) -> TensorDict:
+    """The one-TensorDict meta-batch of PEARL's loss and update."""
+    return TensorDict({keys.META_RL: rl, keys.CONTEXT: ctx}, batch_size=rl.batch_size[:1])
+
+
 def batches(n=5, m=6):
     replay = make_replay()
     tasks = list(range(TASKS))
@@ -98,7 +104,7 @@ def test_which_losses_reach_the_encoder():
         ("loss_pi", False),
     ):
         agent.zero_grad(set_to_none=True)
-        algo.loss(rl, ctx).get(term).backward()
+        algo.loss(meta(rl, ctx)).get(term).backward()
         grads = encoder_grads(agent)
         if reaches:
             assert all(g is not None for g in grads), term
@@ -108,7 +114,7 @@ def test_which_losses_reach_the_encoder():
     # The critics' weights learn from the Bellman error only (frozen while scoring a~).
     for term in ("loss_v", "loss_pi"):
         agent.zero_grad(set_to_none=True)
-        algo.loss(rl, ctx).get(term).backward()
+        algo.loss(meta(rl, ctx)).get(term).backward()
         assert all(p.grad is None or not p.grad.any() for p in agent.q_model.parameters())
 
 
@@ -129,7 +135,7 @@ def test_batched_loss_equals_per_task_loop(monkeypatch):
     rl, ctx = batches(n=5, m=6)
     noise = torch.randn(TASKS, 5, ACT, generator=torch.Generator().manual_seed(5))
     monkeypatch.setattr(torch, "randn_like", FixedNoise(noise))
-    terms = algo.loss(rl, ctx, generator=torch.Generator().manual_seed(9))
+    terms = algo.loss(meta(rl, ctx), generator=torch.Generator().manual_seed(9))
     eps = torch.randn(TASKS, LATENT, generator=torch.Generator().manual_seed(9))
     per_task = {k: [] for k in ("loss_q", "loss_v", "loss_pi", "loss_kl")}
     with torch.no_grad():
@@ -174,12 +180,13 @@ def test_kl_sum_reduction_and_no_bottleneck():
     rl, ctx = batches()
     agent = make_agent()
     gen = torch.Generator
-    mean_kl = make_algo(agent, kl_reduction="mean").loss(rl, ctx, generator=gen().manual_seed(0))
+    batch = meta(rl, ctx)
+    mean_kl = make_algo(agent, kl_reduction="mean").loss(batch, generator=gen().manual_seed(0))
     mean_kl = mean_kl["loss_kl"]
-    sum_kl = make_algo(agent).loss(rl, ctx, generator=gen().manual_seed(0))  # oyster's default
+    sum_kl = make_algo(agent).loss(batch, generator=gen().manual_seed(0))  # oyster's default
     assert_close(sum_kl["loss_kl"], TASKS * mean_kl)
     det = make_agent(information_bottleneck=False)
-    terms = make_algo(det).loss(rl, ctx)
+    terms = make_algo(det).loss(meta(rl, ctx))
     assert terms["loss_kl"] == 0 and terms["z_var"] == 0
     terms["loss_q"].backward()
     assert all(g is not None and g.any() for g in encoder_grads(det))
@@ -189,11 +196,11 @@ def test_loss_is_pure():
     agent = make_agent()
     algo = make_algo(agent)
     rl, ctx = batches()
-    algo.update(rl, ctx)  # optimizer state exists
+    algo.update(meta(rl, ctx))  # optimizer state exists
     state = copy.deepcopy(agent.state_dict())
     opt_state = copy.deepcopy(algo.state_dict())
     rl_before, ctx_before = rl.clone(), ctx.clone()
-    algo.loss(rl, ctx)
+    algo.loss(meta(rl, ctx))
     for k, v in agent.state_dict().items():
         assert torch.equal(v, state[k]), k
     assert algo.update_counter == opt_state["update_counter"]
@@ -210,7 +217,7 @@ def test_update_moves_every_part_and_the_target_by_tau():
     agent = make_agent()
     algo = make_algo(agent, target_update_tau=0.1)
     before = copy.deepcopy(agent)
-    info = algo.update(*batches())
+    info = algo.update(meta(*batches()))
     assert set(info) <= set(DIAGNOSTICS)
     assert all(torch.isfinite(v) for v in info.values())
     for name in ("model", "q_model", "v_model", "encoder"):
@@ -245,8 +252,8 @@ def test_terminated_stops_bootstrapping_truncated_does_not():
         far = sub.clone()
         far["next", "observation"] = far["next", "observation"] + 50.0
         g = torch.Generator
-        a = algo.loss(sub, ctx[:, :4], generator=g().manual_seed(0))["loss_q"]
-        b = algo.loss(far, ctx[:, :4], generator=g().manual_seed(0))["loss_q"]
+        a = algo.loss(meta(sub, ctx[:, :4]), generator=g().manual_seed(0))["loss_q"]
+        b = algo.loss(meta(far, ctx[:, :4]), generator=g().manual_seed(0))["loss_q"]
         assert (not torch.equal(a, b)) == bootstraps
 
 
@@ -280,16 +287,16 @@ def test_state_dict_round_trip():
     agent = make_agent()
     algo = make_algo(agent)
     rl, ctx = batches()
-    algo.update(rl, ctx, generator=torch.Generator().manual_seed(0))
+    algo.update(meta(rl, ctx), generator=torch.Generator().manual_seed(0))
     other_agent = make_agent(seed=1)
     other_agent.load_state_dict(agent.state_dict())
     other = make_algo(other_agent)
     other.load_state_dict(copy.deepcopy(algo.state_dict()))  # as a snapshot (no aliasing)
     assert other.update_counter == 1
     torch.manual_seed(3)
-    x = algo.update(rl, ctx, generator=torch.Generator().manual_seed(1))
+    x = algo.update(meta(rl, ctx), generator=torch.Generator().manual_seed(1))
     torch.manual_seed(3)
-    y = other.update(rl, ctx, generator=torch.Generator().manual_seed(1))
+    y = other.update(meta(rl, ctx), generator=torch.Generator().manual_seed(1))
     for k in x:
         assert_close(x[k], y[k], msg=k)
     for (k, a), b in zip(
@@ -315,10 +322,12 @@ def test_bad_arguments():
     agent = make_agent()
     algo = make_algo(agent)
     rl, ctx = batches()
-    with pytest.raises(ArgumentError, match="rl_batch"):
-        algo.loss(rl[0], ctx)
-    with pytest.raises(ArgumentError, match="context"):
-        algo.loss(rl, ctx[:2])
+    with pytest.raises(ArgumentError, match=r"^batch must be a \[tasks\] TensorDict"):
+        algo.loss(rl)
+    with pytest.raises(ArgumentError, match=r"^batch\['rl'\] must be a \[tasks, n\]"):
+        algo.loss(TensorDict({keys.CONTEXT: ctx}, batch_size=[TASKS]))
+    with pytest.raises(ArgumentError, match=r"^batch\['context'\] must be a \[tasks, n\]"):
+        algo.loss(meta(rl, ctx[:, 0]))
     with pytest.raises(ArgumentError, match="z"):
         agent.set_z(torch.zeros(4, LATENT + 1))
     with pytest.raises(ArgumentError, match="clip_grad_norm"):
@@ -346,7 +355,7 @@ def test_bad_arguments():
         (rl, bad_reward, "reward"),
     ):
         with pytest.raises(ArgumentError, match=name):
-            algo.update(rl_in, ctx_in)
+            algo.update(meta(rl_in, ctx_in))
 
 
 def test_prior_without_the_bottleneck_is_z_zero():
@@ -368,19 +377,19 @@ def test_context_free_baseline_ignores_the_context():
     assert not mu.any() and not var.any() and mu.shape == (TASKS, LATENT)
     assert not agent.sample_z(*agent.prior_z(3)).any()
     before = [p.detach().clone() for p in agent.encoder.parameters()]
-    info = algo.update(rl, ctx)
+    info = algo.update(meta(rl, ctx))
     assert info["loss_kl"] == 0 and info["grad_norm_context"] == 0
     assert all(torch.equal(a, b) for a, b in zip(before, agent.encoder.parameters(), strict=True))
     # The same data with another context gives the same loss: the context is not read.
     other = ctx.clone()
     other["next", "reward"] += 5.0
     gen = torch.Generator
-    a = algo.loss(rl, ctx, generator=gen().manual_seed(0))["loss_q"]
-    b = algo.loss(rl, other, generator=gen().manual_seed(0))["loss_q"]
+    a = algo.loss(meta(rl, ctx), generator=gen().manual_seed(0))["loss_q"]
+    b = algo.loss(meta(rl, other), generator=gen().manual_seed(0))["loss_q"]
     assert torch.equal(a, b)
     with_context = make_algo(make_agent())
-    c = with_context.loss(rl, ctx, generator=gen().manual_seed(0))["loss_q"]
-    d = with_context.loss(rl, other, generator=gen().manual_seed(0))["loss_q"]
+    c = with_context.loss(meta(rl, ctx), generator=gen().manual_seed(0))["loss_q"]
+    d = with_context.loss(meta(rl, other), generator=gen().manual_seed(0))["loss_q"]
     assert not torch.equal(c, d)  # the check above can fail
 
 
@@ -463,7 +472,7 @@ def _v2_case(monkeypatch, n=5, **algo_kwargs):
     next_noise, noise = torch.randn(2, TASKS, n, ACT, generator=g)
     # The loss draws the target's a' first, then a~.
     monkeypatch.setattr(torch, "randn_like", NoiseSequence(next_noise, noise))
-    terms = algo.loss(rl, ctx, generator=torch.Generator().manual_seed(9))
+    terms = algo.loss(meta(rl, ctx), generator=torch.Generator().manual_seed(9))
     eps = torch.randn(TASKS, LATENT, generator=torch.Generator().manual_seed(9))
     ref = reference_v2(agent, algo, rl, ctx, eps, next_noise, noise, 3.0)
     return agent, algo, terms, ref
@@ -513,7 +522,7 @@ def test_v2_update_moves_every_part_and_the_q_targets_by_tau():
     assert not hasattr(agent, "v_model") and not hasattr(agent, "target_v_model")
     algo = make_algo(agent, target_update_tau=0.1, **V2)
     before = copy.deepcopy(agent)
-    info = algo.update(*batches())
+    info = algo.update(meta(*batches()))
     assert set(info) <= set(DIAGNOSTICS)
     assert {"alpha", "loss_alpha", "grad_norm_pi", "grad_norm_q", "grad_norm_context"} <= set(info)
     assert not {"loss_v", "v_mean", "grad_norm_v"} & set(info)
@@ -541,7 +550,7 @@ def test_v2_temperature_follows_the_entropy_target(target_entropy):
     agent = make_agent(**V2)
     algo = make_algo(agent, target_entropy=target_entropy, alpha_lr=0.05, **V2)
     rl, ctx = batches()
-    info = algo.update(rl, ctx)
+    info = algo.update(meta(rl, ctx))
     entropy_below_target = -info["log_pi"] < target_entropy
     assert entropy_below_target == (target_entropy > 0)
     assert (algo.alpha > 1.0) == entropy_below_target
@@ -553,7 +562,7 @@ def test_v2_fixed_alpha():
     agent = make_agent(**V2)
     algo = make_algo(agent, fixed_alpha=0.2, **V2)
     assert len(algo.optimizers()) == 3 and "alpha_optimizer" not in algo.state_dict()
-    info = algo.update(*batches())
+    info = algo.update(meta(*batches()))
     assert "loss_alpha" not in info
     assert_close(info["alpha"], torch.tensor(0.2))
     assert algo.alpha == pytest.approx(0.2) and algo.log_alpha.grad is None
@@ -563,7 +572,7 @@ def test_v2_state_dict_round_trip():
     agent = make_agent(**V2)
     algo = make_algo(agent, **V2)
     rl, ctx = batches()
-    algo.update(rl, ctx, generator=torch.Generator().manual_seed(0))
+    algo.update(meta(rl, ctx), generator=torch.Generator().manual_seed(0))
     state = algo.state_dict()
     assert {"alpha_optimizer", "log_alpha"} <= set(state) and "v_optimizer" not in state
     assert any(k.startswith("target_q_model.") for k in agent.state_dict())
@@ -573,9 +582,9 @@ def test_v2_state_dict_round_trip():
     other.load_state_dict(copy.deepcopy(state))
     assert other.update_counter == 1 and other.alpha == algo.alpha
     torch.manual_seed(3)
-    x = algo.update(rl, ctx, generator=torch.Generator().manual_seed(1))
+    x = algo.update(meta(rl, ctx), generator=torch.Generator().manual_seed(1))
     torch.manual_seed(3)
-    y = other.update(rl, ctx, generator=torch.Generator().manual_seed(1))
+    y = other.update(meta(rl, ctx), generator=torch.Generator().manual_seed(1))
     for k in x:
         assert_close(x[k], y[k], msg=k)
     for (k, a), b in zip(
@@ -592,10 +601,10 @@ def test_v2_context_free_deterministic_and_terminal():
     torch.set_num_threads(1)
     rl, ctx = batches()
     agent = make_agent(use_context=False, **V2)
-    info = make_algo(agent, **V2).update(rl, ctx)
+    info = make_algo(agent, **V2).update(meta(rl, ctx))
     assert info["loss_kl"] == 0 and info["grad_norm_context"] == 0
     det = make_agent(information_bottleneck=False, **V2)
-    terms = make_algo(det, **V2).loss(rl, ctx)
+    terms = make_algo(det, **V2).loss(meta(rl, ctx))
     assert terms["loss_kl"] == 0 and terms["z_var"] == 0
     terms["loss_q"].backward()
     assert all(g is not None and g.any() for g in encoder_grads(det))
@@ -610,7 +619,7 @@ def test_v2_context_free_deterministic_and_terminal():
         losses = []
         for batch in (rl1[:, at], far):
             torch.manual_seed(0)  # the same policy noise for both
-            losses.append(algo.loss(batch, ctx1, generator=torch.Generator().manual_seed(0)))
+            losses.append(algo.loss(meta(batch, ctx1), generator=torch.Generator().manual_seed(0)))
         assert (not torch.equal(losses[0]["loss_q"], losses[1]["loss_q"])) == bootstraps
 
 
@@ -676,7 +685,7 @@ def test_v2_learns_a_two_task_bandit():
         )
         replay.append_samples(task, samples, to_encoder=True)
     for _ in range(400):
-        algo.update(replay.sample_batch([0, 1], 32), replay.sample_context([0, 1], 16))
+        algo.update(meta(replay.sample_batch([0, 1], 32), replay.sample_context([0, 1], 16)))
     mu, _ = agent.infer_posterior(replay.sample_context([0, 1], 32))
     agent.eval_mode(0)
     agent.set_z(mu)
@@ -684,12 +693,31 @@ def test_v2_learns_a_two_task_bandit():
     assert_close(acted[:, 0], torch.tensor(targets), atol=0.25, rtol=0)
 
 
-def test_posterior_of_a_cpu_context_on_another_device():
-    """The collector's contexts are on the CPU; an agent elsewhere moves them first (checked
-    on the shape-only ``meta`` device, which mixes with the CPU as CUDA does: not at all)."""
+def test_posterior_of_a_context_on_the_agents_device():
+    """The runner moves the collector's CPU contexts to the agent's device (the agent moves
+    nothing itself); checked on the shape-only ``meta`` device."""
     agent = make_agent()
     _, ctx = batches()
     agent.to("meta")
-    mu, var = agent.infer_posterior(ctx)
+    mu, var = agent.infer_posterior(ctx.to("meta"))
     assert mu.device.type == var.device.type == "meta" and mu.shape == (TASKS, LATENT)
     assert agent.sample_z(mu, var).device.type == "meta"
+
+
+def test_value_network_names_the_variant_and_sac_variant_is_its_alias():
+    assert PEARL().value_network and PEARL().sac_variant == "v1"
+    assert PEARL(value_network=False).sac_variant == "v2"
+    assert not PEARL(sac_variant="v2").value_network
+    assert PEARL(value_network=True, sac_variant="v1").sac_variant == "v1"
+    with pytest.raises(ArgumentError, match="disagree") as err:
+        PEARL(value_network=True, sac_variant="v2")
+    assert "\n" not in str(err.value)
+
+
+def test_settings_name_what_a_resume_must_match():
+    algo = PEARL(meta_batch=4, batch_size=8, embedding_batch_size=3, value_network=False)
+    settings = algo.settings()
+    assert settings["meta_batch"] == 4 and settings["batch_size"] == 8
+    assert settings["embedding_batch_size"] == 3 and settings["sac_variant"] == "v2"
+    assert settings["alpha_lr"] == 3e-4 and settings["learning_rates"]["alpha"] == 3e-4
+    assert {"discount", "kl_lambda", "reward_scale", "fixed_alpha"} <= set(settings)

@@ -52,8 +52,8 @@ def test_check_catches_a_wrong_per_task_weighting():
     args = pearl.parse_args([*TINY, "--steps-per-task", "30"])
     replay, env = pearl.random_replay(3, 30, 0)
     algo = pearl.make_agent_and_algo(args, env, 3)
-    rl_batch, context = replay.sample_batch([0, 1, 2], 8), replay.sample_context([0, 1, 2], 4)
-    check = pearl.check_same_loss(algo, rl_batch, context)
+    batch = replay.sample_meta_batch([0, 1, 2], 8, 4)
+    check = pearl.check_same_loss(algo, batch)
     assert check["loss_diff"] <= 1e-4 * abs(check["batched_loss"])
     assert check["grad_diff"] <= 1e-4
     # With the same noise (drawn as check_same_loss draws it), averaging whole per-task
@@ -62,14 +62,14 @@ def test_check_catches_a_wrong_per_task_weighting():
     latent_eps = torch.randn(3, args.latent_size, generator=g)
     policy_eps = torch.randn(3, 8, algo.agent.action_size, generator=g)
     with pearl.noise_tapes(latent_eps, policy_eps):
-        got = pearl.per_task_loss(algo, rl_batch, context)
+        got = pearl.per_task_loss(algo, batch)
     with pearl.noise_tapes(latent_eps, policy_eps):
-        wrong = sum(algo.loss(rl_batch[i : i + 1], context[i : i + 1])["loss"] for i in range(3))
+        wrong = sum(algo.loss(batch[i : i + 1])["loss"] for i in range(3))
     assert float(got.detach()) == pytest.approx(check["per_task_loss"], rel=1e-6)
     assert abs(float(wrong.detach()) / 3 - check["batched_loss"]) > 1e-3
     # One per-task update steps every part and the target, as PEARL.update does.
     before = [p.clone() for p in algo.agent.parameters()]
-    pearl.per_task_update(algo, rl_batch, context)
+    pearl.per_task_update(algo, batch)
     after = list(algo.agent.parameters())
     assert all(not torch.equal(a, b) for a, b in zip(before, after, strict=True))
     assert algo.update_counter == 1

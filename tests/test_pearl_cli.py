@@ -213,8 +213,8 @@ def test_build_pearl_builds_every_family(name):
         assert getattr(runner, key) == value, key
     for key, value in expected["algo"].items():
         assert getattr(runner.algo, key) == value, key
-    assert runner.meta_batch == expected["algo"].get("meta_batch", 16)
-    assert runner.embedding_batch_size == runner.algo.embedding_batch_size
+    assert runner.algo.meta_batch == expected["algo"].get("meta_batch", 16)
+    assert not hasattr(runner, "meta_batch")  # one owner: the algorithm
     agent = runner.agent
     assert (agent.latent_size, agent.hidden_sizes, agent.encoder_hidden_sizes) == (
         5,
@@ -236,7 +236,7 @@ def test_build_pearl_applies_overrides():
         seed=4,
         device="cpu",
     )
-    assert (runner.algo.batch_size, runner.batch_size, runner.algo.reward_scale) == (32, 32, 1.0)
+    assert (runner.algo.batch_size, runner.algo.reward_scale) == (32, 1.0)
     assert (runner.agent.latent_size, runner.agent.hidden_sizes) == (3, [16])
     assert runner.agent.encoder_hidden_sizes == [200, 200, 200]  # the preset's
     assert (runner.num_evals, runner.num_extra_rl_steps_posterior) == (3, 600)

@@ -49,6 +49,7 @@ def _train_and_evaluate(example, *, use_context: bool) -> tuple[float, float]:
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1800)  # two 120k-step runs: ~4 min on a quiet 2-core machine, x7 margin
 def test_pearl_beats_context_free_sac_on_point_robot():
     example = _load_example_12()
     pearl_last, pearl_first = _train_and_evaluate(example, use_context=True)

@@ -7,6 +7,7 @@ import pytest
 import torch
 from tensordict import TensorDict
 
+from tdrl import keys
 from tdrl.models.qpg import ContextEncoder, context_from_transitions
 from tdrl.models.qpg.context import kl_to_standard_normal, product_of_gaussians
 from tdrl.replays import MultiTaskReplay
@@ -222,3 +223,25 @@ def test_multi_task_replay_same_seed_same_batches():
 
     (a, b), (c, d) = draw(5), draw(5)
     assert torch.equal(a["index"], c["index"]) and torch.equal(b["index"], d["index"])
+
+
+def test_multi_task_replay_meta_batch_and_encoder_context():
+    """``sample_meta_batch`` is ``sample_batch`` and ``sample_context`` (the same draws) in
+    one ``[tasks]`` TensorDict; ``context=`` gives the encoder buffer other rewards."""
+
+    def filled(seed):
+        replay = MultiTaskReplay(2, size=20, batch_B=2, encoder_size=6, seed=seed)
+        for task in range(2):
+            samples = _samples(4, 2, task)
+            context = samples.clone()
+            context["next", "reward"] = -context["next", "reward"] - 1
+            replay.append_samples(task, samples, to_encoder=True, context=context)
+        return replay
+
+    batch = filled(3).sample_meta_batch([1, 0, 1], 5, 4)
+    replay = filled(3)
+    rl, context = replay.sample_batch([1, 0, 1], 5), replay.sample_context([1, 0, 1], 4)
+    assert batch.batch_size == (3,)
+    assert (batch[keys.META_RL] == rl).all() and (batch[keys.CONTEXT] == context).all()
+    assert torch.all(batch["rl", "next", "reward"] >= 0)
+    assert torch.all(batch["context", "next", "reward"] < 0)  # the encoder's own rewards

@@ -62,7 +62,7 @@ from torchrl.objectives import DDPGLoss, SACLoss, TD3Loss, ValueEstimators
 
 from tdrl import keys
 from tdrl.agents.qpg import DdpgAgent, SacAgent, Td3Agent
-from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
+from tdrl.agents.qpg.squashed_gaussian import squashed_gaussian_sample
 from tdrl.algos.qpg import DDPG, SAC, TD3
 from tdrl.envs import space_to_spec
 from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N

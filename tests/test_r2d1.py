@@ -28,7 +28,7 @@ from tdrl.runners import MinibatchRl
 from tdrl.samplers import SerialSampler
 from tdrl.testing import CountingEnv
 from tdrl.utils.checks import ArgumentError
-from tdrl.utils.returns import inv_value_rescale, value_rescale
+from tdrl.utils.q_returns import inv_value_rescale, value_rescale
 
 OBS = gym.spaces.Box(-np.inf, np.inf, (3,), np.float32)
 ACTIONS = gym.spaces.Discrete(3)
@@ -253,7 +253,7 @@ def _step_by_step_q(model, seq, state):
 
 def _reference(algo, agent, batch):
     """Loss, td_abs_err and priorities with plain loops (float64, textbook h and h^-1)."""
-    wT, bT, n, gamma = algo.warmup_T, algo.batch_T, algo.n_step_return, algo.discount
+    wT, bT, n, gamma = algo.warmup_T, algo.sequence_length, algo.n_step_return, algo.discount
     eps, eta = algo.value_scale_eps, algo.pri_eta
     seq, N = batch[keys.SEQUENCE], batch[keys.IS_WEIGHT].shape[0]
     with torch.no_grad():
@@ -639,3 +639,12 @@ def test_r2d1_solves_cartpole_no_vel(tmp_path):
     with open(progress, newline="") as f:
         returns = [float(row["ReturnAverage"]) for row in csv.DictReader(f)]
     assert max(returns) >= 400, returns
+
+
+def test_rlpyt_names_of_the_sequence_shape_are_aliases():
+    algo = R2D1(batch_T=6, batch_B=5, warmup_T=2)
+    assert (algo.sequence_length, algo.batch_sequences) == (6, 5)
+    assert algo.batch_size == (6 + 2) * 5 and algo.draw_size == 5
+    same = R2D1(sequence_length=6, batch_sequences=5, warmup_T=2)
+    assert (same.sequence_length, same.batch_sequences, same.batch_size) == (6, 5, 40)
+    assert R2D1() != R2D1()  # no field-less dataclass equality

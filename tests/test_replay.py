@@ -299,7 +299,7 @@ def test_state_of_another_configuration_is_refused(tmp_path, kwargs, match):
 
 
 def test_save_is_atomic_and_a_cut_off_commit_is_found(tmp_path, monkeypatch):
-    import tdrl.replays.n_step as n_step
+    import tdrl.replays.storage_files as n_step  # where ReplayBuffer.save writes its state
 
     rb = _saved_buffer(tmp_path / "rb", info={"itr": 1})
     first = rb.sample_batch(16)

@@ -22,7 +22,7 @@ from torch.testing import assert_close
 from tdrl import keys
 from tdrl.agents.dqn import DqnAgent
 from tdrl.agents.qpg import SacAgent
-from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
+from tdrl.agents.qpg.squashed_gaussian import squashed_gaussian_sample
 from tdrl.algos.qpg import SAC
 from tdrl.envs import space_to_spec
 from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N

@@ -15,21 +15,28 @@ Modes follow rlpyt: ``sample_mode(itr)`` while collecting training data,
 
 ``Agent`` is the one in-project base class of every concrete agent. ``PgAgent`` declares
 what the policy-gradient algorithms (A2C, PPO) rely on beyond it: the action distribution
-of a forward pass and the state value.
+of a forward pass and the state value. An agent may hold an ``Exploration`` (the DQN
+agents' ``EpsilonGreedy``) that its modes drive, and reports the ``RunningStatistics`` that
+``SyncRl`` merges across ranks (``statistics``).
 """
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, TypeAlias, runtime_checkable
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl._compat import TensorSpec
-from tdrl.models.running_mean_std import RunningMeanStd
 from tdrl.utils.checks import ArgumentError, check_mapping
+
+#: The recurrent state ``step`` receives (TensorDict of ``h``, ``c``, ...; None: feed-forward).
+State: TypeAlias = TensorDictBase | None
+
+#: What ``step`` returns: the ``[B]`` actions and their info, canonical key -> ``[B, ...]``.
+StepOutput: TypeAlias = tuple[Tensor, dict[Any, Any]]
 
 
 def check_model(name: str, model: Any) -> nn.Module | None:
@@ -41,6 +48,34 @@ def check_model(name: str, model: Any) -> nn.Module | None:
     if model is not None and not isinstance(model, nn.Module):
         raise ArgumentError(f"{name} must be a torch.nn.Module or None, got {model!r}")
     return model
+
+
+@runtime_checkable
+class RunningStatistics(Protocol):
+    """Running statistics in a model (``RunningMeanStd``); ``SyncRl`` sets ``sync_across_ranks``."""
+
+    sync_across_ranks: bool
+
+    def update(self, x: torch.Tensor) -> None:
+        """Merge a batch into the statistics."""
+        ...
+
+
+class Exploration(Protocol):
+    """An agent's exploration component (``EpsilonGreedy``), driven by the agent's modes."""
+
+    @property
+    def per_env(self) -> bool:
+        """Whether it keeps one value per env (``Agent.has_per_env_state``)."""
+
+    def collector_initialize(self, global_B: int, env_ranks: Sequence[int], device: Any) -> None:
+        """As ``Agent.collector_initialize``, with the agent's device."""
+
+    def sample_mode(self, itr: int) -> None:
+        """Exploration of training iteration ``itr``."""
+
+    def eval_mode(self) -> None:
+        """Exploration while evaluating."""
 
 
 @runtime_checkable
@@ -66,6 +101,7 @@ class Agent(nn.Module):
     """
 
     model: nn.Module
+    exploration: Exploration | None
 
     def __init__(self, model: nn.Module | None = None, model_kwargs: dict[str, Any] | None = None):
         super().__init__()
@@ -73,6 +109,7 @@ class Agent(nn.Module):
         if model is not None:
             self.model = model
         self.model_kwargs = check_mapping("model_kwargs", model_kwargs)
+        self.exploration = None  # an agent with an exploration component sets it
         self.mode = "train"
         self.observation_spec: TensorSpec | None = None
         self.action_spec: TensorSpec | None = None
@@ -88,8 +125,11 @@ class Agent(nn.Module):
     def collector_initialize(self, global_B: int, env_ranks: Sequence[int]) -> None:
         """Learn which of the sampler's ``global_B`` envs this agent steps.
 
-        For per-env exploration such as Ape-X epsilons; a no-op by default.
+        For per-env exploration such as Ape-X epsilons (passed to ``exploration``); a no-op
+        without an exploration component.
         """
+        if self.exploration is not None:
+            self.exploration.collector_initialize(global_B, env_ranks, self.device)
 
     @property
     def recurrent(self) -> bool:
@@ -116,7 +156,7 @@ class Agent(nn.Module):
 
         Such an agent must see all the sampler's envs in every call.
         """
-        return False
+        return self.exploration is not None and self.exploration.per_env
 
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
@@ -136,6 +176,8 @@ class Agent(nn.Module):
         """Collecting training data: exploration on, no gradients needed."""
         self.mode = "sample"
         self.eval()
+        if self.exploration is not None:
+            self.exploration.sample_mode(itr)
 
     def train_mode(self, itr: int) -> None:
         """Optimising."""
@@ -146,21 +188,29 @@ class Agent(nn.Module):
         """Evaluating: the agent's evaluation behaviour (e.g. deterministic actions)."""
         self.mode = "eval"
         self.eval()
+        if self.exploration is not None:
+            self.exploration.eval_mode()
 
+    # --- statistics ---------------------------------------------------------------------
     def update_obs_rms(self, observation: torch.Tensor) -> None:
         """Merge observations into the model's ``obs_rms`` statistics, when it keeps them."""
         rms = self.model._modules.get("obs_rms")
-        if isinstance(rms, RunningMeanStd):
+        if isinstance(rms, RunningStatistics):
             rms.update(observation)
+
+    def statistics(self) -> list[RunningStatistics]:
+        """The model's running statistics (``obs_rms``), which ``SyncRl`` merges across ranks."""
+        model = self._modules.get("model")
+        return (
+            []
+            if model is None
+            else [m for m in model.modules() if isinstance(m, RunningStatistics)]
+        )
 
     # --- acting -------------------------------------------------------------------------
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Select actions for a batch ``[B]`` of envs; returns ``(action, info)``.
 
         ``rnn_state`` is the recurrent state before this step (recurrent agents only, see
@@ -199,11 +249,7 @@ class PgAgent(Protocol):
         ...
 
     def value(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> torch.Tensor:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> Tensor:
         """V(o) for a batch of agent inputs (from ``rnn_state`` for recurrent agents)."""
         ...

@@ -2,7 +2,7 @@
 
 Each family wraps a gymnasium v5 env (HalfCheetah, Ant, Humanoid, Hopper, Walker2d),
 built directly from its class (no ``gymnasium.make`` wrappers), and adds the
-``MultiTaskEnv`` methods of ``tdrl.envs.meta``. The v5 classes are imported inside the
+``MultiTaskEnv`` methods of ``tdrl.envs.tasks``. The v5 classes are imported inside the
 constructors, so importing this module needs neither MuJoCo nor its bindings.
 
 How a task enters the env:
@@ -35,7 +35,7 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 
-from tdrl.envs.meta import Task, as_task, copy_task, draw_without_replacement, task_rng
+from tdrl.envs.tasks import Task, as_task, copy_task, draw_without_replacement, task_rng
 from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_range
 
 #: The model fields a rand-params task sets, with the base of their multipliers.

@@ -45,43 +45,20 @@ _ARGUMENTS = {abbr: name for name, abbr in ABBREVIATIONS.items()}
 _PIECE = re.compile(r"^(\d+)([a-z]{3})$")
 
 
-def encode_affinity(
-    *,
-    n_cpu_core: int = 1,
-    n_gpu: int = 0,
-    contexts_per_gpu: int = 1,
-    gpu_per_run: int = 1,
-    cpu_per_run: int = 1,
-    cpu_per_worker: int = 1,
-    cpu_reserved: int = 0,
-    hyperthread_offset: int = 0,
-    async_sample: bool = False,
-    sample_gpu_per_run: int = 0,
-    alternating: bool = False,
-    set_affinity: bool = True,
-    run_slot: int | None = None,
-) -> str:
+def encode_affinity(*, run_slot: int | None = None, **machine: Any) -> str:
     """Encodes a machine and its cut into run slots as an affinity code.
 
     The code names ``n_cpu_core`` and ``n_gpu`` always and every other argument only when
     it differs from its default, e.g. ``"4cpu_0gpu_2cpr"``.
 
     Args:
-        n_cpu_core: See :func:`~tdrl.launch.make_affinity` for this and the following
-            arguments.
-        n_gpu: Number of GPUs.
-        contexts_per_gpu: Runs sharing each GPU.
-        gpu_per_run: GPUs per run.
-        cpu_per_run: Cores per run, without GPUs.
-        cpu_per_worker: Cores per sampler worker.
-        cpu_reserved: Cores per run kept off the sampler workers.
-        hyperthread_offset: Id of core 0's hyperthread sibling, or 0.
-        async_sample: Asynchronous sampling and optimisation.
-        sample_gpu_per_run: GPUs of an asynchronous run's sampler (0 or 1).
-        alternating: Alternating sampler.
-        set_affinity: Pin processes to their CPUs.
         run_slot: Prefix the code with this run slot (``"{run_slot}slt_..."``); None: no
             prefix.
+        **machine: :func:`~tdrl.launch.make_affinity`'s arguments but ``run_slot`` (the
+            fields of :class:`~tdrl.launch.affinity.MachineSpec`, with their defaults):
+            ``n_cpu_core``, ``n_gpu``, ``contexts_per_gpu``, ``gpu_per_run``,
+            ``cpu_per_run``, ``cpu_per_worker``, ``cpu_reserved``, ``hyperthread_offset``,
+            ``async_sample``, ``sample_gpu_per_run``, ``alternating``, ``set_affinity``.
 
     Returns:
         The code; :func:`affinity_from_code` and :func:`decode_affinity` invert it.
@@ -89,21 +66,9 @@ def encode_affinity(
     Raises:
         ValueError: An inconsistent combination (the message names the argument), or a
             ``run_slot`` outside ``[0, n_run_slots)``.
+        TypeError: An argument that is not one of the machine's.
     """
-    spec = MachineSpec(
-        n_cpu_core=n_cpu_core,
-        n_gpu=n_gpu,
-        contexts_per_gpu=contexts_per_gpu,
-        gpu_per_run=gpu_per_run,
-        cpu_per_run=cpu_per_run,
-        cpu_per_worker=cpu_per_worker,
-        cpu_reserved=cpu_reserved,
-        hyperthread_offset=hyperthread_offset,
-        async_sample=async_sample,
-        sample_gpu_per_run=sample_gpu_per_run,
-        alternating=alternating,
-        set_affinity=set_affinity,
-    )
+    spec = MachineSpec(**machine)
     if run_slot is not None:
         spec.build(run_slot)  # validates the slot
     return _encode(spec, run_slot)

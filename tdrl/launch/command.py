@@ -98,6 +98,21 @@ def add_launch_parser(sub: Any) -> argparse.ArgumentParser:
     return launch
 
 
+#: The hardware options that are ``encode_affinity``'s arguments of the same names.
+_HARDWARE_OPTIONS = (
+    "n_cpu_core",
+    "n_gpu",
+    "contexts_per_gpu",
+    "gpu_per_run",
+    "cpu_per_run",
+    "cpu_per_worker",
+    "cpu_reserved",
+    "hyperthread_offset",
+    "async_sample",
+    "alternating",
+)
+
+
 def _grid_value(text: str) -> Any:
     """A grid value as a Python literal, or the text itself."""
     try:
@@ -126,19 +141,8 @@ def launch(args: argparse.Namespace, script_args: Sequence[str] = ()) -> int:
             key that give the same directory name.
         FileNotFoundError: The script does not exist.
     """
-    code = args.affinity_code or encode_affinity(
-        n_cpu_core=args.n_cpu_core,
-        n_gpu=args.n_gpu,
-        contexts_per_gpu=args.contexts_per_gpu,
-        gpu_per_run=args.gpu_per_run,
-        cpu_per_run=args.cpu_per_run,
-        cpu_per_worker=args.cpu_per_worker,
-        cpu_reserved=args.cpu_reserved,
-        hyperthread_offset=args.hyperthread_offset,
-        async_sample=args.async_sample,
-        alternating=args.alternating,
-        set_affinity=not args.no_set_affinity,
-    )
+    hardware = {name: getattr(args, name) for name in _HARDWARE_OPTIONS}
+    code = args.affinity_code or encode_affinity(**hardware, set_affinity=not args.no_set_affinity)
     keys = [key for key, _ in args.grid]
     if len(set(keys)) != len(keys):
         raise ValueError(f"--grid: a key is given twice in {keys}")

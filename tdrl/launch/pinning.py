@@ -4,49 +4,21 @@ The launcher pins each run it starts with :func:`pin_process`; inside a run the 
 each sampler worker and each asynchronous optimizer call :func:`apply_affinity` with their
 part of the run's :mod:`~tdrl.launch.affinity`. Pinning is Linux's
 :func:`os.sched_setaffinity`; where it is missing or refused, a warning says so and the
-process runs unpinned.
+process runs unpinned. ``pin_process`` lives in ``tdrl.utils.cpu`` (re-exported here), so
+that roles below this package (the sampler workers) pin through the same function.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import os
-import warnings
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
 from tdrl.launch.affinity import Affinity, AsyncAffinity, Cpus, OptimizerAffinity
 from tdrl.utils.checks import check_int
+from tdrl.utils.cpu import pin_process
 
-
-def pin_process(cpus: Sequence[int], pid: int = 0) -> bool:
-    """Pins process ``pid`` (0: this one) to ``cpus`` with :func:`os.sched_setaffinity`.
-
-    Where pinning is unsupported (macOS, Windows) or refused (CPUs outside this
-    container's cpuset), it warns with a :class:`RuntimeWarning` and leaves the process
-    unpinned.
-
-    Returns:
-        Whether the process is now pinned.
-    """
-    if not hasattr(os, "sched_setaffinity"):
-        warnings.warn(
-            "CPU pinning is not supported on this platform; processes run unpinned",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return False
-    try:
-        os.sched_setaffinity(pid, list(cpus))
-    except OSError as e:
-        warnings.warn(
-            f"could not pin process {pid or os.getpid()} to CPUs {list(cpus)} ({e}); "
-            f"it runs unpinned",
-            RuntimeWarning,
-            stacklevel=2,
-        )
-        return False
-    return True
+__all__ = ["apply_affinity", "pin_process"]
 
 
 def apply_affinity(

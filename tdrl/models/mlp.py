@@ -1,8 +1,9 @@
-"""Multi-layer perceptron."""
+"""Multi-layer perceptron, and the float conversion in front of a network."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import cast
 
 import torch
 from torch import nn
@@ -44,3 +45,25 @@ class MlpModel(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """The MLP applied to the last dim of ``x``."""
         return self.net(x)
+
+
+class FloatInput(nn.Module):
+    """Observations as float32, divided by ``scale`` if given, through ``module``.
+
+    Pixels in ``[0, 255]`` (any dtype) take ``scale=255.0``; vector observations none.
+
+    Args:
+        module: the network; its ``output_size`` becomes this module's.
+        scale: the divisor of the inputs (None: none).
+    """
+
+    def __init__(self, module: nn.Module, *, scale: float | None = None):
+        super().__init__()
+        self.module = module
+        self.output_size = int(cast(int, module.output_size))
+        self.scale = scale
+
+    def forward(self, observation: torch.Tensor) -> torch.Tensor:
+        """``module``'s features of the (scaled) float observations."""
+        x = observation.to(torch.float32)
+        return self.module(x if self.scale is None else x / self.scale)

@@ -1,6 +1,10 @@
-"""Replay buffers: n-step, uniform or prioritized, frame-based for Atari, in memory or memmap."""
+"""Replay buffers: n-step, uniform or prioritized, frame-based for Atari, in memory or memmap.
 
-from tdrl.replays.base import STORAGES, ReplayConfig, ReplaySampler
+Their index samplers (``IndexSampler``: ``UniformSampler``, ``PrioritizedSampler``) pick
+stored entries; they are not the env samplers of ``tdrl.samplers``.
+"""
+
+from tdrl.replays.base import STORAGES, IndexSampler, ReplayConfig, ReplaySampler
 from tdrl.replays.frame import FrameReplayBuffer, replay_nbytes
 from tdrl.replays.multi_task import MultiTaskReplay
 from tdrl.replays.n_step import ReplayBuffer
@@ -13,6 +17,7 @@ from tdrl.replays.uniform import UniformSampler
 __all__ = [
     "STORAGES",
     "FrameReplayBuffer",
+    "IndexSampler",
     "MultiTaskReplay",
     "PrioritizedSampler",
     "ReplayBuffer",

@@ -2,9 +2,13 @@
 
 A replay buffer (``tdrl.replays.ReplayBuffer`` and its frame-based variant) stores the
 sampler's ``[T, B]`` batches in a time-major TorchRL storage and hands out flat replay
-batches (keys in ``tdrl.keys``). *Which* entries it draws is decided by a ``ReplaySampler``
-over flat indices ``t * B + b``: ``UniformSampler`` or ``PrioritizedSampler``, both TorchRL
-``Sampler`` subclasses that also follow the small protocol below.
+batches (keys in ``tdrl.keys``). *Which* entries it draws is decided by an index sampler
+(``IndexSampler``; ``ReplaySampler`` is its former name) over flat indices ``t * B + b``:
+``UniformSampler`` or ``PrioritizedSampler``, both TorchRL ``Sampler`` subclasses that also
+follow the small protocol below. Two things are called "sampler" in tdrl: the env samplers
+of ``tdrl.samplers`` collect ``[T, B]`` batches from environments, while an index sampler
+picks stored entries of a replay buffer. Replay buffers keep TorchRL's keyword for the
+latter, ``sampler=``, and their ``sampler`` attribute is always an index sampler.
 
 ``ReplayConfig`` holds the hyperparameters every replay-based algorithm (DQN family, DDPG,
 TD3, SAC, SAC_V) shares, checked once: the algorithms take them as flat keyword arguments
@@ -22,14 +26,20 @@ import torch
 
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import ArgumentError, check_choice, check_int, check_range
-from tdrl.utils.tensor import check_device
+from tdrl.utils.device import check_device
 
 #: Where a replay buffer keeps its storage: RAM, or memory-mapped files on disk.
 STORAGES = ("memory", "memmap")
 
 
-class ReplaySampler(Protocol):
-    """Draws flat indices among the entries the buffer marked valid."""
+class IndexSampler(Protocol):
+    """Draws flat indices among the entries the buffer marked valid (an *index* sampler).
+
+    Not to be confused with the env samplers of ``tdrl.samplers``, which collect
+    ``[T, B]`` batches from environments: an index sampler only decides which stored
+    entries a replay buffer hands out. Replay buffers take one as ``sampler=`` (TorchRL's
+    name for the same thing).
+    """
 
     capacity: int
 
@@ -60,6 +70,10 @@ class ReplaySampler(Protocol):
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
         ...
+
+
+#: The former name of ``IndexSampler``, kept for existing code and configs.
+ReplaySampler = IndexSampler
 
 
 def check_replay_device(name: str, device: Any, storage: str) -> torch.device | None:
@@ -105,6 +119,16 @@ class ReplayConfig:
     replay_storage: str = "memory"
     replay_scratch_dir: str | None = None
     replay_device: str | torch.device | None = None
+
+    @classmethod
+    def from_arguments(cls, arguments: dict[str, Any]) -> ReplayConfig:
+        """The config of the replay arguments among an algorithm's, picked by name.
+
+        An off-policy algorithm declares rlpyt's flat replay arguments in its own typed
+        signature and passes its ``locals()`` here, so that they are forwarded in one
+        place (other names are ignored).
+        """
+        return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls)})
 
     def __post_init__(self) -> None:
         checked = {

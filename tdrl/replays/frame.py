@@ -33,7 +33,7 @@ The newest rows are kept invalid by the base class (``n - 1 + _lookahead`` rows)
 
 from __future__ import annotations
 
-from pathlib import Path
+import functools
 from typing import Any
 
 import numpy as np
@@ -42,12 +42,19 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl._compat import storage_tensordict
-from tdrl.replays.base import ReplaySampler
 from tdrl.replays.n_step import ReplayBuffer
 from tdrl.replays.storage_files import check_frame_layout
-from tdrl.utils.tensor import pinned_like
+from tdrl.utils.checks import ArgumentError
+from tdrl.utils.device import pinned_like
 
-__all__ = ["FRAME", "FrameReplayBuffer", "replay_nbytes", "zero_before_episode_start"]
+__all__ = [
+    "FRAME",
+    "FrameReplayBuffer",
+    "check_stacks_ordered",
+    "frame_stacks",
+    "replay_nbytes",
+    "zero_before_episode_start",
+]
 
 #: Storage key of the newest frame of each observation.
 FRAME = "frame"
@@ -114,38 +121,20 @@ class FrameReplayBuffer(ReplayBuffer):
         device: where storage, side store and draws live (see ``ReplayBuffer``).
     """
 
-    def __init__(
-        self,
-        *,
-        size: int,
-        batch_B: int,
-        discount: float = 0.99,
-        n_step_return: int = 1,
-        sampler: ReplaySampler | None = None,
-        storage: str = "memory",
-        scratch_dir: str | Path | None = None,
-        seed: int | None = None,
-        device: str | torch.device | None = None,
-    ):
-        super().__init__(
-            size=size,
-            batch_B=batch_B,
-            discount=discount,
-            n_step_return=n_step_return,
-            sampler=sampler,
-            storage=storage,
-            scratch_dir=scratch_dir,
-            seed=seed,
-            device=device,
-        )
-        self._lookahead = 1  # the bootstrap stack after step t is row t + 1's stack
-        self.n_frames: int | None = None  # C, known from the first batch
-        # Side store of final frames: ``_final_slot[t, b]`` indexes ``_final_frames``
-        # (-1: row t of column b did not end an episode); free slots are reused.
+    #: The bootstrap stack after step t is row t + 1's stack.
+    _lookahead = 1
+    #: C, known from the first batch.
+    n_frames: int | None = None
+    #: The side store of final frames (grown by doubling; None before the first batch) and
+    #: its free slots (reused).
+    _final_frames: torch.Tensor | None = None
+    _free: list[int]
+
+    @functools.cached_property
+    def _final_slot(self) -> torch.Tensor:
+        """``[T_capacity, B]`` slots of the side store (-1: the row ended no episode)."""
         grid = (self.T_capacity, self.batch_B)
-        self._final_slot = torch.full(grid, -1, dtype=torch.int32, device=self.device)
-        self._final_frames: torch.Tensor | None = None
-        self._free: list[int] = []
+        return torch.full(grid, -1, dtype=torch.int32, device=self.device)
 
     # ------------------------------------------------------------------ writing
     def append_samples(
@@ -156,12 +145,7 @@ class FrameReplayBuffer(ReplayBuffer):
         Returns:
             The time rows written.
         """
-        obs = samples.get(keys.OBSERVATION)
-        if not isinstance(obs, torch.Tensor) or obs.ndim < 4:
-            raise ValueError(
-                "FrameReplayBuffer needs observations [T, B, C, *frame_shape] (frame stacks); "
-                f"got {type(obs).__name__} of shape {tuple(getattr(obs, 'shape', ()))}"
-            )
+        obs = frame_stacks(samples, type(self).__name__)
         if self.n_frames is None:
             self._first_batch(samples, obs)
         n_frames, final_frames = self._layout()
@@ -194,14 +178,7 @@ class FrameReplayBuffer(ReplayBuffer):
                 f"with n_step_return={self.n_step_return} need more than "
                 f"{C + self.n_step_return}"
             )
-        if C > 1 and obs.shape[0] > 1:
-            # Where the episode went on, stack t+1 is stack t shifted by one frame.
-            cont = ~samples.get(keys.NEXT_DONE)[:-1, :, 0]
-            if not torch.equal(obs[1:, :, :-1][cont], obs[:-1, :, 1:][cont]):
-                raise ValueError(
-                    "observations are not frame stacks ordered oldest to newest: "
-                    "observation[t + 1, :, :-1] != observation[t, :, 1:] within an episode"
-                )
+        check_stacks_ordered(samples, obs)
         self.n_frames = C
         self._final_frames = torch.zeros(
             (self.batch_B, *obs.shape[3:]), dtype=obs.dtype, device=self.device
@@ -389,6 +366,39 @@ class FrameReplayBuffer(ReplayBuffer):
         t, b = side["final_index"].to(self.device)
         self._final_slot[t, b] = torch.arange(count, dtype=torch.int32, device=self.device)
         self._free = list(range(capacity - 1, count - 1, -1))
+
+
+def frame_stacks(samples: TensorDictBase, buffer: str) -> torch.Tensor:
+    """The observations of a ``[T, B]`` batch, which must be frame stacks ``[T, B, C, ...]``.
+
+    Raises:
+        ArgumentError: ``samples`` holds no observation tensor with a frame dimension; the
+            message names ``buffer``.
+    """
+    obs = samples.get(keys.OBSERVATION, None) if isinstance(samples, TensorDictBase) else None
+    if not isinstance(obs, torch.Tensor) or obs.ndim < 4:
+        raise ArgumentError(
+            f"{buffer} needs observations [T, B, C, *frame_shape] (frame stacks); "
+            f"got {type(obs).__name__} of shape {tuple(getattr(obs, 'shape', ()))}"
+        )
+    return obs
+
+
+def check_stacks_ordered(samples: TensorDictBase, obs: torch.Tensor) -> None:
+    """Refuse observations ``obs`` ``[T, B, C, ...]`` that are not stacks oldest to newest.
+
+    Where an episode went on, stack ``t + 1`` must be stack ``t`` shifted by one frame.
+
+    Raises:
+        ArgumentError: a stack that is not its predecessor shifted.
+    """
+    if obs.shape[2] > 1 and obs.shape[0] > 1:
+        cont = ~samples.get(keys.NEXT_DONE)[:-1, :, 0]
+        if not torch.equal(obs[1:, :, :-1][cont], obs[:-1, :, 1:][cont]):
+            raise ArgumentError(
+                "observations are not frame stacks ordered oldest to newest: "
+                "observation[t + 1, :, :-1] != observation[t, :, 1:] within an episode"
+            )
 
 
 def _put_final_frames(

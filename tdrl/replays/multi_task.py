@@ -18,7 +18,8 @@ TensorDict, the shape the meta-gradient step computes on in one batched pass. Be
 keys of ``ReplayBuffer.sample_batch`` both carry ``("next", "reward")``, the reward ``r_t``
 (``[tasks, batch_size, 1]``, the same as ``("next", "prev_reward")`` for one-step
 replay), so that ``tdrl.models.qpg.context.context_from_transitions`` reads the context
-directly.
+directly. ``sample_meta_batch`` returns both as one ``[tasks]`` TensorDict under
+``keys.META_RL`` and ``keys.CONTEXT``, the batch of a meta-algorithm's ``update``.
 """
 
 from __future__ import annotations
@@ -113,22 +114,31 @@ class MultiTaskReplay:
         return out
 
     # ------------------------------------------------------------------ writing
-    def append_samples(self, task: int, samples: TensorDictBase, *, to_encoder: bool) -> None:
+    def append_samples(
+        self,
+        task: int,
+        samples: TensorDictBase,
+        *,
+        to_encoder: bool,
+        context: TensorDictBase | None = None,
+    ) -> None:
         """Copy a ``[T, B]`` sampler batch of ``task`` into its RL buffer.
 
         Args:
             task: the task the samples were collected on.
             samples: the sampler's batch (``[T, batch_B]``).
-            to_encoder: also append it to the task's encoder buffer (data to infer the
-                posterior from); a batch longer than that buffer leaves its most recent
+            to_encoder: also append the batch to the task's encoder buffer (data to infer
+                the posterior from); a batch longer than that buffer leaves its most recent
                 steps there.
+            context: what the encoder buffer gets in place of ``samples``: the same steps as
+                the encoder sees them (PEARL's sparse rewards); None: ``samples``.
         """
         task = self._task("task", task)
         to_encoder = check_bool("to_encoder", to_encoder)
         self.rl_buffers[task].append_samples(samples)
         if to_encoder:
             encoder = self.encoder_buffers[task]
-            encoder.append_samples(samples[-encoder.T_capacity :])
+            encoder.append_samples((samples if context is None else context)[-encoder.T_capacity :])
 
     def clear_encoder(self, task: int) -> None:
         """Empty the encoder buffer of ``task`` (a fresh buffer; storage is allocated lazily)."""
@@ -173,6 +183,32 @@ class MultiTaskReplay:
         """
         return self._sample(self.encoder_buffers, tasks, batch_size, device)
 
+    def sample_meta_batch(
+        self,
+        tasks: Sequence[int],
+        batch_size: int,
+        context_size: int,
+        *,
+        device: torch.device | None = None,
+    ) -> TensorDict:
+        """One meta-RL batch of ``tasks`` (``tdrl.keys``): RL transitions and their context.
+
+        Args:
+            tasks: task indices (repeats allowed), the batch dim of the result.
+            batch_size: RL transitions per task (``sample_batch``).
+            context_size: context transitions per task (``sample_context``).
+            device: where the batch is returned (None: the CPU).
+
+        Returns:
+            A ``[len(tasks)]`` TensorDict with ``keys.META_RL`` (``[tasks, batch_size]``)
+            and ``keys.CONTEXT`` (``[tasks, context_size]``).
+        """
+        rl = self.sample_batch(tasks, batch_size, device=device)
+        context = self.sample_context(tasks, context_size, device=device)
+        return TensorDict(
+            {keys.META_RL: rl, keys.CONTEXT: context}, batch_size=rl.shape[:1], device=device
+        )
+
     def _sample(
         self,
         buffers: list[ReplayBuffer],
@@ -207,11 +243,9 @@ class MultiTaskReplay:
 
         Args:
             path: the directory.
-            info: plain data saved alongside (a runner records its iteration), returned by
-                ``load`` and ``saved_info``.
-            atomic: write the whole directory beside ``path`` and swap it in
-                (``tdrl.logging.files.commit_dir``), so that a crash or a full disk leaves
-                the previous save complete; False writes into ``path`` directly.
+            info: plain data saved alongside, returned by ``load`` and ``saved_info``.
+            atomic: as ``tdrl.replays.storage_files.save_replay_dir``'s (a crash or a full
+                disk leaves the previous save complete).
 
         Raises:
             OSError: a file could not be written (named); ``atomic`` keeps the previous save.

@@ -31,7 +31,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,18 +45,18 @@ from tdrl._compat import (
     tensordict_from_trusted,
 )
 from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
-from tdrl.logging.files import complete_dir, save_plain, writing_dir
-from tdrl.replays.base import STORAGES, ReplaySampler, check_replay_device
+from tdrl.replays.base import STORAGES, IndexSampler, check_replay_device
 from tdrl.replays.storage_files import (
-    REPLAY_STATE_FILE,
     check_replay_state,
     load_replay_dir,
-    save_storage,
+    replay_config,
+    save_replay_dir,
     saved_replay_info,
+    saved_replay_versions,
 )
 from tdrl.replays.uniform import UniformSampler
 from tdrl.utils.checks import check_choice, check_int, check_range
-from tdrl.utils.tensor import pinned_like, to_device
+from tdrl.utils.device import pinned_like, to_device
 
 
 def _rows(value, rows: slice):
@@ -84,6 +84,10 @@ class ReplayBuffer:
             (None: the CPU; see the module docstring). Memmap storage stays on the CPU.
     """
 
+    #: Extra newest rows kept invalid beyond the n-step window (a subclass that rebuilds
+    #: o_{t+n} from row t+n sets 1).
+    _lookahead: ClassVar[int] = 0
+
     def __init__(
         self,
         *,
@@ -91,7 +95,7 @@ class ReplayBuffer:
         batch_B: int,
         discount: float = 0.99,
         n_step_return: int = 1,
-        sampler: ReplaySampler | None = None,
+        sampler: IndexSampler | None = None,
         storage: str = "memory",
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
@@ -130,9 +134,6 @@ class ReplayBuffer:
         self._done = torch.zeros(grid, dtype=torch.bool, device=dev)
         self._terminated = torch.zeros(grid, dtype=torch.bool, device=dev)
         self._pending_priority: torch.Tensor | None = None
-        #: Extra newest rows kept invalid beyond the n-step window (a subclass that rebuilds
-        #: o_{t+n} from row t+n sets 1).
-        self._lookahead = 0
 
     # ------------------------------------------------------------------ writing
     def _new_storage(self) -> LazyTensorStorage:
@@ -336,14 +337,7 @@ class ReplayBuffer:
     # ------------------------------------------------------------------ save / load
     def _config(self) -> dict[str, Any]:
         """What a saved state must share with the buffer it is loaded into."""
-        return {
-            "buffer": type(self).__qualname__,
-            "size": self.size,
-            "batch_B": self.batch_B,
-            "n_step_return": self.n_step_return,
-            "storage": self.storage_kind,
-            "sampler": type(self.sampler).__qualname__,
-        }
+        return replay_config(self, ("size", "batch_B", "n_step_return"))
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the storage's tensors (see ``save``), as tensors and plain data."""
@@ -384,34 +378,18 @@ class ReplayBuffer:
         """Write the contents, cursor and priorities to directory ``path``.
 
         ``path/storage`` gets the storage's memmap files; ``path/replay_state.pt``, written
-        last, the rest (tensors and plain data) with every storage file's size.
-
-        Args:
-            path: the directory.
-            info: plain data saved alongside (the runner records its iteration), returned
-                by ``load`` and ``saved_info``.
-            atomic: write the whole directory beside ``path`` and swap it in
-                (``tdrl.logging.files.commit_dir``), so that a crash or a full disk leaves
-                the previous save complete; False writes into ``path`` directly.
+        last, the rest (tensors and plain data) with every storage file's size (see
+        ``tdrl.replays.storage_files.save_replay_dir`` for ``info`` and ``atomic``).
 
         Raises:
             OSError: a file could not be written (named); ``atomic`` keeps the previous save.
         """
-        with writing_dir(Path(path), REPLAY_STATE_FILE, atomic=atomic) as target:
-            state = self.state_dict()
-            state["info"] = dict(info or {})
-            state["storage"] = (
-                [] if self.storage is None else save_storage(self.storage, target / "storage")
-            )
-            save_plain(state, target / REPLAY_STATE_FILE, "replay state")
+        save_replay_dir(path, self.state_dict(), self.storage, info=info, atomic=atomic)
 
-    def saved_versions(self, path: str | Path) -> list[Path]:
-        """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""
-        return complete_dir(Path(path), REPLAY_STATE_FILE)
-
-    def saved_info(self, path: str | Path) -> dict[str, Any] | None:
-        """The ``info`` saved with the buffer in ``path`` (a ``SnapshotError`` if unsafe)."""
-        return saved_replay_info(Path(path))
+    #: The complete saves of a directory, newest first (``saved_replay_versions``).
+    saved_versions = staticmethod(saved_replay_versions)
+    #: The ``info`` saved in a directory (``saved_replay_info``).
+    saved_info = staticmethod(saved_replay_info)
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore what ``save`` wrote (into a buffer built with the same arguments).

@@ -6,21 +6,19 @@ torch tdrl runs with; this one keeps rlpyt's semantics on tdrl's numpy ``SumTree
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from tdrl._compat import Sampler
-from tdrl.logging.files import SnapshotError, load_plain, save_plain
+from tdrl.replays.storage_files import IndexSamplerBase, restore_generator
 from tdrl.replays.sum_tree import ArrayLike, SumTree, as_numpy
 from tdrl.utils.checks import check_int, check_range
 
 __all__ = ["PrioritizedSampler"]
 
 
-class PrioritizedSampler(Sampler):
+class PrioritizedSampler(IndexSamplerBase):
     """Proportional prioritized replay (Schaul et al. 2016), with rlpyt's semantics.
 
     Entry ``i`` is drawn with probability ``P(i) = q_i / sum_j q_j`` where the stored leaf is
@@ -53,6 +51,8 @@ class PrioritizedSampler(Sampler):
             drawable. With ``eps=0`` an entry given priority 0 is never drawn.
         seed: seed of the sampler's generator.
     """
+
+    state_file = "prioritized_sampler.pt"
 
     def __init__(
         self,
@@ -246,13 +246,7 @@ class PrioritizedSampler(Sampler):
         leaves = state_dict["leaves"]
         if not isinstance(leaves, torch.Tensor) or tuple(leaves.shape) != (self.capacity,):
             raise ValueError(f"prioritized sampler state's leaves are not [{self.capacity}]")
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = state_dict["rng"]
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(
-                f"prioritized sampler state has a bad generator state: {exc}"
-            ) from None
+        rng = restore_generator(state_dict.get("rng"), "prioritized sampler state")
         self._alpha = float(state_dict["alpha"])
         self._beta = float(state_dict["beta"])
         self._beta_init = float(state_dict["beta_init"])
@@ -263,26 +257,6 @@ class PrioritizedSampler(Sampler):
         self._max_seen = state_dict["max_seen"]
         self._tree.reset(leaves)
         self._np_rng = rng
-
-    def dumps(self, path: str | Path) -> None:
-        """Write ``state_dict`` into directory ``path`` (TorchRL's ``ReplayBuffer.dumps``)."""
-        path = Path(path)
-        path.mkdir(parents=True, exist_ok=True)
-        save_plain(self.state_dict(), path / "prioritized_sampler.pt", "prioritized sampler state")
-
-    def loads(self, path: str | Path) -> None:
-        """Read what ``dumps`` wrote (``weights_only``: tensors and plain data, no code).
-
-        Raises:
-            FileNotFoundError: no ``prioritized_sampler.pt`` in ``path``.
-            SnapshotError: the file is corrupt, unsafe or does not fit (names it).
-        """
-        file = Path(path) / "prioritized_sampler.pt"
-        state = load_plain(file, what="prioritized sampler state")
-        try:
-            self.load_state_dict(state)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SnapshotError(f"{file} does not fit this sampler: {exc}") from None
 
     def _empty(self) -> None:
         """Forget every entry (TorchRL's ``ReplayBuffer.empty``); beta and RNG are kept."""

@@ -38,7 +38,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -51,17 +51,17 @@ from tdrl._compat import (
     storage_tensordict,
     tensordict_from_trusted,
 )
-from tdrl.logging.files import complete_dir, save_plain, writing_dir
-from tdrl.replays.base import STORAGES, ReplaySampler, check_replay_device
+from tdrl.replays.base import STORAGES, IndexSampler, check_replay_device
 from tdrl.replays.storage_files import (
-    REPLAY_STATE_FILE,
     load_replay_dir,
-    save_storage,
+    replay_config,
+    save_replay_dir,
     saved_replay_info,
+    saved_replay_versions,
 )
 from tdrl.replays.uniform import UniformSampler
 from tdrl.utils.checks import ArgumentError, check_callable, check_choice, check_int
-from tdrl.utils.tensor import pinned_like, to_device
+from tdrl.utils.device import pinned_like, to_device
 
 __all__ = ["SEQUENCE_KEYS", "STEPS", "SequenceReplayBuffer", "gather_entries"]
 
@@ -125,6 +125,11 @@ class SequenceReplayBuffer:
         device: where storage and default draws live (None: the CPU); memmap stays there.
     """
 
+    #: Step keys ``keys_to_store`` must include (a frame-stacking subclass needs some).
+    required_keys: ClassVar[tuple[Any, ...]] = ()
+    #: Step keys gathered per window rather than per sequence (frames).
+    _per_window: ClassVar[tuple[str, ...]] = ()
+
     def __init__(
         self,
         *,
@@ -136,7 +141,7 @@ class SequenceReplayBuffer:
         input_priority_shift: int = 0,
         priority_fn: Callable[[TensorDictBase], torch.Tensor] | None = None,
         keys_to_store: Sequence[Any] | None = None,
-        sampler: ReplaySampler | None = None,
+        sampler: IndexSampler | None = None,
         storage: str = "memory",
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
@@ -161,6 +166,9 @@ class SequenceReplayBuffer:
         if isinstance(chosen, str) or not isinstance(chosen, Sequence) or not chosen:
             raise ArgumentError(f"keys_to_store must be a list of keys, got {keys_to_store!r}")
         self.keys_to_store = tuple(dict.fromkeys(_key(k) for k in chosen))
+        if not set(self.required_keys) <= set(self.keys_to_store):
+            needed = " and ".join(repr(k) for k in self.required_keys)
+            raise ArgumentError(f"keys_to_store must include {needed}")
         self.storage_kind = check_choice("storage", storage, STORAGES)
         self.scratch_dir = scratch_dir
         self.device = check_replay_device("device", device, storage) or torch.device("cpu")
@@ -171,7 +179,6 @@ class SequenceReplayBuffer:
             raise ArgumentError(f"sampler must have capacity start_capacity(...) = {n_starts}")
         self.sampler = sampler
         self.storage: LazyTensorStorage | None = None
-        self._per_window: tuple[str, ...] = ()  # step keys gathered per window (frames)
         self._rnn_zero: TensorDictBase | None = None  # a zero state [] (None: no rnn_state)
         self.t = 0  # time cursor: the next row to write (a multiple of the stride)
         self.filled = 0  # rows holding data, at most T_capacity
@@ -366,13 +373,8 @@ class SequenceReplayBuffer:
     def _config(self) -> dict[str, Any]:
         """What a saved state must share with the buffer it is loaded into."""
         names = ("size", "batch_B", "batch_T", "n_step_return", "rnn_state_interval")
-        return {
-            "buffer": type(self).__qualname__,
-            **{name: getattr(self, name) for name in names},
-            "keys_to_store": [list(k) if isinstance(k, tuple) else [k] for k in self.keys_to_store],
-            "storage": self.storage_kind,
-            "sampler": type(self.sampler).__qualname__,
-        }
+        stored = [list(k) if isinstance(k, tuple) else [k] for k in self.keys_to_store]
+        return replay_config(self, names, keys_to_store=stored)
 
     def state_dict(self) -> dict[str, Any]:
         """Everything but the storage's tensors (see ``save``), as tensors and plain data."""
@@ -423,20 +425,10 @@ class SequenceReplayBuffer:
         data ``load`` returns; ``atomic``: write beside ``path`` and swap it in (a crash keeps
         the previous save). Raises ``OSError`` naming a file that could not be written.
         """
-        with writing_dir(Path(path), REPLAY_STATE_FILE, atomic=atomic) as target:
-            state = {**self.state_dict(), "info": dict(info or {})}
-            state["storage"] = (
-                [] if self.storage is None else save_storage(self.storage, target / "storage")
-            )
-            save_plain(state, target / REPLAY_STATE_FILE, "replay state")
+        save_replay_dir(path, self.state_dict(), self.storage, info=info, atomic=atomic)
 
-    def saved_versions(self, path: str | Path) -> list[Path]:
-        """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""
-        return complete_dir(Path(path), REPLAY_STATE_FILE)
-
-    def saved_info(self, path: str | Path) -> dict[str, Any] | None:
-        """The ``info`` saved with the buffer in ``path`` (a ``SnapshotError`` if unsafe)."""
-        return saved_replay_info(Path(path))
+    saved_versions = staticmethod(saved_replay_versions)
+    saved_info = staticmethod(saved_replay_info)
 
     def load(self, path: str | Path) -> dict[str, Any]:
         """Restore what ``save`` wrote into a buffer built alike; returns the saved ``info``.

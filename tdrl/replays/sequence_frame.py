@@ -24,8 +24,6 @@ as ``FrameReplayBuffer``). No final frames are needed: a sequence never bootstra
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,8 +32,12 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl._compat import LazyTensorStorage, storage_tensordict
-from tdrl.replays.base import ReplaySampler
-from tdrl.replays.frame import FRAME, zero_before_episode_start
+from tdrl.replays.frame import (
+    FRAME,
+    check_stacks_ordered,
+    frame_stacks,
+    zero_before_episode_start,
+)
 from tdrl.replays.sequence import STEPS, SequenceReplayBuffer, gather_entries
 from tdrl.utils.checks import ArgumentError
 
@@ -67,53 +69,16 @@ class SequenceFrameReplayBuffer(SequenceReplayBuffer):
         device: where storage and default draws live (None: the CPU).
     """
 
-    def __init__(
-        self,
-        *,
-        size: int,
-        batch_B: int,
-        batch_T: int,
-        n_step_return: int = 1,
-        rnn_state_interval: int = 1,
-        input_priority_shift: int = 0,
-        priority_fn: Callable[[TensorDictBase], torch.Tensor] | None = None,
-        keys_to_store: Sequence[Any] | None = None,
-        sampler: ReplaySampler | None = None,
-        storage: str = "memory",
-        scratch_dir: str | Path | None = None,
-        seed: int | None = None,
-        device: str | torch.device | None = None,
-    ):
-        super().__init__(
-            size=size,
-            batch_B=batch_B,
-            batch_T=batch_T,
-            n_step_return=n_step_return,
-            rnn_state_interval=rnn_state_interval,
-            input_priority_shift=input_priority_shift,
-            priority_fn=priority_fn,
-            keys_to_store=keys_to_store,
-            sampler=sampler,
-            storage=storage,
-            scratch_dir=scratch_dir,
-            seed=seed,
-            device=device,
-        )
-        if not {keys.OBSERVATION, keys.NEXT_DONE} <= set(self.keys_to_store):
-            raise ArgumentError("keys_to_store must include 'observation' and ('next', 'done')")
-        self.n_frames: int | None = None  # C, known from the first batch
-        self._per_window = (FRAME,)
+    required_keys = (keys.OBSERVATION, keys.NEXT_DONE)
+    _per_window = (FRAME,)
+    #: C, known from the first batch.
+    n_frames: int | None = None
 
     def append_samples(
         self, samples: TensorDictBase, priorities: torch.Tensor | None = None
     ) -> np.ndarray:
         """Copy a ``[T, B]`` sampler batch in at the cursor (see ``SequenceReplayBuffer``)."""
-        obs = samples.get(keys.OBSERVATION, None) if isinstance(samples, TensorDictBase) else None
-        if not isinstance(obs, torch.Tensor) or obs.ndim < 4:
-            raise ArgumentError(
-                "SequenceFrameReplayBuffer needs observations [T, B, C, *frame_shape] "
-                f"(frame stacks); got {type(obs).__name__} {tuple(getattr(obs, 'shape', ()))}"
-            )
+        obs = frame_stacks(samples, type(self).__name__)
         if self.n_frames is not None and obs.shape[2] != self.n_frames:
             raise ArgumentError(f"observation stacks of {obs.shape[2]} frames, not {self.n_frames}")
         return super().append_samples(samples, priorities)
@@ -127,14 +92,7 @@ class SequenceFrameReplayBuffer(SequenceReplayBuffer):
                 f"size={self.size} gives {self.T_capacity} steps per env; sequences of "
                 f"{self.L} steps with stacks of {C} frames need {self.L + C - 1}"
             )
-        if C > 1 and obs.shape[0] > 1:
-            # Where the episode went on, stack t+1 is stack t shifted by one frame.
-            cont = ~samples.get(keys.NEXT_DONE)[:-1, :, 0]
-            if not torch.equal(obs[1:, :, :-1][cont], obs[:-1, :, 1:][cont]):
-                raise ArgumentError(
-                    "observations are not frame stacks ordered oldest to newest: "
-                    "observation[t + 1, :, :-1] != observation[t, :, 1:] within an episode"
-                )
+        check_stacks_ordered(samples, obs)
         self.n_frames, self._back = C, C - 1
         return super()._first_batch(samples)
 

@@ -11,6 +11,9 @@ Reading uses ``TensorDict.load_memmap(..., allow_pickle=False)``: no pickled obj
 ``load_replay_dir`` reads a whole save (``ReplayBuffer.save``: the storage directory and
 the state file written last) and checks it (``check_replay_state``) before the buffer
 changes. Saved tensors are CPU tensors whatever the buffer's device.
+
+An index sampler (``UniformSampler``, ``PrioritizedSampler``) keeps its state in one file
+of its own (``IndexSamplerBase``: TorchRL's ``dumps``/``loads``), read the same way.
 """
 
 from __future__ import annotations
@@ -19,22 +22,38 @@ import os
 import shutil
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from tensordict import TensorDict
 
-from tdrl._compat import LazyTensorStorage, storage_tensordict
-from tdrl.logging.files import SnapshotError, complete_dir, load_plain, named_write_errors, one_line
+from tdrl._compat import LazyTensorStorage, Sampler, storage_tensordict
+from tdrl.logging.files import (
+    SnapshotError,
+    complete_dir,
+    load_plain,
+    named_write_errors,
+    one_line,
+    save_plain,
+    writing_dir,
+)
 
 __all__ = [
     "REPLAY_STATE_FILE",
+    "IndexSamplerBase",
     "check_frame_layout",
     "check_replay_state",
     "load_replay_dir",
+    "load_sampler_state",
     "load_storage",
+    "replay_config",
+    "restore_generator",
+    "save_replay_dir",
+    "save_sampler_state",
     "save_storage",
     "saved_replay_info",
+    "saved_replay_versions",
 ]
 
 #: The file ``ReplayBuffer.save`` writes last: a save is complete when it is there.
@@ -269,8 +288,122 @@ def load_replay_dir(
     return state, data
 
 
-def saved_replay_info(path: Path) -> dict[str, Any] | None:
+def replay_config(buffer: Any, names: Sequence[str], **extra: Any) -> dict[str, Any]:
+    """What a buffer's saved state must share with the buffer it is loaded into.
+
+    The buffer's class, its attributes ``names``, ``extra``, its storage kind and its index
+    sampler's class (``check_replay_state`` compares them).
+    """
+    return {
+        "buffer": type(buffer).__qualname__,
+        **{name: getattr(buffer, name) for name in names},
+        **extra,
+        "storage": buffer.storage_kind,
+        "sampler": type(buffer.sampler).__qualname__,
+    }
+
+
+def save_replay_dir(
+    path: str | Path,
+    state: Mapping[str, Any],
+    storage: LazyTensorStorage | None,
+    *,
+    info: Mapping[str, Any] | None = None,
+    atomic: bool = True,
+) -> None:
+    """Write a buffer's save to directory ``path``: its storage, then its state file.
+
+    ``path/storage`` gets the storage's memmap files; ``path/replay_state.pt``, written
+    last, ``state`` (a ``state_dict``) with ``info`` and every storage file's size.
+
+    Args:
+        path: the directory.
+        state: the buffer's ``state_dict()`` (tensors and plain data).
+        storage: the buffer's storage (None: nothing stored yet).
+        info: plain data saved alongside (the runner records its iteration), returned by
+            the buffer's ``load`` and by ``saved_replay_info``.
+        atomic: write the whole directory beside ``path`` and swap it in
+            (``tdrl.logging.files.commit_dir``), so that a crash or a full disk leaves
+            the previous save complete; False writes into ``path`` directly.
+
+    Raises:
+        OSError: a file could not be written (named); ``atomic`` keeps the previous save.
+    """
+    with writing_dir(Path(path), REPLAY_STATE_FILE, atomic=atomic) as target:
+        saved = {**state, "info": dict(info or {})}
+        saved["storage"] = [] if storage is None else save_storage(storage, target / "storage")
+        save_plain(saved, target / REPLAY_STATE_FILE, "replay state")
+
+
+def saved_replay_versions(path: str | Path) -> list[Path]:
+    """The complete saves of directory ``path``: it, then a staged ``.{name}.new``."""
+    return complete_dir(Path(path), REPLAY_STATE_FILE)
+
+
+def saved_replay_info(path: str | Path) -> dict[str, Any] | None:
     """The ``info`` saved with the replay buffer in ``path`` (a ``SnapshotError`` if unsafe)."""
-    state = load_plain(path / REPLAY_STATE_FILE, what="replay state")
+    state = load_plain(Path(path) / REPLAY_STATE_FILE, what="replay state")
     info = state.get("info") if isinstance(state, dict) else None
     return info if isinstance(info, dict) else None
+
+
+# ------------------------------------------------------------- index sampler state
+class IndexSamplerBase(Sampler):
+    """A TorchRL ``Sampler`` that saves its ``state_dict`` in one file (``dumps``/``loads``).
+
+    ``UniformSampler`` and ``PrioritizedSampler`` derive from it; ``state_file`` names
+    their file.
+    """
+
+    #: The file ``dumps`` writes in its directory.
+    state_file: ClassVar[str]
+
+    def dumps(self, path: str | Path) -> None:
+        """Write ``state_dict()`` to ``path/state_file`` (TorchRL's ``dumps``; atomic)."""
+        save_sampler_state(self, path, self.state_file)
+
+    def loads(self, path: str | Path) -> None:
+        """Read what ``dumps`` wrote (``weights_only``: tensors and plain data, no code).
+
+        Raises:
+            FileNotFoundError: no ``state_file`` in ``path``.
+            SnapshotError: the file is corrupt, unsafe or does not fit (names it).
+        """
+        load_sampler_state(self, path, self.state_file)
+
+
+def save_sampler_state(sampler: Any, path: str | Path, file_name: str) -> None:
+    """Write ``sampler.state_dict()`` to ``path/file_name`` (TorchRL's ``dumps``; atomic)."""
+    path = Path(path)
+    path.mkdir(parents=True, exist_ok=True)
+    what = file_name.removesuffix(".pt").replace("_", " ")
+    save_plain(sampler.state_dict(), path / file_name, f"{what} state")
+
+
+def load_sampler_state(sampler: Any, path: str | Path, file_name: str) -> None:
+    """Restore what ``save_sampler_state`` wrote (``weights_only``: tensors and plain data).
+
+    Raises:
+        FileNotFoundError: no ``file_name`` in ``path``.
+        SnapshotError: the file is corrupt, unsafe or does not fit the sampler (names it).
+    """
+    file = Path(path) / file_name
+    state = load_plain(file, what=f"{file_name.removesuffix('.pt').replace('_', ' ')} state")
+    try:
+        sampler.load_state_dict(state)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise SnapshotError(f"{file} does not fit this sampler: {exc}") from None
+
+
+def restore_generator(state: Any, what: str) -> np.random.Generator:
+    """A numpy generator in the saved bit-generator ``state``.
+
+    Raises:
+        ValueError: ``state`` is not a generator state (the message starts with ``what``).
+    """
+    rng = np.random.default_rng()
+    try:
+        rng.bit_generator.state = state
+    except (TypeError, ValueError, KeyError) as exc:
+        raise ValueError(f"{what} has a bad generator state: {exc}") from None
+    return rng

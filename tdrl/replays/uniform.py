@@ -10,19 +10,17 @@ entries, with replacement) with no host round trip per minibatch.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, cast
 
 import numpy as np
 import torch
 
-from tdrl._compat import Sampler
-from tdrl.logging.files import SnapshotError, load_plain, save_plain
+from tdrl.replays.storage_files import IndexSamplerBase, restore_generator
 from tdrl.utils.checks import check_int
-from tdrl.utils.tensor import check_device
+from tdrl.utils.device import check_device
 
 
-class UniformSampler(Sampler):
+class UniformSampler(IndexSamplerBase):
     """Uniform draws (with replacement) over the entries marked valid.
 
     The replay buffer marks entries valid once their n-step window is complete
@@ -36,6 +34,8 @@ class UniformSampler(Sampler):
         device: where indices are drawn (None: on the CPU with numpy; a device: with a
             ``torch`` generator there, see the module docstring).
     """
+
+    state_file = "uniform_sampler.pt"
 
     def __init__(
         self,
@@ -160,11 +160,7 @@ class UniformSampler(Sampler):
         high = int(state_dict["high"])
         if not 0 <= high <= self.capacity:
             raise ValueError(f"uniform sampler state has high={high} outside [0, {self.capacity}]")
-        rng = np.random.default_rng()
-        try:
-            rng.bit_generator.state = state_dict["rng"]
-        except (TypeError, ValueError, KeyError) as exc:
-            raise ValueError(f"uniform sampler state has a bad generator state: {exc}") from None
+        rng = restore_generator(state_dict.get("rng"), "uniform sampler state")
         self._valid = np.asarray(valid, dtype=bool).copy()
         self._n_valid = int(self._valid.sum())
         self._high = high
@@ -178,22 +174,3 @@ class UniformSampler(Sampler):
                 self._gen.set_state(cast(torch.Tensor, saved))
             except (TypeError, RuntimeError):
                 self._gen.manual_seed(int(self._np_rng.integers(2**63 - 1)))
-
-    def dumps(self, path: Any) -> None:
-        """Save ``state_dict()`` to ``path/uniform_sampler.pt`` (atomically)."""
-        Path(path).mkdir(parents=True, exist_ok=True)
-        save_plain(self.state_dict(), Path(path) / "uniform_sampler.pt", "uniform sampler state")
-
-    def loads(self, path: Any) -> None:
-        """Load what ``dumps`` saved (``weights_only``: tensors and plain data, no code).
-
-        Raises:
-            FileNotFoundError: no ``uniform_sampler.pt`` in ``path``.
-            SnapshotError: the file is corrupt, unsafe or does not fit (names it).
-        """
-        file = Path(path) / "uniform_sampler.pt"
-        state = load_plain(file, what="uniform sampler state")
-        try:
-            self.load_state_dict(state)
-        except (ValueError, KeyError, TypeError, AttributeError) as exc:
-            raise SnapshotError(f"{file} does not fit this sampler: {exc}") from None

@@ -29,7 +29,6 @@ from typing import Any
 import torch
 from tensordict import TensorDict, TensorDictBase
 
-from tdrl.agents.base import Agent
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.runners.async_sampler import (
     Flag,
@@ -39,10 +38,9 @@ from tdrl.runners.async_sampler import (
     SamplerControls,
     SamplerFailed,
     SamplerFinished,
+    SamplerJob,
     sample_loop,
 )
-from tdrl.runners.base import RunPlan
-from tdrl.samplers.base import Sampler
 from tdrl.utils.processes import Child, ChildFailed, receive, report_failure, start_child
 
 #: Seconds between the process's checks of the stop flag while it waits for a free slot.
@@ -123,12 +121,8 @@ class ProcessLink:
 
 def start_sampler_process(
     ctx: Any,
-    sampler: Sampler,
-    agent: Agent,
+    job: SamplerJob,
     feed: ReplayFeed,
-    controls: SamplerControls,
-    plan: RunPlan,
-    offline_eval: bool,
     *,
     example: TensorDict,
     seed: int,
@@ -138,12 +132,9 @@ def start_sampler_process(
 
     Args:
         ctx: the spawn context the controls were made with.
-        sampler: an uninitialised copy of the sampler, for the process.
-        agent: a copy of the agent, for the process.
+        job: the process's work: an uninitialised copy of the sampler, a copy of the agent,
+            the shared controls (``multiprocessing`` objects of ``ctx``), the plan.
         feed: the learner's feed.
-        controls: the shared controls (``multiprocessing`` objects of ``ctx``).
-        plan: the run's plan.
-        offline_eval: evaluate at the log points.
         example: a ``[T, B]`` batch of the sampler's layout (the double buffer's model).
         seed: the seed of the sampler's envs.
         discount: the algorithm's discount (for ``TrajInfo``).
@@ -154,7 +145,7 @@ def start_sampler_process(
     proc = start_child(
         ctx,
         _sampler_process_main,
-        args=(sender, sampler, agent, controls, slots, slot_free, plan, offline_eval),
+        args=(sender, job, slots, slot_free),
         kwargs={"seed": seed, "discount": discount},
         name="tdrl-async-sampler",
         daemon=False,  # a parallel sampler in it starts worker processes of its own
@@ -162,23 +153,19 @@ def start_sampler_process(
     sender.close()  # the child holds its end
     thread = threading.Thread(
         target=_relay,
-        args=(receiver, proc, feed, slots, slot_free, controls.stop),
+        args=(receiver, proc, feed, slots, slot_free, job.controls.stop),
         name="tdrl-async-relay",
         daemon=True,
     )
     thread.start()
-    return RunningSampler(controls, thread, proc, slot_free)
+    return RunningSampler(job.controls, thread, proc, slot_free)
 
 
 def _sampler_process_main(
     conn: Connection,
-    sampler: Sampler,
-    agent: Agent,
-    controls: SamplerControls,
+    job: SamplerJob,
     slots: list[TensorDict],
     slot_free: list[Any],
-    plan: RunPlan,
-    offline_eval: bool,
     *,
     seed: int,
     discount: float,
@@ -190,11 +177,11 @@ def _sampler_process_main(
     try:
         with report_failure(conn):
             torch.set_num_threads(1)
-            sampler.initialize(agent, seed=seed, traj_info_kwargs={"discount": discount})
-            link = ProcessLink(conn, slots, slot_free, controls)
-            sample_loop(sampler, agent, link, controls, plan, offline_eval)
+            traj_info_kwargs = {"discount": discount}
+            job.sampler.initialize(job.agent, seed=seed, traj_info_kwargs=traj_info_kwargs)
+            sample_loop(job, ProcessLink(conn, slots, slot_free, job.controls))
     finally:
-        sampler.shutdown()
+        job.sampler.shutdown()
 
 
 def _relay(

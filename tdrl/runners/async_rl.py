@@ -48,7 +48,7 @@ from typing import ClassVar
 import torch
 
 from tdrl.agents.base import Agent
-from tdrl.algos.base import Algorithm, ReplayAlgorithm
+from tdrl.algos.base import ReplayAlgorithm
 from tdrl.logging import ProgressBar
 from tdrl.runners.async_process import SharedFlag, start_sampler_process
 from tdrl.runners.async_sampler import (
@@ -63,20 +63,20 @@ from tdrl.runners.async_sampler import (
     SamplerEvent,
     SamplerFailed,
     SamplerFinished,
+    SamplerJob,
     SamplerStuck,
     start_sampler_thread,
 )
 from tdrl.runners.base import (
-    RunSettings,
-    check_offline_eval,
     log_iteration,
     progress_bar,
 )
+from tdrl.runners.minibatch_rl import check_run_arguments
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_instance, check_int, check_timeout
+from tdrl.utils.checks import check_bool, check_int, check_timeout
+from tdrl.utils.device import check_device
 from tdrl.utils.processes import STUCK_AFTER_S, Child, ChildFailed, spawn_context
-from tdrl.utils.tensor import check_device
 
 #: Seconds the optimiser waits for an event before checking its throttle again.
 _EVENT_WAIT_S = 0.05
@@ -141,14 +141,8 @@ class AsyncRl:
         sampler_timeout_s: float | None = STUCK_AFTER_S,
         device: str | torch.device | None = None,
     ):
-        self.settings = RunSettings(
-            n_steps=n_steps,
-            seed=seed,
-            log_interval_steps=log_interval_steps,
-            log_traj_window=log_traj_window,
-            progress_bar=progress_bar,
-            resume_from=resume_from,
-            snapshot_replay=snapshot_replay,
+        self.settings, self.algo, self.agent, self.sampler = check_run_arguments(
+            type(self).__name__, locals(), offline_eval=self.offline_eval
         )
         self.device = check_device("device", device)
         self.sampler_process = check_bool("sampler_process", sampler_process)
@@ -158,11 +152,6 @@ class AsyncRl:
             if max_sampler_lead_itrs is None
             else check_int("max_sampler_lead_itrs", max_sampler_lead_itrs, minimum=1)
         )
-        if self.offline_eval:
-            check_offline_eval(type(self).__name__, sampler)
-        self.algo = check_instance("algo", algo, Algorithm)
-        self.agent = check_instance("agent", agent, Agent)
-        self.sampler = sampler
         self.sampler_agent: Agent | None = None  # the thread sampler's copy of the agent
         self.sampler_weights_version = 0  # the publication the sampler's agent held last
         self.weights: PublishedWeights | None = None
@@ -319,9 +308,8 @@ class AsyncRl:
         )
         self.sampler_agent = copy.deepcopy(self.agent)
         self.sampler.agent = self.sampler_agent  # the sampler acts with its own copy
-        return start_sampler_thread(
-            self.sampler, self.sampler_agent, feed, controls, self.plan, self.offline_eval
-        )
+        job = SamplerJob(self.sampler, self.sampler_agent, controls, self.plan, self.offline_eval)
+        return start_sampler_thread(job, feed)
 
     def _start_process(
         self, sampler: Sampler, feed: ReplayFeed, first_throttle: float
@@ -338,14 +326,11 @@ class AsyncRl:
             lead=self.max_sampler_lead_itrs,
             progress=ctx.Value("q", 0, lock=False),
         )
+        agent = copy.deepcopy(self.agent).cpu()
         running = start_sampler_process(
             ctx,
-            sampler,
-            copy.deepcopy(self.agent).cpu(),
+            SamplerJob(sampler, agent, controls, self.plan, self.offline_eval),
             feed,
-            controls,
-            self.plan,
-            self.offline_eval,
             example=example,
             seed=self.settings.seed + 1,
             discount=self.algo.discount,

@@ -209,6 +209,25 @@ class SamplerControls:
     progress: Value
 
 
+@dataclass(frozen=True)
+class SamplerJob:
+    """What the sampler side of an asynchronous run works with, in a thread or a process.
+
+    Attributes:
+        sampler: the sampler (initialised by the thread's runner, or in the process).
+        agent: the agent the sampler acts with (its own copy, loaded from ``weights``).
+        controls: what the optimiser shares with it.
+        plan: the run's plan (iterations, log points).
+        offline_eval: evaluate at the log points.
+    """
+
+    sampler: Sampler
+    agent: Agent
+    controls: SamplerControls
+    plan: RunPlan
+    offline_eval: bool
+
+
 # ------------------------------------------------------------------------------ the loop
 class SamplerLink(Protocol):
     """Where ``sample_loop`` hands its batches and reports."""
@@ -224,15 +243,10 @@ class SamplerLink(Protocol):
         ...
 
 
-def sample_loop(
-    sampler: Sampler,
-    agent: Agent,
-    link: SamplerLink,
-    controls: SamplerControls,
-    plan: RunPlan,
-    offline_eval: bool,
-) -> None:
+def sample_loop(job: SamplerJob, link: SamplerLink) -> None:
     """Collect the iterations ``plan.start_itr .. plan.n_itr - 1`` (see the module doc)."""
+    sampler, agent, controls, plan = job.sampler, job.agent, job.controls, job.plan
+    offline_eval = job.offline_eval
     version = -1
     progress = controls.progress
     if offline_eval and plan.start_itr == 0:
@@ -315,36 +329,22 @@ class ThreadLink:
         self.feed.events.put(event)
 
 
-def start_sampler_thread(
-    sampler: Sampler,
-    agent: Agent,
-    feed: ReplayFeed,
-    controls: SamplerControls,
-    plan: RunPlan,
-    offline_eval: bool,
-) -> RunningSampler:
-    """Start ``sample_loop`` in a thread of this process, acting with ``agent``."""
+def start_sampler_thread(job: SamplerJob, feed: ReplayFeed) -> RunningSampler:
+    """Start ``sample_loop`` in a thread of this process, acting with ``job.agent``."""
     thread = threading.Thread(
         target=_sampler_thread_main,
-        args=(sampler, agent, feed, controls, plan, offline_eval),
+        args=(job, feed),
         name="tdrl-async-sampler",
         daemon=True,
     )
     thread.start()
-    return RunningSampler(controls, thread)
+    return RunningSampler(job.controls, thread)
 
 
-def _sampler_thread_main(
-    sampler: Sampler,
-    agent: Agent,
-    feed: ReplayFeed,
-    controls: SamplerControls,
-    plan: RunPlan,
-    offline_eval: bool,
-) -> None:
+def _sampler_thread_main(job: SamplerJob, feed: ReplayFeed) -> None:
     """Body of the sampler thread; an exception becomes a ``SamplerFailed`` event."""
     try:
-        sample_loop(sampler, agent, ThreadLink(feed), controls, plan, offline_eval)
+        sample_loop(job, ThreadLink(feed))
     except BaseException as exc:  # surfaced in the optimiser thread
         feed.events.put(SamplerFailed("thread", exc))
 

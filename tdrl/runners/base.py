@@ -37,7 +37,7 @@ import numpy as np
 import torch
 
 from tdrl.agents.base import Agent
-from tdrl.algos.base import Algorithm, ReplayAlgorithm
+from tdrl.algos.base import Algorithm, MetaAlgorithm, ReplayAlgorithm
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
 from tdrl.logging import ProgressBar, get_logger
@@ -328,7 +328,7 @@ def snapshot(
     itr: int,
     stats: RunStats,
     agent: Agent,
-    algo: Algorithm,
+    algo: Algorithm | MetaAlgorithm,
     *,
     progress: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:

@@ -15,8 +15,9 @@ because they start equal and then take the same optimizer steps:
   average is thus taken inside ``backward()``, before the algorithm clips gradient norms
   and steps: the unchanged clip and step code then acts on equal gradients on every rank,
   and clips the mean gradient exactly as one process on the ranks' whole batch would.
-* **Shared statistics.** The model's ``RunningMeanStd`` modules get
-  ``sync_across_ranks = True`` for the run: each update merges the batches of all ranks.
+* **Shared statistics.** The running statistics the agent reports (``agent.statistics()``:
+  its model's ``RunningMeanStd`` observation normaliser) get ``sync_across_ranks = True``
+  for the run: each update merges the batches of all ranks.
 * **A check.** ``Replicas.check_equal`` compares checksums of all the agent's parameters
   (targets included) and the extra trained tensors after every iteration, so an
   algorithm that changes parameters outside the synchronised backward passes fails at
@@ -47,7 +48,6 @@ import torch.distributed as dist
 
 from tdrl.agents.base import Agent
 from tdrl.algos.base import Algorithm
-from tdrl.models.running_mean_std import RunningMeanStd
 
 
 class GradAverager:
@@ -145,10 +145,7 @@ class Replicas:
                     _broadcast_inplace(tensor, self.device)
         # Checked after every iteration: all agent parameters (targets too) and log_alpha.
         self.checked = [*agent.parameters(), *extra]
-        model = agent.model
-        self.statistics = (
-            [] if model is None else [m for m in model.modules() if isinstance(m, RunningMeanStd)]
-        )
+        self.statistics = agent.statistics()
         for rms in self.statistics:
             rms.sync_across_ranks = True
         self.averager = GradAverager(trained, world_size, self.device)

@@ -9,8 +9,9 @@ point. Both log rlpyt's ``Diagnostics/*`` columns through the active
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 
@@ -28,7 +29,40 @@ from tdrl.runners.base import (
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_instance
-from tdrl.utils.tensor import check_device
+from tdrl.utils.device import check_device
+
+#: The ``__init__`` arguments every runner forwards to ``RunSettings``.
+RUN_SETTINGS = (
+    "n_steps",
+    "seed",
+    "log_interval_steps",
+    "log_traj_window",
+    "progress_bar",
+    "resume_from",
+    "snapshot_replay",
+)
+
+
+def check_run_arguments(
+    runner_name: str, arguments: Mapping[str, Any], *, offline_eval: bool
+) -> tuple[RunSettings, Algorithm, Agent, Sampler]:
+    """What every runner's ``__init__`` checks: its settings, algorithm, agent and sampler.
+
+    Args:
+        runner_name: the runner's class name, for messages.
+        arguments: the runner's ``__init__`` arguments by name (its ``locals()``): ``algo``,
+            ``agent``, ``sampler`` and the ``RUN_SETTINGS`` (others are ignored).
+        offline_eval: the runner evaluates offline, so the sampler needs eval envs.
+
+    Returns:
+        ``(settings, algo, agent, sampler)``, checked.
+    """
+    settings = RunSettings(**{name: arguments[name] for name in RUN_SETTINGS})
+    sampler = arguments["sampler"]
+    if offline_eval:
+        check_offline_eval(runner_name, sampler)
+    algo = check_instance("algo", arguments["algo"], Algorithm)
+    return settings, algo, check_instance("agent", arguments["agent"], Agent), sampler
 
 
 class MinibatchRl:
@@ -76,21 +110,10 @@ class MinibatchRl:
         snapshot_replay: bool = False,
         device: str | torch.device | None = None,
     ):
-        self.settings = RunSettings(
-            n_steps=n_steps,
-            seed=seed,
-            log_interval_steps=log_interval_steps,
-            log_traj_window=log_traj_window,
-            progress_bar=progress_bar,
-            resume_from=resume_from,
-            snapshot_replay=snapshot_replay,
+        self.settings, self.algo, self.agent, self.sampler = check_run_arguments(
+            type(self).__name__, locals(), offline_eval=self.offline_eval
         )
         self.device = check_device("device", device)
-        if self.offline_eval:
-            check_offline_eval(type(self).__name__, sampler)
-        self.algo = check_instance("algo", algo, Algorithm)
-        self.agent = check_instance("agent", agent, Agent)
-        self.sampler = sampler
 
     def train(self) -> dict[str, float]:
         """Run the whole training; returns the last logged row of diagnostics."""

@@ -4,6 +4,8 @@
 (before anything starts), seeds, initialises the sampler (which builds the envs and the
 agent's default model), places the agent on the run's device, initialises the algorithm
 (optimizers, schedules, replay buffer), restores the snapshot and plans the run.
+``MetaRl`` builds its own start-up from the same pieces (``load_resume``, ``place_agent``,
+``restore_run``, ``check_settings``).
 
 **The device contract**, as the runners keep it:
 
@@ -27,12 +29,24 @@ agent's default model), places the agent on the run's device, initialises the al
 
 from __future__ import annotations
 
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
 import torch
 
 from tdrl.agents.base import Agent
 from tdrl.algos.base import Algorithm, ReplayAlgorithm
 from tdrl.logging import find_snapshot, get_logger, load_snapshot
-from tdrl.logging.snapshot import check_resume, repair_progress, restore_replay, run_identity
+from tdrl.logging.files import SnapshotError
+from tdrl.logging.snapshot import (
+    SavedReplay,
+    Stateful,
+    check_resume,
+    repair_progress,
+    restore_replay,
+    run_identity,
+)
 from tdrl.logging.snapshot import restore_state as restore  # loads a snapshot into agent, algo
 from tdrl.runners.base import RunPlan, RunSettings, RunStats
 from tdrl.samplers.base import Sampler
@@ -93,35 +107,25 @@ def start_run(
         batch_B=batch_spec.B,
         world_size=world_size,
     )
-    snap, snap_file = None, None
-    if settings.resume_from is not None:
-        snap_file = find_snapshot(settings.resume_from)
-        snap = load_snapshot(snap_file)
-        repair_progress(snap, snap_file)  # also when the checks below refuse to go on
-        check_resume(snap, snap_file, identity=identity, n_itr=n_itr, n_steps=settings.n_steps)
+    snap, snap_file = load_resume(
+        settings.resume_from, identity=identity, n_itr=n_itr, n_steps=settings.n_steps
+    )
     set_seed(seed)
     sampler.initialize(agent, seed=seed + 1, traj_info_kwargs={"discount": algo.discount})
-    start_itr, cum_steps, cum_completed_trajs, cum_time = 0, 0, 0, 0.0
+    start_itr, counters = 0, dict[str, Any]()
     try:
         place_agent(agent, device)
         algo.initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
         if snap is not None and snap_file is not None:
-            start_itr = restore(snap, agent, algo, file=snap_file)
-            cum_steps = int(snap["cum_steps"])
-            cum_completed_trajs = int(snap.get("cum_completed_trajs", 0))
-            cum_time = float(snap.get("cum_time", 0.0))
-            if isinstance(algo, ReplayAlgorithm) and algo.replay_buffer is not None:
-                restore_replay(algo.replay_buffer, snap, snap_file)
-            get_logger().log(f"resumed from iteration {start_itr - 1} ({cum_steps} steps)")
+            replay = algo.replay_buffer if isinstance(algo, ReplayAlgorithm) else None
+            start_itr, counters = restore_run(snap, snap_file, agent, algo, replay)
     except BaseException:
         sampler.shutdown()
         raise
     stats = RunStats(
         log_traj_window=settings.log_traj_window,
         update_counter=algo.update_counter,
-        cum_steps=cum_steps,
-        cum_completed_trajs=cum_completed_trajs,
-        cum_time=cum_time,
+        **counters,
         run_info=identity,
     )
     plan = RunPlan(
@@ -147,3 +151,83 @@ def place_agent(agent: Agent, device: torch.device | None) -> None:
     """
     if device is not None:
         agent.to(device)
+
+
+def load_resume(
+    resume_from: str | Path | None,
+    *,
+    identity: Mapping[str, Any],
+    n_itr: int,
+    n_steps: int,
+) -> tuple[dict[str, Any] | None, Path | None]:
+    """The snapshot to resume from and its file, checked against the run; ``(None, None)``.
+
+    ``progress.csv`` is repaired to agree with the snapshot first, also when the checks
+    refuse to go on (``tdrl.logging.snapshot.check_resume`` says what they compare).
+
+    Raises:
+        FileNotFoundError: ``resume_from`` holds no snapshot.
+        SnapshotError: the snapshot is corrupt, unsafe, of another run or finished.
+    """
+    if resume_from is None:
+        return None, None
+    snap_file = find_snapshot(resume_from)
+    snap = load_snapshot(snap_file)
+    repair_progress(snap, snap_file)  # also when the checks below refuse to go on
+    check_resume(snap, snap_file, identity=identity, n_itr=n_itr, n_steps=n_steps)
+    return snap, snap_file
+
+
+def restore_run(
+    snap: Mapping[str, Any],
+    file: Path,
+    agent: Agent,
+    algo: Stateful,
+    replay: SavedReplay | None,
+) -> tuple[int, dict[str, Any]]:
+    """Load ``snap`` into the agent, the algorithm and (when it saved one) ``replay``.
+
+    Returns:
+        The iteration to run next and the counters, as ``RunStats`` keyword arguments
+        (``cum_steps``, ``cum_completed_trajs``, ``cum_time``).
+    """
+    start_itr = restore(snap, agent, algo, file=file)
+    counters = {
+        "cum_steps": int(snap["cum_steps"]),
+        "cum_completed_trajs": int(snap.get("cum_completed_trajs", 0)),
+        "cum_time": float(snap.get("cum_time", 0.0)),
+    }
+    if replay is not None:
+        restore_replay(replay, snap, file)
+    get_logger().log(f"resumed from iteration {start_itr - 1} ({counters['cum_steps']} steps)")
+    return start_itr, counters
+
+
+def check_settings(
+    snap: Mapping[str, Any],
+    file: Path,
+    settings: Mapping[str, Any],
+    *,
+    moved: Mapping[str, str] | None = None,
+) -> None:
+    """Refuse to resume unless the snapshot's ``settings`` equal the run's, naming each one.
+
+    Args:
+        snap: the snapshot (its ``"settings"``: names to plain data).
+        file: its file, for the messages.
+        settings: the run's settings (``describe``d values).
+        moved: where a snapshot of an older version recorded a setting (new -> old name).
+
+    Raises:
+        SnapshotError: the snapshot records no settings, or others than ``settings``.
+    """
+    saved, moved = snap.get("settings"), moved or {}
+    if not isinstance(saved, Mapping):
+        raise SnapshotError(f"{file} does not record the run's settings: it cannot be checked")
+    diffs = []
+    for key, value in settings.items():
+        old = saved.get(key, saved.get(moved.get(key, key)))
+        if old != value:
+            diffs.append(f"{key} {old!r} in the snapshot, {value!r} requested")
+    if diffs:
+        raise SnapshotError(f"cannot resume from {file}: " + "; ".join(diffs))

@@ -43,17 +43,17 @@ from tdrl.algos.base import Algorithm
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.logging import get_logger
 from tdrl.runners.base import (
-    RunSettings,
     RunStats,
-    check_offline_eval,
     evaluate,
     log_iteration,
     progress_bar,
 )
 from tdrl.runners.grad_sync import Replicas
+from tdrl.runners.minibatch_rl import check_run_arguments
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_instance, check_int, check_seconds
+from tdrl.utils.checks import check_bool, check_int, check_seconds
+from tdrl.utils.device import check_device
 from tdrl.utils.processes import (
     Child,
     ChildFailed,
@@ -68,7 +68,6 @@ from tdrl.utils.processes import (
     wait_for,
 )
 from tdrl.utils.seed import set_seed
-from tdrl.utils.tensor import check_device
 
 #: Store key counting the spawned ranks that reached rank 0.
 _JOINED_KEY = "tdrl_sync_rl/joined"
@@ -135,14 +134,8 @@ class SyncRl:
         cuda: bool = False,
         timeout_s: float = 1800.0,
     ):
-        self.settings = RunSettings(
-            n_steps=n_steps,
-            seed=seed,
-            log_interval_steps=log_interval_steps,
-            log_traj_window=log_traj_window,
-            progress_bar=progress_bar,
-            resume_from=resume_from,
-            snapshot_replay=snapshot_replay,
+        self.settings, self.algo, self.agent, self.sampler = check_run_arguments(
+            type(self).__name__, locals(), offline_eval=self.offline_eval
         )
         if world_size is not None:
             world_size = check_int("world_size", world_size, minimum=1)
@@ -165,11 +158,6 @@ class SyncRl:
             raise ValueError("cuda=True but torch sees no CUDA device")
         self.backend = "nccl" if self.cuda else "gloo"
         self.timeout_s = check_seconds("timeout_s", timeout_s)
-        if self.offline_eval:
-            check_offline_eval(type(self).__name__, sampler)
-        self.algo = check_instance("algo", algo, Algorithm)
-        self.agent = check_instance("agent", agent, Agent)
-        self.sampler = sampler
 
     @staticmethod
     def launch_rank() -> int:

@@ -29,6 +29,7 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import (
@@ -59,7 +60,17 @@ class Sampler(Protocol):
     def initialize(
         self, agent: Agent, *, seed: int = 0, traj_info_kwargs: dict[str, Any] | None = None
     ) -> TensorDict:
-        """Build the envs, initialise the agent, allocate the buffer; returns the buffer."""
+        """Build the envs, initialise the agent, allocate the buffer; returns the buffer.
+
+        Args:
+            agent: the agent; receives the env's specs through ``agent.initialize``.
+            seed: env ``b`` is seeded with ``seed + b``; eval env ``i`` with
+                ``seed + 10_000 + i``.
+            traj_info_kwargs: ``{"discount": gamma}`` for ``DiscountedReturn``.
+
+        Returns:
+            The (zeroed) sample buffer, as an example of what ``obtain_samples`` returns.
+        """
         ...
 
     def obtain_samples(self, itr: int) -> tuple[TensorDict, list[TrajInfo]]:
@@ -169,6 +180,55 @@ class SamplerSettings:
             eval_max_trajectories=eval_max_trajectories,
             traj_info_cls=traj_info_cls,
         )
+
+    @classmethod
+    def from_arguments(cls, arguments: Mapping[str, Any]) -> SamplerSettings:
+        """``check`` on the shared arguments, picked by name from a sampler's arguments.
+
+        A sampler's ``__init__`` declares every shared argument with its type and default
+        and passes its ``locals()`` here, so that the names are forwarded in one place.
+
+        Args:
+            arguments: at least ``check``'s arguments, by name (others are ignored).
+        """
+        names = list(inspect.signature(cls.check).parameters)
+        return cls.check(**{name: arguments[name] for name in names})
+
+
+def initialize_agent(agent: Agent, env: gym.Env, n_envs: int) -> tuple[TensorSpec, TensorSpec]:
+    """Give ``agent`` the specs of ``env``'s spaces and set it up to act for ``n_envs`` envs.
+
+    Returns:
+        ``(observation_spec, action_spec)``.
+    """
+    observation_spec = space_to_spec(env.observation_space)
+    action_spec = space_to_spec(env.action_space)
+    agent.initialize(observation_spec, action_spec)
+    agent.collector_initialize(n_envs, list(range(n_envs)))
+    return observation_spec, action_spec
+
+
+def allocate_samples(
+    settings: SamplerSettings,
+    agent: Agent,
+    observation_spec: TensorSpec,
+    action_spec: TensorSpec,
+    inputs: tuple[Any, torch.Tensor, torch.Tensor],
+) -> TensorDict:
+    """The zeroed ``[T, B]`` sample buffer of a sampler, for what ``agent`` returns.
+
+    Puts the agent in sample mode (iteration 0) and steps it once on ``inputs``
+    (``(observation, prev_action, prev_reward)`` of the B envs, CPU tensors) to learn its
+    info entries; adds ``valid`` for wait-reset collection (``mid_batch_reset=False``).
+    """
+    agent.sample_mode(0)
+    return build_samples_buffer(
+        settings.batch_spec,
+        observation_spec,
+        action_spec,
+        example_agent_info(agent, *inputs),
+        valid=not settings.mid_batch_reset,
+    )
 
 
 def build_samples_buffer(

@@ -44,12 +44,11 @@ from tensordict import TensorDict
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
-from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import (
     SamplerSettings,
-    build_samples_buffer,
-    example_agent_info,
+    allocate_samples,
+    initialize_agent,
     make_envs,
 )
 from tdrl.samplers.env_loop import AgentRows
@@ -140,19 +139,7 @@ class ParallelSampler:
         torch_threads: int = 1,
         worker_timeout_s: float | None = STUCK_AFTER_S,
     ):
-        self.settings = SamplerSettings.check(
-            env_fn,
-            env_kwargs,
-            batch_T=batch_T,
-            batch_B=batch_B,
-            mid_batch_reset=mid_batch_reset,
-            max_decorrelation_steps=max_decorrelation_steps,
-            eval_n_envs=eval_n_envs,
-            eval_env_kwargs=eval_env_kwargs,
-            eval_max_steps=eval_max_steps,
-            eval_max_trajectories=eval_max_trajectories,
-            traj_info_cls=traj_info_cls,
-        )
+        self.settings = SamplerSettings.from_arguments(locals())
         self.batch_spec = self.settings.batch_spec
         self.eval_n_envs = self.settings.eval_n_envs
         B = self.batch_spec.B
@@ -202,24 +189,16 @@ class ParallelSampler:
 
         The specs come from one env built here; the workers start at the first batch.
 
-        Args:
-            agent: the agent; receives the env's specs through ``agent.initialize``.
-            seed: env ``b`` is seeded with ``seed + b``; eval env ``i`` with
-                ``seed + 10_000 + i``.
-            traj_info_kwargs: ``{"discount": gamma}`` for ``DiscountedReturn``.
-
-        Returns:
-            The (zeroed) sample buffer, as an example of what ``obtain_samples`` returns.
+        See ``Sampler.initialize`` (``tdrl.samplers.base``) for the arguments and the result.
         """
         settings = self.settings
         B = self.batch_spec.B
         self.seed = int(seed)
         (example,) = make_envs(settings.env_fn, settings.env_kwargs, 1)
-        self.observation_spec = space_to_spec(example.observation_space)
-        self.action_spec = space_to_spec(example.action_space)
-        example.close()
-        agent.initialize(self.observation_spec, self.action_spec)
-        agent.collector_initialize(B, list(range(B)))
+        try:
+            self.observation_spec, self.action_spec = initialize_agent(agent, example, B)
+        finally:
+            example.close()
         if self.n_groups > 1 and agent.has_per_env_state:
             raise ValueError(
                 f"{type(self).__name__} steps the agent on half the envs at a time; "
@@ -228,15 +207,13 @@ class ParallelSampler:
             )
         self.agent = agent
         self._discount = float((traj_info_kwargs or {}).get("discount", 1.0))
-        agent.sample_mode(0)
         obs, action = self.observation_spec.zeros((B,)), self.action_spec.zeros((B,))
-        info = example_agent_info(agent, obs, action, torch.zeros(B, 1))
-        self.samples = build_samples_buffer(
-            self.batch_spec,
+        self.samples = allocate_samples(
+            settings,
+            agent,
             self.observation_spec,
             self.action_spec,
-            info,
-            valid=not settings.mid_batch_reset,
+            (obs, action, torch.zeros(B, 1)),
         ).share_memory_()
         self._slices = _env_slices(B, self.n_workers)
         per_group = self.n_workers // self.n_groups

@@ -12,12 +12,11 @@ from tensordict import TensorDict
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
-from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import (
     SamplerSettings,
-    build_samples_buffer,
-    example_agent_info,
+    allocate_samples,
+    initialize_agent,
     make_envs,
 )
 from tdrl.samplers.env_loop import EnvRunner
@@ -87,19 +86,7 @@ class SerialSampler:
         eval_max_trajectories: int | None = None,
         traj_info_cls: type[TrajInfo] = TrajInfo,
     ):
-        self.settings = SamplerSettings.check(
-            env_fn,
-            env_kwargs,
-            batch_T=batch_T,
-            batch_B=batch_B,
-            mid_batch_reset=mid_batch_reset,
-            max_decorrelation_steps=max_decorrelation_steps,
-            eval_n_envs=eval_n_envs,
-            eval_env_kwargs=eval_env_kwargs,
-            eval_max_steps=eval_max_steps,
-            eval_max_trajectories=eval_max_trajectories,
-            traj_info_cls=traj_info_cls,
-        )
+        self.settings = SamplerSettings.from_arguments(locals())
         self.batch_spec = self.settings.batch_spec
         self.eval_n_envs = self.settings.eval_n_envs
         self.evaluator = Evaluator(self.settings)
@@ -119,23 +106,13 @@ class SerialSampler:
     ) -> TensorDict:
         """Build and start the envs, initialise the agent, allocate the sample buffer.
 
-        Args:
-            agent: the agent; receives the env's specs through ``agent.initialize``.
-            seed: env ``b`` is seeded with ``seed + b``; eval env ``i`` with
-                ``seed + 10_000 + i``.
-            traj_info_kwargs: ``{"discount": gamma}`` for ``DiscountedReturn``.
-
-        Returns:
-            The (zeroed) sample buffer, as an example of what ``obtain_samples`` returns.
+        See ``Sampler.initialize`` (``tdrl.samplers.base``) for the arguments and the result.
         """
         settings = self.settings
         B = self.batch_spec.B
         self.seed = int(seed)
         self.envs = make_envs(settings.env_fn, settings.env_kwargs, B)
-        self.observation_spec = space_to_spec(self.envs[0].observation_space)
-        self.action_spec = space_to_spec(self.envs[0].action_space)
-        agent.initialize(self.observation_spec, self.action_spec)
-        agent.collector_initialize(B, list(range(B)))
+        self.observation_spec, self.action_spec = initialize_agent(agent, self.envs[0], B)
         self.agent = agent
         discount = float((traj_info_kwargs or {}).get("discount", 1.0))
         runner = self._runner = EnvRunner(
@@ -149,14 +126,12 @@ class SerialSampler:
             mid_batch_reset=settings.mid_batch_reset,
         )
         runner.start(settings.max_decorrelation_steps)
-        agent.sample_mode(0)
-        info = example_agent_info(agent, runner.obs.tensors, runner.prev_action, runner.prev_reward)
-        self.samples = build_samples_buffer(
-            self.batch_spec,
+        self.samples = allocate_samples(
+            settings,
+            agent,
             self.observation_spec,
             self.action_spec,
-            info,
-            valid=not settings.mid_batch_reset,
+            (runner.obs.tensors, runner.prev_action, runner.prev_reward),
         )
         self._pinned = False
         runner.bind(self.samples)

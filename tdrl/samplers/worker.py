@@ -20,8 +20,6 @@ while it waits on a semaphore for actions that will never come.
 
 from __future__ import annotations
 
-import os
-import warnings
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
 from multiprocessing.synchronize import Semaphore
@@ -33,6 +31,7 @@ from tdrl.agents.base import Agent
 from tdrl.envs.spaces import space_to_spec
 from tdrl.samplers.base import SamplerSettings, make_envs
 from tdrl.samplers.env_loop import EnvRunner
+from tdrl.utils.cpu import pin_process
 from tdrl.utils.processes import report_failure
 
 
@@ -42,13 +41,7 @@ def set_worker_affinity(cpus: Sequence[int] | None, torch_threads: int) -> None:
     Pinning is skipped, with a warning, where the platform or the container refuses it.
     """
     if cpus:
-        if hasattr(os, "sched_setaffinity"):
-            try:
-                os.sched_setaffinity(0, list(cpus))
-            except OSError as e:  # e.g. a CPU outside the container's set
-                warnings.warn(f"could not pin to CPUs {list(cpus)}: {e}", stacklevel=2)
-        else:
-            warnings.warn("CPU pinning is not supported on this platform", stacklevel=2)
+        pin_process(cpus)
     torch.set_num_threads(torch_threads)
 
 

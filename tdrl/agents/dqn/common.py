@@ -1,20 +1,49 @@
-"""What the DQN-family agents share: epsilon-greedy exploration and target networks.
+"""What the DQN-family agents share: epsilon-greedy exploration.
 
-``DqnAgent`` and ``R2d1Agent`` anneal epsilon with ``scheduled_epsilon`` (Ape-X per-env final
-values from ``epsilon_vector``), act with ``epsilon_greedy`` and keep their target network
-with ``target_pairs`` and ``update_target``.
+``DqnAgent`` and ``R2d1Agent`` each hold one ``EpsilonGreedy`` (``agent.exploration``): the
+epsilon schedule, the Ape-X per-env final epsilons and the greedy-or-random choice, written
+once here. The agents' ``set_epsilon_schedule``, ``collector_initialize``,
+``has_per_env_state``, ``sample_mode`` and ``eval_mode`` hand over to it, and their
+``epsilon`` and ``eps_eval`` attributes are its own (``exploration_attribute``).
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
 
-from tdrl.utils.tensor import polyak_update
+from tdrl._compat import Categorical, TensorSpec
+from tdrl.utils.checks import check_range
+
+
+def default_q_model(
+    who: str,
+    observation_spec: TensorSpec,
+    action_spec: TensorSpec,
+    atari: Callable[..., nn.Module],
+    mlp: Callable[..., nn.Module],
+    **kwargs: Any,
+) -> nn.Module:
+    """``atari(shape, n_actions)`` for ``[C, H, W]`` frames, ``mlp(size, n_actions)`` for vectors.
+
+    Raises:
+        TypeError: naming ``who``, for non-Discrete actions or other observation shapes.
+    """
+    if not isinstance(action_spec, Categorical):
+        raise TypeError(f"{who} needs a Discrete action space, got {type(action_spec).__name__}")
+    n_actions = int(action_spec.space.n)
+    shape = tuple(observation_spec.shape)
+    if len(shape) == 3:
+        return atari(shape, n_actions, **kwargs)
+    if len(shape) == 1:
+        return mlp(shape[0], n_actions, **kwargs)
+    kind = who.removesuffix("Agent").upper()
+    raise TypeError(f"no default {kind} model for observations of shape {shape}; pass model=")
 
 
 def epsilon_vector(
@@ -57,26 +86,89 @@ def epsilon_greedy(q: torch.Tensor, epsilon: float | torch.Tensor, n_actions: in
     return action
 
 
-def target_pairs(target: nn.Module, online: nn.Module) -> tuple[list[torch.Tensor], ...]:
-    """Target and online parameters, then target and online buffers.
+class EpsilonGreedy(nn.Module):
+    """Epsilon-greedy exploration on a linear schedule, with Ape-X per-env epsilons.
 
-    Module traversal costs ~100 us per call: agents build the lists once and keep them.
+    Epsilon is ``eps_init`` until ``itr_min``, then linear to ``eps_final`` at ``itr_max``
+    (``set_schedule``; rlpyt: from ``min_itr_learn`` over ``eps_steps``), ``eps_eval`` in
+    eval mode. With ``eps_final_min`` each env gets its own final epsilon, log-spaced
+    between ``eps_final_min`` and ``eps_final`` across all the sampler's envs
+    (``collector_initialize``); those live in a buffer, so they move with the agent and
+    are not saved. A module without parameters or saved state: it adds nothing to the
+    agent's ``state_dict``.
+
+    Args:
+        eps_init: epsilon at the start of the schedule.
+        eps_final: epsilon at its end.
+        eps_final_min: lowest per-env final epsilon (None: one epsilon for all envs).
+        eps_eval: epsilon in eval mode.
     """
-    return (
-        list(target.parameters()),
-        list(online.parameters()),
-        list(target.buffers()),
-        list(online.buffers()),
-    )
+
+    final_vec: torch.Tensor | None
+
+    def __init__(
+        self,
+        *,
+        eps_init: float = 1.0,
+        eps_final: float = 0.01,
+        eps_final_min: float | None = None,
+        eps_eval: float = 0.001,
+    ):
+        super().__init__()
+        self.eps_init = check_range("eps_init", eps_init, 0.0, 1.0)
+        self.eps_final = check_range("eps_final", eps_final, 0.0, 1.0)
+        self.eps_eval = check_range("eps_eval", eps_eval, 0.0, 1.0)
+        self.eps_final_min = None
+        if eps_final_min is not None:
+            self.eps_final_min = check_range("eps_final_min", eps_final_min, 1e-12, eps_final)
+        self.itr_min = 0
+        self.itr_max = 1
+        self.register_buffer("final_vec", None, persistent=False)  # moves with the agent
+        self.epsilon: float | torch.Tensor = self.eps_init
+
+    def collector_initialize(
+        self, global_B: int, env_ranks: Sequence[int], device: torch.device
+    ) -> None:
+        """Per-env final epsilons for these env ranks, on ``device`` (with ``eps_final_min``)."""
+        if self.eps_final_min is not None:
+            vec = epsilon_vector(self.eps_final, self.eps_final_min, env_ranks, global_B)
+            self.final_vec = torch.as_tensor(vec, dtype=torch.float32, device=device)
+
+    @property
+    def per_env(self) -> bool:
+        """Whether each env has its own epsilon (then ``step`` must see every env)."""
+        return self.final_vec is not None
+
+    def set_schedule(self, itr_min: int, itr_max: int) -> None:
+        """Anneal epsilon from ``eps_init`` at ``itr_min`` to ``eps_final`` at ``itr_max``."""
+        self.itr_min = int(itr_min)
+        self.itr_max = max(int(itr_max), self.itr_min + 1)
+
+    def sample_mode(self, itr: int) -> None:
+        """Epsilon at its scheduled value for ``itr`` (one per env with ``eps_final_min``)."""
+        final = self.final_vec if self.final_vec is not None else self.eps_final
+        self.epsilon = scheduled_epsilon(itr, self.itr_min, self.itr_max, self.eps_init, final)
+
+    def eval_mode(self) -> None:
+        """Epsilon is ``eps_eval``."""
+        self.epsilon = self.eps_eval
+
+    def act(self, q: torch.Tensor, n_actions: int) -> torch.Tensor:
+        """``epsilon_greedy`` actions for Q-values ``[B, n_actions]`` at the current epsilon."""
+        return epsilon_greedy(q, self.epsilon, n_actions)
 
 
-@torch.no_grad()
-def update_target(pairs: tuple[list[torch.Tensor], ...], tau: float = 1.0) -> None:
-    """``target <- tau * online + (1 - tau) * target`` over ``target_pairs``'s lists.
+def exploration_attribute(name: str) -> Any:
+    """A property of an agent that reads and writes ``agent.exploration.<name>``.
 
-    ``tau=1`` is a hard copy; buffers are always copied.
+    Keeps the agents' attribute names (``agent.epsilon``, ``agent.eps_eval``) on the one
+    ``EpsilonGreedy`` that holds the values.
     """
-    target, online, target_buffers, online_buffers = pairs
-    polyak_update(target, online, tau)
-    if target_buffers:
-        polyak_update(target_buffers, online_buffers, 1.0)
+
+    def get(agent: Any) -> Any:
+        return getattr(agent.exploration, name)
+
+    def set_(agent: Any, value: Any) -> None:
+        setattr(agent.exploration, name, value)
+
+    return property(get, set_, doc=f"``exploration.{name}`` (``EpsilonGreedy``).")

@@ -2,26 +2,21 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import functools
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl import keys
-from tdrl._compat import Categorical, TensorSpec
-from tdrl.agents.base import Agent
-from tdrl.agents.dqn.common import (
-    epsilon_greedy,
-    epsilon_vector,
-    scheduled_epsilon,
-    target_pairs,
-    update_target,
-)
+from tdrl._compat import TensorSpec
+from tdrl.agents.base import Agent, State, StepOutput
+from tdrl.agents.dqn.common import EpsilonGreedy, default_q_model, exploration_attribute
+from tdrl.agents.targets import TargetNetworks
 from tdrl.keys import Q
 from tdrl.models.dqn import AtariCatDqnModel, AtariDqnModel, CatDqnMlpModel, DqnMlpModel
-from tdrl.utils.checks import check_int, check_range
+from tdrl.utils.checks import check_int
 from tdrl.utils.tensor import frozen_copy
 
 
@@ -32,11 +27,12 @@ class DqnAgent(Agent):
     (categorical DQN, C51) and Q-values are the expectations ``sum_j p_j z_j``; the algorithm
     gives the support with ``set_support(V_min, V_max)``.
 
-    Epsilon is annealed linearly from ``eps_init`` to ``eps_final`` between the iterations
-    the algorithm sets with ``set_epsilon_schedule`` (rlpyt: from ``min_itr_learn`` over
-    ``eps_steps``). With ``eps_final_min`` each env gets its own final epsilon, log-spaced
-    between ``eps_final_min`` and ``eps_final`` across all envs (Ape-X). Evaluation uses
-    ``eps_eval``. Random draws, the per-env epsilons and the support are on the agent's
+    Exploration is an ``EpsilonGreedy`` (``exploration``, shared with ``R2d1Agent``):
+    epsilon annealed linearly from ``eps_init`` to ``eps_final`` between the iterations the
+    algorithm sets with ``set_epsilon_schedule`` (rlpyt: from ``min_itr_learn`` over
+    ``eps_steps``); with ``eps_final_min`` each env gets its own final epsilon, log-spaced
+    between ``eps_final_min`` and ``eps_final`` across all envs (Ape-X); ``eps_eval`` in
+    eval mode. Random draws, the per-env epsilons and the support are on the agent's
     device.
 
     Args:
@@ -53,6 +49,9 @@ class DqnAgent(Agent):
 
     target_model: nn.Module
     support: torch.Tensor
+    exploration: EpsilonGreedy
+    epsilon = exploration_attribute("epsilon")
+    eps_eval = exploration_attribute("eps_eval")
 
     def __init__(
         self,
@@ -66,19 +65,10 @@ class DqnAgent(Agent):
         eps_eval: float = 0.001,
     ):
         super().__init__(model, model_kwargs)
-        self.eps_init = check_range("eps_init", eps_init, 0.0, 1.0)
-        self.eps_final = check_range("eps_final", eps_final, 0.0, 1.0)
-        self.eps_eval = check_range("eps_eval", eps_eval, 0.0, 1.0)
-        self.eps_final_min = None
-        if eps_final_min is not None:
-            self.eps_final_min = check_range("eps_final_min", eps_final_min, 1e-12, eps_final)
+        self.exploration = EpsilonGreedy(
+            eps_init=eps_init, eps_final=eps_final, eps_final_min=eps_final_min, eps_eval=eps_eval
+        )
         self.n_atoms = None if n_atoms is None else check_int("n_atoms", n_atoms, minimum=2)
-        self.eps_itr_min = 0
-        self.eps_itr_max = 1
-        self._eps_final_vec: torch.Tensor | None
-        self.register_buffer("_eps_final_vec", None, persistent=False)  # moves with the agent
-        self.epsilon: float | torch.Tensor = self.eps_init
-        self._target_pairs: tuple[list[torch.Tensor], ...] | None = None
         self.register_buffer("support", torch.zeros(self.n_atoms or 0))
 
     # ------------------------------------------------------------------ set-up
@@ -86,40 +76,21 @@ class DqnAgent(Agent):
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
         """The default Q model: rlpyt's Atari conv net for ``[C, H, W]`` frames, else an MLP."""
-        if not isinstance(action_spec, Categorical):
-            raise TypeError(
-                f"DqnAgent needs a Discrete action space, got {type(action_spec).__name__}"
-            )
-        n_actions = int(action_spec.space.n)
-        shape = tuple(observation_spec.shape)
-        if len(shape) == 3:
-            if self.n_atoms:
-                return AtariCatDqnModel(shape, n_actions, n_atoms=self.n_atoms, **kwargs)
-            return AtariDqnModel(shape, n_actions, **kwargs)
-        if len(shape) == 1:
-            if self.n_atoms:
-                return CatDqnMlpModel(shape[0], n_actions, n_atoms=self.n_atoms, **kwargs)
-            return DqnMlpModel(shape[0], n_actions, **kwargs)
-        raise TypeError(f"no default DQN model for observations of shape {shape}; pass model=")
+        if self.n_atoms:
+            atari = functools.partial(AtariCatDqnModel, n_atoms=self.n_atoms)
+            mlp = functools.partial(CatDqnMlpModel, n_atoms=self.n_atoms)
+            return default_q_model("DqnAgent", observation_spec, action_spec, atari, mlp, **kwargs)
+        return default_q_model(
+            "DqnAgent", observation_spec, action_spec, AtariDqnModel, DqnMlpModel, **kwargs
+        )
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
         """Build the model (unless given) and its frozen target copy."""
         super().initialize(observation_spec, action_spec)
         self.n_actions = int(action_spec.space.n)
         self.target_model = frozen_copy(self.model)
-        self._target_pairs = None
+        self._targets = TargetNetworks([(self.target_model, self.model)], buffers=True)
         self.support = self.support.to(self.device)
-
-    def collector_initialize(self, global_B: int, env_ranks: Sequence[int]) -> None:
-        """Per-env final epsilons for these env ranks (with ``eps_final_min``)."""
-        if self.eps_final_min is not None:
-            vec = epsilon_vector(self.eps_final, self.eps_final_min, env_ranks, global_B)
-            self._eps_final_vec = torch.as_tensor(vec, dtype=torch.float32, device=self.device)
-
-    @property
-    def has_per_env_state(self) -> bool:
-        """True with per-env epsilons: ``step`` must see every env of the sampler."""
-        return self._eps_final_vec is not None
 
     def set_support(self, v_min: float, v_max: float) -> None:
         """Fix the categorical support ``linspace(v_min, v_max, n_atoms)``."""
@@ -129,22 +100,7 @@ class DqnAgent(Agent):
 
     def set_epsilon_schedule(self, itr_min: int, itr_max: int) -> None:
         """Anneal epsilon from ``eps_init`` at ``itr_min`` to ``eps_final`` at ``itr_max``."""
-        self.eps_itr_min = int(itr_min)
-        self.eps_itr_max = max(int(itr_max), self.eps_itr_min + 1)
-
-    # ------------------------------------------------------------------ modes
-    def sample_mode(self, itr: int) -> None:
-        """Sampling: epsilon at its scheduled value for ``itr``."""
-        super().sample_mode(itr)
-        final = self._eps_final_vec if self._eps_final_vec is not None else self.eps_final
-        self.epsilon = scheduled_epsilon(
-            itr, self.eps_itr_min, self.eps_itr_max, self.eps_init, final
-        )
-
-    def eval_mode(self, itr: int) -> None:
-        """Evaluating: epsilon is ``eps_eval``."""
-        super().eval_mode(itr)
-        self.epsilon = self.eps_eval
+        self.exploration.set_schedule(itr_min, itr_max)
 
     # ------------------------------------------------------------------ acting
     def q_values(self, model_out: torch.Tensor) -> torch.Tensor:
@@ -155,19 +111,15 @@ class DqnAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Epsilon-greedy actions for a batch of envs, with their Q-values as info.
 
         The draws are made on the device of the Q-values. On the CPU random actions are
         drawn only when some env explores; elsewhere always (no host synchronisation).
         """
         q = self.q_values(self.model(observation, prev_action, prev_reward))
-        return epsilon_greedy(q, self.epsilon, self.n_actions), {Q: q}
+        return self.exploration.act(q, self.n_actions), {Q: q}
 
     def forward(self, td: TensorDictBase) -> TensorDict:
         """Online network output (``q``: Q-values or logits) for every row of ``td``."""
@@ -181,10 +133,8 @@ class DqnAgent(Agent):
 
     def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
         """Target and online parameters, then target and online buffers (built once)."""
-        if self._target_pairs is None:
-            self._target_pairs = target_pairs(self.target_model, self.model)
-        return self._target_pairs
+        return self._targets.tensors()
 
     def update_target(self, tau: float = 1.0) -> None:
         """``target <- tau * online + (1 - tau) * target`` (tau=1: hard copy)."""
-        update_target(self.target_pairs(), tau)
+        self._targets.update(tau)

@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl import keys
 from tdrl._compat import Categorical, TensorSpec
-from tdrl.agents.base import Agent
+from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.pg.base import forward_outputs, model_value, step_outputs
 from tdrl.models.pg.atari import AtariFfModel, atari_pg_trunk
 from tdrl.models.pg.lstm import PgLstmModel, mlp_trunk
@@ -80,12 +80,8 @@ class CategoricalPgAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Actions drawn from ``softmax(logits)``, with ``log_prob``, ``value`` and parameters.
 
         In eval mode with ``eval_deterministic`` the action is the distribution's mode.
@@ -112,12 +108,8 @@ class CategoricalPgAgent(Agent):
         return TensorDict({keys.LOGITS: logits, keys.VALUE: value}, batch_size=td.batch_size)
 
     def value(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> torch.Tensor:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> Tensor:
         """V(o) for a batch of inputs (one step from ``rnn_state`` if recurrent)."""
         return model_value(self.model, observation, prev_action, prev_reward, rnn_state)
 

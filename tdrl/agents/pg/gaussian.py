@@ -7,11 +7,11 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl import keys
 from tdrl._compat import Bounded, TensorSpec
-from tdrl.agents.base import Agent
+from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.pg.base import forward_outputs, model_value, step_outputs
 from tdrl.agents.pg.categorical import recurrent_mlp_model
 from tdrl.models.pg.mlp import GaussianPgMlpModel
@@ -68,12 +68,8 @@ class GaussianPgAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Actions drawn from ``N(mu, exp(log_std)^2)``, with log-prob, value and parameters.
 
         In eval mode with ``eval_deterministic`` the action is the distribution's mode.
@@ -102,12 +98,8 @@ class GaussianPgAgent(Agent):
         )
 
     def value(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> torch.Tensor:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> Tensor:
         """V(o) for a batch of inputs (one step from ``rnn_state`` if recurrent)."""
         return model_value(self.model, observation, prev_action, prev_reward, rnn_state)
 

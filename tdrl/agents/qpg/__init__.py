@@ -2,7 +2,8 @@
 
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent, Td3Agent
 from tdrl.agents.qpg.pearl_agent import PearlAgent
-from tdrl.agents.qpg.sac_agent import SacAgent, SacVAgent, squashed_gaussian_sample
+from tdrl.agents.qpg.sac_agent import SacAgent, SacVAgent
+from tdrl.agents.qpg.squashed_gaussian import squashed_gaussian_sample
 
 __all__ = [
     "DdpgAgent",

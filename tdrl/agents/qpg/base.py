@@ -1,16 +1,20 @@
-"""What the continuous-action agents (DDPG/TD3 and SAC/SAC_V) share, as plain functions.
+"""What the continuous-action agents (DDPG/TD3, SAC/SAC_V, PEARL) share, as plain functions.
 
-Both act in ``[-1, 1]^A``, map actions affinely to the env's bounds and build default
-MLPs for flat observations; neither agent inherits the other.
+All act in ``[-1, 1]^A``, map actions affinely to the env's bounds (``action_scale``,
+``action_bias``) and build default MLPs for flat observations, critics included; none
+inherits another.
 """
 
 from __future__ import annotations
 
 import math
+from typing import Any, Protocol
 
 import torch
+from torch import nn
 
 from tdrl._compat import Bounded, TensorSpec
+from tdrl.models.qpg.mlp import QEnsembleMlpModel
 
 
 def flat_sizes(observation_spec: TensorSpec, action_spec: TensorSpec, who: str) -> tuple[int, int]:
@@ -33,3 +37,35 @@ def action_map(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
     """``(scale, bias)`` of the affine map from ``[-1, 1]^A`` to the env's action bounds."""
     low, high = action_spec.space.low.float(), action_spec.space.high.float()
     return (high - low) / 2.0, (high + low) / 2.0
+
+
+class ActionMapped(Protocol):
+    """An agent that acts in ``[-1, 1]^A`` and maps actions to the env's bounds."""
+
+    action_scale: torch.Tensor
+    action_bias: torch.Tensor
+
+
+def register_action_map(agent: nn.Module) -> None:
+    """Give ``agent`` its ``action_scale`` and ``action_bias`` buffers (identity until set)."""
+    agent.register_buffer("action_scale", torch.ones(()))
+    agent.register_buffer("action_bias", torch.zeros(()))
+
+
+def set_action_map(agent: ActionMapped, action_spec: TensorSpec, device: torch.device) -> None:
+    """Set ``agent``'s action map to the env's bounds (``action_map``), on ``device``."""
+    agent.action_scale, agent.action_bias = (x.to(device) for x in action_map(action_spec))
+
+
+def default_critics(
+    agent: nn.Module, in_size: int, act_size: int, kwargs: dict[str, Any], device: torch.device
+) -> nn.Module:
+    """``agent.q_model``; a ``QEnsembleMlpModel`` on ``device`` is built first if it has none.
+
+    ``in_size`` is what the critics see beside the action (the observation, or ``o ⊕ z``).
+    """
+    q_model = agent._modules.get("q_model")
+    if q_model is None:
+        q_model = QEnsembleMlpModel(in_size, act_size, **kwargs).to(device)
+        agent.q_model = q_model
+    return q_model

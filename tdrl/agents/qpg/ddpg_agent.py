@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent, check_model
-from tdrl.agents.qpg.base import action_map, flat_sizes
-from tdrl.models.qpg.mlp import MuMlpModel, QEnsembleMlpModel
+from tdrl.agents.base import Agent, State, StepOutput, check_model
+from tdrl.agents.qpg.base import (
+    default_critics,
+    flat_sizes,
+    register_action_map,
+    set_action_map,
+)
+from tdrl.agents.targets import TargetNetworks
+from tdrl.models.qpg.mlp import MuMlpModel
 from tdrl.utils.checks import check_int, check_mapping, check_optional_range, check_range
-from tdrl.utils.tensor import frozen_copy, polyak_update
+from tdrl.utils.tensor import frozen_copy
 
 
 class DdpgAgent(Agent):
@@ -74,9 +81,7 @@ class DdpgAgent(Agent):
         self.pretrain_std = check_optional_range("pretrain_std", pretrain_std, 0.0, 1e6)
         self.pretrain_itr = 0
         self._pretraining = False
-        self._target_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-        self.register_buffer("action_scale", torch.ones(()))
-        self.register_buffer("action_bias", torch.zeros(()))
+        register_action_map(self)
 
     # ------------------------------------------------------------------ set-up
     def make_model(
@@ -91,13 +96,13 @@ class DdpgAgent(Agent):
         super().initialize(observation_spec, action_spec)
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
         device = self.device  # the actor's (a user's model may be on a GPU already)
-        if self._modules.get("q_model") is None:
-            q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
-            self.q_model = q_model.to(device)
+        q_model = default_critics(self, obs_size, act_size, self.q_model_kwargs, device)
         self.target_model = frozen_copy(self.model)
-        self.target_q_model = frozen_copy(self.q_model)
-        self._target_pairs = None
-        self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
+        self.target_q_model = frozen_copy(q_model)
+        self._targets = TargetNetworks(
+            [(self.target_model, self.model), (self.target_q_model, q_model)]
+        )
+        set_action_map(self, action_spec, device)
         self.action_size = act_size
 
     def set_pretrain_itr(self, itr: int) -> None:
@@ -125,12 +130,8 @@ class DdpgAgent(Agent):
 
     @torch.no_grad()
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Noisy actor actions in the env's bounds (noiseless in eval mode); no info."""
         action = self.model(observation)
         if self.mode != "eval":
@@ -164,42 +165,16 @@ class DdpgAgent(Agent):
         """The actor's ``[-1, 1]`` output (``loc``) for every row of ``td``."""
         return TensorDict({keys.LOC: self.model(td[keys.OBSERVATION])}, batch_size=td.batch_size)
 
-    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
         """Target and online parameters of actor and critics, paired (built once)."""
-        if self._target_pairs is None:
-            self._target_pairs = (
-                [*self.target_model.parameters(), *self.target_q_model.parameters()],
-                [*self.model.parameters(), *self.q_model.parameters()],
-            )
-        return self._target_pairs
+        return self._targets.tensors()
 
-    @torch.no_grad()
     def update_target(self, tau: float) -> None:
         """Polyak update of the target actor and critics."""
-        polyak_update(*self.target_pairs(), tau)
+        self._targets.update(tau)
 
 
-def Td3Agent(  # noqa: N802 - rlpyt's class name, kept so configs and examples read the same
-    model: nn.Module | None = None,
-    q_model: nn.Module | None = None,
-    *,
-    model_kwargs: dict[str, Any] | None = None,
-    q_model_kwargs: dict[str, Any] | None = None,
-    action_std: float = 0.1,
-    action_noise_clip: float | None = None,
-    pretrain_std: float | None = 0.5,
-) -> DdpgAgent:
-    """A ``DdpgAgent`` with TD3's defaults: twin critics, ``pretrain_std=0.5`` before learning.
-
-    Networks are 400-300 as in rlpyt; the arguments are ``DdpgAgent``'s (``n_q`` is 2).
-    """
-    return DdpgAgent(
-        model,
-        q_model,
-        model_kwargs=model_kwargs,
-        q_model_kwargs=q_model_kwargs,
-        n_q=2,
-        action_std=action_std,
-        action_noise_clip=action_noise_clip,
-        pretrain_std=pretrain_std,
-    )
+#: ``DdpgAgent`` with TD3's defaults: twin critics (``n_q=2``) and ``pretrain_std=0.5``
+#: before learning starts; networks are 400-300 as in rlpyt. The arguments are
+#: ``DdpgAgent``'s (rlpyt's class name, kept so configs and examples read the same).
+Td3Agent = functools.partial(DdpgAgent, n_q=2, pretrain_std=0.5)

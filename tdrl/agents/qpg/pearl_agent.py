@@ -7,12 +7,17 @@ from a context of transitions and feeds it to every network beside the observati
   each ``[tasks, latent]``;
 - the policy ``pi(a | o ⊕ z)`` (tanh-squashed Gaussian, ``PiMlpModel``) and the twin critics
   ``Q_i(o ⊕ z, a)`` (``QEnsembleMlpModel``), all at input size obs + latent;
-- what the critics bootstrap from, chosen by ``sac_variant``: ``"v1"`` (the reference's SAC
-  v1, the default) builds a state value ``V(o ⊕ z)`` and its Polyak target
-  (``VMlpModel``); ``"v2"`` (tdrl's twin-Q learned-temperature SAC) builds Polyak targets
-  ``Q'_i`` of the critics and no value network. ``PEARL`` must be built with the same
-  ``sac_variant`` (its ``initialize`` checks), as it holds the matching loss and, for
-  ``"v2"``, the temperature.
+- what the critics bootstrap from, chosen by ``value_network`` (as ``SacAgent``'s): True
+  (``sac_variant="v1"``, the reference's SAC v1, the default) builds a state value
+  ``V(o ⊕ z)`` and its Polyak target (``VMlpModel``); False (``"v2"``, tdrl's twin-Q
+  learned-temperature SAC) builds Polyak targets ``Q'_i`` of the critics and no value
+  network. ``PEARL`` must be built with the same variant (its ``initialize`` checks), as
+  it holds the matching loss and, for ``"v2"``, the temperature.
+
+The policy and critics are ``SacAgent``'s, written once as functions of the network input
+(``tdrl.agents.qpg.sac_agent``): this agent calls them with ``o ⊕ z`` (``latent_input``).
+Like every agent it moves no input: ``step``'s arrive on its device from the sampler, and
+the caller of ``context`` / ``infer_posterior`` moves the transitions there.
 
 Acting uses a current ``z`` per env, which the collector sets with ``set_z`` (``[B, latent]``,
 one row per env the sampler steps): a draw from the prior at the start of a task's
@@ -27,24 +32,22 @@ from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent
-from tdrl.agents.qpg.base import action_map, flat_sizes
-from tdrl.agents.qpg.sac_agent import squashed_gaussian_sample
-from tdrl.models.qpg.context import ContextEncoder, context_from_transitions
-from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel, VMlpModel
-from tdrl.utils.checks import (
-    ArgumentError,
-    check_bool,
-    check_choice,
-    check_int,
-    check_int_list,
-    check_range,
+from tdrl.agents.base import Agent, State, StepOutput
+from tdrl.agents.qpg.base import flat_sizes, register_action_map, set_action_map
+from tdrl.agents.qpg.squashed_gaussian import (
+    check_log_std,
+    policy_action,
+    policy_params,
+    policy_sample,
+    sac_critics,
 )
-from tdrl.utils.tensor import frozen_copy, polyak_update
+from tdrl.models.qpg.context import ContextEncoder, context_from_transitions
+from tdrl.models.qpg.mlp import PiMlpModel
+from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_int_list
 
 #: Key of the latent ``z`` (``[..., latent]``) in a TensorDict given to ``PearlAgent.forward``.
 Z = "z"
@@ -53,13 +56,26 @@ Z = "z"
 #: (twin Q targets and a learned temperature, as ``tdrl.algos.qpg.SAC``).
 SAC_VARIANTS = ("v1", "v2")
 
+#: The constructor settings a resumed run must share with its snapshot (``settings``).
+SETTINGS = (
+    "latent_size",
+    "encoder_hidden_sizes",
+    "hidden_sizes",
+    "information_bottleneck",
+    "use_next_obs_in_context",
+    "use_context",
+    "sac_variant",
+    "log_std_min",
+    "log_std_max",
+)
+
 
 class PearlAgent(Agent):
     """Context encoder plus tanh-Gaussian policy, twin Q and a target over ``o ⊕ z``.
 
-    The target is a value network ``V`` and its Polyak copy (``sac_variant="v1"``) or Polyak
-    copies of the twin critics (``"v2"``); ``v``/``target_v`` exist in v1 only and
-    ``target_q`` in v2 only.
+    The target is a value network ``V`` and its Polyak copy (``value_network=True``,
+    ``sac_variant="v1"``) or Polyak copies of the twin critics (``value_network=False``,
+    ``"v2"``); ``v``/``target_v`` exist in v1 only and ``target_q`` in v2 only.
 
     Networks are built by ``initialize`` from the env's specs (flat Box observations and
     actions). Actions are squashed to ``[-1, 1]`` and mapped to the env's bounds; the
@@ -80,9 +96,14 @@ class PearlAgent(Agent):
             either variant, with the same networks and schedule): ``z`` is always zeros,
             the prior and every posterior are ``N(0, 0)``, the encoder is never used and
             the loss has no KL.
-        sac_variant: ``"v1"`` (the reference's: builds ``v_model`` and ``target_v_model``)
-            or ``"v2"`` (tdrl's twin-Q learned-temperature SAC: builds ``target_q_model``,
-            no value network). ``PEARL`` must be given the same value.
+        value_network: True (the reference's SAC v1: builds ``v_model`` and
+            ``target_v_model``) or False (tdrl's twin-Q learned-temperature SAC v2: builds
+            ``target_q_model``, no value network); the name ``SacAgent`` uses. None: as
+            ``sac_variant`` says, else True. ``PEARL`` must be given the same variant.
+        sac_variant: the same choice under oyster's name, kept as an alias: ``"v1"``
+            (``value_network=True``) or ``"v2"`` (``value_network=False``). Given with
+            ``value_network``, the two must agree. The attribute ``sac_variant`` always
+            holds the variant.
     """
 
     encoder: ContextEncoder
@@ -104,7 +125,8 @@ class PearlAgent(Agent):
         log_std_min: float = -20.0,
         log_std_max: float = 2.0,
         use_context: bool = True,
-        sac_variant: str = "v1",
+        value_network: bool | None = None,
+        sac_variant: str | None = None,
     ):
         self.hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, minimum=1)
         super().__init__(None, {"hidden_sizes": self.hidden_sizes})
@@ -117,17 +139,11 @@ class PearlAgent(Agent):
             "use_next_obs_in_context", use_next_obs_in_context
         )
         self.use_context = check_bool("use_context", use_context)
-        self.sac_variant = check_choice("sac_variant", sac_variant, SAC_VARIANTS)
-        self.log_std_min = check_range("log_std_min", log_std_min, -1e3, 1e3)
-        self.log_std_max = check_range("log_std_max", log_std_max, -1e3, 1e3)
-        if not self.log_std_min < self.log_std_max:
-            raise ArgumentError(
-                f"log_std_min must be below log_std_max, got {log_std_min}, {log_std_max}"
-            )
+        self.value_network = value_network_of(value_network, sac_variant)
+        self.sac_variant = SAC_VARIANTS[0] if self.value_network else SAC_VARIANTS[1]
+        self.log_std_min, self.log_std_max = check_log_std(log_std_min, log_std_max)
         self._z: torch.Tensor | None = None
-        self._target_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-        self.register_buffer("action_scale", torch.ones(()))
-        self.register_buffer("action_bias", torch.zeros(()))
+        register_action_map(self)
 
     # ------------------------------------------------------------------ set-up
     def make_model(
@@ -144,7 +160,6 @@ class PearlAgent(Agent):
         """
         super().initialize(observation_spec, action_spec)
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
-        device = self.device
         self.observation_size, self.action_size = obs_size, act_size
         self.context_size = (
             obs_size + act_size + 1 + (obs_size if self.use_next_obs_in_context else 0)
@@ -154,27 +169,34 @@ class PearlAgent(Agent):
             self.latent_size,
             hidden_sizes=self.encoder_hidden_sizes,
             information_bottleneck=self.information_bottleneck,
-        ).to(device)
-        in_size = obs_size + self.latent_size
-        self.q_model = QEnsembleMlpModel(in_size, act_size, hidden_sizes=self.hidden_sizes).to(
-            device
+        ).to(self.device)
+        sizes = {"hidden_sizes": self.hidden_sizes}
+        self._targets = sac_critics(
+            self,
+            obs_size + self.latent_size,
+            act_size,
+            value_network=self.value_network,
+            q_model_kwargs=sizes,
+            v_model_kwargs=sizes,
         )
-        if self.sac_variant == "v1":
-            self.v_model = VMlpModel(in_size, hidden_sizes=self.hidden_sizes).to(device)
-            self.target_v_model = frozen_copy(self.v_model)
-        else:
-            self.target_q_model = frozen_copy(self.q_model)
-        self._target_pairs = None
-        self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
+        set_action_map(self, action_spec, self.device)
+
+    def settings(self) -> dict[str, Any]:
+        """What a resumed run must share with this agent's snapshot: name -> value.
+
+        The sizes of the networks and the encoder, the posterior's form, the context's
+        content, the SAC variant and the policy's log-std clamp.
+        """
+        return {name: getattr(self, name) for name in SETTINGS}
 
     # ------------------------------------------------------------------ the task posterior
     def context(self, transitions: TensorDictBase) -> torch.Tensor:
         """The ``[tasks, n, context_size]`` context of ``[tasks, n]`` transitions.
 
         Actions enter normalised to ``[-1, 1]`` (``from_env``), as the reference's context
-        holds the policy's actions before its env wrapper rescales them.
+        holds the policy's actions before its env wrapper rescales them. The transitions
+        must be on the agent's device (the caller moves them).
         """
-        transitions = transitions.to(self.device)  # the collector's are on the CPU
         transitions = transitions.clone(recurse=False)
         transitions.set(keys.ACTION, self.from_env(transitions.get(keys.ACTION)))
         return context_from_transitions(transitions, use_next_obs=self.use_next_obs_in_context)
@@ -188,12 +210,13 @@ class PearlAgent(Agent):
             context: ``[tasks, n]`` transitions (e.g. ``MultiTaskReplay.sample_context``),
                 turned into a context by ``context``; or a ``[tasks, n, context_size]``
                 tensor, used as it is (its actions already normalised, see ``context``).
+                On the agent's device.
         """
         if not self.use_context:  # the context-free baseline: z = 0 whatever the context
             return self._zero_latent(context.shape[0])
         if isinstance(context, TensorDictBase):
             context = self.context(context)
-        return self.encoder(context.to(self.device))
+        return self.encoder(context)
 
     def _zero_latent(self, tasks: int) -> tuple[torch.Tensor, torch.Tensor]:
         zeros = torch.zeros(tasks, self.latent_size, device=self.device)
@@ -240,15 +263,14 @@ class PearlAgent(Agent):
     # ------------------------------------------------------------------ networks
     def latent_input(self, observation: torch.Tensor, z: torch.Tensor) -> torch.Tensor:
         """``o ⊕ z`` along the last dim (``z`` broadcast to the observation's rows)."""
-        z = z.to(observation.device, torch.float32).expand(*observation.shape[:-1], -1)
+        z = z.to(torch.float32).expand(*observation.shape[:-1], -1)
         return torch.cat([observation.float(), z], dim=-1)
 
     def distribution_params(
         self, observation: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy mean and clamped log std at ``o ⊕ z``."""
-        mean, log_std = self.model(self.latent_input(observation, z))
-        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+        return policy_params(self, self.latent_input(observation, z))
 
     def to_env(self, squashed: torch.Tensor) -> torch.Tensor:
         """Map actions from ``[-1, 1]`` to the env's bounds."""
@@ -260,16 +282,14 @@ class PearlAgent(Agent):
         The critics and the encoder see normalised actions: with narrow bounds (the
         point robot's ±0.1) raw actions would be inputs ten times smaller than the rest.
         """
-        action = action.to(self.action_scale.device, torch.float32)
+        action = action.to(torch.float32)
         return (action - self.action_bias) / self.action_scale
 
     def pi(
         self, observation: torch.Tensor, z: torch.Tensor
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reparameterised env-space action, its log-probability, the mean and log std."""
-        mean, log_std = self.distribution_params(observation, z)
-        squashed, log_prob = squashed_gaussian_sample(mean, log_std)
-        return self.to_env(squashed), log_prob, mean, log_std
+        return policy_sample(self, self.latent_input(observation, z))
 
     def q(self, observation: torch.Tensor, z: torch.Tensor, action: torch.Tensor) -> torch.Tensor:
         """``[2, ...]`` Q-values ``Q_i(o ⊕ z, a)`` of env-space actions (normalised first)."""
@@ -304,13 +324,11 @@ class PearlAgent(Agent):
     # ------------------------------------------------------------------ acting
     @torch.no_grad()
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Actions for ``[B]`` envs with the current ``z`` (``set_z``); ``tanh(mean)`` in eval.
+
+        The inputs are on the agent's device (the sampler puts them there), as ``z`` is.
 
         Raises:
             RuntimeError: ``set_z`` was not called, or for a different number of envs.
@@ -322,12 +340,8 @@ class PearlAgent(Agent):
                 f"call set_z with a [{observation.shape[0]}, {self.latent_size}] latent before "
                 f"step (one row per env), current z: {got}"
             )
-        mean, log_std = self.distribution_params(observation.to(self.device), z)
-        if self.mode == "eval":
-            squashed = torch.tanh(mean)
-        else:
-            squashed = torch.tanh(mean + log_std.exp() * torch.randn_like(mean))
-        return self.to_env(squashed), {}
+        x = self.latent_input(observation, z)
+        return policy_action(self, x, deterministic=self.mode == "eval"), {}
 
     def forward(self, td: TensorDictBase) -> TensorDict:
         """Policy mean and log std for every row of ``td`` (``observation`` and ``Z``)."""
@@ -335,17 +349,30 @@ class PearlAgent(Agent):
         return TensorDict({keys.LOC: mean, keys.LOG_STD: log_std}, batch_size=td.batch_size)
 
     # ------------------------------------------------------------------ the target
-    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
         """Target and online parameters, paired (built once): V (v1) or the critics (v2)."""
-        if self._target_pairs is None:
-            if self.sac_variant == "v1":
-                online, target = self.v_model.parameters(), self.target_v_model.parameters()
-            else:
-                online, target = self.q_model.parameters(), self.target_q_model.parameters()
-            self._target_pairs = (list(target), list(online))
-        return self._target_pairs
+        return self._targets.tensors()
 
-    @torch.no_grad()
     def update_target(self, tau: float) -> None:
         """``target <- tau * online + (1 - tau) * target``: ``target_v`` (v1), ``target_q`` (v2)."""
-        polyak_update(*self.target_pairs(), tau)
+        self._targets.update(tau)
+
+
+def value_network_of(value_network: bool | None, sac_variant: str | None) -> bool:
+    """``value_network`` from it and its alias ``sac_variant`` (both None: True, v1).
+
+    Raises:
+        ArgumentError: a bad value, or the two disagree.
+    """
+    from_variant = None
+    if sac_variant is not None:
+        from_variant = check_choice("sac_variant", sac_variant, SAC_VARIANTS) == SAC_VARIANTS[0]
+    if value_network is None:
+        return True if from_variant is None else from_variant
+    value_network = check_bool("value_network", value_network)
+    if from_variant is not None and from_variant != value_network:
+        raise ArgumentError(
+            f"value_network={value_network} and sac_variant={sac_variant!r} disagree "
+            "(value_network=True is sac_variant='v1', False is 'v2'); give one of them"
+        )
+    return value_network

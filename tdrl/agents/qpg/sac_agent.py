@@ -2,45 +2,38 @@
 
 ``SacAgent`` serves SAC (targets of the Q-functions) and, with ``value_network=True``,
 SAC_V (a state-value network and its target instead); ``SacVAgent`` is that preset.
+
+The policy and critic code is written once, as functions of the network input
+(``tdrl.agents.qpg.squashed_gaussian``): ``SacAgent`` calls them with the observation,
+``PearlAgent`` with ``o ⊕ z``.
 """
 
 from __future__ import annotations
 
-import math
+import functools
 from typing import Any
 
 import torch
 from tensordict import TensorDict, TensorDictBase
-from torch import nn
+from torch import Tensor, nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent, check_model
-from tdrl.agents.qpg.base import action_map, flat_sizes
-from tdrl.models.qpg.mlp import PiMlpModel, QEnsembleMlpModel, VMlpModel
+from tdrl.agents.base import Agent, State, StepOutput, check_model
+from tdrl.agents.qpg.base import (
+    flat_sizes,
+    register_action_map,
+    set_action_map,
+)
+from tdrl.agents.qpg.squashed_gaussian import (
+    check_log_std,
+    policy_action,
+    policy_params,
+    policy_sample,
+    sac_critics,
+)
+from tdrl.models.qpg.mlp import PiMlpModel
 from tdrl.utils.checks import check_bool, check_mapping, check_range
-from tdrl.utils.tensor import frozen_copy, polyak_update
-
-_LOG_2 = math.log(2.0)
-_HALF_LOG_2PI = 0.5 * math.log(2.0 * math.pi)
-
-
-def squashed_gaussian_sample(
-    mean: torch.Tensor, log_std: torch.Tensor, *, deterministic: bool = False
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """``a = tanh(u)``, ``u ~ N(mean, exp(log_std)^2)`` (reparameterised) and ``log pi(a)``.
-
-    The log-density includes the tanh Jacobian, ``-sum log(1 - tanh(u)^2)``, written in
-    the stable form ``2 (log 2 - u - softplus(-2u))``; it is the density of the action in
-    ``[-1, 1]^A`` (the affine map to the env's bounds is a constant and left out, as
-    Stable-Baselines3 does, so ``target_entropy=-|A|`` means the same for any bounds).
-    """
-    std = log_std.exp()
-    noise = torch.zeros_like(mean) if deterministic else torch.randn_like(mean)
-    u = mean + std * noise
-    log_prob = (-0.5 * noise.pow(2) - log_std - _HALF_LOG_2PI).sum(-1)
-    log_prob = log_prob - (2.0 * (_LOG_2 - u - nn.functional.softplus(-2.0 * u))).sum(-1)
-    return torch.tanh(u), log_prob
 
 
 class SacAgent(Agent):
@@ -104,17 +97,10 @@ class SacAgent(Agent):
         self.q_model_kwargs = check_mapping("q_model_kwargs", q_model_kwargs)
         self.v_model_kwargs = check_mapping("v_model_kwargs", v_model_kwargs)
         self.pretrain_std = check_range("pretrain_std", pretrain_std, 1e-12, 1e6)
-        self.log_std_min = check_range("log_std_min", log_std_min, -1e3, 1e3)
-        self.log_std_max = check_range("log_std_max", log_std_max, -1e3, 1e3)
-        if not self.log_std_min < self.log_std_max:
-            raise ValueError(
-                f"log_std_min must be below log_std_max, got {log_std_min}, {log_std_max}"
-            )
+        self.log_std_min, self.log_std_max = check_log_std(log_std_min, log_std_max)
         self.pretrain_itr = 0
         self._pretraining = False
-        self._target_pairs: tuple[list[torch.Tensor], list[torch.Tensor]] | None = None
-        self.register_buffer("action_scale", torch.ones(()))
-        self.register_buffer("action_bias", torch.zeros(()))
+        register_action_map(self)
 
     # ------------------------------------------------------------------ set-up
     def make_model(
@@ -128,18 +114,15 @@ class SacAgent(Agent):
         """Build the networks not given, the frozen target and the action map."""
         super().initialize(observation_spec, action_spec)
         obs_size, act_size = flat_sizes(observation_spec, action_spec, type(self).__name__)
-        device = self.device  # the policy's (a user's model may be on a GPU already)
-        if self._modules.get("q_model") is None:
-            q_model = QEnsembleMlpModel(obs_size, act_size, **self.q_model_kwargs)
-            self.q_model = q_model.to(device)
-        if self.value_network:
-            if self._modules.get("v_model") is None:
-                self.v_model = VMlpModel(obs_size, **self.v_model_kwargs).to(device)
-            self.target_v_model = frozen_copy(self.v_model)
-        else:
-            self.target_q_model = frozen_copy(self.q_model)
-        self._target_pairs = None
-        self.action_scale, self.action_bias = (x.to(device) for x in action_map(action_spec))
+        self._targets = sac_critics(
+            self,
+            obs_size,
+            act_size,
+            value_network=self.value_network,
+            q_model_kwargs=self.q_model_kwargs,
+            v_model_kwargs=self.v_model_kwargs,
+        )
+        set_action_map(self, action_spec, self.device)
         self.action_size = act_size
 
     def set_pretrain_itr(self, itr: int) -> None:
@@ -158,31 +141,19 @@ class SacAgent(Agent):
 
     def distribution_params(self, observation: Any) -> tuple[torch.Tensor, torch.Tensor]:
         """Policy mean and clamped log std."""
-        mean, log_std = self.model(observation)
-        return mean, log_std.clamp(self.log_std_min, self.log_std_max)
+        return policy_params(self, observation)
 
     @torch.no_grad()
     def step(
-        self,
-        observation: Any,
-        prev_action: torch.Tensor,
-        prev_reward: torch.Tensor,
-        rnn_state: TensorDictBase | None = None,
-    ) -> tuple[torch.Tensor, dict[Any, Any]]:
+        self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
+    ) -> StepOutput:
         """Sampled actions in the env's bounds (``tanh(mean)`` in eval mode); no info."""
-        mean, log_std = self.distribution_params(observation)
-        if self.mode == "eval":
-            squashed = torch.tanh(mean)
-        else:
-            std = self.pretrain_std if self._pretraining else log_std.exp()
-            squashed = torch.tanh(mean + std * torch.randn_like(mean))
-        return self.to_env(squashed), {}
+        std = self.pretrain_std if self._pretraining else None
+        return policy_action(self, observation, deterministic=self.mode == "eval", std=std), {}
 
     def pi(self, observation: Any) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """Reparameterised env-space action, its log-probability, the mean and log std."""
-        mean, log_std = self.distribution_params(observation)
-        squashed, log_prob = squashed_gaussian_sample(mean, log_std)
-        return self.to_env(squashed), log_prob, mean, log_std
+        return policy_sample(self, observation)
 
     def q(self, observation: Any, action: torch.Tensor) -> torch.Tensor:
         """``[n_q, N]`` Q-values of env-space actions."""
@@ -207,46 +178,16 @@ class SacAgent(Agent):
         mean, log_std = self.distribution_params(td[keys.OBSERVATION])
         return TensorDict({keys.LOC: mean, keys.LOG_STD: log_std}, batch_size=td.batch_size)
 
-    def target_pairs(self) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+    def target_pairs(self) -> tuple[list[torch.Tensor], ...]:
         """Target and online parameters (value network or critics), paired (built once)."""
-        if self._target_pairs is None:
-            online = self.v_model if self.value_network else self.q_model
-            target = self.target_v_model if self.value_network else self.target_q_model
-            self._target_pairs = (list(target.parameters()), list(online.parameters()))
-        return self._target_pairs
+        return self._targets.tensors()
 
-    @torch.no_grad()
     def update_target(self, tau: float) -> None:
         """``target <- tau * online + (1 - tau) * target`` for the target network."""
-        polyak_update(*self.target_pairs(), tau)
+        self._targets.update(tau)
 
 
-def SacVAgent(  # noqa: N802 - rlpyt's class name, kept so configs read the same
-    model: nn.Module | None = None,
-    q_model: nn.Module | None = None,
-    v_model: nn.Module | None = None,
-    *,
-    model_kwargs: dict[str, Any] | None = None,
-    q_model_kwargs: dict[str, Any] | None = None,
-    v_model_kwargs: dict[str, Any] | None = None,
-    pretrain_std: float = 0.75,
-    log_std_min: float = -20.0,
-    log_std_max: float = 2.0,
-) -> SacAgent:
-    """The agent of SAC_V (rlpyt's ``SacVAgent``): a ``SacAgent`` with a value network.
-
-    ``V(o)`` (``VMlpModel``, 256-256, by default) and its Polyak target, which bootstraps
-    the critics; no Q target. The arguments are ``SacAgent``'s.
-    """
-    return SacAgent(
-        model,
-        q_model,
-        v_model,
-        model_kwargs=model_kwargs,
-        q_model_kwargs=q_model_kwargs,
-        v_model_kwargs=v_model_kwargs,
-        value_network=True,
-        pretrain_std=pretrain_std,
-        log_std_min=log_std_min,
-        log_std_max=log_std_max,
-    )
+#: The agent of SAC_V (rlpyt's ``SacVAgent``): a ``SacAgent`` with ``value_network=True``,
+#: i.e. ``V(o)`` (``VMlpModel``, 256-256, by default) and its Polyak target, which
+#: bootstraps the critics; no Q target. The arguments are ``SacAgent``'s.
+SacVAgent = functools.partial(SacAgent, value_network=True)

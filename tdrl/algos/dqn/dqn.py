@@ -15,8 +15,9 @@ and, once ``min_steps_learn`` steps were collected, makes
 ``round(replay_ratio * T * B / batch_size)`` updates; the target network is updated every
 ``target_update_interval`` updates (hard copy when ``target_update_tau == 1``). Minibatches
 are drawn onto the agent's device; with ``compile=True`` the step (loss, backward, clip,
-optimizer) and the target update run through ``torch.compile`` (``tdrl.algos.base``), the
-counter, priorities and schedules staying in Python.
+optimizer) and the target update run through ``torch.compile`` (``tdrl.utils.compile``),
+the counter, priorities and schedules staying in Python. The schedule is
+``tdrl.algos.replay``'s; ``R2D1`` derives from this class for its set-up and schedule.
 """
 
 from __future__ import annotations
@@ -31,34 +32,24 @@ from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.dqn.dqn_agent import DqnAgent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    make_optimizer,
-    make_replay_buffer,
-    maybe_compiled,
-    replay_updates,
-    update_targets,
+from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.settings import (
+    algo_optimizer,
+    check_optimizer_args,
+    check_target_args,
+    counted_state,
+    load_counted_state,
 )
-from tdrl.keys import DISCOUNT_N, INDEX, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays import PrioritizedSampler, ReplayBuffer, ReplayConfig
-from tdrl.utils.checks import (
-    check_bool,
-    check_callable,
-    check_int,
-    check_mapping,
-    check_optional_range,
-    check_range,
-)
-
-
-def huber(delta: torch.Tensor, delta_clip: float | None) -> torch.Tensor:
-    """Huber loss of ``delta`` with threshold ``delta_clip`` (``0.5 delta^2`` when None)."""
-    if delta_clip is None:
-        return 0.5 * delta**2
-    return torch.nn.functional.huber_loss(
-        delta, torch.zeros_like(delta), reduction="none", delta=delta_clip
-    )
+from tdrl.algos.updates import finish_update
+from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
+from tdrl.replays.base import ReplayConfig
+from tdrl.replays.frame import FrameReplayBuffer
+from tdrl.replays.n_step import ReplayBuffer
+from tdrl.replays.prioritized import PrioritizedSampler
+from tdrl.utils.checks import check_bool, check_int, check_optional_range, check_range
+from tdrl.utils.compile import maybe_compiled
+from tdrl.utils.losses import huber
+from tdrl.utils.optim import clipped_step
 
 
 def online_q(agent: DqnAgent, td: TensorDictBase) -> torch.Tensor:
@@ -127,6 +118,8 @@ class DQN:
 
     #: Whether the agent gives a return distribution (``CategoricalDQN``), not Q-values.
     categorical: ClassVar[bool] = False
+    #: The per-item ``loss`` output that is the new priority (reported as its mean).
+    priority_key: ClassVar[str] = "td_abs_err"
 
     def __init__(
         self,
@@ -159,26 +152,16 @@ class DQN:
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig(
-            batch_size=batch_size,
-            min_steps_learn=min_steps_learn,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            n_step_return=n_step_return,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            replay_device=replay_device,
-        )
+        self.replay = ReplayConfig.from_arguments(locals())
         self.compile = check_bool("compile", compile)
         self.batch_size = self.replay.batch_size
         self.delta_clip = check_optional_range("delta_clip", delta_clip, 1e-12, 1e12)
-        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_int(
-            "target_update_interval", target_update_interval, minimum=1
+        self.target_update_tau, self.target_update_interval = check_target_args(
+            target_update_tau, target_update_interval
         )
-        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
+            learning_rate, optim_cls, optim_kwargs
+        )
         if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
             self.optim_kwargs["eps"] = 0.01 / self.batch_size
         self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
@@ -198,42 +181,37 @@ class DQN:
         self.frame_replay = (
             None if frame_replay is None else check_bool("frame_replay", frame_replay)
         )
+        self.draw_size = self.batch_size  # items per replayed minibatch
         self.update_counter = 0
-        self.replay_buffer: ReplayBuffer | None = None
+        self.replay_buffer: Any = None
         self._prioritized: PrioritizedSampler | None = None
         self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
         self.updates_per_optimize = 0  # set by initialize
         self.min_itr_learn = 0
 
     # ------------------------------------------------------------------ set-up
+    def check_agent(self, agent: Agent) -> Any:
+        """``agent`` if this algorithm can train it, else a clear ``TypeError``."""
+        return check_dqn_agent(type(self).__name__, agent, categorical=self.categorical)
+
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Bind the agent; build the optimizer, the replay buffer and the schedules."""
-        self.agent = check_dqn_agent(type(self).__name__, agent, categorical=self.categorical)
+        self.agent = self.check_agent(agent)
         self.batch_spec = batch_spec
-        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
-        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
-        self.agent.set_epsilon_schedule(
-            self.min_itr_learn, self.min_itr_learn + self.eps_steps // batch_spec.size
-        )
+        start = start_replay(self, batch_spec)
+        self.agent.set_epsilon_schedule(start, start + self.eps_steps // batch_spec.size)
         self.pri_beta_itr = max(1, self.pri_beta_steps // batch_spec.size)
         self.device = self.agent.device
-        self.optimizer = make_optimizer(
-            self.optim_cls,
-            self.agent.model.parameters(),
-            self.learning_rate,
-            self.optim_kwargs,
-            compile_on=self.device if self.compile else None,
-        )
+        self.optimizer = algo_optimizer(self, self.agent.model.parameters())
         self._params = list(self.agent.model.parameters())
         self.replay_buffer = self.make_replay_buffer(batch_spec)
 
-    def make_replay_buffer(self, batch_spec: BatchSpec) -> ReplayBuffer:
-        """Uniform or prioritized; frame-based for uint8 frame stacks."""
-        seed = int(torch.randint(2**31 - 1, ()).item())
-        sampler = self._prioritized = None
+    def prioritized_sampler(self, capacity: int, seed: int) -> PrioritizedSampler | None:
+        """The prioritized index sampler over ``capacity`` items (None: uniform replay)."""
+        self._prioritized = None
         if self.prioritized_replay:
-            sampler = self._prioritized = PrioritizedSampler(
-                self.replay.capacity(batch_spec),
+            self._prioritized = PrioritizedSampler(
+                capacity,
                 alpha=self.pri_alpha,
                 beta=self.pri_beta_init,
                 beta_final=self.pri_beta_final,
@@ -241,15 +219,23 @@ class DQN:
                 default_priority=self.default_priority,
                 seed=seed,
             )
+        return self._prioritized
+
+    def frame_stacks(self) -> bool:
+        """Whether observations are ``[C, H, W]`` uint8 frame stacks (frame replay)."""
         spec = self.agent.observation_spec
         is_frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
-        frames = self.frame_replay if self.frame_replay is not None else is_frames
+        return self.frame_replay if self.frame_replay is not None else bool(is_frames)
+
+    def make_replay_buffer(self, batch_spec: BatchSpec) -> Any:
+        """Uniform or prioritized; frame-based for uint8 frame stacks."""
+        seed = int(torch.randint(2**31 - 1, ()).item())
         return make_replay_buffer(
             self.replay,
             batch_spec,
             discount=self.discount,
-            sampler=sampler,
-            frames=frames,
+            sampler=self.prioritized_sampler(self.replay.capacity(batch_spec), seed),
+            buffer_cls=FrameReplayBuffer if self.frame_stacks() else ReplayBuffer,
             seed=seed,
         )
 
@@ -274,45 +260,33 @@ class DQN:
         delta = target - q_a
         losses = huber(delta, self.delta_clip)
         loss = (batch.get(IS_WEIGHT) * losses).mean()
-        td_abs_err = delta.detach().abs()
-        if self.delta_clip is not None:
-            td_abs_err = td_abs_err.clamp(max=self.delta_clip)
-        terms = {"loss": loss, "td_abs_err": td_abs_err, "q_mean": q_a.detach().mean()}
+        terms = {"loss": loss, "td_abs_err": self.abs_td(delta), "q_mean": q_a.detach().mean()}
         return tensordict_from_trusted(terms, ())
+
+    def abs_td(self, delta: torch.Tensor) -> torch.Tensor:
+        """``min(|delta|, delta_clip)``, detached: the new priorities."""
+        abs_delta = delta.detach().abs()
+        return abs_delta if self.delta_clip is None else abs_delta.clamp(max=self.delta_clip)
 
     # ------------------------------------------------------------------ the schedule
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One gradient step on a replay batch (on the agent's device).
 
-        ``loss``, an optimizer step, the batch's new priorities (prioritized replay) and
-        the target network update when due.
+        ``gradient_step``, then the batch's new priorities (prioritized replay), the update
+        counter and the target network update when due (``finish_update``).
         """
-        info = maybe_compiled(self.compile, DQN.gradient_step, self.device, self, batch)
-        if self.prioritized_replay:
-            assert self.replay_buffer is not None
-            self.replay_buffer.update_priorities(batch.get(INDEX), info["td_abs_err"])
-        self.update_counter += 1
-        if self.update_counter % self.target_update_interval == 0:
-            update_targets(
-                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
-            )
-        info["td_abs_err"] = info["td_abs_err"].mean()
-        return info
+        info = maybe_compiled(self.compile, type(self).gradient_step, self.device, self, batch)
+        buffer = self.replay_buffer if self.prioritized_replay else None
+        return finish_update(self, info, batch, priority=self.priority_key, buffer=buffer)
 
     def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """``loss``, backward, gradient clip and optimizer step: what ``compile`` compiles.
 
         Returns:
-            The detached loss terms (``td_abs_err`` per transition) and ``grad_norm``.
+            The detached loss terms (the priorities per item) and ``grad_norm``.
         """
         terms = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = grad_norm_clip(self._params, self.clip_grad_norm)
-        self.optimizer.step()
-        info = detached_diagnostics(terms)
-        info["grad_norm"] = grad_norm.detach()
-        return info
+        return clipped_step([self.optimizer], terms, {"": self._params}, self.clip_grad_norm)
 
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
         """Store the batch, then replay ``updates_per_optimize`` minibatches.
@@ -320,7 +294,7 @@ class DQN:
         ``samples`` None: the batch is already stored (``AsyncRl``). No update is made
         before ``min_itr_learn`` or while no n-step window is complete.
         """
-        info = replay_updates(self, itr, samples, device=self.device)
+        info = replay_updates(self, itr, samples, device=self.device, draw=self.draw_size)
         if info and self._prioritized is not None:
             self._prioritized.anneal_beta(itr - self.min_itr_learn)
         return info
@@ -332,9 +306,8 @@ class DQN:
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state and update counter (the replay buffer is saved apart)."""
-        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+        return counted_state({"optimizer": self.optimizer}, self.update_counter)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.update_counter = state["update_counter"]
+        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)

@@ -1,14 +1,15 @@
 """R2D1: recurrent replay DQN, rlpyt's non-distributed R2D2.
 
 Kapturowski et al. 2019 (https://openreview.net/forum?id=r1lyTjAqYX). A replay batch holds
-``N`` sequences of ``L = warmup_T + batch_T + n`` stored steps (``SequenceReplayBuffer``)
-and the recurrent state before each sequence's first step. Per sequence:
+``N = batch_sequences`` sequences of ``L = warmup_T + sequence_length + n`` stored steps
+(``SequenceReplayBuffer``) and the recurrent state before each sequence's first step. Per
+sequence:
 
 * **Burn-in.** The first ``warmup_T`` steps run through the online and the target network
   under ``no_grad`` from the stored state, reset to zeros exactly where an episode begins
   (``is_init``; rlpyt zeroed the state of a sequence with a ``done`` in its warm-up).
-* **Training window** ``t = warmup_T .. warmup_T + batch_T - 1``, with value rescaling
-  ``h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x`` (``tdrl.utils.returns.value_rescale``)::
+* **Training window** ``t = warmup_T .. warmup_T + sequence_length - 1``, with value rescaling
+  ``h(x) = sign(x)(sqrt(|x| + 1) - 1) + eps x`` (``tdrl.utils.q_returns.value_rescale``)::
 
       R_t   = sum_{k<m} gamma^k r_{t+k}        (m <= n: the window stops at an episode end)
       a*    = argmax_a Q(s_{t+n}, a)           (argmax of Q_target without double_dqn)
@@ -27,14 +28,16 @@ and the recurrent state before each sequence's first step. Per sequence:
   starts, to the sequence that trains on it; the buffer computes them at every append
   (its ``priority_fn``), ``AsyncRl``'s too.
 
-The schedule is DQN's (``tdrl.algos.dqn.dqn``) with ``batch_size = (warmup_T + batch_T) *
-batch_B`` stored steps per update for the replay ratio and the runners' bookkeeping (rlpyt's).
+``R2D1`` derives from ``DQN`` (as rlpyt's does): set-up, optimizer, schedule, priorities
+and state are DQN's, with ``batch_size = (warmup_T + sequence_length) * batch_sequences``
+stored steps per update for the replay ratio and the runners' bookkeeping (rlpyt's), and
+``batch_sequences`` sequences drawn per update. ``sequence_length`` and ``batch_sequences``
+are rlpyt's ``batch_T`` and ``batch_B``, still accepted under those names (the sampler's
+``[T, B]`` shape uses the same letters for something else).
 """
 
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 from typing import Any
 
 import torch
@@ -44,33 +47,22 @@ from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.dqn.r2d1_agent import R2d1Agent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    make_optimizer,
-    maybe_compiled,
-    replay_updates,
-    update_targets,
-)
-from tdrl.algos.dqn.dqn import huber
+from tdrl.algos.dqn.dqn import DQN
 from tdrl.keys import BatchSpec
 from tdrl.models.lstm import state_tensors
-from tdrl.replays import (
-    PrioritizedSampler,
-    ReplayConfig,
-    SequenceFrameReplayBuffer,
-    SequenceReplayBuffer,
-)
+from tdrl.replays.sequence import SequenceReplayBuffer
+from tdrl.replays.sequence_frame import SequenceFrameReplayBuffer
 from tdrl.utils.checks import (
     ArgumentError,
     check_bool,
-    check_callable,
     check_int,
     check_mapping,
     check_optional_range,
     check_range,
 )
-from tdrl.utils.returns import inv_value_rescale, sequence_n_step_returns, valid_mean, value_rescale
+from tdrl.utils.losses import huber
+from tdrl.utils.q_returns import inv_value_rescale, sequence_n_step_returns, value_rescale
+from tdrl.utils.returns import valid_mean
 
 
 def sequence_priority(abs_delta: torch.Tensor, valid: torch.Tensor, eta: float) -> torch.Tensor:
@@ -80,14 +72,13 @@ def sequence_priority(abs_delta: torch.Tensor, valid: torch.Tensor, eta: float) 
     return eta * masked.max(0).values + (1.0 - eta) * mean
 
 
-@dataclasses.dataclass
-class R2D1:
+class R2D1(DQN):
     """R2D1 with rlpyt's defaults (see the module docstring for the objective).
 
     Args:
         discount: gamma.
-        batch_T: trained steps per sequence.
-        batch_B: sequences per update.
+        sequence_length: trained steps per sequence (rlpyt's ``batch_T``, also accepted).
+        batch_sequences: sequences per update (rlpyt's ``batch_B``, also accepted).
         warmup_T: burn-in steps per sequence, before the trained ones.
         store_rnn_state_interval: steps between stored states, where sequences start (0:
             none, sequences start anywhere from zeros); divides the sampler's ``batch_T``.
@@ -119,14 +110,18 @@ class R2D1:
         replay_device: where the replay buffer lives (None: the CPU).
         compile: each gradient step through ``torch.compile`` (the LSTM's reset cuts break
             the graph); results equal the eager step's up to rounding.
+        batch_T: rlpyt's name of ``sequence_length`` (given, it wins).
+        batch_B: rlpyt's name of ``batch_sequences`` (given, it wins).
     """
+
+    priority_key = "priority"
 
     def __init__(
         self,
         *,
         discount: float = 0.997,
-        batch_T: int = 80,
-        batch_B: int = 64,
+        sequence_length: int = 80,
+        batch_sequences: int = 64,
         warmup_T: int = 40,
         store_rnn_state_interval: int = 40,
         min_steps_learn: int = 100_000,
@@ -155,132 +150,112 @@ class R2D1:
         replay_scratch_dir: str | None = None,
         replay_device: str | torch.device | None = None,
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
+        batch_T: int | None = None,
+        batch_B: int | None = None,
     ):
-        self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.batch_T = check_int("batch_T", batch_T, minimum=1)
-        self.batch_B = check_int("batch_B", batch_B, minimum=1)
+        self.sequence_length = check_int(
+            *(("sequence_length", sequence_length) if batch_T is None else ("batch_T", batch_T)),
+            minimum=1,
+        )
+        self.batch_sequences = check_int(
+            *(("batch_sequences", batch_sequences) if batch_B is None else ("batch_B", batch_B)),
+            minimum=1,
+        )
         self.warmup_T = check_int("warmup_T", warmup_T, minimum=0)
         self.store_rnn_state_interval = check_int(
             "store_rnn_state_interval", store_rnn_state_interval, minimum=0
         )
-        self.replay = ReplayConfig(
-            batch_size=(self.batch_T + self.warmup_T) * self.batch_B,
+        optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        if optim_cls is torch.optim.Adam:
+            optim_kwargs.setdefault("eps", 1e-3)
+        super().__init__(
+            discount=discount,
+            batch_size=(self.sequence_length + self.warmup_T) * self.batch_sequences,
             min_steps_learn=min_steps_learn,
+            delta_clip=delta_clip,
             replay_size=replay_size,
             replay_ratio=replay_ratio,
+            target_update_tau=1.0,
+            target_update_interval=target_update_interval,
             n_step_return=n_step_return,
+            learning_rate=learning_rate,
+            optim_cls=optim_cls,
+            optim_kwargs=optim_kwargs,
+            clip_grad_norm=clip_grad_norm,
+            eps_steps=eps_steps,
+            double_dqn=double_dqn,
+            prioritized_replay=prioritized_replay,
+            pri_alpha=pri_alpha,
+            pri_beta_init=pri_beta_init,
+            pri_beta_final=pri_beta_final,
+            pri_beta_steps=pri_beta_steps,
+            default_priority=default_priority,
             replay_storage=replay_storage,
             replay_scratch_dir=replay_scratch_dir,
             replay_device=replay_device,
+            compile=compile,
         )
-        self.batch_size = self.replay.batch_size
+        self.draw_size = self.batch_sequences
         self.n_step_return = self.replay.n_step_return
-        self.compile = check_bool("compile", compile)
-        self.delta_clip = check_optional_range("delta_clip", delta_clip, 1e-12, 1e12)
-        self.target_update_interval = check_int(
-            "target_update_interval", target_update_interval, minimum=1
-        )
-        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
-        if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
-            self.optim_kwargs["eps"] = 1e-3
-        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
-        self.eps_steps = check_int("eps_steps", eps_steps, minimum=1)
-        self.double_dqn = check_bool("double_dqn", double_dqn)
-        self.prioritized_replay = check_bool("prioritized_replay", prioritized_replay)
-        self.pri_alpha = check_range("pri_alpha", pri_alpha, 0.0, 10.0)
-        self.pri_beta_init = check_range("pri_beta_init", pri_beta_init, 0.0, 1.0)
-        self.pri_beta_final = check_range("pri_beta_final", pri_beta_final, 0.0, 1.0)
-        self.pri_beta_steps = check_int("pri_beta_steps", pri_beta_steps, minimum=1)
         self.pri_eta = check_range("pri_eta", pri_eta, 0.0, 1.0)
-        default = (self.delta_clip or 1.0) if default_priority is None else default_priority
-        self.default_priority = check_range("default_priority", default, 1e-12, 1e12)
         self.input_priorities_on = check_bool("input_priorities", input_priorities)
         shift = input_priority_shift
         if shift is None:  # the start whose burn-in the chunk covers
             shift = self.warmup_T // max(self.store_rnn_state_interval, 1)
         self.input_priority_shift = check_int("input_priority_shift", shift, minimum=0)
         self.value_scale_eps = check_optional_range("value_scale_eps", value_scale_eps, 0.0, 1.0)
-        self.update_counter = 0
-        self.replay_buffer: Any = None
-        self._prioritized: PrioritizedSampler | None = None
-        self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
-        self.updates_per_optimize = 0  # set by initialize
-        self.min_itr_learn = 0
 
     # ------------------------------------------------------------------ set-up
+    def check_agent(self, agent: Agent) -> Any:
+        """``agent`` if it is an ``R2d1Agent``, else a ``TypeError``."""
+        if not isinstance(agent, R2d1Agent):
+            raise TypeError(f"R2D1 needs an R2d1Agent, got {type(agent).__name__}")
+        return agent
+
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
-        """Bind the agent; build the optimizer, the sequence replay buffer and the schedules.
+        """Check the sequence layout against the sampler, then ``DQN.initialize``.
 
         Raises:
             TypeError: ``agent`` is not an ``R2d1Agent``.
             ArgumentError: ``store_rnn_state_interval`` does not divide the sampler's
                 ``batch_T``, or ``replay_size`` holds less than a sequence per env.
         """
-        if not isinstance(agent, R2d1Agent):
-            raise TypeError(f"R2D1 needs an R2d1Agent, got {type(agent).__name__}")
+        self.check_agent(agent)
         stride = max(self.store_rnn_state_interval, 1)
         if batch_spec.T % stride:
             raise ArgumentError(
                 f"the sampler's batch_T={batch_spec.T} must be a multiple of "
                 f"store_rnn_state_interval={self.store_rnn_state_interval}"
             )
-        L, size = self.warmup_T + self.batch_T + self.n_step_return, self.replay.replay_size
+        L = self.warmup_T + self.sequence_length + self.n_step_return
+        size = self.replay.replay_size
         if size // batch_spec.B < L:
             raise ArgumentError(
                 f"replay_size={size} holds {size // batch_spec.B} steps per env, fewer than "
-                f"warmup_T + batch_T + n_step_return = {L}"
+                f"warmup_T + sequence_length + n_step_return = {L}"
             )
-        self.agent = agent
-        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
-        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
-        agent.set_epsilon_schedule(
-            self.min_itr_learn, self.min_itr_learn + self.eps_steps // batch_spec.size
-        )
-        self.pri_beta_itr = max(1, self.pri_beta_steps // batch_spec.size)
-        self.device = agent.device
-        self.optimizer = make_optimizer(
-            self.optim_cls,
-            agent.model.parameters(),
-            self.learning_rate,
-            self.optim_kwargs,
-            compile_on=self.device if self.compile else None,
-        )
-        self._params = list(agent.model.parameters())
-        self.replay_buffer = self.make_replay_buffer(batch_spec)
+        super().initialize(agent, n_itr=n_itr, batch_spec=batch_spec)
 
-    def make_replay_buffer(self, batch_spec: BatchSpec) -> SequenceReplayBuffer | Any:
+    def make_replay_buffer(self, batch_spec: BatchSpec) -> Any:
         """Uniform or prioritized sequence replay; frame-based for uint8 frame stacks."""
         seed = int(torch.randint(2**31 - 1, ()).item())
         interval = self.store_rnn_state_interval
         size = self.replay.capacity(batch_spec)
-        self._prioritized = None
-        if self.prioritized_replay:
-            self._prioritized = PrioritizedSampler(
-                SequenceReplayBuffer.start_capacity(
-                    size=size, batch_B=batch_spec.B, rnn_state_interval=interval
-                ),
-                alpha=self.pri_alpha,
-                beta=self.pri_beta_init,
-                beta_final=self.pri_beta_final,
-                beta_steps=self.pri_beta_itr,
-                default_priority=self.default_priority,
-                seed=seed,
-            )
-        spec = self.agent.observation_spec
-        frames = spec is not None and len(tuple(spec.shape)) == 3 and spec.dtype == torch.uint8
-        buffer_cls = SequenceFrameReplayBuffer if frames else SequenceReplayBuffer
+        starts = SequenceReplayBuffer.start_capacity(
+            size=size, batch_B=batch_spec.B, rnn_state_interval=interval
+        )
+        sampler = self.prioritized_sampler(starts, seed)
+        buffer_cls = SequenceFrameReplayBuffer if self.frame_stacks() else SequenceReplayBuffer
         with_input = self.prioritized_replay and self.input_priorities_on
         return buffer_cls(
             size=size,
             batch_B=batch_spec.B,
-            batch_T=self.warmup_T + self.batch_T,
+            batch_T=self.warmup_T + self.sequence_length,
             n_step_return=self.n_step_return,
             rnn_state_interval=interval,
             input_priority_shift=self.input_priority_shift,
             priority_fn=self.input_priorities if with_input else None,
-            sampler=self._prioritized,
+            sampler=sampler,
             storage=self.replay.replay_storage,
             scratch_dir=self.replay.replay_scratch_dir,
             seed=seed,
@@ -303,10 +278,6 @@ class R2D1:
         y = return_n + bootstrap * self.discount**n * inv_value_rescale(next_q, eps)
         return value_rescale(y, eps), valid
 
-    def _abs_td(self, delta: torch.Tensor) -> torch.Tensor:
-        abs_delta = delta.detach().abs()
-        return abs_delta if self.delta_clip is None else abs_delta.clamp(max=self.delta_clip)
-
     def loss(self, batch: TensorDictBase) -> TensorDict:
         """R2D1 loss on a sequence replay batch (see the module docstring).
 
@@ -314,7 +285,7 @@ class R2D1:
             ``loss`` with the diagnostics ``td_abs_err`` (mean over valid steps) and
             ``priority`` (``[N]``, the sequences' new priorities).
         """
-        agent, wT, bT, n = self.agent, self.warmup_T, self.batch_T, self.n_step_return
+        agent, wT, bT, n = self.agent, self.warmup_T, self.sequence_length, self.n_step_return
         seq = batch.get(keys.SEQUENCE)
         stored = batch.get(keys.RNN_STATE, None)
         online_state = target_state = state = None if stored is None else state_tensors(stored)
@@ -332,7 +303,7 @@ class R2D1:
             y, valid = self._targets(seq, target_q[n : n + bT].gather(-1, next_a)[..., 0], wT, bT)
         delta = y - q_a
         loss = valid_mean(batch.get(keys.IS_WEIGHT)[None] * huber(delta, self.delta_clip), valid)
-        abs_delta = self._abs_td(delta)
+        abs_delta = self.abs_td(delta)
         priority = sequence_priority(abs_delta, valid, self.pri_eta)
         terms = {"loss": loss, "td_abs_err": valid_mean(abs_delta, valid), "priority": priority}
         return tensordict_from_trusted(terms, ())
@@ -354,57 +325,11 @@ class R2D1:
         q_a = q[: T - n].gather(-1, samples.get(keys.ACTION)[: T - n].long()[..., None])[..., 0]
         y, valid = self._targets(samples, q[n:].max(dim=-1).values, 0, T - n)
         abs_delta, mask = torch.zeros(2, T, B)
-        abs_delta[: T - n], mask[: T - n] = self._abs_td(y - q_a).cpu(), valid.cpu()
+        abs_delta[: T - n], mask[: T - n] = self.abs_td(y - q_a).cpu(), valid.cpu()
         chunks = (abs_delta.view(T // k, k, B).transpose(0, 1), mask.view(T // k, k, B))
         per_chunk = sequence_priority(chunks[0], chunks[1].transpose(0, 1), self.pri_eta)
         return torch.where(chunks[1].sum(1) > 0, per_chunk, out)
 
-    # ------------------------------------------------------------------ the schedule
-    def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """One gradient step on a sequence batch, new priorities, the target update when due."""
-        info = maybe_compiled(self.compile, R2D1.gradient_step, self.device, self, batch)
-        if self.prioritized_replay:
-            self.replay_buffer.update_priorities(batch.get(keys.INDEX), info["priority"])
-        self.update_counter += 1
-        if self.update_counter % self.target_update_interval == 0:
-            update_targets(self.agent, 1.0, compiled_on=self.compile, device=self.device)
-        info["priority"] = info["priority"].mean()
-        return info
-
     def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
-        """``loss``, backward, gradient clip and optimizer step (what ``compile`` compiles)."""
-        terms = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = grad_norm_clip(self._params, self.clip_grad_norm)
-        self.optimizer.step()
-        info = detached_diagnostics(terms)
-        info["grad_norm"] = grad_norm.detach()
-        return info
-
-    def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
-        """Store the batch (None: stored already), then make ``updates_per_optimize`` updates.
-
-        ``tdrl.algos.base.replay_updates``, drawing ``batch_B`` sequences per update.
-
-        Raises:
-            ValueError: ``samples`` came from wait-reset collection (a ``valid`` mask).
-        """
-        info = replay_updates(self, itr, samples, device=self.device, draw=self.batch_B)
-        if info and self._prioritized is not None:
-            self._prioritized.anneal_beta(itr - self.min_itr_learn)
-        return info
-
-    # ------------------------------------------------------------------ state
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimizers this algorithm steps."""
-        return [self.optimizer]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer state and update counter (the replay buffer is saved apart)."""
-        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.update_counter = state["update_counter"]
+        """``DQN.gradient_step`` (R2D1's own entry point for ``torch.compile``'s cache)."""
+        return DQN.gradient_step(self, batch)

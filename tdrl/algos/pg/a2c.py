@@ -7,7 +7,7 @@ on::
 
 with ``A`` from GAE (``gae_lambda=1``: discounted return minus value). The batch is moved
 to the agent's device once per iteration; ``compile=True`` runs the step (loss, backward,
-clip, optimizer step) through ``torch.compile`` (``tdrl.algos.base``).
+clip, optimizer step) through ``torch.compile`` (``tdrl.utils.compile``).
 """
 
 from __future__ import annotations
@@ -19,23 +19,17 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    make_optimizer,
-    maybe_compiled,
-    stack_diagnostics,
-    to_device,
+from tdrl.algos.pg.base import check_pg_agent, training_batch
+from tdrl.algos.settings import (
+    algo_optimizer,
+    check_optimizer_args,
+    counted_state,
+    load_counted_state,
 )
-from tdrl.algos.pg.base import check_pg_agent, process_returns
 from tdrl.keys import BatchSpec
-from tdrl.utils.checks import (
-    check_bool,
-    check_callable,
-    check_mapping,
-    check_optional_range,
-    check_range,
-)
+from tdrl.utils.checks import check_bool, check_optional_range, check_range
+from tdrl.utils.compile import maybe_compiled
+from tdrl.utils.optim import clipped_step, stack_diagnostics
 from tdrl.utils.returns import valid_mean
 
 
@@ -75,11 +69,11 @@ class A2C:
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
+            learning_rate, optim_cls, optim_kwargs
+        )
         self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
         self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
         self.normalize_advantage = check_bool("normalize_advantage", normalize_advantage)
@@ -94,13 +88,7 @@ class A2C:
         self.batch_spec = batch_spec
         self.batch_size = batch_spec.size
         self.device = agent.device
-        self.optimizer = make_optimizer(
-            self.optim_cls,
-            agent.parameters(),
-            self.learning_rate,
-            self.optim_kwargs,
-            compile_on=self.device if self.compile else None,
-        )
+        self.optimizer = algo_optimizer(self, agent.parameters())
 
     def loss(self, batch: TensorDictBase) -> TensorDict:
         """A2C loss on a batch of any shape.
@@ -139,16 +127,7 @@ class A2C:
 
     def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
         """One gradient step on the whole ``[T, B]`` batch."""
-        samples = to_device(samples, self.device)  # once per batch
-        batch = process_returns(
-            self.agent,
-            samples,
-            discount=self.discount,
-            gae_lambda=self.gae_lambda,
-            normalize_advantage=self.normalize_advantage,
-            reward_scale=self.reward_scale,
-        )
-        self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
+        batch = training_batch(self, samples)
         info = maybe_compiled(self.compile, A2C.gradient_step, self.device, self, batch)
         self.update_counter += 1
         return stack_diagnostics([info])
@@ -156,11 +135,8 @@ class A2C:
     def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """``loss``, backward, clip and optimizer step: what ``compile`` compiles."""
         terms = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
-        self.optimizer.step()
-        return {**detached_diagnostics(terms), "grad_norm": grad_norm.detach()}
+        parts = {"": self.agent.parameters()}
+        return clipped_step([self.optimizer], terms, parts, self.clip_grad_norm)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers this algorithm steps."""
@@ -168,9 +144,8 @@ class A2C:
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state and update counter."""
-        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+        return counted_state({"optimizer": self.optimizer}, self.update_counter)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.update_counter = state["update_counter"]
+        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)

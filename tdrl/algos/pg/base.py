@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Protocol
+
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent, PgAgent
+from tdrl.utils.device import to_device
 from tdrl.utils.returns import generalized_advantage_estimate
 
 
@@ -93,3 +96,33 @@ def check_pg_agent(algo: str, agent: Agent) -> PgAgent:
             f"CategoricalPgAgent or GaussianPgAgent), got {type(agent).__name__}"
         )
     return agent
+
+
+class PgSettings(Protocol):
+    """What ``training_batch`` reads from A2C or PPO."""
+
+    agent: PgAgent
+    device: torch.device
+    discount: float
+    gae_lambda: float
+    normalize_advantage: bool
+    reward_scale: float
+
+
+def training_batch(algo: PgSettings, samples: TensorDictBase) -> TensorDict:
+    """The sampler's batch moved to the agent's device once, as ``process_returns`` makes it.
+
+    Then the agent's observation statistics (if it normalises observations) take in the
+    batch's observations, after the values were computed with the old statistics.
+    """
+    samples = to_device(samples, algo.device)  # once per batch
+    batch = process_returns(
+        algo.agent,
+        samples,
+        discount=algo.discount,
+        gae_lambda=algo.gae_lambda,
+        normalize_advantage=algo.normalize_advantage,
+        reward_scale=algo.reward_scale,
+    )
+    algo.agent.update_obs_rms(samples.get(keys.OBSERVATION))
+    return batch

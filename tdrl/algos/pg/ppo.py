@@ -12,7 +12,7 @@ minibatches; for a recurrent agent the minibatches split the ``B`` envs and keep
 ``linear_lr_schedule`` both the learning rate and ``eps`` decay linearly to zero over the
 run, as in rlpyt. The batch is moved to the agent's device once per
 iteration; with ``compile=True`` each minibatch step (loss, backward, clip, optimizer step)
-runs through ``torch.compile`` (``tdrl.algos.base``), the learning rate and ``eps`` held in
+runs through ``torch.compile`` (``tdrl.utils.compile``), the learning rate and ``eps`` held in
 tensors that the schedule fills.
 """
 
@@ -25,17 +25,7 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    load_optimizer_state,
-    make_optimizer,
-    maybe_compiled,
-    portable_optimizer_state,
-    stack_diagnostics,
-    to_device,
-)
-from tdrl.algos.pg.base import check_pg_agent, process_returns
+from tdrl.algos.pg.base import check_pg_agent, training_batch
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import (
     check_bool,
@@ -44,6 +34,14 @@ from tdrl.utils.checks import (
     check_mapping,
     check_optional_range,
     check_range,
+)
+from tdrl.utils.compile import maybe_compiled
+from tdrl.utils.optim import (
+    clipped_step,
+    load_optimizer_state,
+    make_optimizer,
+    portable_optimizer_state,
+    stack_diagnostics,
 )
 from tdrl.utils.returns import valid_mean
 
@@ -190,16 +188,7 @@ class PPO:
 
     def optimize_agent(self, itr: int, samples: TensorDictBase) -> dict[str, list[float]]:
         """``epochs`` x ``minibatches`` gradient steps on one ``[T, B]`` batch."""
-        samples = to_device(samples, self.device)  # once per batch
-        batch = process_returns(
-            self.agent,
-            samples,
-            discount=self.discount,
-            gae_lambda=self.gae_lambda,
-            normalize_advantage=self.normalize_advantage,
-            reward_scale=self.reward_scale,
-        )
-        self.agent.update_obs_rms(samples.get(keys.OBSERVATION))
+        batch = training_batch(self, samples)
         recurrent = keys.RNN_STATE in batch
         # Recurrent: minibatches of whole [T, b] sequences (envs shuffled), from their
         # stored first state; feed-forward: of single steps, all T * B shuffled.
@@ -233,11 +222,8 @@ class PPO:
     ) -> dict[str, torch.Tensor]:
         """``loss``, backward, clip and optimizer step: what ``compile`` compiles."""
         terms = self.loss(minibatch, ratio_clip)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms["loss"].backward()
-        grad_norm = grad_norm_clip(self.agent.parameters(), self.clip_grad_norm)
-        self.optimizer.step()
-        return {**detached_diagnostics(terms), "grad_norm": grad_norm.detach()}
+        parts = {"": self.agent.parameters()}
+        return clipped_step([self.optimizer], terms, parts, self.clip_grad_norm)
 
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers this algorithm steps."""

@@ -15,7 +15,8 @@ the critics have their own optimizers and learning rates (``learning_rate`` and
 ``q_learning_rate``), both honoured. Time-limit cuts bootstrap from the true next
 observation (rlpyt instead dropped them from the loss). With ``compile=True`` the critic
 step, the actor step and the target update are each compiled with ``torch.compile``
-(``tdrl.algos.base``); when the actor and the targets are due stays in Python.
+(``tdrl.utils.compile``); when the actor and the targets are due stays in Python. The
+schedule is ``tdrl.algos.replay``'s.
 """
 
 from __future__ import annotations
@@ -30,25 +31,22 @@ from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    make_optimizer,
-    make_replay_buffer,
-    maybe_compiled,
-    replay_updates,
-    update_targets,
+from tdrl.algos.qpg.soft_terms import critic_loss
+from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.settings import (
+    algo_optimizer,
+    check_optimizer_args,
+    check_target_args,
+    counted_state,
+    load_counted_state,
 )
+from tdrl.algos.updates import targets_when_due
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays import ReplayBuffer, ReplayConfig
-from tdrl.utils.checks import (
-    check_bool,
-    check_callable,
-    check_int,
-    check_mapping,
-    check_optional_range,
-    check_range,
-)
+from tdrl.replays.base import ReplayConfig
+from tdrl.replays.n_step import ReplayBuffer
+from tdrl.utils.checks import check_bool, check_int, check_optional_range, check_range
+from tdrl.utils.compile import maybe_compiled
+from tdrl.utils.optim import clipped_step
 from tdrl.utils.tensor import frozen_call
 
 
@@ -106,29 +104,19 @@ class DDPG:
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig(
-            batch_size=batch_size,
-            min_steps_learn=min_steps_learn,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            n_step_return=n_step_return,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            replay_device=replay_device,
-        )
+        self.replay = ReplayConfig.from_arguments(locals())
         self.compile = check_bool("compile", compile)
         self.batch_size = self.replay.batch_size
-        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_int(
-            "target_update_interval", target_update_interval, minimum=1
+        self.target_update_tau, self.target_update_interval = check_target_args(
+            target_update_tau, target_update_interval
         )
         self.policy_update_interval = check_int(
             "policy_update_interval", policy_update_interval, minimum=1
         )
-        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
+            learning_rate, optim_cls, optim_kwargs
+        )
         self.q_learning_rate = check_range("q_learning_rate", q_learning_rate, 0.0, 10.0)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.q_target_clip = check_range("q_target_clip", q_target_clip, 0.0, 1e12)
         self.target_noise_std = check_range("target_noise_std", target_noise_std, 0.0, 10.0)
@@ -150,25 +138,11 @@ class DDPG:
             )
         self.agent = agent
         self.batch_spec = batch_spec
-        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
-        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
-        agent.set_pretrain_itr(self.min_itr_learn)
+        agent.set_pretrain_itr(start_replay(self, batch_spec))
         self.device = agent.device
-        on = self.device if self.compile else None
-        self.mu_optimizer = make_optimizer(
-            self.optim_cls,
-            agent.model.parameters(),
-            self.learning_rate,
-            self.optim_kwargs,
-            compile_on=on,
-        )
-        self.q_optimizer = make_optimizer(
-            self.optim_cls,
-            agent.q_model.parameters(),
-            self.q_learning_rate,
-            self.optim_kwargs,
-            compile_on=on,
-        )
+        self.mu_optimizer = algo_optimizer(self, agent.model.parameters())
+        q_lr = self.q_learning_rate
+        self.q_optimizer = algo_optimizer(self, agent.q_model.parameters(), learning_rate=q_lr)
         self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
         self._mu_params = list(agent.model.parameters())
         self._q_params = list(agent.q_model.parameters())
@@ -184,7 +158,7 @@ class DDPG:
             target = batch.get(RETURN_N) + batch.get(DISCOUNT_N) * next_q
             target = target.clamp(-self.q_target_clip, self.q_target_clip)
         q = agent.q(batch.get(keys.OBSERVATION), batch.get(keys.ACTION))
-        loss_q = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
+        loss_q = critic_loss(q, target, batch.get(IS_WEIGHT))
         return tensordict_from_trusted({"loss_q": loss_q, "q_mean": q.detach().mean()}, ())
 
     def actor_loss(self, batch: TensorDictBase) -> TensorDict:
@@ -215,31 +189,18 @@ class DDPG:
         self.update_counter += 1
         if self.update_counter % self.policy_update_interval == 0:
             info.update(maybe_compiled(self.compile, DDPG.actor_step, self.device, self, batch))
-        if self.update_counter % self.target_update_interval == 0:
-            update_targets(
-                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
-            )
+        targets_when_due(self)
         return info
 
     def critic_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """``critic_loss``, backward, clip and critic step (what ``compile`` compiles)."""
-        critic = self.critic_loss(batch)
-        self.q_optimizer.zero_grad(set_to_none=True)
-        critic.get("loss_q").backward()
-        info = detached_diagnostics(critic)
-        info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
-        self.q_optimizer.step()
-        return info
+        terms, parts = self.critic_loss(batch), {"q": self._q_params}
+        return clipped_step([self.q_optimizer], terms, parts, self.clip_grad_norm, loss="loss_q")
 
     def actor_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """``actor_loss`` (against the critics as they are now), backward, clip, actor step."""
-        actor = self.actor_loss(batch)
-        self.mu_optimizer.zero_grad(set_to_none=True)
-        actor.get("loss_pi").backward()
-        info = detached_diagnostics(actor)
-        info["grad_norm_pi"] = grad_norm_clip(self._mu_params, self.clip_grad_norm).detach()
-        self.mu_optimizer.step()
-        return info
+        terms, parts = self.actor_loss(batch), {"pi": self._mu_params}
+        return clipped_step([self.mu_optimizer], terms, parts, self.clip_grad_norm, loss="loss_pi")
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
@@ -247,20 +208,17 @@ class DDPG:
         return replay_updates(self, itr, samples, device=self.device)
 
     # ------------------------------------------------------------------ state
+    def _named_optimizers(self) -> dict[str, torch.optim.Optimizer]:
+        return {"mu_optimizer": self.mu_optimizer, "q_optimizer": self.q_optimizer}
+
     def optimizers(self) -> list[torch.optim.Optimizer]:
         """The optimizers this algorithm steps."""
-        return [self.mu_optimizer, self.q_optimizer]
+        return list(self._named_optimizers().values())
 
     def state_dict(self) -> dict[str, Any]:
         """Both optimizers' state and the update counter."""
-        return {
-            "mu_optimizer": self.mu_optimizer.state_dict(),
-            "q_optimizer": self.q_optimizer.state_dict(),
-            "update_counter": self.update_counter,
-        }
+        return counted_state(self._named_optimizers(), self.update_counter)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.mu_optimizer.load_state_dict(state["mu_optimizer"])
-        self.q_optimizer.load_state_dict(state["q_optimizer"])
-        self.update_counter = state["update_counter"]
+        self.update_counter = load_counted_state(self._named_optimizers(), state)

@@ -19,13 +19,13 @@ as three separate Adams, and a Polyak target update follows every
 ``target_update_interval`` updates. Time-limit cuts bootstrap (``truncated`` is not
 terminal). The temperature ``log_alpha`` is created on the agent's device; with
 ``compile=True`` the step and the target update run through ``torch.compile``
-(``tdrl.algos.base``).
+(``tdrl.utils.compile``). The loss terms are ``tdrl.algos.qpg.soft_terms``' (shared with
+``SAC_V`` and ``PEARL``); the schedule is ``tdrl.algos.replay``'s.
 """
 
 from __future__ import annotations
 
 import contextlib
-import math
 from typing import Any
 
 import torch
@@ -35,42 +35,35 @@ from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.sac_agent import SacAgent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    make_optimizer,
-    make_replay_buffer,
-    maybe_compiled,
-    param_group,
-    replay_updates,
-    update_targets,
+from tdrl.algos.qpg.soft_terms import (
+    ACTION_PRIORS,
+    action_log_prior,
+    actor_loss,
+    check_target_entropy,
+    critic_loss,
+    entropy_target,
+    initial_log_alpha,
+    soft_target,
+    temperature_loss,
 )
+from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.settings import (
+    algo_optimizer,
+    check_optimizer_args,
+    check_target_args,
+    counted_state,
+    load_counted_state,
+)
+from tdrl.algos.updates import finish_update
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays import ReplayBuffer, ReplayConfig
-from tdrl.utils.checks import (
-    check_bool,
-    check_callable,
-    check_choice,
-    check_int,
-    check_mapping,
-    check_optional_range,
-    check_range,
-)
+from tdrl.replays.base import ReplayConfig
+from tdrl.replays.n_step import ReplayBuffer
+from tdrl.utils.checks import check_bool, check_choice, check_optional_range, check_range
+from tdrl.utils.compile import maybe_compiled
+from tdrl.utils.optim import clipped_step, param_group
 from tdrl.utils.tensor import frozen_call
 
-#: The action priors ``log p(a)`` of the actor loss.
-ACTION_PRIORS = ("uniform", "gaussian")
-
-
-def action_log_prior(action: torch.Tensor, prior: str) -> torch.Tensor:
-    """``log p(a)`` of an action prior.
-
-    0 for ``"uniform"``; for ``"gaussian"`` a standard normal's log-density summed over the
-    action dims.
-    """
-    if prior == "uniform":
-        return torch.zeros((), dtype=action.dtype, device=action.device)
-    return (-0.5 * action.pow(2) - 0.5 * math.log(2 * math.pi)).sum(-1)
+__all__ = ["ACTION_PRIORS", "SAC", "action_log_prior", "check_sac_agent"]
 
 
 def check_sac_agent(algo: str, agent: Agent, *, value_network: bool) -> SacAgent:
@@ -143,33 +136,19 @@ class SAC:
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig(
-            batch_size=batch_size,
-            min_steps_learn=min_steps_learn,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            n_step_return=n_step_return,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            replay_device=replay_device,
-        )
+        self.replay = ReplayConfig.from_arguments(locals())
         self.compile = check_bool("compile", compile)
         self.batch_size = self.replay.batch_size
-        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_int(
-            "target_update_interval", target_update_interval, minimum=1
+        self.target_update_tau, self.target_update_interval = check_target_args(
+            target_update_tau, target_update_interval
         )
-        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
+        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
+            learning_rate, optim_cls, optim_kwargs
+        )
         self.fixed_alpha = check_optional_range("fixed_alpha", fixed_alpha, 0.0, 1e12)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
         self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
         self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)
-        self.target_entropy_arg: str | float = (
-            "auto"
-            if target_entropy == "auto"
-            else check_range("target_entropy", target_entropy, -1e6, 1e6)
-        )
+        self.target_entropy_arg = check_target_entropy(target_entropy)
         self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None
@@ -182,31 +161,17 @@ class SAC:
         """Bind the agent; build the optimizer, the temperature and the replay buffer."""
         self.agent = check_sac_agent(type(self).__name__, agent, value_network=False)
         self.batch_spec = batch_spec
-        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
-        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
-        self.agent.set_pretrain_itr(self.min_itr_learn)
-        self.target_entropy = (
-            -float(self.agent.action_size)
-            if self.target_entropy_arg == "auto"
-            else float(self.target_entropy_arg)
-        )
+        self.agent.set_pretrain_itr(start_replay(self, batch_spec))
+        self.target_entropy = entropy_target(self.target_entropy_arg, self.agent.action_size)
         self.device = self.agent.device
-        self.log_alpha = torch.zeros((), requires_grad=True, device=self.device)
-        if self.fixed_alpha is not None:
-            self.log_alpha.data.fill_(math.log(max(self.fixed_alpha, 1e-30)))
+        self.log_alpha = initial_log_alpha(self.fixed_alpha, self.device)
         groups = [
             {"params": list(self.agent.model.parameters()), "name": "pi"},
             {"params": list(self.agent.q_model.parameters()), "name": "q"},
         ]
         if self.fixed_alpha is None:
             groups.append({"params": [self.log_alpha], "name": "alpha"})
-        self.optimizer = make_optimizer(
-            self.optim_cls,
-            groups,
-            self.learning_rate,
-            self.optim_kwargs,
-            compile_on=self.device if self.compile else None,
-        )
+        self.optimizer = algo_optimizer(self, groups)
         self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
         self._pi_params = list(self.agent.model.parameters())
         self._q_params = list(self.agent.q_model.parameters())
@@ -240,17 +205,21 @@ class SAC:
         with torch.no_grad():
             next_action, next_log_pi, _, _ = agent.pi(next_obs)
             next_q = agent.target_q(next_obs, next_action).min(0).values
-            target = self.reward_scale * batch.get(RETURN_N) + batch.get(DISCOUNT_N) * (
-                next_q - alpha * next_log_pi
+            target = soft_target(
+                self.reward_scale,
+                batch.get(RETURN_N),
+                batch.get(DISCOUNT_N),
+                next_q - alpha * next_log_pi,
             )
         q = agent.q(obs, batch.get(keys.ACTION))
-        loss_q = 0.5 * ((q - target) ** 2 * batch.get(IS_WEIGHT)).mean(1).sum()
+        loss_q = critic_loss(q, target, batch.get(IS_WEIGHT))
         # The critics score a~ frozen: the actor's gradient skips critic weight gradients.
         q_pi = frozen_call(agent.q_model, obs, new_action).min(0).values
-        loss_pi = (alpha * log_pi - q_pi - action_log_prior(new_action, self.action_prior)).mean()
+        prior = action_log_prior(new_action, self.action_prior)
+        loss_pi = actor_loss(log_pi, q_pi, alpha=alpha, prior=prior)
         terms = {"loss": loss_q + loss_pi, "loss_q": loss_q, "loss_pi": loss_pi}
         if self.fixed_alpha is None:
-            loss_alpha = -(self.log_alpha * (log_pi.detach() + self.target_entropy)).mean()
+            loss_alpha = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
             terms["loss"] = terms["loss"] + loss_alpha
             terms["loss_alpha"] = loss_alpha
         terms["q_mean"] = q.detach().mean()
@@ -263,23 +232,12 @@ class SAC:
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One SAC update: a backward pass of ``loss``, one step, the target when due."""
         info = maybe_compiled(self.compile, SAC.gradient_step, self.device, self, batch)
-        self.update_counter += 1
-        if self.update_counter % self.target_update_interval == 0:
-            update_targets(
-                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
-            )
-        return info
+        return finish_update(self, info, batch)
 
     def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """``loss``, backward, gradient clips and optimizer step: what ``compile`` compiles."""
-        terms = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.get("loss").backward()
-        info = detached_diagnostics(terms)
-        info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
-        info["grad_norm_pi"] = grad_norm_clip(self._pi_params, self.clip_grad_norm).detach()
-        self.optimizer.step()
-        return info
+        parts = {"q": self._q_params, "pi": self._pi_params}
+        return clipped_step([self.optimizer], self.loss(batch), parts, self.clip_grad_norm)
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
@@ -293,15 +251,13 @@ class SAC:
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state, temperature and update counter."""
-        return {
-            "optimizer": self.optimizer.state_dict(),
-            "log_alpha": self.log_alpha.detach().clone(),
-            "update_counter": self.update_counter,
-        }
+        log_alpha = self.log_alpha.detach().clone()
+        return counted_state(
+            {"optimizer": self.optimizer}, self.update_counter, log_alpha=log_alpha
+        )
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.optimizer.load_state_dict(state["optimizer"])
+        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)
         with torch.no_grad():
             self.log_alpha.copy_(state["log_alpha"])
-        self.update_counter = state["update_counter"]

@@ -13,7 +13,8 @@ with a Polyak target for V. As in ``SAC`` (and rlpyt), the three losses are take
 same parameters and summed into one backward pass (the critics frozen while they score
 ``a~``); one optimizer steps the groups ``"pi"``, ``"q"`` and ``"v"``. The agent is a
 ``SacVAgent`` (a ``SacAgent`` built with ``value_network=True``). ``compile=True`` runs the
-step and the target update through ``torch.compile`` (``tdrl.algos.base``).
+step and the target update through ``torch.compile`` (``tdrl.utils.compile``). The loss
+terms are ``tdrl.algos.qpg.soft_terms``'; the schedule is ``tdrl.algos.replay``'s.
 """
 
 from __future__ import annotations
@@ -27,27 +28,30 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
-from tdrl.algos.base import (
-    detached_diagnostics,
-    grad_norm_clip,
-    make_optimizer,
-    make_replay_buffer,
-    maybe_compiled,
-    param_group,
-    replay_updates,
-    update_targets,
+from tdrl.algos.qpg.sac import check_sac_agent
+from tdrl.algos.qpg.soft_terms import (
+    ACTION_PRIORS,
+    action_log_prior,
+    actor_loss,
+    critic_loss,
+    soft_target,
+    value_loss,
 )
-from tdrl.algos.qpg.sac import ACTION_PRIORS, action_log_prior, check_sac_agent
+from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.settings import (
+    algo_optimizer,
+    check_optimizer_args,
+    check_target_args,
+    counted_state,
+    load_counted_state,
+)
+from tdrl.algos.updates import finish_update
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays import ReplayBuffer, ReplayConfig
-from tdrl.utils.checks import (
-    check_bool,
-    check_callable,
-    check_choice,
-    check_int,
-    check_mapping,
-    check_range,
-)
+from tdrl.replays.base import ReplayConfig
+from tdrl.replays.n_step import ReplayBuffer
+from tdrl.utils.checks import check_bool, check_choice, check_range
+from tdrl.utils.compile import maybe_compiled
+from tdrl.utils.optim import clipped_step, param_group
 from tdrl.utils.tensor import frozen_call
 
 
@@ -103,25 +107,15 @@ class SAC_V:  # noqa: N801 - rlpyt's name
         compile: bool = False,  # noqa: A002 - the name torch and the issue use
     ):
         self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig(
-            batch_size=batch_size,
-            min_steps_learn=min_steps_learn,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            n_step_return=n_step_return,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            replay_device=replay_device,
-        )
+        self.replay = ReplayConfig.from_arguments(locals())
         self.compile = check_bool("compile", compile)
         self.batch_size = self.replay.batch_size
-        self.target_update_tau = check_range("target_update_tau", target_update_tau, 1e-12, 1.0)
-        self.target_update_interval = check_int(
-            "target_update_interval", target_update_interval, minimum=1
+        self.target_update_tau, self.target_update_interval = check_target_args(
+            target_update_tau, target_update_interval
         )
-        self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
+            learning_rate, optim_cls, optim_kwargs
+        )
         self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
         self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)
         self.policy_output_regularization = check_range(
@@ -139,22 +133,14 @@ class SAC_V:  # noqa: N801 - rlpyt's name
         """Bind the agent; build the optimizer and the replay buffer."""
         self.agent = check_sac_agent(type(self).__name__, agent, value_network=True)
         self.batch_spec = batch_spec
-        self.updates_per_optimize = self.replay.updates_per_optimize(batch_spec)
-        self.min_itr_learn = self.replay.min_itr_learn(batch_spec)
-        self.agent.set_pretrain_itr(self.min_itr_learn)
+        self.agent.set_pretrain_itr(start_replay(self, batch_spec))
         groups = [
             {"params": list(self.agent.model.parameters()), "name": "pi"},
             {"params": list(self.agent.q_model.parameters()), "name": "q"},
             {"params": list(self.agent.v_model.parameters()), "name": "v"},
         ]
         self.device = self.agent.device
-        self.optimizer = make_optimizer(
-            self.optim_cls,
-            groups,
-            self.learning_rate,
-            self.optim_kwargs,
-            compile_on=self.device if self.compile else None,
-        )
+        self.optimizer = algo_optimizer(self, groups)
         self.replay_buffer = make_replay_buffer(self.replay, batch_spec, discount=self.discount)
         self._pi_params = list(self.agent.model.parameters())
         self._q_params = list(self.agent.q_model.parameters())
@@ -177,18 +163,20 @@ class SAC_V:  # noqa: N801 - rlpyt's name
         weight = batch.get(IS_WEIGHT)
         with torch.no_grad():
             next_v = agent.target_v(batch.get(keys.NEXT_OBSERVATION))
-            target_q = self.reward_scale * batch.get(RETURN_N) + batch.get(DISCOUNT_N) * next_v
+            target_q = soft_target(
+                self.reward_scale, batch.get(RETURN_N), batch.get(DISCOUNT_N), next_v
+            )
         q = agent.q(obs, batch.get(keys.ACTION))
-        loss_q = 0.5 * ((q - target_q) ** 2 * weight).mean(1).sum()
+        loss_q = critic_loss(q, target_q, weight)
 
         new_action, log_pi, mean, log_std = agent.pi(obs)
         prior = action_log_prior(new_action, self.action_prior)
         q_pi = frozen_call(agent.q_model, obs, new_action).min(0).values
         v = agent.v(obs)
-        v_target = (q_pi - log_pi + prior).detach()
-        loss_v = 0.5 * ((v - v_target) ** 2 * weight).mean()
+        loss_v = value_loss(v, q_pi, log_pi, prior, weight)
         regularizer = 0.5 * (mean.pow(2).mean() + log_std.pow(2).mean())
-        loss_pi = (log_pi - q_pi - prior).mean() + self.policy_output_regularization * regularizer
+        regularizer = self.policy_output_regularization * regularizer
+        loss_pi = actor_loss(log_pi, q_pi, prior=prior, regularizer=regularizer)
         terms = {
             "loss": loss_q + loss_v + loss_pi,
             "loss_q": loss_q,
@@ -204,24 +192,12 @@ class SAC_V:  # noqa: N801 - rlpyt's name
     def update(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """One update: a backward pass of ``loss``, one step, the value target when due."""
         info = maybe_compiled(self.compile, SAC_V.gradient_step, self.device, self, batch)
-        self.update_counter += 1
-        if self.update_counter % self.target_update_interval == 0:
-            update_targets(
-                self.agent, self.target_update_tau, compiled_on=self.compile, device=self.device
-            )
-        return info
+        return finish_update(self, info, batch)
 
     def gradient_step(self, batch: TensorDictBase) -> dict[str, torch.Tensor]:
         """``loss``, backward, gradient clips and optimizer step: what ``compile`` compiles."""
-        terms = self.loss(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        terms.get("loss").backward()
-        info = detached_diagnostics(terms)
-        info["grad_norm_q"] = grad_norm_clip(self._q_params, self.clip_grad_norm).detach()
-        info["grad_norm_v"] = grad_norm_clip(self._v_params, self.clip_grad_norm).detach()
-        info["grad_norm_pi"] = grad_norm_clip(self._pi_params, self.clip_grad_norm).detach()
-        self.optimizer.step()
-        return info
+        parts = {"q": self._q_params, "v": self._v_params, "pi": self._pi_params}
+        return clipped_step([self.optimizer], self.loss(batch), parts, self.clip_grad_norm)
 
     # ------------------------------------------------------------------ the schedule
     def optimize_agent(self, itr: int, samples: TensorDictBase | None) -> dict[str, list[float]]:
@@ -235,9 +211,8 @@ class SAC_V:  # noqa: N801 - rlpyt's name
 
     def state_dict(self) -> dict[str, Any]:
         """Optimizer state and update counter."""
-        return {"optimizer": self.optimizer.state_dict(), "update_counter": self.update_counter}
+        return counted_state({"optimizer": self.optimizer}, self.update_counter)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``."""
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.update_counter = state["update_counter"]
+        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)

@@ -14,17 +14,13 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
 from tdrl.models.dqn.conv2d import Conv2dModel
-from tdrl.models.dqn.heads import (
-    DistributionalDuelingHeadModel,
-    DistributionalHeadModel,
-    DuelingHeadModel,
-)
-from tdrl.models.mlp import MlpModel
+from tdrl.models.dqn.heads import q_head
 from tdrl.utils.checks import check_bool, check_int, check_int_list
 
 
@@ -86,10 +82,13 @@ class AtariDqnModel(nn.Module):
 
     With ``dueling=True`` the MLP is a :class:`DuelingHeadModel` (each stream has its own
     ``fc_sizes`` layers, gradient into the trunk scaled by 2^-1/2, shared advantage bias).
+    With ``n_atoms`` the head is distributional (``AtariCatDqnModel``).
 
     Args:
         image_shape: ``(C, H, W)`` of the stacked frames.
         output_size: number of actions.
+        n_atoms: None: Q-values ``[..., output_size]``; an int: C51 logits
+            ``[..., output_size, n_atoms]`` (``AtariCatDqnModel``'s default: 51).
         fc_sizes: hidden layer size(s) of the head.
         dueling: use the dueling head.
         use_maxpool: downsample with max-pooling instead of strided convolutions.
@@ -100,11 +99,15 @@ class AtariDqnModel(nn.Module):
         autocast: run under bf16 autocast on CUDA (see the module docstring).
     """
 
+    #: The atoms when ``n_atoms`` is None (None: plain Q-values).
+    default_n_atoms: ClassVar[int | None] = None
+
     def __init__(
         self,
         image_shape: Sequence[int],
         output_size: int,
         *,
+        n_atoms: int | None = None,
         fc_sizes: int | Sequence[int] = 512,
         dueling: bool = False,
         use_maxpool: bool = False,
@@ -122,75 +125,30 @@ class AtariDqnModel(nn.Module):
             image_shape, use_maxpool, channels, kernel_sizes, strides, paddings
         )
         self.dueling = dueling
-        if dueling:
-            self.head: nn.Module = DuelingHeadModel(self.trunk.output_size, fc, output_size)
-        else:
-            self.head = MlpModel(self.trunk.output_size, fc, output_size)
+        self.n_atoms = self.default_n_atoms if n_atoms is None else n_atoms
+        self.head = q_head(
+            self.trunk.output_size, fc, output_size, dueling=dueling, n_atoms=self.n_atoms
+        )
 
     def forward(
         self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> torch.Tensor:
-        """Returns Q-values ``[..., output_size]``; ``prev_action``/``prev_reward`` are unused."""
+        """Q-values ``[..., output_size]`` (logits ``[..., output_size, n_atoms]`` with atoms).
+
+        ``prev_action`` and ``prev_reward`` are unused.
+        """
         with bf16_autocast(self.autocast, observation):
-            q = self.head(self.trunk(observation))
-        return q.float() if self.autocast else q
+            out = self.head(self.trunk(observation))
+        return out.float() if self.autocast else out
 
 
-class AtariCatDqnModel(nn.Module):
+class AtariCatDqnModel(AtariDqnModel):
     """C51 logits for Atari: conv trunk, then a distributional (optionally dueling) head.
 
     Returns **logits** ``[..., output_size, n_atoms]``; apply ``softmax`` (or ``log_softmax``)
-    over the last dim for the return distribution. rlpyt returned the probabilities.
-
-    Args:
-        image_shape: ``(C, H, W)`` of the stacked frames.
-        output_size: number of actions.
-        n_atoms: number of atoms of the return distribution.
-        fc_sizes: hidden layer size(s) of the head.
-        dueling: use :class:`DistributionalDuelingHeadModel`.
-        use_maxpool: downsample with max-pooling instead of strided convolutions.
-        channels: output channels of each convolution.
-        kernel_sizes: kernel size of each convolution.
-        strides: stride of each convolution.
-        paddings: zero padding of each convolution.
-        autocast: run under bf16 autocast on CUDA (see the module docstring).
+    over the last dim for the return distribution. rlpyt returned the probabilities. The
+    arguments are ``AtariDqnModel``'s; ``n_atoms`` defaults to 51 here, and ``dueling`` uses
+    :class:`DistributionalDuelingHeadModel`.
     """
 
-    def __init__(
-        self,
-        image_shape: Sequence[int],
-        output_size: int,
-        *,
-        n_atoms: int = 51,
-        fc_sizes: int | Sequence[int] = 512,
-        dueling: bool = False,
-        use_maxpool: bool = False,
-        channels: Sequence[int] = (32, 64, 64),
-        kernel_sizes: Sequence[int] = (8, 4, 3),
-        strides: Sequence[int] = (4, 2, 1),
-        paddings: Sequence[int] = (0, 1, 1),
-        autocast: bool = False,
-    ):
-        super().__init__()
-        self.autocast = check_bool("autocast", autocast)
-        output_size = check_int("output_size", output_size, minimum=1)
-        fc = _fc_list(fc_sizes)
-        self.trunk = _AtariConvTrunk(
-            image_shape, use_maxpool, channels, kernel_sizes, strides, paddings
-        )
-        self.dueling = dueling
-        self.n_atoms = n_atoms
-        if dueling:
-            self.head: nn.Module = DistributionalDuelingHeadModel(
-                self.trunk.output_size, fc, output_size, n_atoms
-            )
-        else:
-            self.head = DistributionalHeadModel(self.trunk.output_size, fc, output_size, n_atoms)
-
-    def forward(
-        self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> torch.Tensor:
-        """Returns logits ``[..., output_size, n_atoms]``; the last two inputs are unused."""
-        with bf16_autocast(self.autocast, observation):
-            logits = self.head(self.trunk(observation))
-        return logits.float() if self.autocast else logits
+    default_n_atoms = 51

@@ -52,6 +52,59 @@ def scale_grad(x: torch.Tensor, scale: float) -> torch.Tensor:
     return _ScaleGrad.apply(x, scale)
 
 
+def _dueling_streams(
+    input_size: int,
+    hidden_sizes: Sequence[int],
+    output_size: int,
+    width: int,
+    nonlinearity: type[nn.Module],
+) -> tuple[MlpModel, nn.Linear, nn.Parameter, MlpModel]:
+    """The streams of a dueling head with ``width`` outputs per action (1, or the atoms).
+
+    Returns:
+        ``(advantage_hidden, advantage_out, advantage_bias, value)``: the advantage stream's
+        hidden layers, its output layer (no bias, ``output_size * width`` outputs), the
+        shared bias ``[width]`` and the value stream (``width`` outputs).
+    """
+    input_size = check_int("input_size", input_size, minimum=1)
+    hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
+    hidden = MlpModel(input_size, hidden_sizes, None, nonlinearity)
+    out = nn.Linear(hidden.output_size, output_size * width, bias=False)
+    bias = nn.Parameter(torch.zeros(width))
+    return hidden, out, bias, MlpModel(input_size, hidden_sizes, width, nonlinearity)
+
+
+def q_head(
+    input_size: int,
+    hidden_sizes: Sequence[int],
+    output_size: int,
+    *,
+    dueling: bool = False,
+    n_atoms: int | None = None,
+    nonlinearity: type[nn.Module] = nn.ReLU,
+) -> nn.Module:
+    """The head of a Q-network on features ``[..., input_size]``.
+
+    Args:
+        input_size: size of the features.
+        hidden_sizes: hidden layers (of each stream with ``dueling``).
+        output_size: number of actions.
+        dueling: a dueling head (``DuelingHeadModel`` or ``DistributionalDuelingHeadModel``).
+        n_atoms: None: Q-values ``[..., output_size]`` (an ``MlpModel`` without
+            ``dueling``); an int: C51 logits ``[..., output_size, n_atoms]``
+            (``DistributionalHeadModel`` without ``dueling``).
+        nonlinearity: activation class of the hidden layers.
+    """
+    if n_atoms is None:
+        if dueling:
+            return DuelingHeadModel(
+                input_size, hidden_sizes, output_size, nonlinearity=nonlinearity
+            )
+        return MlpModel(input_size, hidden_sizes, output_size, nonlinearity)
+    head_cls = DistributionalDuelingHeadModel if dueling else DistributionalHeadModel
+    return head_cls(input_size, hidden_sizes, output_size, n_atoms, nonlinearity=nonlinearity)
+
+
 class DuelingHeadModel(nn.Module):
     """Dueling Q head: ``Q = V + A - mean_a(A)`` (see the module docstring for the math).
 
@@ -74,16 +127,10 @@ class DuelingHeadModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        input_size = check_int("input_size", input_size, minimum=1)
-        hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
         self.output_size = check_int("output_size", output_size, minimum=1)
         self.grad_scale = check_range("grad_scale", grad_scale, 1e-12, 1e12)
-        self.advantage_hidden = MlpModel(input_size, hidden_sizes, None, nonlinearity)
-        self.advantage_out = nn.Linear(
-            self.advantage_hidden.output_size, self.output_size, bias=False
-        )
-        self.advantage_bias = nn.Parameter(torch.zeros(1))
-        self.value = MlpModel(input_size, hidden_sizes, 1, nonlinearity)
+        streams = _dueling_streams(input_size, hidden_sizes, self.output_size, 1, nonlinearity)
+        self.advantage_hidden, self.advantage_out, self.advantage_bias, self.value = streams
 
     def value_and_advantage(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(V [..., 1], A [..., output_size])``, the advantage not yet centred."""
@@ -157,17 +204,13 @@ class DistributionalDuelingHeadModel(nn.Module):
         nonlinearity: type[nn.Module] = nn.ReLU,
     ):
         super().__init__()
-        input_size = check_int("input_size", input_size, minimum=1)
-        hidden_sizes = check_int_list("hidden_sizes", hidden_sizes, 1)
         self.output_size = check_int("output_size", output_size, minimum=1)
         self.n_atoms = check_int("n_atoms", n_atoms, minimum=2)
         self.grad_scale = check_range("grad_scale", grad_scale, 1e-12, 1e12)
-        self.advantage_hidden = MlpModel(input_size, hidden_sizes, None, nonlinearity)
-        self.advantage_out = nn.Linear(
-            self.advantage_hidden.output_size, self.output_size * self.n_atoms, bias=False
+        streams = _dueling_streams(
+            input_size, hidden_sizes, self.output_size, self.n_atoms, nonlinearity
         )
-        self.advantage_bias = nn.Parameter(torch.zeros(self.n_atoms))
-        self.value = MlpModel(input_size, hidden_sizes, self.n_atoms, nonlinearity)
+        self.advantage_hidden, self.advantage_out, self.advantage_bias, self.value = streams
 
     def value_and_advantage(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """Returns ``(V [..., 1, n_atoms], A [..., output_size, n_atoms])``, A not yet centred."""

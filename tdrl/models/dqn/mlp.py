@@ -11,15 +11,12 @@ sits inside each stream. The depth is thus the same with and without dueling. Wi
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import ClassVar
 
 import torch
 from torch import nn
 
-from tdrl.models.dqn.heads import (
-    DistributionalDuelingHeadModel,
-    DistributionalHeadModel,
-    DuelingHeadModel,
-)
+from tdrl.models.dqn.heads import q_head
 from tdrl.models.mlp import MlpModel
 from tdrl.utils.checks import check_int, check_int_list
 
@@ -34,21 +31,28 @@ def _trunk(
 
 
 class DqnMlpModel(nn.Module):
-    """Q-values from a vector observation.
+    """Q-values from a vector observation (C51 logits with ``n_atoms``).
 
     Args:
         observation_size: size of the (flat) observation.
         output_size: number of actions.
+        n_atoms: None: Q-values ``[..., output_size]``; an int: C51 logits
+            ``[..., output_size, n_atoms]`` (``CatDqnMlpModel``'s default: 51).
         hidden_sizes: hidden layer sizes; with ``dueling`` the last one is per stream.
-        dueling: use a :class:`DuelingHeadModel` (Q = V + A - mean A).
+        dueling: use a :class:`DuelingHeadModel` (Q = V + A - mean A), or with atoms a
+            :class:`DistributionalDuelingHeadModel`.
         nonlinearity: activation class.
     """
+
+    #: The atoms when ``n_atoms`` is None (None: plain Q-values).
+    default_n_atoms: ClassVar[int | None] = None
 
     def __init__(
         self,
         observation_size: int,
         output_size: int,
         *,
+        n_atoms: int | None = None,
         hidden_sizes: Sequence[int] = (64, 64),
         dueling: bool = False,
         nonlinearity: type[nn.Module] = nn.ReLU,
@@ -57,57 +61,29 @@ class DqnMlpModel(nn.Module):
         output_size = check_int("output_size", output_size, minimum=1)
         self.trunk, head_sizes = _trunk(observation_size, hidden_sizes, nonlinearity)
         self.dueling = dueling
-        if dueling:
-            self.head: nn.Module = DuelingHeadModel(
-                self.trunk.output_size, head_sizes, output_size, nonlinearity=nonlinearity
-            )
-        else:
-            self.head = MlpModel(self.trunk.output_size, head_sizes, output_size, nonlinearity)
-
-    def forward(
-        self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
-    ) -> torch.Tensor:
-        """Maps ``[..., observation_size]`` to Q-values ``[..., output_size]``."""
-        return self.head(self.trunk(observation.to(torch.float32)))
-
-
-class CatDqnMlpModel(nn.Module):
-    """C51 logits from a vector observation.
-
-    Returns **logits** ``[..., output_size, n_atoms]``; apply ``softmax``/``log_softmax`` over
-    the last dim for the return distribution.
-
-    Args:
-        observation_size: size of the (flat) observation.
-        output_size: number of actions.
-        n_atoms: number of atoms of the return distribution.
-        hidden_sizes: hidden layer sizes; with ``dueling`` the last one is per stream.
-        dueling: use a :class:`DistributionalDuelingHeadModel`.
-        nonlinearity: activation class.
-    """
-
-    def __init__(
-        self,
-        observation_size: int,
-        output_size: int,
-        *,
-        n_atoms: int = 51,
-        hidden_sizes: Sequence[int] = (64, 64),
-        dueling: bool = False,
-        nonlinearity: type[nn.Module] = nn.ReLU,
-    ):
-        super().__init__()
-        output_size = check_int("output_size", output_size, minimum=1)
-        self.trunk, head_sizes = _trunk(observation_size, hidden_sizes, nonlinearity)
-        self.dueling = dueling
-        self.n_atoms = n_atoms
-        head_cls = DistributionalDuelingHeadModel if dueling else DistributionalHeadModel
-        self.head = head_cls(
-            self.trunk.output_size, head_sizes, output_size, n_atoms, nonlinearity=nonlinearity
+        self.n_atoms = self.default_n_atoms if n_atoms is None else n_atoms
+        self.head = q_head(
+            self.trunk.output_size,
+            head_sizes,
+            output_size,
+            dueling=dueling,
+            n_atoms=self.n_atoms,
+            nonlinearity=nonlinearity,
         )
 
     def forward(
         self, observation: torch.Tensor, prev_action: torch.Tensor, prev_reward: torch.Tensor
     ) -> torch.Tensor:
-        """Maps ``[..., observation_size]`` to logits ``[..., output_size, n_atoms]``."""
+        """Q-values ``[..., output_size]`` (logits ``[..., output_size, n_atoms]``)."""
         return self.head(self.trunk(observation.to(torch.float32)))
+
+
+class CatDqnMlpModel(DqnMlpModel):
+    """C51 logits from a vector observation.
+
+    Returns **logits** ``[..., output_size, n_atoms]``; apply ``softmax``/``log_softmax`` over
+    the last dim for the return distribution. The arguments are ``DqnMlpModel``'s;
+    ``n_atoms`` defaults to 51 here.
+    """
+
+    default_n_atoms = 51

@@ -24,9 +24,9 @@ from tensordict import TensorDict
 from torch import nn
 
 from tdrl.models.dqn.conv2d import Conv2dHeadModel
-from tdrl.models.dqn.heads import DuelingHeadModel
+from tdrl.models.dqn.heads import q_head
 from tdrl.models.lstm import LstmCore, RnnState
-from tdrl.models.mlp import MlpModel
+from tdrl.models.mlp import FloatInput, MlpModel
 from tdrl.utils.checks import check_bool, check_int, check_int_list
 
 
@@ -59,12 +59,9 @@ class R2d1Model(nn.Module):
         lstm_size = check_int("lstm_size", lstm_size, minimum=1)
         heads = check_int_list("head_sizes", head_sizes, 1)
         self.lstm = LstmCore(int(cast(int, trunk.output_size)) + self.output_size + 1, lstm_size)
-        if self.dueling:
-            self.head: nn.Module = DuelingHeadModel(
-                lstm_size, heads, self.output_size, nonlinearity=nonlinearity
-            )
-        else:
-            self.head = MlpModel(lstm_size, heads, self.output_size, nonlinearity)
+        self.head = q_head(
+            lstm_size, heads, self.output_size, dueling=self.dueling, nonlinearity=nonlinearity
+        )
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> TensorDict:
         """The zero state of ``batch_size`` envs (``h``, ``c``: ``[B, 1, lstm_size]``)."""
@@ -108,30 +105,6 @@ class R2d1Model(nn.Module):
         return self.head(y.view(*lead, -1)), state
 
 
-class _Pixels(nn.Module):
-    """Pixels in ``[0, 255]`` (any dtype) → floats in ``[0, 1]`` through ``module``."""
-
-    def __init__(self, module: Conv2dHeadModel):
-        super().__init__()
-        self.module = module
-        self.output_size = module.output_size
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.module(observation.to(torch.float32) / 255.0)
-
-
-class _Floats(nn.Module):
-    """Vector observations as float32 through an MLP (``output_size`` its last size)."""
-
-    def __init__(self, module: MlpModel):
-        super().__init__()
-        self.module = module
-        self.output_size = module.output_size
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        return self.module(observation.to(torch.float32))
-
-
 class R2d1MlpModel(R2d1Model):
     """R2D1 Q-network for vector observations: MLP trunk, LSTM, MLP (or dueling) head.
 
@@ -159,7 +132,7 @@ class R2d1MlpModel(R2d1Model):
         observation_size = check_int("observation_size", observation_size, minimum=1)
         trunk = MlpModel(observation_size, check_int_list("hidden_sizes", hidden_sizes, 1))
         super().__init__(
-            _Floats(trunk),
+            FloatInput(trunk),
             output_size,
             lstm_size=lstm_size,
             head_sizes=head_sizes,
@@ -211,7 +184,7 @@ class AtariR2d1Model(R2d1Model):
             check_bool("use_maxpool", use_maxpool),
         )
         super().__init__(
-            _Pixels(conv),
+            FloatInput(conv, scale=255.0),
             output_size,
             lstm_size=lstm_size,
             head_sizes=[check_int("head_size", head_size, minimum=1)],

@@ -13,9 +13,10 @@ import torch
 from torch import nn
 
 from tdrl.models.dqn.conv2d import Conv2dHeadModel
+from tdrl.models.mlp import FloatInput
 
 
-class PixelTrunk(nn.Module):
+class PixelTrunk(FloatInput):
     """Pixels in ``[0, 255]`` (any dtype) → floats in ``[0, 1]`` → ``module``'s features.
 
     Args:
@@ -23,13 +24,7 @@ class PixelTrunk(nn.Module):
     """
 
     def __init__(self, module: Conv2dHeadModel):
-        super().__init__()
-        self.module = module
-        self.output_size: int = module.output_size
-
-    def forward(self, observation: torch.Tensor) -> torch.Tensor:
-        """Features ``[..., output_size]`` of ``[..., C, H, W]`` pixels."""
-        return self.module(observation.to(torch.float32) / 255.0)
+        super().__init__(module, scale=255.0)
 
 
 def atari_pg_trunk(
