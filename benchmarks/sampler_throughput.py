@@ -9,8 +9,16 @@ Loops (all step ``batch_B`` envs and run the policy once per time step on the ba
   (clipped to the bounds for Box actions, as tdrl's sampler does) and handed over as NumPy.
 * ``tdrl``: ``tdrl.samplers.SerialSampler(batch_T=128, batch_B)`` with ``CategoricalPgAgent``
   or ``GaussianPgAgent`` (which build the same default model); timed ``obtain_samples``.
-* ``torchrl``: ``torchrl.collectors.Collector`` over ``SerialEnv(batch_B, GymEnv)`` with a
-  ``TensorDictModule`` policy around the same model, ``frames_per_batch=128 * batch_B``.
+  This is the gymnasium fast path (``env_fn`` returns the gymnasium env).
+* ``tdrl-torchrl``: the same sampler and agent with ``env_fn`` returning TorchRL's
+  ``GymEnv(env_id)`` (``categorical_action_encoding=True`` for discrete actions) behind a
+  transform, ``RewardScaling(0, 1)``: the TorchRL env path (``tdrl.samplers.torchrl_loop``),
+  ``batch_B`` envs of batch size ``[]`` each stepped through its own ``step``. (A bare
+  ``GymEnv`` adds nothing to the gymnasium env inside, so the samplers unwrap it and take
+  the fast path: the ``tdrl`` row.)
+* ``torchrl``: ``torchrl.collectors.Collector`` over ``SerialEnv(batch_B, env)``, ``env``
+  the same transformed ``GymEnv``, with a ``TensorDictModule`` policy around the same model,
+  ``frames_per_batch=128 * batch_B``.
 * ``torchrl-1env``: the same collector over a single ``GymEnv`` (TorchRL's default path).
 
 Every loop is built and warmed up once per env (start-up is not timed); then each loop runs
@@ -19,8 +27,11 @@ The table reports the median steps per wall second (and each run) and per CPU se
 this process; a second table gives the cost of each shared piece per batched time step.
 
 Run: ``python benchmarks/sampler_throughput.py [--envs CartPole-v1 HalfCheetah-v5]
-[--seconds 5] [--repeats 3] [--batch-B 8] [--loops ...] [--strict]``. It exits 0 even when a
-target check fails unless ``--strict`` is given (shared machines are noisy).
+[--seconds 2] [--repeats 3] [--batch-B 8] [--loops ...] [--strict]``. It exits 0 even when a
+target check fails unless ``--strict`` is given (shared machines are noisy). Targets: tdrl
+(gymnasium path) at least ``TARGETS`` of the raw loop and not slower than TorchRL's
+collector; tdrl over the TorchRL ``GymEnv`` at least ``TORCHRL_ENV_TARGET`` times TorchRL's
+collector over the same envs (``torchrl``: same ``batch_B``, same MLP).
 """
 
 from __future__ import annotations
@@ -42,11 +53,13 @@ from torch import nn
 torch.set_num_threads(1)  # every loop runs the policy on one thread
 
 BATCH_T = 128
-LOOPS = ("raw", "tdrl", "torchrl", "torchrl-1env")
+LOOPS = ("raw", "tdrl", "tdrl-torchrl", "torchrl", "torchrl-1env")
 # Minimum tdrl / raw ratio per env (DESIGN.md, "Performance").
 TARGETS = {"HalfCheetah-v5": 0.7, "CartPole-v1": 0.5}
 # tdrl must not be slower than TorchRL's collector over the same batch of envs.
 TORCHRL_TARGET = 1.0
+# tdrl stepping TorchRL's GymEnv (its TorchRL env path) / TorchRL's collector (issue 19).
+TORCHRL_ENV_TARGET = 1.5
 
 
 # ------------------------------------------------------------------------------- models
@@ -127,14 +140,26 @@ class RawLoop(Loop):
         self.envs.close()
 
 
+def torchrl_gym_env(id: str) -> object:  # noqa: A002 - gymnasium's name
+    """TorchRL's ``GymEnv(id)`` behind ``RewardScaling(0, 1)``, discrete actions as integer
+    indices (what tdrl's agents use). The transform keeps the env on tdrl's TorchRL path."""
+    from torchrl.envs import GymEnv, RewardScaling, TransformedEnv
+
+    discrete = isinstance(action_space(id), gym.spaces.Discrete)
+    env = GymEnv(id, categorical_action_encoding=True) if discrete else GymEnv(id)
+    return TransformedEnv(env, RewardScaling(0.0, 1.0))
+
+
 class TdrlLoop(Loop):
-    def __init__(self, env_id: str, batch_B: int):
+    def __init__(self, env_id: str, batch_B: int, torchrl_env: bool = False):
         from tdrl.agents import CategoricalPgAgent, GaussianPgAgent
+        from tdrl.envs import make_gym_env
         from tdrl.samplers import SerialSampler
 
         discrete = isinstance(action_space(env_id), gym.spaces.Discrete)
         agent = CategoricalPgAgent() if discrete else GaussianPgAgent()
-        self.sampler = SerialSampler(env_kwargs={"id": env_id}, batch_T=BATCH_T, batch_B=batch_B)
+        env_fn = torchrl_gym_env if torchrl_env else make_gym_env
+        self.sampler = SerialSampler(env_fn, {"id": env_id}, batch_T=BATCH_T, batch_B=batch_B)
         self.sampler.initialize(agent, seed=0)
         self.itr = 0
         self.run_unit()  # warm-up
@@ -166,14 +191,14 @@ class TorchRLLoop(Loop):
     def __init__(self, env_id: str, batch_B: int, serial: bool):
         from tensordict.nn import TensorDictModule
         from torchrl.collectors import Collector
-        from torchrl.envs import GymEnv, SerialEnv
+        from torchrl.envs import GymEnv, RewardScaling, SerialEnv, TransformedEnv
 
         space = action_space(env_id)
         discrete = isinstance(space, gym.spaces.Discrete)
         kwargs = {"categorical_action_encoding": True} if discrete else {}
 
-        def make_one() -> GymEnv:
-            return GymEnv(env_id, **kwargs)
+        def make_one() -> TransformedEnv:
+            return TransformedEnv(GymEnv(env_id, **kwargs), RewardScaling(0.0, 1.0))
 
         env = SerialEnv(batch_B, make_one) if serial else make_one()
         env.set_seed(0)
@@ -206,6 +231,8 @@ def build_loop(name: str, env_id: str, batch_B: int) -> Loop:
         return RawLoop(env_id, batch_B)
     if name == "tdrl":
         return TdrlLoop(env_id, batch_B)
+    if name == "tdrl-torchrl":
+        return TdrlLoop(env_id, batch_B, torchrl_env=True)
     if name == "torchrl":
         return TorchRLLoop(env_id, batch_B, serial=True)
     if name == "torchrl-1env":
@@ -371,7 +398,7 @@ def benchmark_env(
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--envs", nargs="+", default=["CartPole-v1", "HalfCheetah-v5"])
-    parser.add_argument("--seconds", type=float, default=5.0, help="wall time per measured run")
+    parser.add_argument("--seconds", type=float, default=2.0, help="wall time per measured run")
     parser.add_argument("--repeats", type=int, default=3, help="runs per loop (median reported)")
     parser.add_argument("--batch-B", type=int, default=8, help="envs stepped side by side")
     parser.add_argument("--loops", nargs="+", default=list(LOOPS), choices=LOOPS)
@@ -441,6 +468,17 @@ def main(argv: list[str] | None = None) -> int:
                     f"{env_id}: tdrl/raw = {ratio:.2f} (target ≥ {target}; per CPU-s "
                     f"{cpu_ratio:.2f})",
                     ratio >= target,
+                )
+            )
+        tdrl_trl_env = medians.get((env_id, "tdrl-torchrl"))
+        if tdrl_trl_env and trl:
+            ratio = tdrl_trl_env / trl
+            cpu_ratio = cpu_medians[env_id, "tdrl-torchrl"] / cpu_medians[env_id, "torchrl"]
+            checks.append(
+                (
+                    f"{env_id}: tdrl-torchrl/torchrl = {ratio:.2f} (target ≥ "
+                    f"{TORCHRL_ENV_TARGET}; per CPU-s {cpu_ratio:.2f})",
+                    ratio >= TORCHRL_ENV_TARGET,
                 )
             )
         if tdrl and trl:

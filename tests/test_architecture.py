@@ -56,9 +56,11 @@ HARD_MAX_LINES = 500
 READING_BUDGETS: dict[str, int] = {
     "tdrl.algos.pg.ppo": 900,
     # Issue 18 asked for 1,200 and that is not met: SAC builds its own replay buffer, so the
-    # n-step buffer, its index samplers and their file format (~960 code lines) are in its
-    # closure. The number here keeps it from growing (measured 2,287).
-    "tdrl.algos.qpg.sac": 2300,
+    # n-step buffer, its index samplers, its writer and their file format are in its closure
+    # (measured 2,281 at issue 18; 2,432 once issue 19 gave the buffers TorchRL's replay API,
+    # replays/torchrl_api.py, and the TimeMajorWriter they write through). The number here
+    # keeps it from growing.
+    "tdrl.algos.qpg.sac": 2440,
     "tdrl.algos.qpg.pearl": 1500,
 }
 

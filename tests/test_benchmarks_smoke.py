@@ -123,6 +123,7 @@ def test_sampler_scaling_expands_workers_and_keeps_to_its_budget():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(600)  # 13 s measured under load
 def test_sampler_scaling_with_workers_on_the_cpu():
     proc = _run(
         "benchmarks/sampler_scaling.py",
@@ -145,6 +146,7 @@ def test_gpu_check_refuses_unknown_arguments():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 45 s measured under load
 def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     env = {**os.environ, "DEVICE": "cpu", "OUT": str(tmp_path), "PYTHON": sys.executable}
     proc = subprocess.run(

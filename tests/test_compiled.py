@@ -181,6 +181,7 @@ def test_compiled_dqn_update_matches_eager():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # compiles: up to 30 s measured under load
 @pytest.mark.parametrize("name", ["catdqn", "ddpg", "td3", "sac", "sac_v"])
 def test_compiled_replay_update_matches_eager(name):
     (algo_e, _), (algo_c, _) = _run_replay(name)
@@ -235,6 +236,7 @@ def _pg_samples(agent, space, seed, T=4, B=2):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # compiles: up to 30 s measured under load
 @pytest.mark.parametrize(
     ("algo_cls", "agent_cls", "space"),
     [(PPO, CategoricalPgAgent, DISCRETE), (PPO, GaussianPgAgent, BOX), (A2C, GaussianPgAgent, BOX)],

@@ -815,6 +815,7 @@ def test_learns_identity_env(kind):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 25 s measured under load
 def test_double_dqn_learns_cartpole():
     """About 25 s on 2 cores; random play scores about 22."""
     algo = DQN(

@@ -310,6 +310,7 @@ def test_cli_train_atari(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # 41 s measured under load
 def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
     example = _load_example("example_3")
     config = example.Config(log_dir=str(tmp_path))
@@ -323,6 +324,7 @@ def test_example_3_dqn_solves_cartpole_within_50k_steps(tmp_path):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(7200)  # 2,434 s measured on a busy 2-core machine
 def test_example_5_sac_halfcheetah_reaches_3000_within_100k_steps(tmp_path):
     """About 25 minutes on 2 cores (one update per step); the curve is in
     docs/benchmarks.md."""

@@ -193,7 +193,7 @@ def test_invalid_rows_never_sampled(prioritized):
         newest = {(rb.t - 1 - k) % size_T for k in range(n)}  # n - 1 + lookahead rows
         oldest = {(rb.t + k) % size_T for k in range(C - 1)} if wrapped else set(range(C - 1))
         assert not rows & (newest | oldest), itr
-        written = set(np.flatnonzero(rb._written).tolist())
+        written = set(np.flatnonzero(rb.writer.written).tolist())
         if len(rb):
             assert rows == written - newest - oldest
     assert len(rb) == (size_T - n - (C - 1)) * B

@@ -619,6 +619,7 @@ NO_VEL = {
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 103 s measured under load
 def test_r2d1_solves_cartpole_no_vel(tmp_path):
     """Best ReturnAverage (last 100 training episodes) of the rows logged every 5k steps,
     within 100k steps: >= 400 (CartPole's maximum is 500). About 1.5 minutes on 2 cores."""

@@ -414,6 +414,7 @@ def _example_1():
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 72 s measured under load
 def test_recurrent_ppo_solves_cartpole_no_vel_and_feed_forward_does_not(tmp_path):
     """The documented config (docs/recurrent.md): example 1 with ``--env-id
     CartPoleNoVel-v1 --recurrent --normalize-observation --critic-lstm --reward-scale 0.1``,

@@ -587,6 +587,7 @@ def test_agent_and_algo_type_checks():
 
 # -------------------------------------------------------------------------- 9. learning
 @pytest.mark.slow
+@pytest.mark.timeout(1200)  # 115 s measured under load
 def test_sac_learns_pendulum():
     """About 100 s on 2 cores; random play scores about -1200."""
     sampler = SerialSampler(

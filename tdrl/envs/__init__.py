@@ -6,6 +6,7 @@ from tdrl.envs.meta import MultiTaskEnv, make_meta_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.envs.transforms import PrevActionReward
+from tdrl.envs.vector_cartpole import VectorCartPole
 
 __all__ = [
     "AtariEnv",
@@ -13,6 +14,7 @@ __all__ = [
     "MultiTaskEnv",
     "PrevActionReward",
     "TrajInfo",
+    "VectorCartPole",
     "make_atari_env",
     "make_env",
     "make_gym_env",

@@ -152,15 +152,17 @@ def _transforms(env: TransformedEnv) -> list[Transform]:
 
 
 def unwrap_gym_env(env: Any, *, source: str | None = None) -> gym.Env:
-    """The gymnasium env a sampler steps for ``env``: itself, or the one a TorchRL env wraps.
+    """The gymnasium env that gives ``env``'s data: itself, or the one a TorchRL env wraps.
 
-    tdrl's samplers step gymnasium envs directly (their fast loop), so a TorchRL env is
-    accepted only where stepping the gymnasium env underneath gives the same data: a
-    ``GymWrapper`` (or ``GymEnv``) without frame skipping or pixel rendering, possibly
-    inside the ``TransformedEnv`` that ``make_env`` builds. Any other TorchRL transform
-    (reward scaling, observation normalisation, frame stacking, step counting, ...) would be
-    dropped silently, so such an env is refused; put that processing in a gymnasium wrapper
-    (``gymnasium.wrappers``) instead, which the samplers keep.
+    For code that wants tdrl's gymnasium fast loop under a TorchRL env (the samplers
+    themselves step a TorchRL env through its own ``step``, transforms included, see
+    ``tdrl.samplers.torchrl_loop``). A TorchRL env is unwrapped only where stepping the
+    gymnasium env underneath gives the same data: a ``GymWrapper`` (or ``GymEnv``) without
+    frame skipping or pixel rendering, possibly inside the ``TransformedEnv`` that
+    ``make_env`` builds. Any other TorchRL transform (reward scaling, observation
+    normalisation, frame stacking, step counting, ...) would be dropped silently, so such an
+    env is refused; put that processing in a gymnasium wrapper (``gymnasium.wrappers``),
+    or give the TorchRL env itself to a sampler.
 
     Args:
         env: what an ``env_fn`` returned.
@@ -179,10 +181,24 @@ def unwrap_gym_env(env: Any, *, source: str | None = None) -> gym.Env:
         return found
     what, why = found
     if source is None:
-        raise TypeError(f"tdrl's samplers cannot step {what}: {why}")
+        raise TypeError(f"tdrl's gymnasium loop cannot step {what}: {why}")
     raise TypeError(
-        f"env_fn must return an env tdrl's samplers can step; {source} returned {what}: {why}"
+        f"env_fn must return an env tdrl's gymnasium loop can step; {source} returned {what}: {why}"
     )
+
+
+def fast_path_env(env: Any) -> Any:
+    """``env``, or the gymnasium env inside it when it is a TorchRL env that adds nothing.
+
+    The samplers choose their path with this: a ``GymWrapper``/``GymEnv`` (no frame
+    skipping, no pixels), bare or behind only the transforms ``make_env`` adds, gives the
+    data of the gymnasium env underneath, which their fast loop steps (CartPole: ~7x the
+    TorchRL path, see docs/torchrl.md); any other env is returned as it is.
+    """
+    if not isinstance(env, EnvBase) or env.batch_size:
+        return env
+    found = _gym_env_under(env)
+    return found if isinstance(found, gym.Env) else env
 
 
 def _gym_env_under(env: Any) -> gym.Env | tuple[str, str]:
@@ -200,21 +216,22 @@ def _gym_env_under(env: Any) -> gym.Env | tuple[str, str]:
     if foreign:
         return (
             f"a TorchRL TransformedEnv with the transforms {', '.join(foreign)}",
-            "the samplers step the gymnasium env underneath and would drop them; do that "
-            f"processing with gymnasium wrappers, or return {SUPPORTED_ENVS}",
+            "stepping the gymnasium env underneath would drop them; do that processing "
+            f"with gymnasium wrappers, return {SUPPORTED_ENVS}, or give the TorchRL env to a "
+            "sampler as it is (the samplers step it, transforms included)",
         )
-    inner = getattr(base, "_env", None)
-    if not isinstance(base, GymWrapper) or not isinstance(inner, gym.Env):
+    inner = getattr(base, "_env", None) if isinstance(base, GymWrapper) else None
+    if not isinstance(inner, gym.Env):
         return (
             f"the TorchRL env {type(base).__name__}",
-            f"the samplers step gymnasium envs; expected {SUPPORTED_ENVS}",
+            f"no gymnasium env inside; expected {SUPPORTED_ENVS}",
         )
     frame_skip, from_pixels = getattr(base, "frame_skip", 1), getattr(base, "from_pixels", False)
     if frame_skip != 1 or from_pixels:
         return (
             f"a TorchRL {type(base).__name__} with frame_skip={frame_skip}, "
             f"from_pixels={from_pixels}",
-            "the samplers step the gymnasium env underneath and would ignore them; use "
+            "stepping the gymnasium env underneath would ignore them; use "
             "gymnasium wrappers (e.g. AddRenderObservation) or tdrl's AtariEnv(frame_skip=)",
         )
     return inner

@@ -21,10 +21,11 @@ class PrevActionReward(Transform):
         super().__init__(in_keys=[], out_keys=[keys.PREV_ACTION, keys.PREV_REWARD])
 
     def _null(self, tensordict: TensorDictBase) -> tuple[torch.Tensor, torch.Tensor]:
+        # The parent's specs already carry its batch dims (a SerialEnv's [B] included). On a
+        # partial reset the env keeps the entries of the envs not reset (TorchRL's merge).
         parent = self.parent
-        batch = tensordict.batch_size
-        action = parent.full_action_spec[keys.ACTION].zero(batch)
-        reward = parent.full_reward_spec[keys.REWARD].zero(batch)
+        action = parent.full_action_spec[keys.ACTION].zero()
+        reward = parent.full_reward_spec[keys.REWARD].zero()
         return action, reward
 
     def _reset(

@@ -1,7 +1,9 @@
 """Replay buffers: n-step, uniform or prioritized, frame-based for Atari, in memory or memmap.
 
 Their index samplers (``IndexSampler``: ``UniformSampler``, ``PrioritizedSampler``) pick
-stored entries; they are not the env samplers of ``tdrl.samplers``.
+stored entries; they are not the env samplers of ``tdrl.samplers``. The buffers write through a
+``TimeMajorWriter`` (a TorchRL ``Writer``) and speak TorchRL's replay API (``extend``,
+``sample``, ``update_priority``, ``update_tensordict_priority``; ``replays.torchrl_api``).
 """
 
 from tdrl.replays.base import STORAGES, IndexSampler, ReplayConfig, ReplaySampler
@@ -13,6 +15,7 @@ from tdrl.replays.sequence import SequenceReplayBuffer
 from tdrl.replays.sequence_frame import SequenceFrameReplayBuffer
 from tdrl.replays.sum_tree import SumTree
 from tdrl.replays.uniform import UniformSampler
+from tdrl.replays.writer import TimeMajorWriter
 
 __all__ = [
     "STORAGES",
@@ -26,6 +29,7 @@ __all__ = [
     "SequenceFrameReplayBuffer",
     "SequenceReplayBuffer",
     "SumTree",
+    "TimeMajorWriter",
     "UniformSampler",
     "replay_nbytes",
 ]

@@ -90,7 +90,7 @@ def replay_nbytes(buffer: ReplayBuffer) -> int:
     for array in (buffer._reward, buffer._done, buffer._terminated, buffer._pending_priority):
         if array is not None:
             total += array.nbytes
-    total += buffer._written.nbytes
+    total += buffer.writer.written.nbytes
     total += _arrays_nbytes(buffer.sampler)
     return int(total)
 
@@ -158,7 +158,7 @@ class FrameReplayBuffer(ReplayBuffer):
         self._store_final_frames(samples, torch.from_numpy(rows))
         # The oldest C - 1 rows lost their earlier frames to the newest rows.
         oldest = (self.t + np.arange(n_frames - 1)) % self.T_capacity
-        oldest = oldest[self._written[oldest]]
+        oldest = oldest[self.writer.written[oldest]]
         if oldest.size:
             self._invalidate(oldest)
         return rows
@@ -234,7 +234,7 @@ class FrameReplayBuffer(ReplayBuffer):
         n_frames = self.n_frames or 1
         if rows.size and n_frames > 1:
             back = (rows[:, None] - np.arange(1, n_frames)[None, :]) % self.T_capacity
-            rows = rows[self._written[back].all(axis=1)]
+            rows = rows[self.writer.written[back].all(axis=1)]
         super()._validate(rows)
 
     # ------------------------------------------------------------------ sampling

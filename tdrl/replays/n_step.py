@@ -18,6 +18,10 @@ so a window cut by a time limit (``truncated``) still bootstraps from the true n
 observation, and a terminal one does not. Across the buffer's wrap-around the window
 follows the time index modulo the capacity.
 
+A ``TimeMajorWriter`` (a TorchRL ``Writer``: cursor, written rows) writes batches into the
+storage; the buffer keeps the per-step arrays and tells its sampler which entries are valid.
+It also speaks TorchRL's replay API (``extend``, ``sample``, ...: ``tdrl.replays.torchrl_api``).
+
 Devices: by default the buffer is on the CPU and ``sample_batch(n, device=...)`` hands out
 minibatches on the training device (gathered into pinned memory and copied once,
 asynchronously, to CUDA). With ``device`` (``replay_device``) storage, n-step arrays and
@@ -54,7 +58,15 @@ from tdrl.replays.storage_files import (
     saved_replay_info,
     saved_replay_versions,
 )
+from tdrl.replays.torchrl_api import (
+    sample_size,
+    time_major,
+    torchrl_sample,
+    torchrl_update_priority,
+    torchrl_update_tensordict_priority,
+)
 from tdrl.replays.uniform import UniformSampler
+from tdrl.replays.writer import TimeMajorWriter
 from tdrl.utils.checks import check_choice, check_int, check_range
 from tdrl.utils.device import pinned_like, to_device
 
@@ -82,6 +94,7 @@ class ReplayBuffer:
         seed: seed of the default uniform sampler.
         device: where the storage, the n-step arrays and the default sampler's draws live
             (None: the CPU; see the module docstring). Memmap storage stays on the CPU.
+        batch_size: what ``sample()`` draws when given no batch size (None: it needs one).
     """
 
     #: Extra newest rows kept invalid beyond the n-step window (a subclass that rebuilds
@@ -100,8 +113,10 @@ class ReplayBuffer:
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
         device: str | torch.device | None = None,
+        batch_size: int | None = None,
     ):
         self.batch_B = check_int("batch_B", batch_B, minimum=1)
+        self.batch_size = None if batch_size is None else sample_size(batch_size, None)
         size = check_int("size", size, minimum=1)
         self.T_capacity = math.ceil(size / self.batch_B)
         self.size = self.T_capacity * self.batch_B
@@ -126,8 +141,7 @@ class ReplayBuffer:
             )
         self.storage: LazyTensorStorage | None = None
         self._leaves: list | None = None
-        self.t = 0  # time cursor: the next row to write
-        self._written = np.zeros(self.T_capacity, dtype=bool)
+        self.writer = TimeMajorWriter(size=self.size, batch_B=self.batch_B)
         # Small per-step arrays kept beside the storage for the n-step computation.
         grid, dev = (self.T_capacity, self.batch_B), self.device
         self._reward = torch.zeros(grid, device=dev)
@@ -135,11 +149,19 @@ class ReplayBuffer:
         self._terminated = torch.zeros(grid, dtype=torch.bool, device=dev)
         self._pending_priority: torch.Tensor | None = None
 
+    @property
+    def t(self) -> int:
+        """The time cursor: the next row to write (the writer's)."""
+        return self.writer.cursor
+
     # ------------------------------------------------------------------ writing
     def _new_storage(self) -> LazyTensorStorage:
         if self.storage_kind == "memmap":
-            return LazyMemmapStorage(self.size, ndim=2, scratch_dir=self.scratch_dir)
-        return LazyTensorStorage(self.size, ndim=2, device=self.device)
+            storage = LazyMemmapStorage(self.size, ndim=2, scratch_dir=self.scratch_dir)
+        else:
+            storage = LazyTensorStorage(self.size, ndim=2, device=self.device)
+        self.writer.register_storage(storage)
+        return storage
 
     def append_samples(
         self, samples: TensorDictBase, priorities: torch.Tensor | None = None
@@ -154,21 +176,19 @@ class ReplayBuffer:
 
         Returns:
             The time rows written.
+
+        Raises:
+            ArgumentError: ``samples`` is not ``[T, batch_B]`` with ``T <= T_capacity``.
         """
-        T, B = samples.batch_size
-        if self.batch_B != B:
-            raise ValueError(f"samples have batch_B={B}, the buffer was built for {self.batch_B}")
-        if self.T_capacity < T:
-            raise ValueError(f"a batch of {T} steps does not fit {self.T_capacity} steps per env")
-        rows = (self.t + np.arange(T)) % self.T_capacity
-        rows_t = torch.from_numpy(rows)
+        rows = self.writer.rows(samples, name="samples")
+        (T, B), rows_t = samples.batch_size, torch.from_numpy(rows)
         if self.storage is None:
             self.storage = self._new_storage()
         self._invalidate(rows)
         nxt, dev = samples.get(keys.NEXT), self.device
         stored = self._store(samples)
         # A blocking copy: the sampler reuses its buffer once this returns.
-        self.storage.set(rows_t, stored if dev.type == "cpu" else stored.to(dev))
+        self.writer.extend(stored if dev.type == "cpu" else stored.to(dev))
         rows_d = rows_t.to(dev)
         self._reward[rows_d] = nxt.get(keys.REWARD)[..., 0].to(dev, torch.float32)
         self._done[rows_d] = nxt.get(keys.DONE)[..., 0].to(dev)
@@ -177,13 +197,8 @@ class ReplayBuffer:
             if self._pending_priority is None:
                 self._pending_priority = torch.zeros(self.T_capacity, B)
             self._pending_priority[rows_t] = torch.as_tensor(priorities).float().cpu()
-        self._written[rows] = True
-        self.t = int((self.t + T) % self.T_capacity)
         # Rows whose n-step window just became complete.
-        lag = self.n_step_return - 1 + self._lookahead
-        ready = (self.t - lag - T + np.arange(T)) % self.T_capacity
-        ready = ready[self._written[ready]]
-        self._validate(ready)
+        self._validate(self.writer.completed(T, self.n_step_return - 1 + self._lookahead))
         return rows
 
     def _store(self, samples: TensorDictBase) -> TensorDictBase:
@@ -206,8 +221,19 @@ class ReplayBuffer:
             self.sampler.update_priority(torch.from_numpy(flat), prio)
 
     def __len__(self) -> int:
-        """Transitions that can be sampled now."""
+        """Transitions that can be sampled now (TorchRL's ``len`` counts stored ones)."""
         return len(self.sampler)
+
+    # ------------------------------------------------------------------ TorchRL's API
+    def extend(self, data: TensorDictBase) -> torch.Tensor:
+        """TorchRL's ``extend``: ``append_samples``; returns the flat indices ``[T, B]`` written."""
+        rows = self.append_samples(time_major(data, self.batch_B))
+        return torch.from_numpy(self._flat(rows)).view(-1, self.batch_B)
+
+    #: TorchRL's ``sample``, ``update_priority``, ``update_tensordict_priority`` (shared).
+    sample = torchrl_sample
+    update_priority = torchrl_update_priority
+    update_tensordict_priority = torchrl_update_tensordict_priority
 
     # ------------------------------------------------------------------ sampling
     def sample_batch(self, batch_size: int, *, device: torch.device | None = None) -> TensorDict:
@@ -344,7 +370,7 @@ class ReplayBuffer:
         return {
             "config": self._config(),
             "t": self.t,
-            "written": torch.from_numpy(self._written.copy()),
+            "written": torch.from_numpy(self.writer.written.copy()),
             "reward": self._reward.to("cpu", copy=True),
             "done": self._done.to("cpu", copy=True),
             "terminated": self._terminated.to("cpu", copy=True),
@@ -365,8 +391,7 @@ class ReplayBuffer:
         """
         self._check_state(state)
         self.sampler.load_state_dict(state["sampler"])  # checks its state before changing
-        self.t = int(state["t"])
-        self._written = np.asarray(state["written"], dtype=bool).copy()
+        self.writer.load_state_dict({"cursor": state["t"], "written": state["written"]})
         self._reward.copy_(state["reward"])
         self._done.copy_(state["done"])
         self._terminated.copy_(state["terminated"])

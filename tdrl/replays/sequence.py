@@ -26,6 +26,10 @@ priority with the start of its warm-up); it is dropped if that start's data is n
 buffer. A valid start takes it at once; another keeps it pending until it becomes valid, or
 loses it when its row is overwritten. Starts becoming valid without one get the default.
 
+Writing goes through a ``TimeMajorWriter`` over the blocks (cursor ``t / max(k, 1)``), and the
+buffer speaks TorchRL's replay API (``extend``, ``sample``, ``len``, ``update_priority``,
+``update_tensordict_priority``; ``tdrl.replays.torchrl_api``): its entries are the starts.
+
 Devices as ``ReplayBuffer``: storage on the CPU (batches gathered into pinned memory, copied
 once to ``device``) or on the device. Saves hold CPU tensors and load without running code.
 
@@ -59,7 +63,15 @@ from tdrl.replays.storage_files import (
     saved_replay_info,
     saved_replay_versions,
 )
+from tdrl.replays.torchrl_api import (
+    sample_size,
+    time_major,
+    torchrl_sample,
+    torchrl_update_priority,
+    torchrl_update_tensordict_priority,
+)
 from tdrl.replays.uniform import UniformSampler
+from tdrl.replays.writer import TimeMajorWriter
 from tdrl.utils.checks import ArgumentError, check_callable, check_choice, check_int
 from tdrl.utils.device import pinned_like, to_device
 
@@ -123,6 +135,7 @@ class SequenceReplayBuffer:
         scratch_dir: directory of the memmap files (default: a temporary directory).
         seed: seed of the default uniform sampler.
         device: where storage and default draws live (None: the CPU); memmap stays there.
+        batch_size: sequences ``sample()`` draws when given no number (None: it needs one).
     """
 
     #: Step keys ``keys_to_store`` must include (a frame-stacking subclass needs some).
@@ -146,8 +159,10 @@ class SequenceReplayBuffer:
         scratch_dir: str | Path | None = None,
         seed: int | None = None,
         device: str | torch.device | None = None,
+        batch_size: int | None = None,
     ):
         self.batch_B = check_int("batch_B", batch_B, minimum=1)
+        self.batch_size = None if batch_size is None else sample_size(batch_size, None)
         self.batch_T = check_int("batch_T", batch_T, minimum=1)
         self.n_step_return = check_int("n_step_return", n_step_return, minimum=0)
         self.L = self.batch_T + self.n_step_return
@@ -180,7 +195,7 @@ class SequenceReplayBuffer:
         self.sampler = sampler
         self.storage: LazyTensorStorage | None = None
         self._rnn_zero: TensorDictBase | None = None  # a zero state [] (None: no rnn_state)
-        self.t = 0  # time cursor: the next row to write (a multiple of the stride)
+        self.writer = TimeMajorWriter(size=n_starts, batch_B=self.batch_B)  # over the blocks
         self.filled = 0  # rows holding data, at most T_capacity
         self._back = 0  # rows before a start that its window needs (frame stacks: C - 1)
         self._valid_rows = np.zeros(self.start_rows, dtype=bool)
@@ -194,12 +209,20 @@ class SequenceReplayBuffer:
         k = max(check_int("rnn_state_interval", rnn_state_interval, minimum=0), 1)
         return math.ceil(math.ceil(size / B) / k) * B
 
+    @property
+    def t(self) -> int:
+        """The time cursor: the next row to write (the writer's block cursor times k)."""
+        return self.writer.cursor * self.stride
+
     # ------------------------------------------------------------------ writing
     def _new_storage(self) -> LazyTensorStorage:
         n = self.start_rows * self.batch_B
         if self.storage_kind == "memmap":
-            return LazyMemmapStorage(n, ndim=2, scratch_dir=self.scratch_dir)
-        return LazyTensorStorage(n, ndim=2, device=self.device)
+            storage = LazyMemmapStorage(n, ndim=2, scratch_dir=self.scratch_dir)
+        else:
+            storage = LazyTensorStorage(n, ndim=2, device=self.device)
+        self.writer.register_storage(storage)
+        return storage
 
     def append_samples(
         self, samples: TensorDictBase, priorities: torch.Tensor | None = None
@@ -242,8 +265,8 @@ class SequenceReplayBuffer:
         if self.rnn_state_interval:
             data[keys.RNN_STATE] = samples.get(keys.RNN_STATE)[::k]
         stored = TensorDict(data, batch_size=[n_new, B]).contiguous()  # contiguous leaves
-        self.storage.set(blocks, stored.to(self.device))  # a blocking copy
-        self.t, self.filled = int((self.t + T) % cap), min(self.filled + T, cap)
+        self.writer.extend(stored.to(self.device))  # at ``blocks``; a blocking copy
+        self.filled = min(self.filled + T, cap)
         targets = None if priorities is None else self._input_priorities(priorities, j0, n_new)
         self._update_validity(targets)
         return rows
@@ -309,8 +332,19 @@ class SequenceReplayBuffer:
             self._pending[rows] = float("nan")
 
     def __len__(self) -> int:
-        """Sequence starts that can be drawn now."""
+        """Sequence starts that can be drawn now (TorchRL's ``len`` counts stored items)."""
         return len(self.sampler)
+
+    # ------------------------------------------------------------------ TorchRL's API
+    def extend(self, data: TensorDictBase) -> torch.Tensor:
+        """TorchRL's ``extend``: ``append_samples``; returns the starts written ``[T / k, B]``."""
+        rows = self.append_samples(time_major(data, self.batch_B))[:: self.stride]
+        return torch.from_numpy(self._flat(rows // self.stride)).view(-1, self.batch_B)
+
+    #: TorchRL's ``sample``, ``update_priority``, ``update_tensordict_priority`` (shared).
+    sample = torchrl_sample
+    update_priority = torchrl_update_priority
+    update_tensordict_priority = torchrl_update_tensordict_priority
 
     # ------------------------------------------------------------------ sampling
     def sample_batch(self, batch_B: int, *, device: str | torch.device | None = None) -> TensorDict:
@@ -408,7 +442,9 @@ class SequenceReplayBuffer:
         """Restore ``state_dict()``; a ``ValueError`` names what does not fit this buffer."""
         self._check_state(state)
         self.sampler.load_state_dict(state["sampler"])  # checks its state before changing
-        self.t, self.filled = int(state["t"]), int(state["filled"])
+        t, self.filled = int(state["t"]), int(state["filled"])
+        written = torch.arange(self.start_rows) * self.stride < self.filled  # filled: t or all
+        self.writer.load_state_dict({"cursor": t // self.stride, "written": written})
         pending = state.get("pending_priority")
         self._pending = None if pending is None else pending.clone().float()
         template = state.get("rnn_template")

@@ -392,7 +392,7 @@ def load_sampler_state(sampler: Any, path: str | Path, file_name: str) -> None:
     try:
         sampler.load_state_dict(state)
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise SnapshotError(f"{file} does not fit this sampler: {exc}") from None
+        raise SnapshotError(f"{file} does not fit: {exc}") from None
 
 
 def restore_generator(state: Any, what: str) -> np.random.Generator:

@@ -2,12 +2,14 @@
 
 from tdrl.keys import BatchSpec
 from tdrl.samplers.base import Sampler
+from tdrl.samplers.collector import CollectorSampler
 from tdrl.samplers.parallel import AlternatingSampler, CpuSampler, GpuSampler
 from tdrl.samplers.serial import SerialSampler
 
 __all__ = [
     "AlternatingSampler",
     "BatchSpec",
+    "CollectorSampler",
     "CpuSampler",
     "GpuSampler",
     "Sampler",

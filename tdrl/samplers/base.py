@@ -10,15 +10,21 @@ A sampler is built from an env factory and a batch shape, then:
   ``TrajInfo`` of every episode that ended during the batch;
 * ``evaluate_agent(itr) -> traj_infos`` runs the agent in eval mode on separate envs and
   returns only completed episodes;
-* ``shutdown()`` closes the envs (and stops any worker process).
+* ``shutdown()`` closes the envs (and stops any worker process);
+* ``for samples in sampler:`` iterates like a TorchRL collector (``iterate``): the batches
+  of iterations 0, 1, ... forever, each one's finished episodes in ``last_traj_infos``;
+  ``update_policy_weights_()`` brings the acting agent's weights up to date.
 
+An env factory may return gymnasium envs (stepped by ``tdrl.samplers.env_loop``) or
+TorchRL envs, of batch size ``[]`` or ``[B']`` (stepped by ``tdrl.samplers.torchrl_loop``):
+``make_envs`` builds them, ``env_specs`` reads what the agent and the buffer need from one.
 Every sampler checks its shared keyword arguments once, into a ``SamplerSettings``.
 """
 
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -27,9 +33,10 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl._compat import TensorSpec
+from tdrl._compat import EnvBase, TensorSpec
 from tdrl.agents.base import Agent
-from tdrl.envs.spaces import space_to_spec
+from tdrl.envs.gym import fast_path_env
+from tdrl.envs.torchrl_env import Path, check_extra_keys
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import (
@@ -49,6 +56,8 @@ class Sampler(Protocol):
     optimising do not share weights mid-update). ``samples`` is the ``[T, B]`` buffer
     ``obtain_samples`` fills (valid after ``initialize``). ``settings`` are its checked
     arguments (the env factory and its keyword arguments, the batch shape, ...).
+    ``last_traj_infos`` are the episodes that ended during the batch the sampler's
+    iterator yielded last.
     """
 
     batch_spec: BatchSpec
@@ -56,6 +65,7 @@ class Sampler(Protocol):
     agent: Agent | None
     eval_n_envs: int
     samples: TensorDict
+    last_traj_infos: list[TrajInfo]
 
     def initialize(
         self, agent: Agent, *, seed: int = 0, traj_info_kwargs: dict[str, Any] | None = None
@@ -85,6 +95,38 @@ class Sampler(Protocol):
         """Close the envs and stop any worker process."""
         ...
 
+    def __iter__(self) -> Iterator[TensorDict]:
+        """The ``[T, B]`` batches of iterations 0, 1, ..., forever (``iterate``)."""
+        ...
+
+    def update_policy_weights_(self) -> None:
+        """Make the acting agent's weights those of ``agent`` now (no-op where shared)."""
+        ...
+
+
+def iterate(sampler: Sampler) -> Iterator[TensorDict]:
+    """Iterate over a sampler as over a TorchRL collector: ``for samples in sampler:``.
+
+    For ``itr = 0, 1, ...`` (forever: break out of the loop, then ``shutdown``) it puts the
+    agent in sample mode (``agent.sample_mode(itr)``, as the runners do), yields
+    ``obtain_samples(itr)``'s ``[T, B]`` batch, and keeps that batch's finished episodes
+    in ``sampler.last_traj_infos``. The batch is the sampler's buffer, overwritten by the
+    next one: consume (or ``clone``) it inside the loop. Every sampler's ``__iter__``
+    returns this generator.
+
+    Raises:
+        RuntimeError: the sampler is not initialized.
+    """
+    itr = 0
+    while True:
+        agent = sampler.agent
+        if agent is None:
+            raise RuntimeError("call initialize(agent, seed=...) before iterating a sampler")
+        agent.sample_mode(itr)
+        samples, sampler.last_traj_infos = sampler.obtain_samples(itr)
+        yield samples
+        itr += 1
+
 
 @dataclass(frozen=True)
 class SamplerSettings:
@@ -104,6 +146,7 @@ class SamplerSettings:
         eval_max_steps: env steps per evaluation over all eval envs (None: unbounded).
         eval_max_trajectories: episodes after which evaluation stops (None: unbounded).
         traj_info_cls: per-episode record class.
+        extra_keys: env keys recorded under ``("next", *key)``, as tuples of strings.
     """
 
     env_fn: Callable[..., Any]
@@ -116,6 +159,7 @@ class SamplerSettings:
     eval_max_steps: int | None
     eval_max_trajectories: int | None
     traj_info_cls: type[TrajInfo]
+    extra_keys: tuple[Path, ...]
 
     @classmethod
     def check(
@@ -132,6 +176,7 @@ class SamplerSettings:
         eval_max_steps: int | None,
         eval_max_trajectories: int | None,
         traj_info_cls: type[TrajInfo],
+        extra_keys: Sequence[str | tuple[str, ...]],
     ) -> SamplerSettings:
         """Validate a sampler's shared keyword arguments (same names and meaning).
 
@@ -179,6 +224,7 @@ class SamplerSettings:
             eval_max_steps=eval_max_steps,
             eval_max_trajectories=eval_max_trajectories,
             traj_info_cls=traj_info_cls,
+            extra_keys=check_extra_keys(extra_keys),
         )
 
     @classmethod
@@ -195,42 +241,6 @@ class SamplerSettings:
         return cls.check(**{name: arguments[name] for name in names})
 
 
-def initialize_agent(agent: Agent, env: gym.Env, n_envs: int) -> tuple[TensorSpec, TensorSpec]:
-    """Give ``agent`` the specs of ``env``'s spaces and set it up to act for ``n_envs`` envs.
-
-    Returns:
-        ``(observation_spec, action_spec)``.
-    """
-    observation_spec = space_to_spec(env.observation_space)
-    action_spec = space_to_spec(env.action_space)
-    agent.initialize(observation_spec, action_spec)
-    agent.collector_initialize(n_envs, list(range(n_envs)))
-    return observation_spec, action_spec
-
-
-def allocate_samples(
-    settings: SamplerSettings,
-    agent: Agent,
-    observation_spec: TensorSpec,
-    action_spec: TensorSpec,
-    inputs: tuple[Any, torch.Tensor, torch.Tensor],
-) -> TensorDict:
-    """The zeroed ``[T, B]`` sample buffer of a sampler, for what ``agent`` returns.
-
-    Puts the agent in sample mode (iteration 0) and steps it once on ``inputs``
-    (``(observation, prev_action, prev_reward)`` of the B envs, CPU tensors) to learn its
-    info entries; adds ``valid`` for wait-reset collection (``mid_batch_reset=False``).
-    """
-    agent.sample_mode(0)
-    return build_samples_buffer(
-        settings.batch_spec,
-        observation_spec,
-        action_spec,
-        example_agent_info(agent, *inputs),
-        valid=not settings.mid_batch_reset,
-    )
-
-
 def build_samples_buffer(
     batch_spec: BatchSpec,
     observation_spec: TensorSpec,
@@ -238,6 +248,7 @@ def build_samples_buffer(
     agent_info: Mapping[Any, Any],
     *,
     valid: bool = False,
+    extras: Mapping[Path, TensorSpec] | None = None,
 ) -> TensorDict:
     """Allocate the zeroed ``[T, B]`` sample TensorDict for these specs.
 
@@ -249,6 +260,7 @@ def build_samples_buffer(
             leading dim B; one ``[T, B, ...]`` entry is allocated per key. A recurrent
             agent's ``("next", "rnn_state")`` also allocates ``rnn_state`` and ``is_init``.
         valid: add a bool ``valid`` ``[T, B]`` entry (wait-reset collection).
+        extras: specs (one env) of the extra keys, allocated under ``("next", *key)``.
 
     Returns:
         The buffer, with the time dim named ``"time"``.
@@ -284,6 +296,8 @@ def build_samples_buffer(
         buf.set(keys.IS_INIT, torch.zeros(T, B, dtype=torch.bool))
     if valid:
         buf.set(keys.VALID, torch.ones(T, B, dtype=torch.bool))
+    for path, spec in (extras or {}).items():
+        buf.set((keys.NEXT, *path), spec.zeros(lead))
     buf.names = [keys.TIME_DIM_NAME, None]
     return buf
 
@@ -303,27 +317,102 @@ def example_agent_info(
     return info
 
 
-def make_envs(env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int) -> list[gym.Env]:
-    """Build ``n`` gymnasium envs from the factory (see ``tdrl.envs.unwrap_gym_env``).
+def make_envs(
+    env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int, *, name: str = "batch_B"
+) -> list[Any]:
+    """Build the envs of ``n`` sampler columns from the factory.
+
+    The factory returns gymnasium envs (``n`` of them are built) or TorchRL envs
+    (``EnvBase``): of batch size ``[]`` (``n`` built) or batched, ``[B']`` (``n / B'`` built).
+
+    Args:
+        env_fn: the factory.
+        env_kwargs: its keyword arguments.
+        n: the columns the envs fill.
+        name: the argument ``n`` comes from, for messages (``batch_B``, ``eval_n_envs``).
 
     Raises:
         TypeError: ``env_fn`` returned something a sampler cannot step (``None``, a dict,
-            a TorchRL env with transforms it would drop, ...); the message names
+            a TorchRL env batched over several dims, ...), or a mix; the message names
             ``env_fn`` and what it returned.
+        ArgumentError: ``n`` is not a multiple of a batched env's ``B'``, naming ``name``.
     """
-    from tdrl.envs.gym import unwrap_gym_env
-
-    envs: list[gym.Env] = []
+    first, columns = make_example_env(env_fn, env_kwargs)
+    envs: list[Any] = [first]
     try:
-        for _ in range(n):
-            envs.append(
-                unwrap_gym_env(env_fn(**env_kwargs), source=f"{_name(env_fn)}(**env_kwargs)")
-            )
+        check_columns(name, n, columns, env_fn)
+        for _ in range(n // columns - 1):
+            env = fast_path_env(env_fn(**env_kwargs))
+            envs.append(env)
+            if type(env) is not type(first) or _columns(env, env_fn) != columns:
+                raise TypeError(
+                    f"env_fn must return envs of one kind; {_source(env_fn)} returned a "
+                    f"{type(first).__name__} then a {type(env).__name__}"
+                )
     except BaseException:
         for built in envs:
-            built.close()
+            close_env(built)
         raise
     return envs
+
+
+def make_example_env(env_fn: Callable[..., Any], env_kwargs: dict[str, Any]) -> tuple[Any, int]:
+    """One env from the factory, checked, and the sampler columns it fills.
+
+    Raises:
+        TypeError: as ``make_envs``.
+    """
+    env = fast_path_env(env_fn(**env_kwargs))
+    try:
+        return env, _columns(env, env_fn)
+    except BaseException:
+        close_env(env)
+        raise
+
+
+def close_env(env: Any) -> None:
+    """Close a gymnasium or TorchRL env (a batched TorchRL env only once it started)."""
+    if isinstance(env, EnvBase):
+        if not env.is_closed:
+            env.close()
+    elif isinstance(env, gym.Env):
+        env.close()
+
+
+def check_columns(name: str, n: int, columns: int, env_fn: Callable[..., Any]) -> None:
+    """Refuse ``n`` columns that batched envs of ``columns`` columns cannot fill.
+
+    Raises:
+        ArgumentError: naming ``name``, ``n`` and the env's batch size.
+    """
+    if n % columns:
+        raise ArgumentError(
+            f"{name}={n} is not a multiple of {columns}: {_source(env_fn)} returns batched "
+            f"TorchRL envs of batch size [{columns}], each filling {columns} columns"
+        )
+
+
+def _source(env_fn: Callable[..., Any]) -> str:
+    return f"{_name(env_fn)}(**env_kwargs)"
+
+
+def _columns(env: Any, env_fn: Callable[..., Any]) -> int:
+    """Buffer columns ``env`` fills, or a ``TypeError`` when a sampler cannot step it."""
+    if isinstance(env, gym.Env):
+        return 1
+    if isinstance(env, EnvBase):
+        if len(env.batch_size) > 1:
+            raise TypeError(
+                f"env_fn must return envs of batch size [] or [B']; {_source(env_fn)} "
+                f"returned a {type(env).__name__} of batch size {list(env.batch_size)}"
+            )
+        return int(env.batch_size[0]) if env.batch_size else 1
+    text = " ".join(repr(env).split())
+    what = "None" if env is None else f"{type(env).__name__} {text[:57]}"
+    raise TypeError(
+        f"env_fn must return an env tdrl's samplers can step; {_source(env_fn)} returned "
+        f"{what}: expected a gymnasium.Env or a TorchRL EnvBase"
+    )
 
 
 def _name(fn: Any) -> str:

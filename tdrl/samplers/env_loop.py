@@ -1,21 +1,26 @@
-"""The per-env loop every sampler shares: step gymnasium envs into a ``[T, B]`` buffer.
+"""The per-env loop every sampler shares: step envs into a ``[T, B]`` buffer.
 
-``EnvRunner`` steps a list of envs and writes their columns of a sample TensorDict in
-place, through NumPy views made once (``bind``); the serial sampler, every parallel
-sampler's worker and offline evaluation (``tdrl.samplers.evaluation``) all run it. A time
-step ``t`` is three calls:
+``EnvLoop`` is what the loop over gymnasium envs (``EnvRunner``, here) and the loop over
+TorchRL envs (``tdrl.samplers.torchrl_loop.TorchEnvRunner``) share: the carried agent
+inputs of every env, the episode statistics, the recurrent state and the per-step views of
+the buffer. Each runner steps a list of envs and writes their columns of a sample
+TensorDict in place, through views made once (``bind``); the serial sampler, every
+parallel sampler's worker and offline evaluation (``tdrl.samplers.evaluation``) all run
+one. A time step ``t`` is three calls:
 
 * ``write_inputs(t)``: the carried observation, previous action and previous reward of
   every env into row ``t``;
 * ``AgentRows.act(agent, t)``: the agent's action (and info) for row ``t``, computed here
   (``collect``) or by another process (the parallel samplers' action server); an agent
   on a GPU gets row ``t``'s inputs copied there and its outputs are copied back;
-* ``step_envs(t)``: every env steps with ``action[t]``; reward, next observation and
-  episode ends go into row ``t``; finished episodes are returned as ``TrajInfo``.
+* ``step_envs(t)``: every env steps with ``action[t]``; reward, next observation, episode
+  ends and the extra keys go into row ``t``; finished episodes are returned as ``TrajInfo``.
 
-The per-step cost is one agent call and one ``env.step`` per env: no TensorDict indexing
-and no per-env Python work beyond the env itself. The agent's device is looked up once per
-batch; a CPU agent costs no copy.
+For gymnasium envs the per-step cost is one agent call and one ``env.step`` per env: no
+TensorDict indexing and no per-env Python work beyond the env itself. The agent's device
+is looked up once per batch; a CPU agent costs no copy. ``extra_keys`` of a gymnasium env
+are entries of each step's ``info`` (numbers, stored as float32 ``("next", *key)``
+``[T, B, 1]``); every step's ``info`` must hold them.
 """
 
 from __future__ import annotations
@@ -26,24 +31,16 @@ from typing import Any
 import gymnasium as gym
 import numpy as np
 import torch
-from tensordict import TensorDict, TensorDictBase
+from tensordict import TensorDict
 
 from tdrl import keys
-from tdrl._compat import Composite, TensorSpec
+from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.envs.torchrl_env import Path, show
 from tdrl.envs.traj_info import TrajInfo, TrajTracker
+from tdrl.samplers.buffer_views import AgentRows, ObsWriter, numpy_leaves
 
-
-def _rows(x: torch.Tensor) -> list[torch.Tensor]:
-    """One view per time step (plain indexing: each view can be written in place)."""
-    return [x[t] for t in range(x.shape[0])]
-
-
-def numpy_leaves(td_or_tensor: TensorDictBase | torch.Tensor) -> list[np.ndarray]:
-    """NumPy views of a tensor, or of a TensorDict's leaves in ``keys(True, True)`` order."""
-    if isinstance(td_or_tensor, torch.Tensor):
-        return [td_or_tensor.numpy()]
-    return [td_or_tensor.get(k).numpy() for k in td_or_tensor.keys(True, True)]
+__all__ = ["ActionAdapter", "AgentRows", "EnvLoop", "EnvRunner", "ObsWriter", "numpy_leaves"]
 
 
 class ActionAdapter:
@@ -73,131 +70,23 @@ class ActionAdapter:
         return actions
 
 
-class ObsWriter:
-    """Writes gymnasium observations (arrays or nested dicts) into ``[B, ...]`` arrays.
+class EnvLoop:
+    """What every env runner shares (see the module docstring); a runner subclasses it.
 
-    Built once from the observation spec; ``write(b, obs)`` costs one NumPy assignment per
-    leaf. ``tensors`` holds the observations (a tensor, or a TensorDict for Dict spaces) and
-    ``leaves`` NumPy views of its leaves (one for a plain ``Box`` space).
+    It keeps each env's carried agent inputs (observation, previous action and reward), its
+    running ``TrajInfo`` and its recurrent state across batches. ``write_inputs(t)`` copies
+    the carried inputs into row ``t`` of the buffer; the caller then fills ``action[t]``
+    (and agent info) itself; the runner's ``step_envs(t)`` steps every env with
+    ``action[t]`` and records the results, ending with ``finish_step``. ``collect(agent)``
+    runs a whole batch with the agent in this process.
 
-    Args:
-        observation_spec: spec of one observation.
-        n_envs: rows (envs) to hold.
-    """
-
-    def __init__(self, observation_spec: TensorSpec, n_envs: int):
-        self.paths: list[tuple[str, ...]] = (
-            [k if isinstance(k, tuple) else (k,) for k in observation_spec.keys(True, True)]
-            if isinstance(observation_spec, Composite)
-            else []
-        )
-        self.tensors = observation_spec.zeros((n_envs,))
-        if self.paths:
-            self.leaves = [self.tensors.get(p).numpy() for p in self.paths]
-        else:
-            self.leaves = [self.tensors.numpy()]
-
-    def write(self, b: int, obs: Any) -> None:
-        """Store env ``b``'s observation ``obs`` (an array, or a nested dict of arrays)."""
-        if not self.paths:
-            self.leaves[0][b] = obs
-            return
-        for path, leaf in zip(self.paths, self.leaves, strict=True):
-            value = obs
-            for k in path:
-                value = value[k]
-            leaf[b] = value
-
-
-def inputs_to(
-    device: torch.device, observation: Any, prev_action: torch.Tensor, prev_reward: torch.Tensor
-) -> tuple[Any, torch.Tensor, torch.Tensor]:
-    """The agent's inputs (an observation tensor or TensorDict) copied to ``device``."""
-    return (
-        observation.to(device, non_blocking=True),
-        prev_action.to(device, non_blocking=True),
-        prev_reward.to(device, non_blocking=True),
-    )
-
-
-class AgentRows:
-    """Per-time-step views of a ``[T, B]`` sample buffer's agent inputs and outputs.
-
-    ``act(agent, t)`` runs the agent on row ``t``'s inputs and writes its action and info
-    into row ``t``, in place. The views are made once (indexing a TensorDict per step
-    costs more than a small policy's forward pass). Info entries the buffer lacks are not
-    stored.
+    A runner implements ``start``, ``restart``, ``begin_batch``, ``step_envs`` and ``close``.
 
     Args:
-        samples: the ``[T, B]`` buffer (or a column slice of one).
-    """
-
-    def __init__(self, samples: TensorDict):
-        T = samples.shape[0]
-        obs = samples.get(keys.OBSERVATION)
-        self.observation = [obs[t] for t in range(T)]  # a tensor or TensorDict per row
-        self.prev_action = _rows(samples.get(keys.PREV_ACTION))
-        self.prev_reward = _rows(samples.get(keys.PREV_REWARD))
-        self.action = _rows(samples.get(keys.ACTION))
-        not_info = {*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT, keys.VALID, keys.IS_INIT}
-        not_info.add(keys.RNN_STATE)
-        self.info_keys = [k for k in samples.keys() if k not in not_info]  # noqa: SIM118
-        self.info = {k: _rows(samples.get(k)) for k in self.info_keys}
-        state = samples.get(keys.RNN_STATE, None)  # recurrent agents: the state in, and out
-        self.rnn_state = None if state is None else [state[t] for t in range(T)]
-        self.next_rnn_state = (
-            None if state is None else [samples.get(keys.NEXT_RNN_STATE)[t] for t in range(T)]
-        )
-
-    def act(self, agent: Agent, t: int, device: torch.device | None = None) -> None:
-        """Write the agent's action (and info) for row ``t`` into row ``t``.
-
-        An agent on another device than the CPU gets its inputs copied there; its action
-        and info are copied back into the (CPU) buffer.
-
-        Args:
-            agent: the acting agent.
-            t: the row (time step).
-            device: where the inputs go (default: the agent's; pass it to skip the look-up
-                in a loop).
-        """
-        observation, prev_action, prev_reward = (
-            self.observation[t],
-            self.prev_action[t],
-            self.prev_reward[t],
-        )
-        device = agent.device if device is None else device
-        if device.type != "cpu":  # non-blocking from a pinned buffer (SerialSampler's)
-            observation, prev_action, prev_reward = inputs_to(
-                device, observation, prev_action, prev_reward
-            )
-        if self.rnn_state is None:
-            action, info = agent.step(observation, prev_action, prev_reward)
-        else:
-            state = self.rnn_state[t]
-            if device.type != "cpu":
-                state = state.to(device, non_blocking=True)
-            action, info = agent.step(observation, prev_action, prev_reward, state)
-            self.next_rnn_state[t].copy_(info[keys.NEXT_RNN_STATE])  # type: ignore[index]
-        self.action[t].copy_(action)
-        for k in self.info_keys:
-            self.info[k][t].copy_(info[k])
-
-
-class EnvRunner:
-    """Steps a list of gymnasium envs into their ``[T, len(envs)]`` columns of a buffer.
-
-    It keeps each env's carried agent inputs (observation, previous action and reward) and
-    its running ``TrajInfo`` across batches. ``write_inputs(t)`` copies the carried inputs
-    into row ``t`` of the buffer; the caller then fills ``action[t]`` (and agent info)
-    itself; ``step_envs(t)`` steps every env with ``action[t]`` and records the results.
-    ``collect(agent)`` runs a whole batch with the agent in this process.
-
-    Args:
-        envs: the envs (unwrapped to gymnasium).
-        env_ranks: each env's index among all the sampler's envs; env ``b`` is seeded with
-            ``seed + env_ranks[b]`` and decorrelated with its own generator, so a batch
-            does not depend on how envs are split among processes.
+        n_envs: the envs' columns of the buffer.
+        env_ranks: each column's index among all the sampler's envs; env ``b`` is seeded
+            with ``seed + env_ranks[b]`` and decorrelated with its own generator, so a
+            batch does not depend on how envs are split among processes.
         seed: base seed.
         observation_spec: spec of one observation.
         action_spec: spec of one action.
@@ -206,11 +95,12 @@ class EnvRunner:
         mid_batch_reset: reset an env as soon as its episode ends (True), or freeze it
             for the rest of the batch and reset it before the next one (False: "wait
             reset"; the buffer then has a ``valid`` entry, 0 on the frozen steps).
+        extra_keys: keys recorded under ``("next", *key)`` (where the buffer has them).
     """
 
     def __init__(
         self,
-        envs: list[gym.Env],
+        n_envs: int,
         *,
         env_ranks: Sequence[int],
         seed: int,
@@ -219,14 +109,14 @@ class EnvRunner:
         traj_info_cls: type[TrajInfo],
         discount: float,
         mid_batch_reset: bool = True,
+        extra_keys: Sequence[Path] = (),
     ):
-        self.envs = envs
+        n = n_envs
         self.env_ranks = list(env_ranks)
         self.seed = int(seed)
         self.observation_spec = observation_spec
         self.action_spec = action_spec
-        n = len(envs)
-        self.act = ActionAdapter(envs[0].action_space)
+        self.extra_keys = tuple(extra_keys)
         self.traj = TrajTracker(n, traj_info_cls, discount)
         self.obs = ObsWriter(observation_spec, n)
         self.prev_action = action_spec.zeros((n,))
@@ -240,6 +130,180 @@ class EnvRunner:
         # whether its next step starts an episode; allocated by ``bind``.
         self.rnn_carry: list[np.ndarray] = []
         self.fresh = np.ones(n, dtype=bool)
+
+    # ------------------------------------------------------------- what a runner implements
+    def start(self, max_decorrelation_steps: int) -> None:
+        """Seed and reset every env, then decorrelate them (random actions)."""
+        raise NotImplementedError
+
+    def restart(self) -> None:
+        """Start a fresh episode in every env, dropping the ones in progress unreported."""
+        raise NotImplementedError
+
+    def begin_batch(self) -> None:
+        """Wait-reset: reset the envs that finished during the previous batch."""
+        raise NotImplementedError
+
+    def step_envs(self, t: int) -> list[TrajInfo]:
+        """Step every env with ``action[t]``, record row ``t``; the episodes that ended."""
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Close every env."""
+        raise NotImplementedError
+
+    # ------------------------------------------------------------------------ shared
+    def agent_inputs(self) -> tuple[Any, torch.Tensor, torch.Tensor]:
+        """The carried ``(observation, prev_action, prev_reward)`` of every env (``[B]``)."""
+        return self.obs.tensors, self.prev_action, self.prev_reward
+
+    def _reset_state(self, envs: Any) -> None:
+        """Zero the carried recurrent state of ``envs`` (an index): their episodes begin."""
+        for carry in self.rnn_carry:
+            carry[envs] = 0
+        self.fresh[envs] = True
+
+    def bind(self, samples: TensorDict) -> None:
+        """Make the per-time-step views of ``samples``, once.
+
+        Args:
+            samples: ``[T, n_envs]``, possibly a column slice of a larger buffer.
+        """
+        self.samples = samples
+        self.rows = AgentRows(samples)
+        obs = samples.get(keys.OBSERVATION)
+        self.np_obs = numpy_leaves(obs)
+        self.np_next_obs = numpy_leaves(samples.get(keys.NEXT_OBSERVATION))
+        self.np_action = samples.get(keys.ACTION).numpy()
+        self.np_reward = samples.get(keys.NEXT_REWARD).numpy()[..., 0]
+        self.np_done = samples.get(keys.NEXT_DONE).numpy()[..., 0]
+        self.np_terminated = samples.get(keys.NEXT_TERMINATED).numpy()[..., 0]
+        self.np_truncated = samples.get(keys.NEXT_TRUNCATED).numpy()[..., 0]
+        valid = samples.get(keys.VALID, None)
+        self.np_valid = None if valid is None else valid.numpy()
+        self.extras = [
+            (path, samples.get((keys.NEXT, *path)))
+            for path in self.extra_keys
+            if (keys.NEXT, *path) in samples.keys(True, True)
+        ]
+        state = samples.get(keys.RNN_STATE, None)
+        self.np_rnn_state = [] if state is None else numpy_leaves(state)
+        self.np_next_rnn_state = (
+            [] if state is None else numpy_leaves(samples.get(keys.NEXT_RNN_STATE))
+        )
+        self.np_is_init = None if state is None else samples.get(keys.IS_INIT).numpy()
+        shapes = [a.shape[1:] for a in self.np_rnn_state]
+        if [c.shape for c in self.rnn_carry] != shapes:  # first bind (a re-bind keeps it)
+            self.rnn_carry = [
+                np.zeros(s, dtype=a.dtype) for s, a in zip(shapes, self.np_rnn_state, strict=True)
+            ]
+            self.fresh[:] = True
+
+    def write_inputs(self, t: int) -> None:
+        """Copy the carried observation, previous action and reward into row ``t``.
+
+        ``begin_batch`` runs first when ``t == 0``.
+        """
+        if t == 0:
+            self.begin_batch()
+        for dst, src in zip(self.np_obs, self.obs.leaves, strict=True):
+            dst[t] = src
+        self.rows.prev_action[t].copy_(self.prev_action)
+        self.rows.prev_reward[t].copy_(self.prev_reward)
+        if self.np_is_init is not None:
+            for dst, src in zip(self.np_rnn_state, self.rnn_carry, strict=True):
+                dst[t] = src
+            self.np_is_init[t] = self.fresh
+            self.fresh[:] = False
+
+    def finish_step(
+        self, t: int, ended: list[tuple[int, Any]], frozen: np.ndarray | None
+    ) -> list[TrajInfo]:
+        """Finish step ``t`` once the runner wrote its reward, terminated and truncated.
+
+        Sets ``done``, updates the episode statistics, the carried previous action and
+        reward and the recurrent state.
+
+        Args:
+            t: the row.
+            ended: ``(column, info)`` of each episode that ended at this step.
+            frozen: wait-reset: the columns frozen during this step (None: mid-batch reset).
+
+        Returns:
+            The records of the episodes that ended.
+        """
+        reward_t = self.np_reward[t]
+        np.logical_or(self.np_terminated[t], self.np_truncated[t], out=self.np_done[t])
+        self.traj.step(reward_t, active=None if frozen is None or not frozen.any() else ~frozen)
+        np_prev_action, np_prev_reward = self.np_prev_action, self.np_prev_reward
+        np_prev_action[:] = self.np_action[t]
+        np_prev_reward[:] = reward_t
+        for carry, src in zip(self.rnn_carry, self.np_next_rnn_state, strict=True):
+            carry[:] = src[t]
+        completed = [self.traj.finish(b, info) for b, info in ended]
+        reset = np.flatnonzero(self.waiting) if not self.mid_batch_reset else [b for b, _ in ended]
+        for e in reset:
+            np_prev_action[e] = self.null_action
+            np_prev_reward[e] = 0.0
+            self._reset_state(e)
+        return completed
+
+    def collect(self, agent: Agent, device: torch.device | None = None) -> list[TrajInfo]:
+        """Run a whole batch with ``agent`` acting in this process.
+
+        Args:
+            agent: the acting agent.
+            device: the agent's device, where its inputs go (default: looked up here, once).
+
+        Returns:
+            The episodes that ended during the batch.
+        """
+        completed: list[TrajInfo] = []
+        device = agent.device if device is None else device  # once per batch, not per step
+        for t in range(len(self.rows.action)):
+            self.write_inputs(t)
+            self.rows.act(agent, t, device)
+            completed.extend(self.step_envs(t))
+        return completed
+
+
+class EnvRunner(EnvLoop):
+    """Steps a list of gymnasium envs into their ``[T, len(envs)]`` columns of a buffer.
+
+    See ``EnvLoop`` for the calls and the arguments beside ``envs``; results are written
+    through NumPy views of the buffer, one assignment per env and entry.
+
+    Args:
+        envs: the envs (unwrapped to gymnasium).
+        **kwargs: ``EnvLoop``'s keyword arguments (``env_ranks``, ``seed``, specs, ...).
+    """
+
+    def __init__(
+        self,
+        envs: list[gym.Env],
+        *,
+        env_ranks: Sequence[int],
+        seed: int,
+        observation_spec: TensorSpec,
+        action_spec: TensorSpec,
+        traj_info_cls: type[TrajInfo],
+        discount: float,
+        mid_batch_reset: bool = True,
+        extra_keys: Sequence[Path] = (),
+    ):
+        super().__init__(
+            len(envs),
+            env_ranks=env_ranks,
+            seed=seed,
+            observation_spec=observation_spec,
+            action_spec=action_spec,
+            traj_info_cls=traj_info_cls,
+            discount=discount,
+            mid_batch_reset=mid_batch_reset,
+            extra_keys=extra_keys,
+        )
+        self.envs = envs
+        self.act = ActionAdapter(envs[0].action_space)
 
     def start(self, max_decorrelation_steps: int) -> None:
         """Seed and reset every env, then decorrelate them.
@@ -284,42 +348,10 @@ class EnvRunner:
         self.waiting[:] = False
         self._reset_state(slice(None))
 
-    def _reset_state(self, envs: Any) -> None:
-        """Zero the carried recurrent state of ``envs`` (an index): their episodes begin."""
-        for carry in self.rnn_carry:
-            carry[envs] = 0
-        self.fresh[envs] = True
-
     def bind(self, samples: TensorDict) -> None:
-        """Make the per-time-step views of ``samples``, once.
-
-        Args:
-            samples: ``[T, len(envs)]``, possibly a column slice of a larger buffer.
-        """
-        self.samples = samples
-        self.rows = AgentRows(samples)
-        obs = samples.get(keys.OBSERVATION)
-        self.np_obs = numpy_leaves(obs)
-        self.np_next_obs = numpy_leaves(samples.get(keys.NEXT_OBSERVATION))
-        self.np_action = samples.get(keys.ACTION).numpy()
-        self.np_reward = samples.get(keys.NEXT_REWARD).numpy()[..., 0]
-        self.np_done = samples.get(keys.NEXT_DONE).numpy()[..., 0]
-        self.np_terminated = samples.get(keys.NEXT_TERMINATED).numpy()[..., 0]
-        self.np_truncated = samples.get(keys.NEXT_TRUNCATED).numpy()[..., 0]
-        valid = samples.get(keys.VALID, None)
-        self.np_valid = None if valid is None else valid.numpy()
-        state = samples.get(keys.RNN_STATE, None)
-        self.np_rnn_state = [] if state is None else numpy_leaves(state)
-        self.np_next_rnn_state = (
-            [] if state is None else numpy_leaves(samples.get(keys.NEXT_RNN_STATE))
-        )
-        self.np_is_init = None if state is None else samples.get(keys.IS_INIT).numpy()
-        shapes = [a.shape[1:] for a in self.np_rnn_state]
-        if [c.shape for c in self.rnn_carry] != shapes:  # first bind (a re-bind keeps it)
-            self.rnn_carry = [
-                np.zeros(s, dtype=a.dtype) for s, a in zip(shapes, self.np_rnn_state, strict=True)
-            ]
-            self.fresh[:] = True
+        """``EnvLoop.bind``, plus NumPy views of the extra keys' ``[T, B]`` rows."""
+        super().bind(samples)
+        self.np_extras = [(path, x.numpy()[..., 0]) for path, x in self.extras]
 
     def begin_batch(self) -> None:
         """Wait-reset: reset the envs that finished during the previous batch."""
@@ -334,35 +366,18 @@ class EnvRunner:
             self._reset_state(b)
         self.waiting[:] = False
 
-    def write_inputs(self, t: int) -> None:
-        """Copy the carried observation, previous action and reward into row ``t``.
-
-        ``begin_batch`` runs first when ``t == 0``.
-        """
-        if t == 0:
-            self.begin_batch()
-        for dst, src in zip(self.np_obs, self.obs.leaves, strict=True):
-            dst[t] = src
-        self.rows.prev_action[t].copy_(self.prev_action)
-        self.rows.prev_reward[t].copy_(self.prev_reward)
-        if self.np_is_init is not None:
-            for dst, src in zip(self.np_rnn_state, self.rnn_carry, strict=True):
-                dst[t] = src
-            self.np_is_init[t] = self.fresh
-            self.fresh[:] = False
-
     def step_envs(self, t: int) -> list[TrajInfo]:
         """Step every env with ``action[t]`` and record the results in row ``t``.
 
-        Records reward, next observation and episode ends; resets finished envs
-        (mid-batch), or freezes them until the next batch (wait-reset: their later rows
-        hold zeros, ``done`` and ``valid = 0``).
+        Records reward, next observation, episode ends and the extra keys (from the
+        step's ``info``); resets finished envs (mid-batch), or freezes them until the next
+        batch (wait-reset: their later rows hold zeros, ``done`` and ``valid = 0``).
 
         Returns:
             The episodes that ended at this step.
         """
         envs, traj, obs_writer = self.envs, self.traj, self.obs
-        next_leaves, paths = self.np_next_obs, self.obs.paths
+        next_leaves, paths, extras = self.np_next_obs, self.obs.paths, self.np_extras
         env_actions = self.act(self.np_action[t])
         reward_t, term_t, trunc_t = self.np_reward[t], self.np_terminated[t], self.np_truncated[t]
         waiting = self.waiting
@@ -377,6 +392,8 @@ class EnvRunner:
                 trunc_t[b] = False
                 for leaf in next_leaves:
                     leaf[t, b] = 0
+                for _, leaf in extras:
+                    leaf[t, b] = 0
                 continue
             o, r, terminated, truncated, env_info = envs[b].step(env_actions[b])
             reward_t[b] = r
@@ -390,6 +407,9 @@ class EnvRunner:
                     for k in path:
                         value = value[k]
                     leaf[t, b] = value
+            if extras:
+                for key, leaf in extras:
+                    leaf[t, b] = info_entry(env_info, key)
             if traj.needs_info:
                 traj.step_info(b, env_info)
             if terminated or truncated:
@@ -404,41 +424,27 @@ class EnvRunner:
             else:
                 for leaf in obs_writer.leaves:
                     leaf[b] = 0
-        np.logical_or(term_t, trunc_t, out=self.np_done[t])
-        traj.step(reward_t, active=None if frozen is None or not frozen.any() else ~frozen)
-        np_prev_action, np_prev_reward = self.np_prev_action, self.np_prev_reward
-        np_prev_action[:] = self.np_action[t]
-        np_prev_reward[:] = reward_t
-        for carry, src in zip(self.rnn_carry, self.np_next_rnn_state, strict=True):
-            carry[:] = src[t]
-        completed = []
-        for b, env_info in done_b:
-            completed.append(traj.finish(b, env_info))
-        for e in np.flatnonzero(waiting) if not self.mid_batch_reset else [b for b, _ in done_b]:
-            np_prev_action[e] = self.null_action
-            np_prev_reward[e] = 0.0
-            self._reset_state(e)
-        return completed
-
-    def collect(self, agent: Agent, device: torch.device | None = None) -> list[TrajInfo]:
-        """Run a whole batch with ``agent`` acting in this process.
-
-        Args:
-            agent: the acting agent.
-            device: the agent's device, where its inputs go (default: looked up here, once).
-
-        Returns:
-            The episodes that ended during the batch.
-        """
-        completed: list[TrajInfo] = []
-        device = agent.device if device is None else device  # once per batch, not per step
-        for t in range(len(self.rows.action)):
-            self.write_inputs(t)
-            self.rows.act(agent, t, device)
-            completed.extend(self.step_envs(t))
-        return completed
+        return self.finish_step(t, done_b, frozen)
 
     def close(self) -> None:
         """Close every env."""
         for env in self.envs:
             env.close()
+
+
+def info_entry(info: dict[str, Any], path: Path) -> Any:
+    """``info[path[0]][path[1]]...``: a gymnasium env's extra key in one step's ``info``.
+
+    Raises:
+        KeyError: (one line) the step's ``info`` lacks it; the message names it and lists
+            the keys the ``info`` holds.
+    """
+    value: Any = info
+    for k in path:
+        if not isinstance(value, dict) or k not in value:
+            raise KeyError(
+                f"extra_keys: the env's step info has no {show(path)} (it holds "
+                f"{sorted(info)}); a gymnasium env's extra keys must be in every step's info"
+            )
+        value = value[k]
+    return value

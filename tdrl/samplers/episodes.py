@@ -39,7 +39,7 @@ from tdrl.envs.meta import make_meta_env
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.samplers.base import build_samples_buffer, make_envs
+from tdrl.samplers.base import build_samples_buffer, close_env, make_envs
 from tdrl.samplers.env_loop import EnvRunner
 from tdrl.utils.checks import check_bool, check_int
 
@@ -123,6 +123,12 @@ class EpisodeSampler:
     def initialize(self, *, seed: int) -> None:
         """Build the env, seed it (``seed + env_rank``) and allocate the episode buffer."""
         self.env = make_envs(self.env_fn, self.env_kwargs, 1)[0]
+        if not isinstance(self.env, gym.Env):
+            close_env(self.env)
+            raise TypeError(
+                "EpisodeSampler (PEARL's collection) steps gymnasium envs with a task "
+                f"interface; env_fn returned a TorchRL {type(self.env).__name__}"
+            )
         self.observation_spec = space_to_spec(self.env.observation_space)
         self.action_spec = space_to_spec(self.env.action_space)
         self.max_episode_steps = int(getattr(self.env, "max_episode_steps", 0) or 1)

@@ -1,9 +1,11 @@
 """Offline evaluation: the agent in eval mode on its own envs, in the calling process.
 
 Every sampler owns an ``Evaluator`` (the parallel samplers too: they evaluate in the parent
-process). It steps its eval envs with the samplers' own loop, an ``EnvRunner`` bound to a
-one-row ``[1, eval_n_envs]`` buffer and run one time step at a time, so evaluation and
-sampling cannot drift apart. Each evaluation:
+process). It steps its eval envs with the samplers' own loop (``EnvRunner`` for gymnasium
+envs, ``TorchEnvRunner`` for TorchRL envs, of batch size ``[]`` or ``[B']``:
+``eval_n_envs`` is then a multiple of ``B'``) bound to a one-row ``[1, eval_n_envs]``
+buffer and run one time step at a time, so evaluation and sampling cannot drift apart.
+Extra keys are not recorded. Each evaluation:
 
 * starts a fresh episode in every eval env: the first evaluation seeds eval env ``i`` with
   ``seed + 10_000 + i``, later ones continue each env's generator; episodes still running
@@ -16,8 +18,8 @@ sampling cannot drift apart. Each evaluation:
 from __future__ import annotations
 
 import math
+from typing import Any
 
-import gymnasium as gym
 import torch
 
 from tdrl import keys
@@ -25,8 +27,10 @@ from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.samplers.base import SamplerSettings, build_samples_buffer, make_envs
-from tdrl.samplers.env_loop import EnvRunner
+from tdrl.samplers.base import SamplerSettings, build_samples_buffer, close_env, make_envs
+from tdrl.samplers.env_loop import EnvLoop
+from tdrl.samplers.env_setup import env_specs
+from tdrl.samplers.torchrl_loop import make_env_runner
 
 #: Eval env ``i`` is seeded with ``seed + EVAL_SEED_OFFSET + i`` at the first evaluation.
 EVAL_SEED_OFFSET = 10_000
@@ -41,8 +45,8 @@ class Evaluator:
 
     def __init__(self, settings: SamplerSettings):
         self.settings = settings
-        self.envs: list[gym.Env] = []
-        self._runner: EnvRunner | None = None
+        self.envs: list[Any] = []
+        self._runner: EnvLoop | None = None
         self._seeded = False
 
     def initialize(
@@ -67,13 +71,18 @@ class Evaluator:
         settings, n = self.settings, self.settings.eval_n_envs
         if not n:
             return
-        self.envs = make_envs(settings.env_fn, settings.eval_env_kwargs, n)
-        self._runner = EnvRunner(
+        self.envs = make_envs(settings.env_fn, settings.eval_env_kwargs, n, name="eval_n_envs")
+        try:
+            specs = env_specs(self.envs[0])
+        except BaseException:
+            for env in self.envs:
+                close_env(env)
+            raise
+        self._runner = make_env_runner(
             self.envs,
+            specs,
             env_ranks=[EVAL_SEED_OFFSET + i for i in range(n)],
             seed=seed,
-            observation_spec=observation_spec,
-            action_spec=action_spec,
             traj_info_cls=settings.traj_info_cls,
             discount=discount,
         )
@@ -113,7 +122,7 @@ class Evaluator:
             runner.start(max_decorrelation_steps=0)
             self._seeded = True
         max_steps, max_trajectories = settings.eval_max_steps, settings.eval_max_trajectories
-        max_T = math.inf if max_steps is None else max(1, max_steps // len(self.envs))
+        max_T = math.inf if max_steps is None else max(1, max_steps // settings.eval_n_envs)
         max_trajs = max_trajectories or math.inf
         completed: list[TrajInfo] = []
         t, device = 0, agent.device
@@ -124,7 +133,7 @@ class Evaluator:
 
     def close(self) -> None:
         """Close the eval envs."""
-        for env in self.envs:
-            env.close()
+        if self._runner is not None:
+            self._runner.close()
         self.envs = []
         self._runner = None

@@ -16,7 +16,12 @@ worker steps it):
   one group steps its envs the parent computes the other group's actions.
 
 The three differ only in two declared class attributes of ``ParallelSampler``
-(``agent_in_workers``, ``n_groups``). Workers (``tdrl.samplers.worker``) are started
+(``agent_in_workers``, ``n_groups``). The envs may be gymnasium or TorchRL envs (built in
+each worker from ``env_fn``, stepped as in ``SerialSampler``); a batched TorchRL env of
+batch size ``[B']`` is never split between workers (``batch_B`` a multiple of ``B'``, at most
+``batch_B / B'`` workers) and may not be a ``ParallelEnv`` (workers are daemon processes,
+which cannot start processes of their own). ``for samples in sampler:`` iterates like a
+TorchRL collector (``tdrl.samplers.base.iterate``). Workers (``tdrl.samplers.worker``) are started
 (``spawn``) at the first ``obtain_samples``, after the algorithm has configured the agent
 (schedules, warm-up), and stay up until ``shutdown``; their start-up time is
 ``startup_seconds``. The parent supervises them with ``tdrl.utils.processes``: a worker
@@ -32,26 +37,27 @@ from __future__ import annotations
 import copy
 import os
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from multiprocessing.process import BaseProcess
 from typing import Any, ClassVar
 
-import gymnasium as gym
 import numpy as np
 import torch
 from tensordict import TensorDict
 
-from tdrl._compat import TensorSpec
+from tdrl._compat import ParallelEnv, TensorSpec, TransformedEnv
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import (
     SamplerSettings,
-    allocate_samples,
-    initialize_agent,
-    make_envs,
+    check_columns,
+    close_env,
+    iterate,
+    make_example_env,
 )
-from tdrl.samplers.env_loop import AgentRows
+from tdrl.samplers.buffer_views import AgentRows
+from tdrl.samplers.env_setup import EnvSpecs, allocate_samples, env_specs, initialize_agent
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.samplers.worker_pool import WorkerPool
 from tdrl.utils.checks import (
@@ -69,10 +75,14 @@ from tdrl.utils.processes import (
 )
 
 
-def _env_slices(B: int, n_workers: int) -> list[tuple[int, int]]:
-    """Contiguous ``[b0, b1)`` column ranges, sizes differing by at most one."""
-    bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(B), n_workers)])
-    return [(int(bounds[i]), int(bounds[i + 1])) for i in range(n_workers)]
+def _env_slices(B: int, n_workers: int, columns: int = 1) -> list[tuple[int, int]]:
+    """Contiguous ``[b0, b1)`` column ranges of whole envs of ``columns`` columns each.
+
+    The workers' numbers of envs differ by at most one.
+    """
+    n_envs = B // columns
+    bounds = np.cumsum([0] + [len(a) for a in np.array_split(np.arange(n_envs), n_workers)])
+    return [(int(bounds[i]) * columns, int(bounds[i + 1]) * columns) for i in range(n_workers)]
 
 
 class ParallelSampler:
@@ -82,15 +92,16 @@ class ParallelSampler:
     docstring for how each variant splits the work).
 
     Args:
-        env_fn: builds one env from ``**env_kwargs`` (a gymnasium env or a
-            ``tdrl.envs.make_env`` env); must be importable by the workers (module level).
+        env_fn: builds one env from ``**env_kwargs`` (a gymnasium env or a TorchRL env);
+            must be importable by the workers (module level).
         env_kwargs: keyword arguments of ``env_fn``.
         batch_T: time steps per batch.
         batch_B: envs over all workers.
         mid_batch_reset: reset finished envs at once (True) or before the next batch
             (False, "wait reset"; see ``SerialSampler``).
-        n_workers: worker processes (default: ``min(batch_B, os.cpu_count())``, at least
-            ``n_groups``); the envs are split into contiguous slices of nearly equal size.
+        n_workers: worker processes (default: ``min(envs, os.cpu_count())``, at least
+            ``n_groups``, where ``envs`` is ``batch_B``, or ``batch_B / B'`` for batched
+            TorchRL envs); the envs are split into contiguous slices of nearly equal size.
         max_decorrelation_steps: random start-up steps per env, in ``[0, max)``.
         eval_n_envs: envs for offline evaluation (in the parent process; 0: none).
         eval_env_kwargs: ``env_kwargs`` of the evaluation envs (default: ``env_kwargs``).
@@ -103,6 +114,7 @@ class ParallelSampler:
             step (``GpuSampler``, ``AlternatingSampler``) before ``obtain_samples`` raises
             ``ChildFailed`` saying it is stuck (start-up: at least 300 s). The default, half
             an hour, leaves room for the slowest real batches; None: no limit.
+        extra_keys: env entries to record under ``("next", *key)`` (see ``SerialSampler``).
 
     Attributes:
         agent_in_workers: class setting: the workers act with a shared-memory copy of the
@@ -111,6 +123,7 @@ class ParallelSampler:
             must be a multiple of it).
         settings: the checked arguments shared with ``SerialSampler``.
         startup_seconds: how long the workers took to start (None until they have).
+        last_traj_infos: the episodes that ended during the batch iteration yielded last.
     """
 
     agent_in_workers: ClassVar[bool] = True
@@ -119,6 +132,7 @@ class ParallelSampler:
     samples: TensorDict
     observation_spec: TensorSpec
     action_spec: TensorSpec
+    specs: EnvSpecs
 
     def __init__(
         self,
@@ -138,19 +152,14 @@ class ParallelSampler:
         worker_cpus: Sequence[Sequence[int]] | None = None,
         torch_threads: int = 1,
         worker_timeout_s: float | None = STUCK_AFTER_S,
+        extra_keys: Sequence[str | tuple[str, ...]] = (),
     ):
         self.settings = SamplerSettings.from_arguments(locals())
         self.batch_spec = self.settings.batch_spec
         self.eval_n_envs = self.settings.eval_n_envs
         B = self.batch_spec.B
-        if n_workers is None:
-            n_workers = max(self.n_groups, min(B, os.cpu_count() or 1))
-        self.n_workers = check_int("n_workers", n_workers, minimum=1, maximum=B)
-        if self.n_workers % self.n_groups:
-            raise ValueError(
-                f"n_workers must be a multiple of {self.n_groups} for "
-                f"{type(self).__name__}, got {n_workers}"
-            )
+        self._n_workers_given = n_workers is not None
+        self.n_workers = self._check_n_workers(n_workers, B)
         self.worker_cpus = None
         if worker_cpus is not None:
             cpu_lists = check_all(
@@ -170,6 +179,20 @@ class ParallelSampler:
         self._shared_agent: Agent | None = None
         self._workers = WorkerPool(self.worker_timeout_s)
         self._collecting = False  # a batch began and did not end (the workers may be mid-way)
+        self.last_traj_infos: list[TrajInfo] = []
+
+    def _check_n_workers(self, n_workers: int | None, n_envs: int) -> int:
+        """``n_workers`` checked for ``n_envs`` envs (the default when None)."""
+        if n_workers is None:
+            n_workers = max(self.n_groups, min(n_envs, os.cpu_count() or 1))
+            n_workers -= n_workers % self.n_groups
+        n_workers = check_int("n_workers", n_workers, minimum=1, maximum=n_envs)
+        if n_workers % self.n_groups:
+            raise ValueError(
+                f"n_workers must be a multiple of {self.n_groups} for "
+                f"{type(self).__name__}, got {n_workers}"
+            )
+        return n_workers
 
     @property
     def worker_processes(self) -> list[BaseProcess]:
@@ -177,7 +200,7 @@ class ParallelSampler:
         return list(self._workers.procs)
 
     @property
-    def eval_envs(self) -> list[gym.Env]:
+    def eval_envs(self) -> list[Any]:
         """The evaluation envs (built by ``initialize``, stepped in this process)."""
         return self.evaluator.envs
 
@@ -194,11 +217,9 @@ class ParallelSampler:
         settings = self.settings
         B = self.batch_spec.B
         self.seed = int(seed)
-        (example,) = make_envs(settings.env_fn, settings.env_kwargs, 1)
-        try:
-            self.observation_spec, self.action_spec = initialize_agent(agent, example, B)
-        finally:
-            example.close()
+        self.specs = self._example_specs()
+        self.observation_spec, self.action_spec = self.specs.observation, self.specs.action
+        initialize_agent(agent, self.specs, B)
         if self.n_groups > 1 and agent.has_per_env_state:
             raise ValueError(
                 f"{type(self).__name__} steps the agent on half the envs at a time; "
@@ -209,13 +230,9 @@ class ParallelSampler:
         self._discount = float((traj_info_kwargs or {}).get("discount", 1.0))
         obs, action = self.observation_spec.zeros((B,)), self.action_spec.zeros((B,))
         self.samples = allocate_samples(
-            settings,
-            agent,
-            self.observation_spec,
-            self.action_spec,
-            (obs, action, torch.zeros(B, 1)),
+            settings, agent, self.specs, (obs, action, torch.zeros(B, 1))
         ).share_memory_()
-        self._slices = _env_slices(B, self.n_workers)
+        self._slices = _env_slices(B, self.n_workers, self.specs.columns)
         per_group = self.n_workers // self.n_groups
         self._groups = [
             list(range(g * per_group, (g + 1) * per_group)) for g in range(self.n_groups)
@@ -232,6 +249,41 @@ class ParallelSampler:
             agent=agent,
         )
         return self.samples
+
+    def _example_specs(self) -> EnvSpecs:
+        """The specs of one env built here (then closed), checked for the workers.
+
+        Raises:
+            ArgumentError: ``batch_B`` is not a multiple of a batched env's ``B'``, or
+                ``n_workers`` exceeds the envs.
+            TypeError: a ``ParallelEnv`` (the workers cannot start its processes), or a
+                spec tdrl cannot use.
+        """
+        settings, B = self.settings, self.batch_spec.B
+        example, columns = make_example_env(settings.env_fn, settings.env_kwargs)
+        try:
+            check_columns("batch_B", B, columns, settings.env_fn)
+            specs = env_specs(example, settings.extra_keys)
+            base = example
+            while isinstance(base, TransformedEnv):
+                base = base.base_env
+            if isinstance(base, ParallelEnv):
+                raise TypeError(
+                    f"{type(self).__name__} steps envs in daemon worker processes, which "
+                    "cannot start a ParallelEnv's processes: return a SerialEnv (or envs "
+                    "of batch size []) here, or step the ParallelEnv with SerialSampler"
+                )
+        finally:
+            close_env(example)
+        n_envs = B // columns
+        if self.n_workers > n_envs:
+            if self._n_workers_given or self.worker_cpus is not None:
+                raise ArgumentError(
+                    f"n_workers={self.n_workers} exceeds the {n_envs} batched env(s) of "
+                    f"{columns} columns that batch_B={B} holds (a worker steps whole envs)"
+                )
+            self.n_workers = self._check_n_workers(None, n_envs)
+        return specs
 
     def _start_workers(self, agent: Agent) -> None:
         """Spawn the workers (with the agent as configured by now); wait until all are up."""
@@ -312,6 +364,20 @@ class ParallelSampler:
                 rows.act(agent, t, device)
                 for w in group:
                     workers.release(w)
+
+    def __iter__(self) -> Iterator[TensorDict]:
+        """``for samples in sampler:`` the batches of iterations 0, 1, ... (``iterate``)."""
+        return iterate(self)
+
+    def update_policy_weights_(self) -> None:
+        """Copy the agent's weights into the workers' shared copy now (``CpuSampler``).
+
+        ``CpuSampler`` also does it before every batch (``sync_shared_agent``);
+        ``GpuSampler`` and ``AlternatingSampler`` act with the agent itself in this
+        process, so there is nothing to do (nor before the workers start).
+        """
+        if self._shared_agent is not None:
+            self.sync_shared_agent()
 
     # ----------------------------------------------------------------------- evaluation
     def evaluate_agent(self, itr: int) -> list[TrajInfo]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-import gymnasium as gym
 import torch
 from tensordict import TensorDict
 
@@ -13,28 +12,31 @@ from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import (
-    SamplerSettings,
-    allocate_samples,
-    initialize_agent,
-    make_envs,
-)
-from tdrl.samplers.env_loop import EnvRunner
+from tdrl.samplers.base import SamplerSettings, close_env, iterate, make_envs
+from tdrl.samplers.env_loop import EnvLoop
+from tdrl.samplers.env_setup import EnvSpecs, allocate_samples, env_specs, initialize_agent
 from tdrl.samplers.evaluation import Evaluator
+from tdrl.samplers.torchrl_loop import make_env_runner
 
 
 class SerialSampler:
-    """Steps ``batch_B`` gymnasium envs in this process and returns ``[T, B]`` batches.
+    """Steps ``batch_B`` envs in this process and returns ``[T, B]`` batches.
 
     The per-step cost is paid once per batch of envs: the agent runs once per time step on
     all B observations, and every result is written in place into a pre-allocated
-    ``[T, B]`` TensorDict through NumPy views of its tensors (``EnvRunner``). Envs reset as
-    soon as an episode ends (mid-batch reset): ``prev_action``/``prev_reward`` are then the
-    null action and 0, and ``("next", "observation")`` keeps the episode's final observation.
+    ``[T, B]`` TensorDict through NumPy views of its tensors (``EnvRunner``, for gymnasium
+    envs). TorchRL envs are stepped with their own ``step_and_maybe_reset``, transforms
+    included (``tdrl.samplers.torchrl_loop``); a batched one (``SerialEnv``,
+    ``ParallelEnv``, a vectorized env, of batch size ``[B']``) fills ``B'`` columns, so
+    ``batch_B`` must be a multiple of ``B'``. Envs reset as soon as an episode ends
+    (mid-batch reset): ``prev_action``/``prev_reward`` are then the null action and 0, and
+    ``("next", "observation")`` keeps the episode's final observation.
 
     The returned TensorDict is the sampler's own buffer, overwritten by the next call:
     consume it (or ``.clone()`` it) before sampling again. Offline evaluation runs on
-    separate envs (``Evaluator``).
+    separate envs (``Evaluator``). ``for samples in sampler:`` iterates like a TorchRL
+    collector (``tdrl.samplers.base.iterate``); the agent acts here, so
+    ``update_policy_weights_`` has nothing to do.
 
     The envs step on the CPU and the buffer is on the CPU. An agent on a GPU acts there:
     each time step's inputs are copied to it (one batched forward for all B envs) and its
@@ -43,8 +45,8 @@ class SerialSampler:
     one copy of the batch to the GPU are asynchronous.
 
     Args:
-        env_fn: builds one env from ``**env_kwargs``: a ``gymnasium.Env`` or a
-            ``tdrl.envs.make_env`` env (default: ``tdrl.envs.make_gym_env``).
+        env_fn: builds one env from ``**env_kwargs``: a ``gymnasium.Env`` or a TorchRL
+            ``EnvBase`` (default: ``tdrl.envs.make_gym_env``).
         env_kwargs: keyword arguments of ``env_fn`` (e.g. ``{"id": "CartPole-v1"}``).
         batch_T: time steps per batch.
         batch_B: envs stepped side by side.
@@ -60,16 +62,21 @@ class SerialSampler:
         eval_max_steps: budget of env steps per evaluation, over all eval envs.
         eval_max_trajectories: stop evaluating once this many episodes completed.
         traj_info_cls: per-episode record class (``TrajInfo`` or a subclass).
+        extra_keys: env entries to record under ``("next", *key)`` (a string or a tuple of
+            strings each): keys a TorchRL env declares in its observation, reward or done
+            spec, or entries of a gymnasium env's step ``info`` (numbers). Default: none.
 
     Attributes:
         settings: the checked arguments.
         envs: the sampling envs (built by ``initialize``).
         samples: the ``[T, B]`` buffer ``obtain_samples`` fills (after ``initialize``).
+        last_traj_infos: the episodes that ended during the batch iteration yielded last.
     """
 
     samples: TensorDict
     observation_spec: TensorSpec
     action_spec: TensorSpec
+    specs: EnvSpecs
 
     def __init__(
         self,
@@ -85,18 +92,20 @@ class SerialSampler:
         eval_max_steps: int | None = None,
         eval_max_trajectories: int | None = None,
         traj_info_cls: type[TrajInfo] = TrajInfo,
+        extra_keys: Sequence[str | tuple[str, ...]] = (),
     ):
         self.settings = SamplerSettings.from_arguments(locals())
         self.batch_spec = self.settings.batch_spec
         self.eval_n_envs = self.settings.eval_n_envs
         self.evaluator = Evaluator(self.settings)
         self.agent: Agent | None = None
-        self.envs: list[gym.Env] = []
-        self._runner: EnvRunner | None = None
+        self.envs: list[Any] = []
+        self.last_traj_infos: list[TrajInfo] = []
+        self._runner: EnvLoop | None = None
         self._pinned = False
 
     @property
-    def eval_envs(self) -> list[gym.Env]:
+    def eval_envs(self) -> list[Any]:
         """The evaluation envs (built by ``initialize``)."""
         return self.evaluator.envs
 
@@ -109,30 +118,35 @@ class SerialSampler:
         See ``Sampler.initialize`` (``tdrl.samplers.base``) for the arguments and the result.
         """
         settings = self.settings
-        B = self.batch_spec.B
         self.seed = int(seed)
-        self.envs = make_envs(settings.env_fn, settings.env_kwargs, B)
-        self.observation_spec, self.action_spec = initialize_agent(agent, self.envs[0], B)
+        self.envs = make_envs(settings.env_fn, settings.env_kwargs, self.batch_spec.B)
+        try:  # a failure part-way closes the envs (a ParallelEnv's workers included)
+            self._start(agent, traj_info_kwargs)
+        except BaseException:
+            self._close_envs()
+            self.evaluator.close()
+            raise
+        return self.samples
+
+    def _start(self, agent: Agent, traj_info_kwargs: dict[str, Any] | None) -> None:
+        """``initialize`` once the envs are built: specs, agent, env loop, buffer, evaluator."""
+        settings, B = self.settings, self.batch_spec.B
+        self.specs = env_specs(self.envs[0], settings.extra_keys)
+        self.observation_spec, self.action_spec = self.specs.observation, self.specs.action
+        initialize_agent(agent, self.specs, B)
         self.agent = agent
         discount = float((traj_info_kwargs or {}).get("discount", 1.0))
-        runner = self._runner = EnvRunner(
+        runner = self._runner = make_env_runner(
             self.envs,
+            self.specs,
             env_ranks=range(B),
             seed=self.seed,
-            observation_spec=self.observation_spec,
-            action_spec=self.action_spec,
             traj_info_cls=settings.traj_info_cls,
             discount=discount,
             mid_batch_reset=settings.mid_batch_reset,
         )
         runner.start(settings.max_decorrelation_steps)
-        self.samples = allocate_samples(
-            settings,
-            agent,
-            self.observation_spec,
-            self.action_spec,
-            (runner.obs.tensors, runner.prev_action, runner.prev_reward),
-        )
+        self.samples = allocate_samples(settings, agent, self.specs, runner.agent_inputs())
         self._pinned = False
         runner.bind(self.samples)
         self.evaluator.initialize(
@@ -142,7 +156,6 @@ class SerialSampler:
             discount=discount,
             agent=agent,
         )
-        return self.samples
 
     # ------------------------------------------------------------------------- sampling
     @torch.no_grad()
@@ -187,9 +200,22 @@ class SerialSampler:
         """
         return self.evaluator.evaluate(self.agent, itr)
 
+    def __iter__(self) -> Iterator[TensorDict]:
+        """``for samples in sampler:`` the batches of iterations 0, 1, ... (``iterate``)."""
+        return iterate(self)
+
+    def update_policy_weights_(self) -> None:
+        """Nothing to do: the sampler acts with the agent itself, its weights are current."""
+
     def shutdown(self) -> None:
         """Close every env."""
-        for env in self.envs:
-            env.close()
-        self.envs = []
+        self._close_envs()
         self.evaluator.close()
+
+    def _close_envs(self) -> None:
+        if self._runner is not None:
+            self._runner.close()
+        else:
+            for env in self.envs:
+                close_env(env)
+        self.envs, self._runner = [], None

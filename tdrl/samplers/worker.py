@@ -1,7 +1,8 @@
 """A parallel sampler's worker process: its envs, its columns of the shared buffer, its loop.
 
 A worker builds and starts the envs of its column slice ``[b0, b1)`` of the shared-memory
-``[T, B]`` buffer (env ``b`` seeded ``seed + b``, as in ``SerialSampler``), sends
+``[T, B]`` buffer (env ``b`` seeded ``seed + b``, as in ``SerialSampler``; gymnasium or
+TorchRL envs, built here from ``env_fn``, stepped by ``make_env_runner``'s loop), sends
 ``("ready", None)`` and then serves its parent's commands, one message each way per batch:
 
 * ``("collect", (mode, itr))``: put its shared-memory copy of the agent in ``mode``
@@ -28,9 +29,10 @@ import torch
 from tensordict import TensorDict
 
 from tdrl.agents.base import Agent
-from tdrl.envs.spaces import space_to_spec
 from tdrl.samplers.base import SamplerSettings, make_envs
-from tdrl.samplers.env_loop import EnvRunner
+from tdrl.samplers.env_loop import EnvLoop
+from tdrl.samplers.env_setup import env_specs
+from tdrl.samplers.torchrl_loop import make_env_runner
 from tdrl.utils.cpu import pin_process
 from tdrl.utils.processes import report_failure
 
@@ -78,12 +80,11 @@ def run_worker(
         set_worker_affinity(cpus, torch_threads)
         env_ranks = list(range(*columns))
         envs = make_envs(settings.env_fn, settings.env_kwargs, len(env_ranks))
-        runner = EnvRunner(
+        runner = make_env_runner(
             envs,
+            env_specs(envs[0], settings.extra_keys),
             env_ranks=env_ranks,
             seed=seed,
-            observation_spec=space_to_spec(envs[0].observation_space),
-            action_spec=space_to_spec(envs[0].action_space),
             traj_info_cls=settings.traj_info_cls,
             discount=discount,
             mid_batch_reset=settings.mid_batch_reset,
@@ -105,7 +106,7 @@ def run_worker(
 
 def _serve(
     conn: Connection,
-    runner: EnvRunner,
+    runner: EnvLoop,
     agent: Agent | None,
     set_mode: dict[str, Callable[[int], None]],
     obs_ready: Semaphore,
