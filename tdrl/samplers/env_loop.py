@@ -21,6 +21,9 @@ TensorDict indexing and no per-env Python work beyond the env itself. The agent'
 is looked up once per batch; a CPU agent costs no copy. ``extra_keys`` of a gymnasium env
 are entries of each step's ``info`` (numbers, stored as float32 ``("next", *key)``
 ``[T, B, 1]``); every step's ``info`` must hold them.
+
+The module is over 450 lines because the two classes are read together: ``EnvLoop``'s
+carried inputs and views, and ``EnvRunner``'s gymnasium stepping that writes into them.
 """
 
 from __future__ import annotations
@@ -162,6 +165,13 @@ class EnvLoop:
         for carry in self.rnn_carry:
             carry[envs] = 0
         self.fresh[envs] = True
+
+    def _all_restarted(self) -> None:
+        """After every env was reset: null previous actions, zero rewards and states."""
+        self.np_prev_action[:] = self.null_action
+        self.np_prev_reward[:] = 0.0
+        self.waiting[:] = False
+        self._reset_state(slice(None))
 
     def bind(self, samples: TensorDict) -> None:
         """Make the per-time-step views of ``samples``, once.
@@ -343,10 +353,7 @@ class EnvRunner(EnvLoop):
             obs, _ = env.reset()
             self.obs.write(b, obs)
             self.traj.reset_one(b)
-        self.np_prev_action[:] = self.null_action
-        self.np_prev_reward[:] = 0.0
-        self.waiting[:] = False
-        self._reset_state(slice(None))
+        self._all_restarted()
 
     def bind(self, samples: TensorDict) -> None:
         """``EnvLoop.bind``, plus NumPy views of the extra keys' ``[T, B]`` rows."""

@@ -238,10 +238,7 @@ class TorchEnvRunner(EnvLoop):
             self._carry_obs(i, self.carried[i])
         for b in range(len(self.waiting)):
             self.traj.reset_one(b)
-        self.np_prev_action[:] = self.null_action
-        self.np_prev_reward[:] = 0.0
-        self.waiting[:] = False
-        self._reset_state(slice(None))
+        self._all_restarted()
 
     def bind(self, samples: TensorDict) -> None:
         """``EnvLoop.bind``, plus tensor views of row ``t``'s results, per time step."""
