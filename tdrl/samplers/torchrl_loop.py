@@ -356,6 +356,8 @@ class TorchEnvRunner(EnvLoop):
 
         def gather(key: Path) -> torch.Tensor:
             value = ref.get(key)
+            if len(nexts) == 1 and layout.batch_dims:  # one batched env: no joined copy
+                return value
             return join([value.new_zeros(()).expand_as(value) if n is None else n.get(key)
                          for n in nexts])  # fmt: skip
 
