@@ -53,6 +53,7 @@ from tdrl.cli_train import _algo_kwargs as _algo_kwargs  # kept importable from 
 from tdrl.cli_train import _make_algo_agent as _make_algo_agent
 from tdrl.launch.command import add_launch_parser, launch
 from tdrl.launch.config import int_flag
+from tdrl.utils.checks import NonFiniteError
 
 __all__ = [
     "ALGOS",
@@ -203,8 +204,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: The arguments after ``tdrl``; None reads ``sys.argv[1:]``.
 
     Returns:
-        The exit status: 0 on success, 1 if a launched run failed, 2 on bad input (one
-        line on stderr: ``tdrl train: error: <message>``), 130 when interrupted.
+        The exit status: 0 on success, 1 if a launched run failed or training met a
+        non-finite value or ran out of memory (one line), 2 on bad input (one line on
+        stderr: ``tdrl train: error: <message>``), 130 when interrupted.
     """
     argv = list(sys.argv[1:] if argv is None else argv)
     script_args: list[str] = []
@@ -224,11 +226,18 @@ def main(argv: Sequence[str] | None = None) -> int:
             raise
         print(f"tdrl {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
+    except _RUN_FAILURES as e:
+        if args.traceback:
+            raise
+        print(f"tdrl {args.command}: error: {one_line(e)}", file=sys.stderr)
+        return 1
     return 0
 
 
 #: What ``main`` reports as a one-line error (bad options, hyperparameters, envs, files).
 _BAD_INPUT = (ValueError, TypeError, OSError, ImportError)
+#: What ``main`` reports in one line with exit status 1: the run went wrong, not its input.
+_RUN_FAILURES = (NonFiniteError, MemoryError)
 
 
 def one_line(error: BaseException) -> str:

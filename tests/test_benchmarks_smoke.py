@@ -160,3 +160,13 @@ def test_gpu_check_smoke_run_on_the_cpu(tmp_path):
     log = (tmp_path / "gpu_check.log").read_text()
     assert "=== summary (cpu)" in log and "gpu_check: 0 of 5 steps failed" in log, log[-4000:]
     assert proc.returncode == 0
+
+
+@pytest.mark.timeout(300)
+def test_nonfinite_guard_benchmark_prints_its_table():
+    proc = _run("benchmarks/nonfinite_guard.py", "--rounds", "1", "--seconds", "0.01")
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for row in ("dqn update", "sac update", "ppo optimize", "serial batch"):
+        assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +-?[\d.]+%$", proc.stdout, flags=re.M), (
+            proc.stdout
+        )

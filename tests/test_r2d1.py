@@ -357,7 +357,7 @@ def test_input_priorities_equal_a_python_loop():
         },
         batch_size=[T, B],
     )
-    got = algo.input_priorities(samples)
+    got = algo.sample_priorities(samples)
     q, a = samples[keys.Q].double(), samples[keys.ACTION]
     r = samples[keys.NEXT_REWARD][..., 0].double()
     d, term = done[..., 0], terminated[..., 0]
@@ -449,8 +449,8 @@ def test_optimize_agent_appends_with_input_priorities_and_replays():
     )
     batches = _sampled_batches(agent, 3, T=8, B=3)
     seen = []
-    real = algo.input_priorities  # the buffer's priority_fn, taken at initialize
-    algo.input_priorities = lambda samples: seen.append(samples) or real(samples)
+    real = algo.sample_priorities  # the buffer's priority_fn, taken at initialize
+    algo.sample_priorities = lambda samples: seen.append(samples) or real(samples)
     algo.initialize(agent, n_itr=3, batch_spec=BatchSpec(8, 3))
     assert algo.batch_size == (4 + 2) * 4 and algo.updates_per_optimize == 4  # 4 * 24 / 24
     info = {}

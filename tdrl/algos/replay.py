@@ -3,6 +3,8 @@
 Every ``ReplayAlgorithm`` (DQN, CategoricalDQN, R2D1, DDPG, TD3, SAC, SAC_V) runs the same
 skeleton, written here once, around its own ``loss``:
 
+* ``check_replay_settings`` checks, when an algorithm is built, the settings they all have
+  (discount, compile, target updates, optimizer) and builds its ``ReplayConfig``;
 * ``start_replay`` sets the number of updates per iteration and the first learning
   iteration from the ``ReplayConfig`` and the sampler's batch;
 * ``make_replay_buffer`` builds the buffer from the algorithm's ``ReplayConfig``;
@@ -16,18 +18,61 @@ skeleton, written here once, around its own ``loss``:
 from __future__ import annotations
 
 import contextlib
+import dataclasses
+from typing import Any, Protocol
 
 import torch
 from tensordict import TensorDictBase
 
 from tdrl import keys
 from tdrl.algos.base import ReplayAlgorithm
+from tdrl.algos.settings import check_optimizer_args, check_target_args
 from tdrl.keys import BatchSpec
 from tdrl.replays.base import ReplayConfig, ReplaySampler
 from tdrl.replays.n_step import ReplayBuffer
+from tdrl.utils.checks import check_bool, check_range
 from tdrl.utils.optim import stack_diagnostics
 
-__all__ = ["make_replay_buffer", "replay_updates", "start_replay"]
+__all__ = [
+    "ReplaySettings",
+    "check_replay_settings",
+    "make_replay_buffer",
+    "replay_updates",
+    "start_replay",
+]
+
+
+class ReplaySettings(Protocol):
+    """The hyperparameters every replay algorithm has (besides ``ReplayConfig``'s)."""
+
+    discount: float
+    compile: bool
+    target_update_tau: float
+    target_update_interval: int
+    learning_rate: float
+    optim_cls: type[torch.optim.Optimizer]
+    optim_kwargs: dict[str, Any]
+
+
+def check_replay_settings(algo: ReplaySettings) -> ReplayConfig:
+    """Check, in place, the settings every replay algorithm has; returns its ``ReplayConfig``.
+
+    ``discount`` in ``[0, 1]``, a bool ``compile``, ``check_target_args`` and
+    ``check_optimizer_args``; the ``ReplayConfig`` is built from the algorithm's fields of
+    the same names (``batch_size``, ``replay_size``, ...), which it checks.
+    """
+    algo.discount = check_range("discount", algo.discount, 0.0, 1.0)
+    config = ReplayConfig.from_arguments(vars(algo))
+    for field in dataclasses.fields(config):  # the checked values, back on the algorithm
+        setattr(algo, field.name, getattr(config, field.name))
+    algo.compile = check_bool("compile", algo.compile)
+    algo.target_update_tau, algo.target_update_interval = check_target_args(
+        algo.target_update_tau, algo.target_update_interval
+    )
+    algo.learning_rate, algo.optim_cls, algo.optim_kwargs = check_optimizer_args(
+        algo.learning_rate, algo.optim_cls, algo.optim_kwargs
+    )
+    return config
 
 
 def start_replay(algo: ReplayAlgorithm, batch_spec: BatchSpec) -> int:

@@ -1,13 +1,18 @@
 """The settings and state every algorithm shares, checked and built once.
 
-Each algorithm keeps its hyperparameters as typed keyword-only constructor arguments; the
-checks they share, and what is built from them, are these functions:
+Each algorithm keeps its hyperparameters as typed keyword-only constructor arguments (the
+off-policy ones are keyword-only dataclasses, so that a variant such as ``TD3`` or
+``CategoricalDQN`` declares only the defaults and arguments it changes); the checks they
+share, and what is built from them, are these functions:
 
+* ``tdrl.algos.replay.check_replay_settings`` (beside the replay schedule): in place, the
+  settings every replay algorithm has, and its ``ReplayConfig``;
 * ``check_optimizer_args``: ``learning_rate``, ``optim_cls`` and ``optim_kwargs``;
 * ``check_target_args``: ``target_update_tau`` and ``target_update_interval`` (the
   off-policy algorithms' Polyak target updates, ``tdrl.algos.updates``);
 * ``algo_optimizer``: the optimizer over some parameters from those settings, fused for
   the compiled step when the algorithm has ``compile=True``;
+* ``param_group``: an optimizer's parameter group by its ``"name"``;
 * ``counted_state`` / ``load_counted_state``: ``state_dict`` / ``load_state_dict`` of an
   algorithm whose state is its optimizers and its update counter.
 """
@@ -19,8 +24,13 @@ from typing import Any, Protocol
 
 import torch
 
-from tdrl.utils.checks import check_callable, check_int, check_mapping, check_range
-from tdrl.utils.optim import load_optimizers_state, make_optimizer, optimizers_state
+from tdrl.utils.checks import check_int, check_range
+from tdrl.utils.optim import (
+    check_optimizer,
+    load_optimizers_state,
+    make_optimizer,
+    optimizers_state,
+)
 
 __all__ = [
     "OptimizingAlgorithm",
@@ -29,6 +39,7 @@ __all__ = [
     "check_target_args",
     "counted_state",
     "load_counted_state",
+    "param_group",
 ]
 
 
@@ -37,12 +48,11 @@ def check_optimizer_args(
     optim_cls: type[torch.optim.Optimizer],
     optim_kwargs: Mapping[str, Any] | None,
 ) -> tuple[float, type[torch.optim.Optimizer], dict[str, Any]]:
-    """``learning_rate`` in ``[0, 10]``, a callable ``optim_cls``, ``optim_kwargs`` as a dict."""
+    """``learning_rate`` in ``[0, 10]``, and ``tdrl.utils.optim.check_optimizer``'s checks."""
     return (
         check_range("learning_rate", learning_rate, 0.0, 10.0),
-        check_callable("optim_cls", optim_cls),
-        check_mapping("optim_kwargs", optim_kwargs),
-    )
+        *check_optimizer(optim_cls, optim_kwargs),
+    )  # type: ignore[return-value]
 
 
 def check_target_args(target_update_tau: float, target_update_interval: int) -> tuple[float, int]:
@@ -86,6 +96,19 @@ def algo_optimizer(
         compile_on=algo.device if algo.compile else None,
         tensor_lr=tensor_lr,
     )
+
+
+def param_group(optimizer: torch.optim.Optimizer, name: str) -> dict[str, Any]:
+    """The parameter group of ``optimizer`` whose ``"name"`` entry is ``name``.
+
+    Raises:
+        KeyError: no such group (the message lists the names there are).
+    """
+    for group in optimizer.param_groups:
+        if group.get("name") == name:
+            return group
+    names = [g.get("name") for g in optimizer.param_groups]
+    raise KeyError(f"no parameter group {name!r}; groups: {names}")
 
 
 def counted_state(

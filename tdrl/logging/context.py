@@ -12,6 +12,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from tdrl.logging.files import remove_stale_temps
 from tdrl.logging.logger import PARAMS_FILE, Logger, NullLogger, atomic_write_bytes
 
 _NULL_LOGGER = NullLogger()
@@ -78,6 +79,8 @@ def logger_context(
             False.
     """
     run_dir = Path(log_dir) / f"run_{run_ID}"
+    # A resumed run's directory may hold files a killed writer staged: nobody else writes there.
+    stale = remove_stale_temps(run_dir) if resume else []
     logger = Logger(
         run_dir,
         snapshot_mode=snapshot_mode,
@@ -93,6 +96,8 @@ def logger_context(
             text = json.dumps(params, indent=2, sort_keys=True) + "\n"
             atomic_write_bytes(params_path, text.encode("utf-8"))
         logger.log(f"{'Resuming' if resume else 'Starting'} run '{name}' in {run_dir}")
+        if stale:
+            logger.log(f"removed files staged by the interrupted run: {', '.join(stale)}")
         _LOGGER_STACK.append(logger)
         try:
             yield logger
@@ -102,8 +107,11 @@ def logger_context(
             raise
         finally:
             _LOGGER_STACK.remove(logger)
-    finally:
-        logger.close()
+    except BaseException:
+        with contextlib.suppress(OSError):  # closing flushes debug.log: keep the first error
+            logger.close()
+        raise
+    logger.close()
 
 
 def _params_dict(config: Any) -> dict[str, Any]:

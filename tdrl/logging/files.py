@@ -110,6 +110,15 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
+def as_os_error(err: RuntimeError) -> Exception:
+    """Torch's ``unable to write to file <f>: No space left on device (28)`` as an OSError."""
+    found = re.search(r"unable to write to file <(.+?)>: (.+) \((\d+)\)", str(err))
+    if found is None:
+        return err
+    file, reason, errno = found.groups()
+    return OSError(int(errno), reason, file)
+
+
 @contextmanager
 def named_write_errors(path: Path, *, kept: bool = True) -> Iterator[None]:
     """Re-raise an ``OSError`` as one naming ``path``, with the same errno.
@@ -128,6 +137,25 @@ def named_write_errors(path: Path, *, kept: bool = True) -> Iterator[None]:
         new = OSError(exc.errno, msg) if exc.errno is not None else OSError(msg)
         new._tdrl_named = True  # type: ignore[attr-defined]
         raise new from exc
+
+
+#: The names ``_create_temp`` gives: ``.{name}.{12 hex digits}.tmp``.
+_TEMP_NAME = re.compile(r"^\..+\.[0-9a-f]{12}\.tmp$")
+
+
+def remove_stale_temps(directory: Path) -> list[str]:
+    """Delete the staged files a killed writer left in ``directory``; returns their names.
+
+    A write stages ``.{name}.{hex}.tmp`` beside its target and renames it over the target
+    (``atomic_write_bytes``); a process killed in between leaves the staged file. Call this
+    only when no other process writes there (a run being resumed).
+    """
+    removed = []
+    for entry in directory.iterdir() if directory.is_dir() else ():
+        if _TEMP_NAME.match(entry.name) and entry.is_file():
+            entry.unlink(missing_ok=True)
+            removed.append(entry.name)
+    return sorted(removed)
 
 
 def _create_temp(path: Path) -> tuple[int, Path]:

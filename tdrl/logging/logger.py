@@ -368,9 +368,10 @@ class Logger:
         if self._closed:
             return
         self._closed = True
-        self._debug_file.close()
         if self._tb_writer is not None:
             self._tb_writer.close()
+        with named_write_errors(self.run_dir / DEBUG_FILE, kept=False):
+            self._debug_file.close()  # flushes what is buffered
 
     def _check_open(self) -> None:
         if self._closed:

@@ -19,14 +19,19 @@ schedule.
 from __future__ import annotations
 
 import dataclasses
+import tempfile
+from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
+from tensordict import TensorDictBase
 
+from tdrl._compat import LazyMemmapStorage, LazyTensorStorage
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import ArgumentError, check_choice, check_int, check_range
 from tdrl.utils.device import check_device
+from tdrl.utils.resources import check_disk, check_memory, nbytes_text
 
 #: Where a replay buffer keeps its storage: RAM, or memory-mapped files on disk.
 STORAGES = ("memory", "memmap")
@@ -124,9 +129,9 @@ class ReplayConfig:
     def from_arguments(cls, arguments: dict[str, Any]) -> ReplayConfig:
         """The config of the replay arguments among an algorithm's, picked by name.
 
-        An off-policy algorithm declares rlpyt's flat replay arguments in its own typed
-        signature and passes its ``locals()`` here, so that they are forwarded in one
-        place (other names are ignored).
+        An off-policy algorithm declares rlpyt's flat replay arguments as its own typed
+        fields and ``tdrl.algos.settings.check_replay_settings`` passes its ``vars()``
+        here, so that they are checked in one place (other names are ignored).
         """
         return cls(**{f.name: arguments[f.name] for f in dataclasses.fields(cls)})
 
@@ -159,3 +164,72 @@ class ReplayConfig:
     def min_itr_learn(self, batch_spec: BatchSpec) -> int:
         """The first iteration that updates: ``min_steps_learn // (T * B)``."""
         return self.min_steps_learn // batch_spec.size
+
+
+def check_index_arrays_fit(entries: int, *, bytes_per_entry: int = 8) -> None:
+    """Before a buffer allocates its per-entry arrays: do ``entries`` of them fit in memory."""
+    check_memory(
+        entries * bytes_per_entry,
+        what=f"the per-entry arrays of a replay of {entries} entries",
+        setting="replay_size",
+    )
+
+
+def check_storage_fits(
+    template: TensorDictBase,
+    steps: int,
+    *,
+    kind: str,
+    scratch_dir: str | Path | None,
+    device: torch.device,
+) -> None:
+    """Before a storage of ``steps`` entries like those of ``template`` is allocated.
+
+    Args:
+        template: a ``[T, B]`` batch of what each entry stores.
+        steps: entries the storage holds (``T_capacity * B``).
+        kind: ``"memory"`` (checked against the free memory of a CPU storage) or
+            ``"memmap"`` (against the free disk where its files go).
+        scratch_dir: the memmap files' directory (None: the system's temporary one).
+        device: where a memory storage lives (only a CPU one is checked).
+
+    Raises:
+        ArgumentError: a memory storage does not fit (naming ``replay_size``).
+        OSError: ``ENOSPC``, a memmap storage does not fit on its disk.
+    """
+    n = max(1, template.batch_size.numel())
+    per_entry = sum(leaf.element_size() * leaf.numel() for leaf in template.values(True, True)) / n
+    need = per_entry * steps
+    what = f"a replay storage of {steps} entries of {nbytes_text(per_entry)}"
+    if kind == "memmap":
+        check_disk(need, scratch_dir or tempfile.gettempdir(), what=what, setting="replay_size")
+    elif device.type == "cpu":
+        check_memory(need, what=what, setting="replay_size")
+
+
+def new_storage(
+    kind: str,
+    entries: int,
+    scratch_dir: str | Path | None,
+    device: torch.device,
+    *,
+    template: TensorDictBase | None = None,
+    steps: int | None = None,
+) -> LazyTensorStorage:
+    """A ``[rows, B]`` (``ndim=2``) storage of ``entries``, checked to fit first.
+
+    Args:
+        kind: ``"memory"`` (``LazyTensorStorage`` on ``device``) or ``"memmap"``
+            (``LazyMemmapStorage`` in ``scratch_dir``).
+        entries: its capacity.
+        scratch_dir: where memmap files go (None: a temporary directory).
+        device: where a memory storage lives.
+        template: a ``[T, B]`` batch of what it will hold: ``check_storage_fits`` first.
+        steps: the env steps it holds (default ``entries``), for the check.
+    """
+    if template is not None:
+        steps = entries if steps is None else steps
+        check_storage_fits(template, steps, kind=kind, scratch_dir=scratch_dir, device=device)
+    if kind == "memmap":
+        return LazyMemmapStorage(entries, ndim=2, scratch_dir=scratch_dir)
+    return LazyTensorStorage(entries, ndim=2, device=device)

@@ -43,9 +43,44 @@ from tdrl.logging.files import (
 from tdrl.replays.base import STORAGES
 from tdrl.replays.n_step import ReplayBuffer
 from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_range
+from tdrl.utils.resources import check_memory
 
 #: Written last by ``MultiTaskReplay.save``: a directory holding it is a complete save.
 MARKER_FILE = "multi_task_replay.pt"
+
+
+def _marker_seeds(marker: Any, file: Path) -> np.random.SeedSequence:
+    """The seed sequence a ``MultiTaskReplay`` marker records, or a ``SnapshotError``."""
+    if not isinstance(marker, dict):
+        raise SnapshotError(f"{file} is not a multi-task replay marker (not a dict)")
+    try:
+        entropy, spawned = int(str(marker["entropy"])), int(str(marker["spawned"]))
+    except KeyError as err:
+        raise SnapshotError(f"{file} lacks its {err.args[0]!r} entry (truncated?)") from None
+    except (TypeError, ValueError):
+        raise SnapshotError(
+            f"{file}: 'entropy' and 'spawned' must be integers, got "
+            f"{marker.get('entropy')!r} and {marker.get('spawned')!r}"
+        ) from None
+    if entropy < 0 or spawned < 0:
+        raise SnapshotError(f"{file}: 'entropy' and 'spawned' must be >= 0")
+    return np.random.SeedSequence(entropy, n_children_spawned=spawned)
+
+
+def check_task_buffers(n_tasks: int, entries_per_task: int) -> None:
+    """Before ``n_tasks`` tasks' buffers are built: do their per-entry arrays fit in memory.
+
+    Each entry costs at least its index arrays (8 bytes) before any observation is stored;
+    the storages are checked again, with their real entry size, when first written.
+
+    Raises:
+        ArgumentError: naming ``n_train_tasks`` and ``replay_size``.
+    """
+    check_memory(
+        8 * n_tasks * entries_per_task,
+        what=f"the buffers of {n_tasks} tasks of {entries_per_task} entries each",
+        setting="n_train_tasks x replay_size",
+    )
 
 
 class MultiTaskReplay:
@@ -85,6 +120,7 @@ class MultiTaskReplay:
                     f"{name} must hold at least 3 steps of batch_B={self.batch_B} envs "
                     f"(>= {3 * self.batch_B} transitions), got {value}"
                 )
+        check_task_buffers(self.n_tasks, self.size + self.encoder_size)
         seed = None if seed is None else check_int("seed", seed, minimum=0)
         self._seeds = np.random.SeedSequence(seed)
         self.rl_buffers = [self._new(self.size, self.storage) for _ in range(self.n_tasks)]
@@ -290,7 +326,8 @@ class MultiTaskReplay:
         if not (path / MARKER_FILE).is_file():
             raise FileNotFoundError(f"{path} holds no complete multi-task replay save")
         marker = load_plain(path / MARKER_FILE, what="multi-task replay state")
-        n_tasks = marker.get("n_tasks") if isinstance(marker, dict) else None
+        seeds = _marker_seeds(marker, path / MARKER_FILE)
+        n_tasks = marker.get("n_tasks")
         if n_tasks != self.n_tasks:
             raise SnapshotError(
                 f"the replay saved in {path} has {n_tasks} tasks, this one {self.n_tasks}"
@@ -303,8 +340,6 @@ class MultiTaskReplay:
             encoder_buffers[i].load(path / f"task_{i}" / "encoder")
         self.rl_buffers, self.encoder_buffers = rl_buffers, encoder_buffers
         # The seeds of the encoder buffers that clear_encoder makes from now on.
-        self._seeds = np.random.SeedSequence(
-            int(marker["entropy"]), n_children_spawned=int(marker["spawned"])
-        )
+        self._seeds = seeds
         info = marker.get("info")
         return dict(info) if isinstance(info, dict) else {}

@@ -42,14 +42,15 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl._compat import (
-    LazyMemmapStorage,
-    LazyTensorStorage,
-    storage_tensordict,
-    tensordict_from_trusted,
-)
+from tdrl._compat import LazyTensorStorage, storage_tensordict, tensordict_from_trusted
 from tdrl.keys import DISCOUNT_N, DONE_N, INDEX, IS_WEIGHT, RETURN_N, STEPS_N
-from tdrl.replays.base import STORAGES, IndexSampler, check_replay_device
+from tdrl.replays.base import (
+    STORAGES,
+    IndexSampler,
+    check_index_arrays_fit,
+    check_replay_device,
+    new_storage,
+)
 from tdrl.replays.storage_files import (
     check_replay_state,
     load_replay_dir,
@@ -131,6 +132,7 @@ class ReplayBuffer:
         self.scratch_dir = scratch_dir
         self.device = check_replay_device("device", device, storage) or torch.device("cpu")
         draw_on = None if self.device.type == "cpu" else self.device
+        check_index_arrays_fit(self.size)
         if sampler is None:
             sampler = UniformSampler(self.size, seed=seed, device=draw_on)
         self.sampler = sampler
@@ -155,11 +157,11 @@ class ReplayBuffer:
         return self.writer.cursor
 
     # ------------------------------------------------------------------ writing
-    def _new_storage(self) -> LazyTensorStorage:
-        if self.storage_kind == "memmap":
-            storage = LazyMemmapStorage(self.size, ndim=2, scratch_dir=self.scratch_dir)
-        else:
-            storage = LazyTensorStorage(self.size, ndim=2, device=self.device)
+    def _new_storage(self, template: TensorDictBase | None = None) -> LazyTensorStorage:
+        """The storage (checked to fit entries like ``template``'s), for the writer."""
+        storage = new_storage(
+            self.storage_kind, self.size, self.scratch_dir, self.device, template=template
+        )
         self.writer.register_storage(storage)
         return storage
 
@@ -182,11 +184,11 @@ class ReplayBuffer:
         """
         rows = self.writer.rows(samples, name="samples")
         (T, B), rows_t = samples.batch_size, torch.from_numpy(rows)
+        stored = self._store(samples)
         if self.storage is None:
-            self.storage = self._new_storage()
+            self.storage = self._new_storage(stored)
         self._invalidate(rows)
         nxt, dev = samples.get(keys.NEXT), self.device
-        stored = self._store(samples)
         # A blocking copy: the sampler reuses its buffer once this returns.
         self.writer.extend(stored if dev.type == "cpu" else stored.to(dev))
         rows_d = rows_t.to(dev)

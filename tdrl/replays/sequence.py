@@ -50,13 +50,20 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl._compat import (
-    LazyMemmapStorage,
     LazyTensorStorage,
     storage_tensordict,
     tensordict_from_trusted,
 )
-from tdrl.replays.base import STORAGES, IndexSampler, check_replay_device
+from tdrl.replays.base import (
+    STORAGES,
+    IndexSampler,
+    check_index_arrays_fit,
+    check_replay_device,
+    new_storage,
+)
 from tdrl.replays.storage_files import (
+    check_cursor,
+    check_rnn_template,
     load_replay_dir,
     replay_config,
     save_replay_dir,
@@ -177,6 +184,7 @@ class SequenceReplayBuffer:
         self.size = self.T_capacity * self.batch_B
         if self.T_capacity < self.L:
             raise ArgumentError(f"size={size} gives fewer steps per env than L={self.L}")
+        check_index_arrays_fit(self.size)
         chosen = SEQUENCE_KEYS if keys_to_store is None else keys_to_store
         if isinstance(chosen, str) or not isinstance(chosen, Sequence) or not chosen:
             raise ArgumentError(f"keys_to_store must be a list of keys, got {keys_to_store!r}")
@@ -215,12 +223,12 @@ class SequenceReplayBuffer:
         return self.writer.cursor * self.stride
 
     # ------------------------------------------------------------------ writing
-    def _new_storage(self) -> LazyTensorStorage:
-        n = self.start_rows * self.batch_B
-        if self.storage_kind == "memmap":
-            storage = LazyMemmapStorage(n, ndim=2, scratch_dir=self.scratch_dir)
-        else:
-            storage = LazyTensorStorage(n, ndim=2, device=self.device)
+    def _new_storage(self, template: TensorDictBase | None = None) -> LazyTensorStorage:
+        """The storage of the starts' blocks (checked to fit ``T_capacity * B`` steps)."""
+        n, steps = self.start_rows * self.batch_B, self.T_capacity * self.batch_B
+        storage = new_storage(
+            self.storage_kind, n, self.scratch_dir, self.device, template=template, steps=steps
+        )
         self.writer.register_storage(storage)
         return storage
 
@@ -278,7 +286,7 @@ class SequenceReplayBuffer:
             raise ArgumentError("samples need a TensorDict rnn_state [T, B] (interval > 0)")
         if state is not None:
             self._rnn_zero = state[0, 0].clone().zero_().to(self.device)
-        return self._new_storage()
+        return self._new_storage(self._store(samples))
 
     def _store(self, samples: TensorDictBase) -> TensorDictBase:
         """The step keys kept (a subclass may keep less)."""
@@ -424,7 +432,9 @@ class SequenceReplayBuffer:
     def _check_state(self, state: Mapping[str, Any]) -> None:
         """Raise ``ValueError`` naming what of a saved state does not fit this buffer."""
         saved, grid = state.get("config"), (self.start_rows, self.batch_B)
-        saved = saved if isinstance(saved, dict) else {}
+        if not isinstance(saved, dict):
+            raise ValueError(f"its config is {type(saved).__name__}, not a dict")
+        check_cursor(state, "t", "filled")
         mine = self._config().items()
         diffs = [f"{k} {saved.get(k)!r} saved, {v!r} here" for k, v in mine if saved.get(k) != v]
         if diffs:
@@ -435,8 +445,7 @@ class SequenceReplayBuffer:
         pending = state.get("pending_priority")
         if pending is not None and getattr(pending, "shape", None) != grid:
             raise ValueError(f"pending_priority is not a tensor {grid}")
-        if not isinstance(state.get("rnn_template"), dict | None):
-            raise ValueError("rnn_template is not a dict of tensors")
+        check_rnn_template(state, keys.RNN_STATE)
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Restore ``state_dict()``; a ``ValueError`` names what does not fit this buffer."""

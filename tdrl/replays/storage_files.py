@@ -31,6 +31,7 @@ from tensordict import TensorDict
 from tdrl._compat import LazyTensorStorage, Sampler, storage_tensordict
 from tdrl.logging.files import (
     SnapshotError,
+    as_os_error,
     complete_dir,
     load_plain,
     named_write_errors,
@@ -74,7 +75,10 @@ def save_storage(storage: LazyTensorStorage, where: Path) -> list[dict[str, Any]
     with named_write_errors(where):
         if where.exists():
             shutil.rmtree(where)
-        saved = storage_tensordict(storage).memmap(where, copy_existing=True)
+        try:
+            saved = storage_tensordict(storage).memmap(where, copy_existing=True)
+        except RuntimeError as err:  # torch.from_file's "unable to write to file <...>"
+            raise as_os_error(err) from None
         for key, leaf in saved.items(True, True):
             file = Path(leaf.filename)
             fd = os.open(file, os.O_RDONLY)
@@ -163,6 +167,37 @@ def load_storage(
     return data
 
 
+def check_cursor(state: Mapping[str, Any], *names: str) -> None:
+    """Raise ``ValueError`` unless each of ``state[name]`` is a whole number (not a bool)."""
+    for name in names:
+        value = state.get(name)
+        if not isinstance(value, int) or isinstance(value, bool):
+            raise ValueError(f"{name} is {value!r}, not a whole number")
+
+
+def check_rnn_template(state: Mapping[str, Any], key: str) -> None:
+    """Raise ``ValueError`` unless a saved ``rnn_template`` fits the stored ``key`` leaves.
+
+    The template is a dict of tensors (or None); each stored ``[rows, B, *shape]`` leaf
+    under ``key`` needs a template leaf of ``shape`` at the same path.
+    """
+    template = state.get("rnn_template")
+    if not isinstance(template, dict | None):
+        raise ValueError("rnn_template is not a dict of tensors")
+    stored = {
+        tuple(e["key"][1:]): list(e["shape"][2:])
+        for e in state.get("storage") or []
+        if isinstance(e, dict) and e.get("key", [None])[0] == key
+    }
+    try:
+        leaves = TensorDict(template or {}, batch_size=[]).items(True, True)
+        shapes = {k if isinstance(k, tuple) else (k,): list(v.shape) for k, v in leaves}
+    except (TypeError, ValueError, RuntimeError):
+        shapes = None
+    if stored and shapes != stored:
+        raise ValueError(f"rnn_template does not match the stored {key}")
+
+
 def check_replay_state(
     state: Mapping[str, Any], config: Mapping[str, Any], grid: tuple[int, int]
 ) -> None:
@@ -174,14 +209,14 @@ def check_replay_state(
         grid: its ``(T_capacity, batch_B)``.
     """
     saved = state.get("config")
-    if isinstance(saved, dict):
-        diffs = [
-            f"{k} {saved.get(k)!r} saved, {v!r} here"
-            for k, v in config.items()
-            if saved.get(k) != v
-        ]
-        if diffs:
-            raise ValueError("; ".join(diffs))
+    if not isinstance(saved, dict):
+        raise ValueError(f"its config is {type(saved).__name__}, not a dict")
+    diffs = [
+        f"{k} {saved.get(k)!r} saved, {v!r} here" for k, v in config.items() if saved.get(k) != v
+    ]
+    if diffs:
+        raise ValueError("; ".join(diffs))
+    check_cursor(state, "t")
     shapes = {"written": grid[:1], "reward": grid, "done": grid, "terminated": grid}
     if state.get("pending_priority") is not None:
         shapes["pending_priority"] = grid
@@ -271,6 +306,9 @@ def load_replay_dir(
     try:
         if not isinstance(state, dict):
             raise ValueError(f"it holds a {type(state).__name__}, not a dict")
+        for key, kind in (("storage", list), ("sampler", dict), ("info", dict)):
+            if not isinstance(state.get(key, {} if key == "info" else None), kind):
+                raise ValueError(f"its {key!r} entry is missing or not a {kind.__name__}")
         check(state)
         data = load_storage(
             versions[0] / "storage",
@@ -282,7 +320,7 @@ def load_replay_dir(
         restore(state)
     except SnapshotError:
         raise
-    except (ValueError, KeyError, TypeError) as exc:
+    except (ValueError, KeyError, TypeError, AttributeError, IndexError) as exc:
         msg = f"replay state {state_file} does not match this buffer: {one_line(exc)}"
         raise SnapshotError(msg) from None
     return state, data

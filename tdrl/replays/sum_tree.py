@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from tdrl.utils.checks import check_int
+from tdrl.utils.resources import check_memory
 
 __all__ = ["SumTree", "as_numpy"]
 
@@ -48,6 +49,11 @@ class SumTree:
         capacity = check_int("capacity", capacity, minimum=1)
         self.capacity = capacity
         self._depth = max(0, math.ceil(math.log2(capacity)))
+        check_memory(  # the tree and the stamps, before NumPy tries
+            16 * (1 << self._depth) + 8 * capacity,
+            what=f"the priority sum tree over {capacity} entries",
+            setting="replay_size",
+        )
         self._first_leaf = 1 << self._depth  # P
         self._tree = np.zeros(2 * self._first_leaf, dtype=np.float64)
         self._pairs = self._tree.reshape(-1, 2)  # row i = (left, right) child of node i

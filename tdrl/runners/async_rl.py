@@ -72,11 +72,13 @@ from tdrl.runners.base import (
     progress_bar,
 )
 from tdrl.runners.minibatch_rl import check_run_arguments
+from tdrl.runners.nonfinite import NonFiniteGuard
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_int, check_timeout
+from tdrl.utils.checks import check_bool, check_int
 from tdrl.utils.device import check_device
 from tdrl.utils.processes import STUCK_AFTER_S, Child, ChildFailed, spawn_context
+from tdrl.utils.timeouts import check_timeout
 
 #: Seconds the optimiser waits for an event before checking its throttle again.
 _EVENT_WAIT_S = 0.05
@@ -100,6 +102,8 @@ class AsyncRl:
         resume_from: a snapshot file or run directory to continue from (see
             ``MinibatchRl``).
         snapshot_replay: save the replay buffer with every snapshot (see ``MinibatchRl``).
+        nonfinite: ``"raise"`` or ``"skip"`` (see ``MinibatchRl``); a non-finite env value
+            fails the sampler, which the run reports.
         max_sampler_lead_itrs: how many iterations the sampler may run ahead of the
             optimiser's schedule (None: free-running, as rlpyt; the replay ratio then
             falls below ``replay_ratio`` whenever optimising is the slower side). 1
@@ -136,6 +140,7 @@ class AsyncRl:
         progress_bar: bool | None = None,
         resume_from: str | Path | None = None,
         snapshot_replay: bool = False,
+        nonfinite: str = "raise",
         max_sampler_lead_itrs: int | None = None,
         sampler_process: bool = False,
         sampler_timeout_s: float | None = STUCK_AFTER_S,
@@ -145,6 +150,7 @@ class AsyncRl:
             type(self).__name__, locals(), offline_eval=self.offline_eval
         )
         self.device = check_device("device", device)
+        self.guard = NonFiniteGuard(self.settings.nonfinite)
         self.sampler_process = check_bool("sampler_process", sampler_process)
         self.sampler_timeout_s = check_timeout("sampler_timeout_s", sampler_timeout_s)
         self.max_sampler_lead_itrs = (
@@ -235,7 +241,7 @@ class AsyncRl:
             if feed.sampler_itr >= throttle_itr:
                 itr = feed.sampler_itr - 1
                 self.agent.train_mode(itr)
-                opt_info = algo.optimize_agent(itr, None)
+                opt_info = self.guard.optimize(itr, algo, None)
                 self.stats.add_opt_info(opt_info)
                 if opt_info:
                     controls.weights.publish(self.agent, children)
@@ -291,6 +297,7 @@ class AsyncRl:
                 extra={
                     "Diagnostics/SamplerIteration": feed.sampler_itr,
                     "Diagnostics/OptThrottle": self._opt_throttle,
+                    **self.guard.columns(),
                 },
             )
         self._opt_throttle = 0.0

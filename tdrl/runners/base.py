@@ -43,7 +43,8 @@ from tdrl.keys import BatchSpec
 from tdrl.logging import ProgressBar, get_logger
 from tdrl.logging.snapshot import commit_log_point
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_int
+from tdrl.utils.checks import NonFiniteError, check_bool, check_choice, check_int
+from tdrl.utils.finite import nonfinite_parameters
 from tdrl.utils.seed import make_seed, rng_state
 
 
@@ -66,6 +67,9 @@ class RunSettings:
         progress_bar: show a tqdm bar (None: only on a terminal).
         resume_from: a snapshot file or run directory to continue from.
         snapshot_replay: save the replay buffer with every snapshot.
+        nonfinite: what a NaN or infinite loss or gradient does (``NonFiniteGuard``):
+            ``"raise"`` stops the run, ``"skip"`` skips the rest of the iteration's updates
+            and counts it in ``Diagnostics/NonFiniteSkips``.
     """
 
     def __init__(
@@ -78,6 +82,7 @@ class RunSettings:
         progress_bar: bool | None = None,
         resume_from: str | Path | None = None,
         snapshot_replay: bool = False,
+        nonfinite: str = "raise",
     ):
         self.n_steps = check_int("n_steps", n_steps, minimum=1)
         self.seed = make_seed() if seed is None else check_int("seed", seed, minimum=0)
@@ -88,6 +93,22 @@ class RunSettings:
         )
         self.resume_from = resume_from
         self.snapshot_replay = check_bool("snapshot_replay", snapshot_replay)
+        self.nonfinite = check_choice("nonfinite", nonfinite, NONFINITE_POLICIES)
+
+
+#: The ``nonfinite`` settings of a runner (``tdrl.runners.nonfinite.NonFiniteGuard``).
+NONFINITE_POLICIES = ("raise", "skip")
+
+
+def check_finite_agent(itr: int, agent: Agent) -> None:
+    """Raise ``NonFiniteError`` if a parameter or buffer of ``agent`` is not finite."""
+    named = [*agent.named_parameters(), *agent.named_buffers()]
+    bad = nonfinite_parameters((n, t) for n, t in named if t.is_floating_point())
+    if bad is not None:
+        raise NonFiniteError(
+            f"iteration {itr}: {bad} of the agent is not finite; no log row or snapshot of "
+            "it was written (the last snapshot on disk is the last good one)"
+        )
 
 
 @dataclass(frozen=True)
@@ -305,6 +326,8 @@ def log_iteration(
         ranks: ranks replaying a minibatch per update (``ReplayRatio`` counts them all).
         extra: runner-specific ``Diagnostics/*`` columns.
     """
+    if not eval_only:  # a NaN never reaches a log row or a snapshot
+        check_finite_agent(itr, agent)
     stats.write_row(
         itr,
         update_counter=algo.update_counter,

@@ -72,8 +72,9 @@ from tdrl.keys import BatchSpec
 from tdrl.logging import get_logger
 from tdrl.logging.files import SnapshotError
 from tdrl.logging.snapshot import commit_log_point, describe, run_identity
-from tdrl.replays.multi_task import MultiTaskReplay
-from tdrl.runners.base import RunStats, snapshot
+from tdrl.replays.multi_task import MultiTaskReplay, check_task_buffers
+from tdrl.runners.base import RunStats, check_finite_agent, snapshot
+from tdrl.runners.nonfinite import in_iteration
 from tdrl.runners.startup import check_settings, load_resume, place_agent, restore_run
 from tdrl.samplers.episodes import Belief, Episode, EpisodeSampler, meta_evaluation
 from tdrl.samplers.episodes import online_returns as episodes_online_returns
@@ -220,6 +221,7 @@ class MetaRl:
         self.num_steps_per_eval = check_int("num_steps_per_eval", num_steps_per_eval, minimum=1)
         self.num_evals = check_int("num_evals", num_evals, minimum=1)
         self.replay_size = check_int("replay_size", replay_size, minimum=3)
+        check_task_buffers(self.n_train_tasks, self.replay_size)  # before the tasks are drawn
         self.sparse_rewards = check_bool("sparse_rewards", sparse_rewards)
         if self.sparse_rewards and self.env_name not in SPARSE_FAMILIES:
             raise ArgumentError(
@@ -243,32 +245,31 @@ class MetaRl:
         start_itr = self.startup()
         row: dict[str, float] = {}
         for itr in range(start_itr, self.n_iterations):
-            self.agent.sample_mode(itr)
-            for task in range(self.n_train_tasks):
-                if self.replay.task_len(task) == 0:  # iteration 0, or resumed without replay
-                    self.collect(task, self.num_initial_steps, posterior=False, to_encoder=True)
-            for _ in range(self.num_tasks_sample):
-                task = int(self.rng.integers(self.n_train_tasks))
-                self.replay.clear_encoder(task)
-                self.collect(task, self.num_steps_prior, posterior=False, to_encoder=True)
-                self.collect(task, self.num_steps_posterior, posterior=True, to_encoder=True)
-                self.collect(
-                    task, self.num_extra_rl_steps_posterior, posterior=True, to_encoder=False
-                )
-            self.agent.train_mode(itr)
-            infos: dict[str, list[torch.Tensor]] = {}
-            algo = self.algo
-            for _ in range(self.num_train_steps_per_itr):
-                tasks = [
-                    int(t) for t in self.rng.integers(self.n_train_tasks, size=algo.meta_batch)
-                ]
-                batch = self.replay.sample_meta_batch(
-                    tasks, algo.batch_size, algo.embedding_batch_size, device=self.agent.device
-                )
-                for key, value in algo.update(batch).items():
-                    infos.setdefault(key, []).append(value)
-            self.agent.eval_mode(itr)
-            row = self.log_row(itr, infos, self.evaluate())
+            with in_iteration(itr):
+                self.agent.sample_mode(itr)
+                for task in range(self.n_train_tasks):
+                    if self.replay.task_len(task) == 0:  # iteration 0, or resumed without replay
+                        self.collect(task, self.num_initial_steps, posterior=False, to_encoder=True)
+                for _ in range(self.num_tasks_sample):
+                    task = int(self.rng.integers(self.n_train_tasks))
+                    self.replay.clear_encoder(task)
+                    self.collect(task, self.num_steps_prior, posterior=False, to_encoder=True)
+                    self.collect(task, self.num_steps_posterior, posterior=True, to_encoder=True)
+                    self.collect(
+                        task, self.num_extra_rl_steps_posterior, posterior=True, to_encoder=False
+                    )
+                self.agent.train_mode(itr)
+                infos: dict[str, list[torch.Tensor]] = {}
+                algo = self.algo
+                for _ in range(self.num_train_steps_per_itr):
+                    tasks = self.rng.integers(self.n_train_tasks, size=algo.meta_batch).tolist()
+                    batch = self.replay.sample_meta_batch(
+                        tasks, algo.batch_size, algo.embedding_batch_size, device=self.agent.device
+                    )
+                    for key, value in algo.update(batch).items():
+                        infos.setdefault(key, []).append(value)
+                self.agent.eval_mode(itr)
+                row = self.log_row(itr, infos, self.evaluate())
         return row
 
     def startup(self) -> int:
@@ -467,6 +468,7 @@ class MetaRl:
     ) -> dict[str, float]:
         """Write the row of ``itr`` (and its snapshot); returns it."""
         logger, stats = get_logger(), self.stats
+        check_finite_agent(itr, self.agent)
         stats.cum_time = time.perf_counter() - self.t_start
         row: dict[str, float] = {
             "Diagnostics/Iteration": itr,

@@ -26,6 +26,7 @@ from tdrl.runners.base import (
     log_iteration,
     progress_bar,
 )
+from tdrl.runners.nonfinite import NonFiniteGuard
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
 from tdrl.utils.checks import check_instance
@@ -40,6 +41,7 @@ RUN_SETTINGS = (
     "progress_bar",
     "resume_from",
     "snapshot_replay",
+    "nonfinite",
 )
 
 
@@ -84,6 +86,11 @@ class MinibatchRl:
             (contents, cursor, priorities) to ``run_dir/replay`` so that a resumed
             off-policy run does not start from an empty buffer. Off by default: a large
             buffer takes long to write.
+        nonfinite: ``"raise"`` (default): a NaN or infinite env value, loss, gradient or
+            parameter stops the run with one line naming it and the iteration, before it
+            reaches a snapshot; ``"skip"``: an update with a non-finite loss or gradient is
+            not applied, the rest of that iteration's updates are skipped and counted in
+            ``Diagnostics/NonFiniteSkips`` (see ``tdrl.runners.nonfinite.NonFiniteGuard``).
         device: where the agent trains: a ``torch.device`` or a string torch accepts
             (``"cpu"``, ``"cuda"``, ``"cuda:1"``). The agent is moved there after the
             sampler built its model and before the algorithm builds its optimizers; the
@@ -108,12 +115,14 @@ class MinibatchRl:
         progress_bar: bool | None = None,
         resume_from: str | Path | None = None,
         snapshot_replay: bool = False,
+        nonfinite: str = "raise",
         device: str | torch.device | None = None,
     ):
         self.settings, self.algo, self.agent, self.sampler = check_run_arguments(
             type(self).__name__, locals(), offline_eval=self.offline_eval
         )
         self.device = check_device("device", device)
+        self.guard = NonFiniteGuard(self.settings.nonfinite)
 
     def train(self) -> dict[str, float]:
         """Run the whole training; returns the last logged row of diagnostics."""
@@ -126,9 +135,9 @@ class MinibatchRl:
                 self._log(0, eval_only=True)
             for itr in range(plan.start_itr, plan.n_itr):
                 self.agent.sample_mode(itr)
-                samples, traj_infos = self.sampler.obtain_samples(itr)
+                samples, traj_infos = self.guard.sample(itr, self.sampler)
                 self.agent.train_mode(itr)
-                opt_info = self.algo.optimize_agent(itr, samples)
+                opt_info = self.guard.optimize(itr, self.algo, samples)
                 stats.add_batch(plan.itr_batch_size, traj_infos)
                 stats.add_opt_info(opt_info)
                 bar.update(plan.itr_batch_size, Return=stats.recent_return())
@@ -167,6 +176,7 @@ class MinibatchRl:
             self.settings,
             offline_eval=self.offline_eval,
             eval_only=eval_only,
+            extra=self.guard.columns(),
         )
 
 

@@ -50,9 +50,10 @@ from tdrl.runners.base import (
 )
 from tdrl.runners.grad_sync import Replicas
 from tdrl.runners.minibatch_rl import check_run_arguments
+from tdrl.runners.nonfinite import NonFiniteGuard
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_bool, check_int, check_seconds
+from tdrl.utils.checks import check_bool, check_int
 from tdrl.utils.device import check_device
 from tdrl.utils.processes import (
     Child,
@@ -68,6 +69,7 @@ from tdrl.utils.processes import (
     wait_for,
 )
 from tdrl.utils.seed import set_seed
+from tdrl.utils.timeouts import check_seconds
 
 #: Store key counting the spawned ranks that reached rank 0.
 _JOINED_KEY = "tdrl_sync_rl/joined"
@@ -105,6 +107,8 @@ class SyncRl:
             it, so it must be reachable from every machine.
         snapshot_replay: save rank 0's replay buffer with every snapshot (on resume every
             rank starts from that buffer).
+        nonfinite: ``"raise"`` or ``"skip"`` (see ``MinibatchRl``); the ranks average their
+            gradients inside the backward pass, so they all skip the same updates.
         cuda: put rank ``r``'s agent on ``cuda:LOCAL_RANK`` (``cuda:r`` when spawned) before
             the algorithm builds its optimizers (as ``MinibatchRl``'s ``device``), and
             communicate with NCCL instead of gloo; needs one GPU per rank. False: gloo, and
@@ -131,6 +135,7 @@ class SyncRl:
         progress_bar: bool | None = None,
         resume_from: str | Path | None = None,
         snapshot_replay: bool = False,
+        nonfinite: str = "raise",
         cuda: bool = False,
         timeout_s: float = 1800.0,
     ):
@@ -153,6 +158,7 @@ class SyncRl:
                 "ranks (torchrun's WORLD_SIZE or the initialised process group)"
             )
         self.world_size = given
+        self.guard = NonFiniteGuard(self.settings.nonfinite)
         self.cuda = check_bool("cuda", cuda)
         if self.cuda and not torch.cuda.is_available():
             raise ValueError("cuda=True but torch sees no CUDA device")
@@ -314,9 +320,9 @@ class SyncRl:
                 self._log(0, stats, eval_only=True)
             for itr in range(plan.start_itr, plan.n_itr):
                 agent.sample_mode(itr)
-                samples, traj_infos = sampler.obtain_samples(itr)
+                samples, traj_infos = self.guard.sample(itr, sampler)
                 agent.train_mode(itr)
-                opt_info = algo.optimize_agent(itr, samples)
+                opt_info = self.guard.optimize(itr, algo, samples)
                 replicas.check_equal(itr)
                 stats.add_batch(plan.itr_batch_size, _gather_on_rank0(traj_infos, rank))
                 if rank == 0:  # the other ranks keep no statistics
@@ -344,6 +350,7 @@ class SyncRl:
             offline_eval=self.offline_eval,
             eval_only=eval_only,
             ranks=self.world_size,
+            extra=self.guard.columns(),
         )
 
 

@@ -18,6 +18,7 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import Composite, TensorSpec
 from tdrl.agents.base import Agent
+from tdrl.utils.finite import NonFiniteError, nonfinite_inputs
 
 
 def rows(x: torch.Tensor) -> list[torch.Tensor]:
@@ -130,14 +131,25 @@ class AgentRows:
             observation, prev_action, prev_reward = inputs_to(
                 device, observation, prev_action, prev_reward
             )
-        if self.rnn_state is None:
-            action, info = agent.step(observation, prev_action, prev_reward)
-        else:
-            state = self.rnn_state[t]
-            if device.type != "cpu":
-                state = state.to(device, non_blocking=True)
-            action, info = agent.step(observation, prev_action, prev_reward, state)
-            self.next_rnn_state[t].copy_(info[keys.NEXT_RNN_STATE])  # type: ignore[index]
+        try:
+            if self.rnn_state is None:
+                action, info = agent.step(observation, prev_action, prev_reward)
+            else:
+                state = self.rnn_state[t]
+                if device.type != "cpu":
+                    state = state.to(device, non_blocking=True)
+                action, info = agent.step(observation, prev_action, prev_reward, state)
+                self.next_rnn_state[t].copy_(info[keys.NEXT_RNN_STATE])  # type: ignore[index]
+        except (RuntimeError, ValueError) as err:  # NaN inputs fail deep inside torch
+            bad = nonfinite_inputs(
+                [(keys.OBSERVATION, observation), (keys.PREV_REWARD, prev_reward)]
+            )
+            if bad is None:
+                raise
+            raise NonFiniteError(
+                f"the agent cannot act on {bad} at time step t={t} of the batch (the env "
+                f"returned it): {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
+            ) from None
         self.action[t].copy_(action)
         for k in self.info_keys:
             self.info[k][t].copy_(info[k])

@@ -68,7 +68,8 @@ from tdrl.samplers.base import (
     iterate,
 )
 from tdrl.samplers.evaluation import Evaluator
-from tdrl.utils.checks import ArgumentError, check_choice, check_positive_int
+from tdrl.utils.checks import ArgumentError, check_choice, check_mapping, check_positive_int
+from tdrl.utils.finite import check_env_batch
 
 #: The ``collector`` choices.
 COLLECTORS = ("sync", "multi_sync", "multi_async")
@@ -169,7 +170,7 @@ class CollectorSampler:
         eval_max_trajectories: int | None = None,
     ):
         if isinstance(env_fn, str):
-            env_kwargs = {"id": env_fn, **(env_kwargs or {})}
+            env_kwargs = {"id": env_fn, **check_mapping("env_kwargs", env_kwargs)}
             env_fn = gym_env
         self.collector = check_choice("collector", collector, COLLECTORS)
         self.n_workers = check_positive_int("n_workers", n_workers)
@@ -391,7 +392,7 @@ class CollectorSampler:
         reward = out.get(_join((keys.NEXT,), self._reward_key))
         reward = reward.reshape(out.batch_size).double().numpy()
         traj_infos = self.stats.add(out.get(TRAJ_IDS).numpy(), reward, done)
-        return self.samples, traj_infos
+        return check_env_batch(self.samples), traj_infos
 
     def update_policy_weights_(self) -> None:
         """Push the agent's current weights (and mode) to the collector's workers.

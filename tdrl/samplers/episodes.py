@@ -42,6 +42,7 @@ from tdrl.keys import BatchSpec
 from tdrl.samplers.base import build_samples_buffer, close_env, make_envs
 from tdrl.samplers.env_loop import EnvRunner
 from tdrl.utils.checks import check_bool, check_int
+from tdrl.utils.finite import check_env_batch
 
 #: A task's belief about ``z``: ``(mu, var)``, each ``[1, latent]``.
 Belief = tuple[torch.Tensor, torch.Tensor]
@@ -156,6 +157,7 @@ class EpisodeSampler:
 
         Raises:
             RuntimeError: the episode runs past the env's ``max_episode_steps``.
+            NonFiniteError: the env returned a NaN or infinite observation or reward.
         """
         runner = self._runner
         if runner is None:
@@ -167,7 +169,8 @@ class EpisodeSampler:
             runner.rows.act(agent, t, device)
             completed = runner.step_envs(t)
             if completed:
-                return self._episode(runner.samples[: t + 1].clone(), completed[0])
+                samples = check_env_batch(runner.samples[: t + 1].clone())
+                return self._episode(samples, completed[0])
         raise RuntimeError(
             f"an episode of {self.env_kwargs} ran past its max_episode_steps="
             f"{self.max_episode_steps} without ending"

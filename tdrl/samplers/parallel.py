@@ -66,13 +66,14 @@ from tdrl.utils.checks import (
     check_int,
     check_int_list,
     check_positive_int,
-    check_timeout,
 )
+from tdrl.utils.finite import check_env_batch
 from tdrl.utils.processes import (
     STUCK_AFTER_S,
     forget_at_exit,
     stop_at_exit,
 )
+from tdrl.utils.timeouts import check_timeout
 
 
 def _env_slices(B: int, n_workers: int, columns: int = 1) -> list[tuple[int, int]]:
@@ -329,6 +330,7 @@ class ParallelSampler:
         Raises:
             ChildFailed: a worker died or failed (its traceback in the message), or is
                 stuck (``worker_timeout_s``).
+            NonFiniteError: the env returned a NaN or infinite observation or reward.
         """
         agent = self.agent
         if agent is None:
@@ -348,7 +350,7 @@ class ParallelSampler:
         for w in range(self.n_workers):
             completed.extend(workers.expect(w, "done", since=since))
         self._collecting = False
-        return self.samples, completed
+        return check_env_batch(self.samples), completed
 
     def _serve_actions(self, agent: Agent) -> None:
         """Act for the workers, one time step at a time (the agent not in the workers).

@@ -17,6 +17,7 @@ from tdrl.samplers.env_loop import EnvLoop
 from tdrl.samplers.env_setup import EnvSpecs, allocate_samples, env_specs, initialize_agent
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.samplers.torchrl_loop import make_env_runner
+from tdrl.utils.finite import check_env_batch
 
 
 class SerialSampler:
@@ -168,13 +169,18 @@ class SerialSampler:
         Returns:
             ``(samples, traj_infos)``: the buffer (valid until the next call) and the
             records of the episodes that ended during the batch.
+
+        Raises:
+            NonFiniteError: the env returned a NaN or infinite observation or reward
+                (``tdrl.utils.finite``).
         """
         if self.agent is None or self._runner is None:
             raise RuntimeError("call initialize(agent, seed=...) before obtain_samples")
         device = self.agent.device  # once per batch
         if device.type == "cuda" and not self._pinned:
             self.pin_buffer()
-        return self.samples, self._runner.collect(self.agent, device)
+        completed = self._runner.collect(self.agent, device)
+        return check_env_batch(self.samples), completed
 
     def pin_buffer(self) -> None:
         """Move the ``[T, B]`` buffer to pinned (page-locked) memory, where CUDA can pin.

@@ -125,3 +125,52 @@ class ContinuousIdentityEnv(gym.Env):
         reward = -float(np.sum((np.asarray(action, dtype=np.float32) - self._target) ** 2))
         self._t += 1
         return self._obs(), reward, False, self._t >= self.episode_length, {}
+
+
+class NonFiniteEnv(gym.Wrapper):
+    """``IdentityEnv`` (or ``ContinuousIdentityEnv``) that emits one bad value on purpose.
+
+    At its ``at_step``-th call of ``step`` (counted from 0 over the env's life) the reward,
+    or the first observation entry, is ``value``: NaN, an infinity, or a huge finite number
+    that overflows what training computes from it. The fault-injection env of the
+    non-finite guard's tests (``tdrl.utils.finite``).
+
+    Args:
+        at_step: the step that returns ``value``.
+        where: ``"reward"`` or ``"observation"``.
+        value: what it returns there.
+        continuous: wrap ``ContinuousIdentityEnv`` (Box actions) instead of
+            ``IdentityEnv``.
+        episode_length: steps per episode.
+    """
+
+    def __init__(
+        self,
+        at_step: int = 5,
+        where: str = "reward",
+        value: float = float("nan"),
+        continuous: bool = False,
+        episode_length: int = 10,
+    ):
+        if where not in ("reward", "observation"):
+            raise ValueError(f"where must be 'reward' or 'observation', got {where!r}")
+        inner: gym.Env = (
+            ContinuousIdentityEnv(episode_length=episode_length)
+            if continuous
+            else IdentityEnv(episode_length=episode_length)
+        )
+        super().__init__(inner)
+        self.at_step, self.where, self.value = at_step, where, value
+        self.steps = 0
+
+    def step(self, action):
+        """The inner env's step, with ``value`` at step ``at_step``."""
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        if self.steps == self.at_step:
+            if self.where == "reward":
+                reward = self.value
+            else:
+                obs = obs.copy()
+                obs[0] = self.value
+        self.steps += 1
+        return obs, reward, terminated, truncated, info

@@ -24,6 +24,10 @@ class ArgumentError(ValueError, TypeError):
     """A bad argument: the message names it and what was expected."""
 
 
+class NonFiniteError(RuntimeError):
+    """A NaN or infinite value where training needs finite ones (``tdrl.utils.finite``)."""
+
+
 def check_int(
     name: str, value: Any, *, minimum: int | None = None, maximum: int | None = None
 ) -> int:
@@ -76,31 +80,6 @@ def check_range(name: str, value: Any, low: float, high: float) -> float:
 def check_optional_range(name: str, value: Any, low: float, high: float) -> float | None:
     """``None``, or ``check_range(name, value, low, high)``."""
     return None if value is None else check_range(name, value, low, high)
-
-
-def check_seconds(name: str, value: Any) -> float:
-    """``value`` as a positive finite number of seconds."""
-    ok = (
-        isinstance(value, int | float | np.integer | np.floating)
-        and not isinstance(value, bool | np.bool_)
-        and math.isfinite(value)
-        and value > 0
-    )
-    if not ok:
-        raise ArgumentError(f"{name} must be a positive number of seconds, got {value!r}")
-    return float(value)
-
-
-def check_timeout(name: str, value: Any) -> float | None:
-    """``value`` as a positive finite number of seconds, or None (no timeout)."""
-    if value is None:
-        return None
-    try:
-        return check_seconds(name, value)
-    except ArgumentError:
-        raise ArgumentError(
-            f"{name} must be a positive number of seconds or None, got {value!r}"
-        ) from None
 
 
 def check_bool(name: str, value: Any) -> bool:

@@ -13,20 +13,23 @@ per-update diagnostics into lists of floats with one synchronisation.
 from __future__ import annotations
 
 import inspect
+import math
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import torch
 
+from tdrl.utils.checks import ArgumentError, NonFiniteError, check_callable, check_mapping
+
 __all__ = [
+    "check_finite_step",
+    "check_optimizer",
     "clipped_step",
-    "detached_diagnostics",
     "grad_norm_clip",
     "load_optimizer_state",
     "load_optimizers_state",
     "make_optimizer",
     "optimizers_state",
-    "param_group",
     "portable_optimizer_state",
     "stack_diagnostics",
 ]
@@ -62,19 +65,44 @@ def make_optimizer(
         kwargs.setdefault("fused", True)
     lr: float | torch.Tensor = learning_rate
     if compile_on is not None:
-        if compile_on.type == "cuda" and _accepts(optim_cls, "capturable"):
+        if compile_on.type == "cuda" and "capturable" in inspect.signature(optim_cls).parameters:
             kwargs.setdefault("capturable", True)
         if tensor_lr:
             lr = torch.tensor(float(learning_rate), device=compile_on)
     return optim_cls(params, lr=lr, **kwargs)
 
 
-def _accepts(fn: Callable[..., Any], name: str) -> bool:
-    """Whether ``fn``'s signature has a parameter ``name``."""
+#: Options that depend on the device the optimizer will run on, left out of the trial.
+_DEVICE_OPTIONS = ("capturable", "fused", "foreach", "differentiable")
+
+
+def check_optimizer(
+    optim_cls: Callable[..., torch.optim.Optimizer], optim_kwargs: Mapping[str, Any] | None
+) -> tuple[Callable[..., torch.optim.Optimizer], dict[str, Any]]:
+    """``(optim_cls, optim_kwargs as a dict)`` if the class takes them, else ``ArgumentError``.
+
+    A trial optimizer over one CPU parameter is built and stepped once with a zero
+    gradient, when the algorithm is built rather than at its first update (``betas=5``
+    fails in Adam's step, not in its constructor). Device-dependent options
+    (``capturable``, ``fused``, ``foreach``, ``differentiable``) are left out of the trial;
+    ``lr`` is refused (the algorithm's learning-rate arguments set it).
+    """
+    optim_cls, kwargs = (
+        check_callable("optim_cls", optim_cls),
+        check_mapping("optim_kwargs", optim_kwargs),
+    )
+    param = torch.zeros(1, requires_grad=True)
+    param.grad = torch.zeros(1)
     try:
-        return name in inspect.signature(fn).parameters
-    except (TypeError, ValueError):
-        return False
+        if "lr" in kwargs:
+            raise ValueError("'lr' is set by the algorithm's learning-rate arguments")
+        trial = {k: v for k, v in kwargs.items() if k not in _DEVICE_OPTIONS}
+        optim_cls([param], lr=1e-3, **trial).step()
+    except Exception as err:
+        reason = (str(err).splitlines() or [type(err).__name__])[0]
+        cls = getattr(optim_cls, "__name__", optim_cls)
+        raise ArgumentError(f"optim_kwargs={kwargs!r} are not valid for {cls}: {reason}") from None
+    return optim_cls, kwargs
 
 
 def portable_optimizer_state(optimizer: torch.optim.Optimizer) -> dict[str, Any]:
@@ -108,19 +136,6 @@ def load_optimizer_state(optimizer: torch.optim.Optimizer, state: dict[str, Any]
             group[key] = tensor
 
 
-def param_group(optimizer: torch.optim.Optimizer, name: str) -> dict[str, Any]:
-    """The parameter group of ``optimizer`` whose ``"name"`` entry is ``name``.
-
-    Raises:
-        KeyError: no such group (the message lists the names there are).
-    """
-    for group in optimizer.param_groups:
-        if group.get("name") == name:
-            return group
-    names = [g.get("name") for g in optimizer.param_groups]
-    raise KeyError(f"no parameter group {name!r}; groups: {names}")
-
-
 def grad_norm_clip(parameters: Iterable[torch.Tensor], max_norm: float | None) -> torch.Tensor:
     """Clip the global gradient norm of ``parameters`` to ``max_norm`` (None: no clip).
 
@@ -136,11 +151,6 @@ def grad_norm_clip(parameters: Iterable[torch.Tensor], max_norm: float | None) -
     return torch.nn.utils.clip_grad_norm_(params, max_norm)
 
 
-def detached_diagnostics(terms: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """Every entry of a ``loss`` output (or an update's terms), detached."""
-    return {key: value.detach() for key, value in terms.items()}
-
-
 def stack_diagnostics(steps: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, list[float]]:
     """Per-update diagnostics (scalar tensors) as lists of floats.
 
@@ -153,6 +163,23 @@ def stack_diagnostics(steps: Iterable[Mapping[str, torch.Tensor]]) -> dict[str, 
         for key, value in step.items():
             collected.setdefault(key, []).append(value)
     return {key: torch.stack(values).tolist() for key, values in collected.items()}
+
+
+def check_finite_step(info: Mapping[str, torch.Tensor], checked: Sequence[str]) -> None:
+    """Raise ``NonFiniteError`` unless a step's loss and gradient norms (``checked``) are finite.
+
+    The loss is the sum of the terms, so a non-finite term makes it non-finite: one sum
+    and one host read per step (none for meta tensors). The message names every scalar
+    entry of ``info`` that is not finite.
+    """
+    total = info[checked[0]].detach()
+    for key in checked[1:]:
+        total = total + info[key]
+    if total.device.type == "meta" or math.isfinite(total.item()):
+        return
+    scalars = {k: float(v) for k, v in info.items() if v.dim() == 0}
+    bad = ", ".join(f"{k} = {v}" for k, v in scalars.items() if not math.isfinite(v))
+    raise NonFiniteError(f"non-finite {bad}; the update was not applied")
 
 
 def clipped_step(
@@ -178,14 +205,20 @@ def clipped_step(
 
     Returns:
         ``terms`` detached, and each part's gradient norm before clipping.
+
+    Raises:
+        NonFiniteError: a loss term or a gradient norm is NaN or infinite (eager steps:
+            checked before any optimizer steps, so the parameters are unchanged).
     """
     for optimizer in optimizers:
         optimizer.zero_grad(set_to_none=True)
     terms[loss].backward()
-    info = detached_diagnostics(terms)
+    info = {key: value.detach() for key, value in terms.items()}
     for name, params in parts.items():
         key = f"grad_norm_{name}" if name else "grad_norm"
         info[key] = grad_norm_clip(params, max_norm).detach()
+    if not torch.compiler.is_compiling():  # a compiled step is checked by the runner
+        check_finite_step(info, [loss, *(k for k in info if k.startswith("grad_norm"))])
     for optimizer in optimizers:
         optimizer.step()
     return info

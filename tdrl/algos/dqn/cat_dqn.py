@@ -15,7 +15,8 @@ The bootstrap action maximises the expected target return (the online one with
 
 from __future__ import annotations
 
-from typing import Any, ClassVar
+import dataclasses
+from typing import ClassVar
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -49,6 +50,7 @@ def project_distribution(
     return (kernel * probs[:, None, :]).sum(-1)
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class CategoricalDQN(DQN):
     """C51 on DQN's replay and update schedule.
 
@@ -64,70 +66,17 @@ class CategoricalDQN(DQN):
 
     categorical: ClassVar[bool] = True
 
-    def __init__(
-        self,
-        *,
-        V_min: float = -10.0,
-        V_max: float = 10.0,
-        discount: float = 0.99,
-        batch_size: int = 32,
-        min_steps_learn: int = 50_000,
-        delta_clip: float | None = 1.0,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 8.0,
-        target_update_tau: float = 1.0,
-        target_update_interval: int = 312,
-        n_step_return: int = 1,
-        learning_rate: float = 2.5e-4,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        clip_grad_norm: float | None = 10.0,
-        eps_steps: int = 1_000_000,
-        double_dqn: bool = False,
-        prioritized_replay: bool = False,
-        pri_alpha: float = 0.6,
-        pri_beta_init: float = 0.4,
-        pri_beta_final: float = 1.0,
-        pri_beta_steps: int = 50_000_000,
-        default_priority: float | None = None,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        frame_replay: bool | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-    ):
-        super().__init__(
-            discount=discount,
-            batch_size=batch_size,
-            min_steps_learn=min_steps_learn,
-            delta_clip=delta_clip,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            target_update_tau=target_update_tau,
-            target_update_interval=target_update_interval,
-            n_step_return=n_step_return,
-            learning_rate=learning_rate,
-            optim_cls=optim_cls,
-            optim_kwargs=optim_kwargs,
-            clip_grad_norm=clip_grad_norm,
-            eps_steps=eps_steps,
-            double_dqn=double_dqn,
-            prioritized_replay=prioritized_replay,
-            pri_alpha=pri_alpha,
-            pri_beta_init=pri_beta_init,
-            pri_beta_final=pri_beta_final,
-            pri_beta_steps=pri_beta_steps,
-            default_priority=default_priority,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            frame_replay=frame_replay,
-            replay_device=replay_device,
-            compile=compile,
-        )
-        self.V_min = check_range("V_min", V_min, -1e12, 1e12)
-        self.V_max = check_range("V_max", V_max, -1e12, 1e12)
+    V_min: float = -10.0
+    V_max: float = 10.0
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        self.V_min = check_range("V_min", self.V_min, -1e12, 1e12)
+        self.V_max = check_range("V_max", self.V_max, -1e12, 1e12)
         if not self.V_min < self.V_max:
-            raise ValueError(f"V_min must be below V_max, got V_min={V_min}, V_max={V_max}")
+            raise ValueError(
+                f"V_min must be below V_max, got V_min={self.V_min}, V_max={self.V_max}"
+            )
 
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Set the agent's support, then ``DQN.initialize``."""

@@ -23,6 +23,7 @@ the counter, priorities and schedules staying in Python. The schedule is
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any, ClassVar
 
 import torch
@@ -32,17 +33,19 @@ from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.dqn.dqn_agent import DqnAgent
-from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.replay import (
+    check_replay_settings,
+    make_replay_buffer,
+    replay_updates,
+    start_replay,
+)
 from tdrl.algos.settings import (
     algo_optimizer,
-    check_optimizer_args,
-    check_target_args,
     counted_state,
     load_counted_state,
 )
 from tdrl.algos.updates import finish_update
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays.base import ReplayConfig
 from tdrl.replays.frame import FrameReplayBuffer
 from tdrl.replays.n_step import ReplayBuffer
 from tdrl.replays.prioritized import PrioritizedSampler
@@ -82,6 +85,7 @@ def check_dqn_agent(algo: str, agent: Agent, *, categorical: bool = False) -> Dq
     return agent
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class DQN:
     """DQN and its double / n-step / prioritized variants (dueling is a model option).
 
@@ -121,66 +125,56 @@ class DQN:
     #: The per-item ``loss`` output that is the new priority (reported as its mean).
     priority_key: ClassVar[str] = "td_abs_err"
 
-    def __init__(
-        self,
-        *,
-        discount: float = 0.99,
-        batch_size: int = 32,
-        min_steps_learn: int = 50_000,
-        delta_clip: float | None = 1.0,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 8.0,
-        target_update_tau: float = 1.0,
-        target_update_interval: int = 312,
-        n_step_return: int = 1,
-        learning_rate: float = 2.5e-4,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        clip_grad_norm: float | None = 10.0,
-        eps_steps: int = 1_000_000,
-        double_dqn: bool = False,
-        prioritized_replay: bool = False,
-        pri_alpha: float = 0.6,
-        pri_beta_init: float = 0.4,
-        pri_beta_final: float = 1.0,
-        pri_beta_steps: int = 50_000_000,
-        default_priority: float | None = None,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        frame_replay: bool | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-    ):
-        self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig.from_arguments(locals())
-        self.compile = check_bool("compile", compile)
-        self.batch_size = self.replay.batch_size
-        self.delta_clip = check_optional_range("delta_clip", delta_clip, 1e-12, 1e12)
-        self.target_update_tau, self.target_update_interval = check_target_args(
-            target_update_tau, target_update_interval
-        )
-        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
-            learning_rate, optim_cls, optim_kwargs
-        )
-        if optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
+    discount: float = 0.99
+    batch_size: int = 32
+    min_steps_learn: int = 50_000
+    delta_clip: float | None = 1.0
+    replay_size: int = 1_000_000
+    replay_ratio: float = 8.0
+    target_update_tau: float = 1.0
+    target_update_interval: int = 312
+    n_step_return: int = 1
+    learning_rate: float = 2.5e-4
+    optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam
+    optim_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    clip_grad_norm: float | None = 10.0
+    eps_steps: int = 1_000_000
+    double_dqn: bool = False
+    prioritized_replay: bool = False
+    pri_alpha: float = 0.6
+    pri_beta_init: float = 0.4
+    pri_beta_final: float = 1.0
+    pri_beta_steps: int = 50_000_000
+    default_priority: float | None = None
+    replay_storage: str = "memory"
+    replay_scratch_dir: str | None = None
+    frame_replay: bool | None = None
+    replay_device: str | torch.device | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.replay = check_replay_settings(self)
+        self.delta_clip = check_optional_range("delta_clip", self.delta_clip, 1e-12, 1e12)
+        if self.optim_cls is torch.optim.Adam and "eps" not in self.optim_kwargs:
             self.optim_kwargs["eps"] = 0.01 / self.batch_size
-        self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
-        self.eps_steps = check_int("eps_steps", eps_steps, minimum=1)
-        self.double_dqn = check_bool("double_dqn", double_dqn)
-        self.prioritized_replay = check_bool("prioritized_replay", prioritized_replay)
-        self.pri_alpha = check_range("pri_alpha", pri_alpha, 0.0, 10.0)
-        self.pri_beta_init = check_range("pri_beta_init", pri_beta_init, 0.0, 1.0)
-        self.pri_beta_final = check_range("pri_beta_final", pri_beta_final, 0.0, 1.0)
-        self.pri_beta_steps = check_int("pri_beta_steps", pri_beta_steps, minimum=1)
+        self.clip_grad_norm = check_optional_range("clip_grad_norm", self.clip_grad_norm, 0.0, 1e12)
+        self.eps_steps = check_int("eps_steps", self.eps_steps, minimum=1)
+        self.double_dqn = check_bool("double_dqn", self.double_dqn)
+        self.prioritized_replay = check_bool("prioritized_replay", self.prioritized_replay)
+        self.pri_alpha = check_range("pri_alpha", self.pri_alpha, 0.0, 10.0)
+        self.pri_beta_init = check_range("pri_beta_init", self.pri_beta_init, 0.0, 1.0)
+        self.pri_beta_final = check_range("pri_beta_final", self.pri_beta_final, 0.0, 1.0)
+        self.pri_beta_steps = check_int("pri_beta_steps", self.pri_beta_steps, minimum=1)
         self.default_priority = check_range(
             "default_priority",
-            default_priority if default_priority is not None else (self.delta_clip or 1.0),
+            self.default_priority
+            if self.default_priority is not None
+            else (self.delta_clip or 1.0),
             1e-12,
             1e12,
         )
-        self.frame_replay = (
-            None if frame_replay is None else check_bool("frame_replay", frame_replay)
-        )
+        if self.frame_replay is not None:
+            self.frame_replay = check_bool("frame_replay", self.frame_replay)
         self.draw_size = self.batch_size  # items per replayed minibatch
         self.update_counter = 0
         self.replay_buffer: Any = None

@@ -38,7 +38,8 @@ are rlpyt's ``batch_T`` and ``batch_B``, still accepted under those names (the s
 
 from __future__ import annotations
 
-from typing import Any
+import dataclasses
+from typing import Any, cast
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -72,6 +73,7 @@ def sequence_priority(abs_delta: torch.Tensor, valid: torch.Tensor, eta: float) 
     return eta * masked.max(0).values + (1.0 - eta) * mean
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class R2D1(DQN):
     """R2D1 with rlpyt's defaults (see the module docstring for the objective).
 
@@ -116,94 +118,70 @@ class R2D1(DQN):
 
     priority_key = "priority"
 
-    def __init__(
-        self,
-        *,
-        discount: float = 0.997,
-        sequence_length: int = 80,
-        batch_sequences: int = 64,
-        warmup_T: int = 40,
-        store_rnn_state_interval: int = 40,
-        min_steps_learn: int = 100_000,
-        delta_clip: float | None = None,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 1.0,
-        target_update_interval: int = 2500,
-        n_step_return: int = 5,
-        learning_rate: float = 1e-4,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        clip_grad_norm: float | None = 80.0,
-        eps_steps: int = 1_000_000,
-        double_dqn: bool = True,
-        prioritized_replay: bool = True,
-        pri_alpha: float = 0.6,
-        pri_beta_init: float = 0.9,
-        pri_beta_final: float = 0.9,
-        pri_beta_steps: int = 50_000_000,
-        pri_eta: float = 0.9,
-        default_priority: float | None = None,
-        input_priorities: bool = True,
-        input_priority_shift: int | None = None,
-        value_scale_eps: float | None = 1e-3,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-        batch_T: int | None = None,
-        batch_B: int | None = None,
-    ):
+    discount: float = 0.997
+    sequence_length: int = 80
+    batch_sequences: int = 64
+    warmup_T: int = 40
+    store_rnn_state_interval: int = 40
+    min_steps_learn: int = 100_000
+    delta_clip: float | None = None
+    replay_ratio: float = 1.0
+    target_update_interval: int = 2500
+    n_step_return: int = 5
+    learning_rate: float = 1e-4
+    clip_grad_norm: float | None = 80.0
+    double_dqn: bool = True
+    prioritized_replay: bool = True
+    pri_beta_init: float = 0.9
+    pri_beta_final: float = 0.9
+    pri_eta: float = 0.9
+    input_priorities: bool = True
+    input_priority_shift: int | None = None
+    value_scale_eps: float | None = 1e-3
+    batch_T: int | None = None
+    batch_B: int | None = None
+    # Set from the sequence shape, not arguments: hard target updates, and a "batch" of
+    # every replayed step (burn-in included) for the replay ratio.
+    batch_size: int = dataclasses.field(default=0, init=False)
+    target_update_tau: float = dataclasses.field(default=1.0, init=False)
+
+    def __post_init__(self) -> None:
         self.sequence_length = check_int(
-            *(("sequence_length", sequence_length) if batch_T is None else ("batch_T", batch_T)),
+            *(
+                ("sequence_length", self.sequence_length)
+                if self.batch_T is None
+                else ("batch_T", self.batch_T)
+            ),
             minimum=1,
         )
         self.batch_sequences = check_int(
-            *(("batch_sequences", batch_sequences) if batch_B is None else ("batch_B", batch_B)),
+            *(
+                ("batch_sequences", self.batch_sequences)
+                if self.batch_B is None
+                else ("batch_B", self.batch_B)
+            ),
             minimum=1,
         )
-        self.warmup_T = check_int("warmup_T", warmup_T, minimum=0)
+        self.batch_T, self.batch_B = None, None  # folded into the two above
+        self.warmup_T = check_int("warmup_T", self.warmup_T, minimum=0)
         self.store_rnn_state_interval = check_int(
-            "store_rnn_state_interval", store_rnn_state_interval, minimum=0
+            "store_rnn_state_interval", self.store_rnn_state_interval, minimum=0
         )
-        optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
-        if optim_cls is torch.optim.Adam:
-            optim_kwargs.setdefault("eps", 1e-3)
-        super().__init__(
-            discount=discount,
-            batch_size=(self.sequence_length + self.warmup_T) * self.batch_sequences,
-            min_steps_learn=min_steps_learn,
-            delta_clip=delta_clip,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            target_update_tau=1.0,
-            target_update_interval=target_update_interval,
-            n_step_return=n_step_return,
-            learning_rate=learning_rate,
-            optim_cls=optim_cls,
-            optim_kwargs=optim_kwargs,
-            clip_grad_norm=clip_grad_norm,
-            eps_steps=eps_steps,
-            double_dqn=double_dqn,
-            prioritized_replay=prioritized_replay,
-            pri_alpha=pri_alpha,
-            pri_beta_init=pri_beta_init,
-            pri_beta_final=pri_beta_final,
-            pri_beta_steps=pri_beta_steps,
-            default_priority=default_priority,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            replay_device=replay_device,
-            compile=compile,
-        )
+        self.optim_kwargs = check_mapping("optim_kwargs", self.optim_kwargs)
+        if self.optim_cls is torch.optim.Adam:
+            self.optim_kwargs.setdefault("eps", 1e-3)
+        self.batch_size = (self.sequence_length + self.warmup_T) * self.batch_sequences
+        super().__post_init__()
         self.draw_size = self.batch_sequences
-        self.n_step_return = self.replay.n_step_return
-        self.pri_eta = check_range("pri_eta", pri_eta, 0.0, 1.0)
-        self.input_priorities_on = check_bool("input_priorities", input_priorities)
-        shift = input_priority_shift
+        self.pri_eta = check_range("pri_eta", self.pri_eta, 0.0, 1.0)
+        self.input_priorities = check_bool("input_priorities", self.input_priorities)
+        shift = self.input_priority_shift
         if shift is None:  # the start whose burn-in the chunk covers
             shift = self.warmup_T // max(self.store_rnn_state_interval, 1)
         self.input_priority_shift = check_int("input_priority_shift", shift, minimum=0)
-        self.value_scale_eps = check_optional_range("value_scale_eps", value_scale_eps, 0.0, 1.0)
+        self.value_scale_eps = check_optional_range(
+            "value_scale_eps", self.value_scale_eps, 0.0, 1.0
+        )
 
     # ------------------------------------------------------------------ set-up
     def check_agent(self, agent: Agent) -> Any:
@@ -246,15 +224,15 @@ class R2D1(DQN):
         )
         sampler = self.prioritized_sampler(starts, seed)
         buffer_cls = SequenceFrameReplayBuffer if self.frame_stacks() else SequenceReplayBuffer
-        with_input = self.prioritized_replay and self.input_priorities_on
+        with_input = self.prioritized_replay and self.input_priorities
         return buffer_cls(
             size=size,
             batch_B=batch_spec.B,
             batch_T=self.warmup_T + self.sequence_length,
             n_step_return=self.n_step_return,
             rnn_state_interval=interval,
-            input_priority_shift=self.input_priority_shift,
-            priority_fn=self.input_priorities if with_input else None,
+            input_priority_shift=cast(int, self.input_priority_shift),  # set by __post_init__
+            priority_fn=self.sample_priorities if with_input else None,
             sampler=sampler,
             storage=self.replay.replay_storage,
             scratch_dir=self.replay.replay_scratch_dir,
@@ -309,7 +287,7 @@ class R2D1(DQN):
         return tensordict_from_trusted(terms, ())
 
     @torch.no_grad()
-    def input_priorities(self, samples: TensorDictBase) -> torch.Tensor:
+    def sample_priorities(self, samples: TensorDictBase) -> torch.Tensor:
         """Priorities ``[T // k, B]`` of a sampler batch's start rows, from its ``q``.
 
         The TD errors of the loss from the recorded Q-values (bootstrap ``max_a q``) for the
@@ -319,7 +297,7 @@ class R2D1(DQN):
         q = samples.get(keys.Q).float()
         T, B = q.shape[:2]
         k, n = max(self.store_rnn_state_interval, 1), self.n_step_return
-        out = torch.full((T // k, B), self.default_priority)
+        out = torch.full((T // k, B), cast(float, self.default_priority))
         if n >= T:
             return out
         q_a = q[: T - n].gather(-1, samples.get(keys.ACTION)[: T - n].long()[..., None])[..., 0]

@@ -29,14 +29,13 @@ from tdrl.algos.pg.base import check_pg_agent, training_batch
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import (
     check_bool,
-    check_callable,
     check_int,
-    check_mapping,
     check_optional_range,
     check_range,
 )
 from tdrl.utils.compile import maybe_compiled
 from tdrl.utils.optim import (
+    check_optimizer,
     clipped_step,
     load_optimizer_state,
     make_optimizer,
@@ -93,8 +92,7 @@ class PPO:
         self.learning_rate = check_range("learning_rate", learning_rate, 0.0, 10.0)
         self.value_loss_coeff = check_range("value_loss_coeff", value_loss_coeff, 0.0, 1e6)
         self.entropy_loss_coeff = check_range("entropy_loss_coeff", entropy_loss_coeff, 0.0, 1e6)
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.optim_cls, self.optim_kwargs = check_optimizer(optim_cls, optim_kwargs)
         self.clip_grad_norm = check_optional_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
         self.gae_lambda = check_range("gae_lambda", gae_lambda, 0.0, 1.0)
         self.minibatches = check_int("minibatches", minibatches, minimum=1)

@@ -22,6 +22,7 @@ schedule is ``tdrl.algos.replay``'s.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import torch
@@ -32,24 +33,27 @@ from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
 from tdrl.algos.qpg.soft_terms import critic_loss
-from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.replay import (
+    check_replay_settings,
+    make_replay_buffer,
+    replay_updates,
+    start_replay,
+)
 from tdrl.algos.settings import (
     algo_optimizer,
-    check_optimizer_args,
-    check_target_args,
     counted_state,
     load_counted_state,
 )
 from tdrl.algos.updates import targets_when_due
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays.base import ReplayConfig
 from tdrl.replays.n_step import ReplayBuffer
-from tdrl.utils.checks import check_bool, check_int, check_optional_range, check_range
+from tdrl.utils.checks import check_int, check_optional_range, check_range
 from tdrl.utils.compile import maybe_compiled
 from tdrl.utils.optim import clipped_step
 from tdrl.utils.tensor import frozen_call
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class DDPG:
     """DDPG (and, through its arguments, the base of TD3).
 
@@ -78,50 +82,39 @@ class DDPG:
             results as the eager update up to float rounding.
     """
 
-    def __init__(
-        self,
-        *,
-        discount: float = 0.99,
-        batch_size: int = 64,
-        min_steps_learn: int = 10_000,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 64.0,
-        target_update_tau: float = 0.01,
-        target_update_interval: int = 1,
-        policy_update_interval: int = 1,
-        learning_rate: float = 1e-4,
-        q_learning_rate: float = 1e-3,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        clip_grad_norm: float = 1e8,
-        q_target_clip: float = 1e6,
-        target_noise_std: float = 0.0,
-        target_noise_clip: float | None = None,
-        n_step_return: int = 1,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-    ):
-        self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig.from_arguments(locals())
-        self.compile = check_bool("compile", compile)
-        self.batch_size = self.replay.batch_size
-        self.target_update_tau, self.target_update_interval = check_target_args(
-            target_update_tau, target_update_interval
-        )
+    discount: float = 0.99
+    batch_size: int = 64
+    min_steps_learn: int = 10_000
+    replay_size: int = 1_000_000
+    replay_ratio: float = 64.0
+    target_update_tau: float = 0.01
+    target_update_interval: int = 1
+    policy_update_interval: int = 1
+    learning_rate: float = 1e-4
+    q_learning_rate: float = 1e-3
+    optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam
+    optim_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    clip_grad_norm: float = 1e8
+    q_target_clip: float = 1e6
+    target_noise_std: float = 0.0
+    target_noise_clip: float | None = None
+    n_step_return: int = 1
+    replay_storage: str = "memory"
+    replay_scratch_dir: str | None = None
+    replay_device: str | torch.device | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.replay = check_replay_settings(self)
         self.policy_update_interval = check_int(
-            "policy_update_interval", policy_update_interval, minimum=1
+            "policy_update_interval", self.policy_update_interval, minimum=1
         )
-        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
-            learning_rate, optim_cls, optim_kwargs
-        )
-        self.q_learning_rate = check_range("q_learning_rate", q_learning_rate, 0.0, 10.0)
-        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
-        self.q_target_clip = check_range("q_target_clip", q_target_clip, 0.0, 1e12)
-        self.target_noise_std = check_range("target_noise_std", target_noise_std, 0.0, 10.0)
+        self.q_learning_rate = check_range("q_learning_rate", self.q_learning_rate, 0.0, 10.0)
+        self.clip_grad_norm = check_range("clip_grad_norm", self.clip_grad_norm, 0.0, 1e12)
+        self.q_target_clip = check_range("q_target_clip", self.q_target_clip, 0.0, 1e12)
+        self.target_noise_std = check_range("target_noise_std", self.target_noise_std, 0.0, 10.0)
         self.target_noise_clip = check_optional_range(
-            "target_noise_clip", target_noise_clip, 1e-12, 10.0
+            "target_noise_clip", self.target_noise_clip, 1e-12, 10.0
         )
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None

@@ -82,15 +82,19 @@ from tdrl.keys import DISCOUNT_N, RETURN_N, BatchSpec
 from tdrl.utils.checks import (
     ArgumentError,
     check_bool,
-    check_callable,
     check_choice,
     check_int,
-    check_mapping,
     check_optional_range,
     check_range,
 )
 from tdrl.utils.compile import maybe_compiled
-from tdrl.utils.optim import clipped_step, load_optimizers_state, make_optimizer, optimizers_state
+from tdrl.utils.optim import (
+    check_optimizer,
+    clipped_step,
+    load_optimizers_state,
+    make_optimizer,
+    optimizers_state,
+)
 from tdrl.utils.tensor import frozen_call
 
 #: How the per-task KL terms are reduced: the mean over tasks, or oyster's sum.
@@ -196,8 +200,7 @@ class PEARL:
             "v": check_range("v_lr", v_lr, 0.0, 10.0),
             "context": check_range("context_lr", context_lr, 0.0, 10.0),
         }
-        self.optim_cls = check_callable("optim_cls", optim_cls)
-        self.optim_kwargs = check_mapping("optim_kwargs", optim_kwargs)
+        self.optim_cls, self.optim_kwargs = check_optimizer(optim_cls, optim_kwargs)
         self.clip_grad_norm = check_optional_range(
             "clip_grad_norm", clip_grad_norm, 1e-12, 1e12
         )  # 0 would zero every gradient

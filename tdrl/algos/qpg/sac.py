@@ -26,6 +26,7 @@ terminal). The temperature ``log_alpha`` is created on the agent's device; with
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import torch
@@ -46,21 +47,24 @@ from tdrl.algos.qpg.soft_terms import (
     soft_target,
     temperature_loss,
 )
-from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.replay import (
+    check_replay_settings,
+    make_replay_buffer,
+    replay_updates,
+    start_replay,
+)
 from tdrl.algos.settings import (
     algo_optimizer,
-    check_optimizer_args,
-    check_target_args,
     counted_state,
     load_counted_state,
+    param_group,
 )
 from tdrl.algos.updates import finish_update
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays.base import ReplayConfig
 from tdrl.replays.n_step import ReplayBuffer
-from tdrl.utils.checks import check_bool, check_choice, check_optional_range, check_range
+from tdrl.utils.checks import check_choice, check_optional_range, check_range
 from tdrl.utils.compile import maybe_compiled
-from tdrl.utils.optim import clipped_step, param_group
+from tdrl.utils.optim import clipped_step
 from tdrl.utils.tensor import frozen_call
 
 __all__ = ["ACTION_PRIORS", "SAC", "action_log_prior", "check_sac_agent"]
@@ -83,6 +87,7 @@ def check_sac_agent(algo: str, agent: Agent, *, value_network: bool) -> SacAgent
     return agent
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class SAC:
     """SAC with twin critics and automatic entropy tuning.
 
@@ -101,7 +106,8 @@ class SAC:
         optim_kwargs: optimizer arguments.
         action_prior: ``"uniform"`` or ``"gaussian"`` (standard normal on actions).
         reward_scale: factor on rewards.
-        target_entropy: ``"auto"`` (``-|A|``) or a number.
+        target_entropy: ``"auto"`` (``-|A|``, resolved to that number by ``initialize``)
+            or a number.
         clip_grad_norm: gradient-norm clip of each network.
         n_step_return: n of the n-step returns.
         replay_storage: ``"memory"`` or ``"memmap"``.
@@ -111,45 +117,34 @@ class SAC:
             results as the eager update up to float rounding.
     """
 
-    def __init__(
-        self,
-        *,
-        discount: float = 0.99,
-        batch_size: int = 256,
-        min_steps_learn: int = 10_000,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 256.0,
-        target_update_tau: float = 0.005,
-        target_update_interval: int = 1,
-        learning_rate: float = 3e-4,
-        fixed_alpha: float | None = None,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        action_prior: str = "uniform",
-        reward_scale: float = 1.0,
-        target_entropy: str | float = "auto",
-        clip_grad_norm: float = 1e9,
-        n_step_return: int = 1,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-    ):
-        self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig.from_arguments(locals())
-        self.compile = check_bool("compile", compile)
-        self.batch_size = self.replay.batch_size
-        self.target_update_tau, self.target_update_interval = check_target_args(
-            target_update_tau, target_update_interval
-        )
-        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
-            learning_rate, optim_cls, optim_kwargs
-        )
-        self.fixed_alpha = check_optional_range("fixed_alpha", fixed_alpha, 0.0, 1e12)
-        self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
-        self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)
-        self.target_entropy_arg = check_target_entropy(target_entropy)
-        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+    discount: float = 0.99
+    batch_size: int = 256
+    min_steps_learn: int = 10_000
+    replay_size: int = 1_000_000
+    replay_ratio: float = 256.0
+    target_update_tau: float = 0.005
+    target_update_interval: int = 1
+    learning_rate: float = 3e-4
+    fixed_alpha: float | None = None
+    optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam
+    optim_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    action_prior: str = "uniform"
+    reward_scale: float = 1.0
+    target_entropy: str | float = "auto"
+    clip_grad_norm: float = 1e9
+    n_step_return: int = 1
+    replay_storage: str = "memory"
+    replay_scratch_dir: str | None = None
+    replay_device: str | torch.device | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.replay = check_replay_settings(self)
+        self.fixed_alpha = check_optional_range("fixed_alpha", self.fixed_alpha, 0.0, 1e12)
+        self.action_prior = check_choice("action_prior", self.action_prior, ACTION_PRIORS)
+        self.reward_scale = check_range("reward_scale", self.reward_scale, 0.0, 1e12)
+        self.target_entropy = check_target_entropy(self.target_entropy)
+        self.clip_grad_norm = check_range("clip_grad_norm", self.clip_grad_norm, 0.0, 1e12)
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None
         self.replay_lock: contextlib.AbstractContextManager[Any] | None = None
@@ -162,7 +157,7 @@ class SAC:
         self.agent = check_sac_agent(type(self).__name__, agent, value_network=False)
         self.batch_spec = batch_spec
         self.agent.set_pretrain_itr(start_replay(self, batch_spec))
-        self.target_entropy = entropy_target(self.target_entropy_arg, self.agent.action_size)
+        self.target_entropy = entropy_target(self.target_entropy, self.agent.action_size)
         self.device = self.agent.device
         self.log_alpha = initial_log_alpha(self.fixed_alpha, self.device)
         groups = [
@@ -219,7 +214,7 @@ class SAC:
         loss_pi = actor_loss(log_pi, q_pi, alpha=alpha, prior=prior)
         terms = {"loss": loss_q + loss_pi, "loss_q": loss_q, "loss_pi": loss_pi}
         if self.fixed_alpha is None:
-            loss_alpha = temperature_loss(self.log_alpha, log_pi, self.target_entropy)
+            loss_alpha = temperature_loss(self.log_alpha, log_pi, float(self.target_entropy))
             terms["loss"] = terms["loss"] + loss_alpha
             terms["loss_alpha"] = loss_alpha
         terms["q_mean"] = q.detach().mean()

@@ -20,6 +20,7 @@ terms are ``tdrl.algos.qpg.soft_terms``'; the schedule is ``tdrl.algos.replay``'
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 from typing import Any
 
 import torch
@@ -37,24 +38,28 @@ from tdrl.algos.qpg.soft_terms import (
     soft_target,
     value_loss,
 )
-from tdrl.algos.replay import make_replay_buffer, replay_updates, start_replay
+from tdrl.algos.replay import (
+    check_replay_settings,
+    make_replay_buffer,
+    replay_updates,
+    start_replay,
+)
 from tdrl.algos.settings import (
     algo_optimizer,
-    check_optimizer_args,
-    check_target_args,
     counted_state,
     load_counted_state,
+    param_group,
 )
 from tdrl.algos.updates import finish_update
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
-from tdrl.replays.base import ReplayConfig
 from tdrl.replays.n_step import ReplayBuffer
-from tdrl.utils.checks import check_bool, check_choice, check_range
+from tdrl.utils.checks import check_choice, check_range
 from tdrl.utils.compile import maybe_compiled
-from tdrl.utils.optim import clipped_step, param_group
+from tdrl.utils.optim import clipped_step
 from tdrl.utils.tensor import frozen_call
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class SAC_V:  # noqa: N801 - rlpyt's name
     """SAC with a value network and a fixed entropy weight.
 
@@ -83,45 +88,34 @@ class SAC_V:  # noqa: N801 - rlpyt's name
             results as the eager update up to float rounding.
     """
 
-    def __init__(
-        self,
-        *,
-        discount: float = 0.99,
-        batch_size: int = 256,
-        min_steps_learn: int = 10_000,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 256.0,
-        target_update_tau: float = 0.005,
-        target_update_interval: int = 1,
-        learning_rate: float = 3e-4,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        action_prior: str = "uniform",
-        reward_scale: float = 1.0,
-        policy_output_regularization: float = 1e-3,
-        clip_grad_norm: float = 1e9,
-        n_step_return: int = 1,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-    ):
-        self.discount = check_range("discount", discount, 0.0, 1.0)
-        self.replay = ReplayConfig.from_arguments(locals())
-        self.compile = check_bool("compile", compile)
-        self.batch_size = self.replay.batch_size
-        self.target_update_tau, self.target_update_interval = check_target_args(
-            target_update_tau, target_update_interval
-        )
-        self.learning_rate, self.optim_cls, self.optim_kwargs = check_optimizer_args(
-            learning_rate, optim_cls, optim_kwargs
-        )
-        self.action_prior = check_choice("action_prior", action_prior, ACTION_PRIORS)
-        self.reward_scale = check_range("reward_scale", reward_scale, 0.0, 1e12)
+    discount: float = 0.99
+    batch_size: int = 256
+    min_steps_learn: int = 10_000
+    replay_size: int = 1_000_000
+    replay_ratio: float = 256.0
+    target_update_tau: float = 0.005
+    target_update_interval: int = 1
+    learning_rate: float = 3e-4
+    optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam
+    optim_kwargs: dict[str, Any] = dataclasses.field(default_factory=dict)
+    action_prior: str = "uniform"
+    reward_scale: float = 1.0
+    policy_output_regularization: float = 1e-3
+    clip_grad_norm: float = 1e9
+    n_step_return: int = 1
+    replay_storage: str = "memory"
+    replay_scratch_dir: str | None = None
+    replay_device: str | torch.device | None = None
+    compile: bool = False
+
+    def __post_init__(self) -> None:
+        self.replay = check_replay_settings(self)
+        self.action_prior = check_choice("action_prior", self.action_prior, ACTION_PRIORS)
+        self.reward_scale = check_range("reward_scale", self.reward_scale, 0.0, 1e12)
         self.policy_output_regularization = check_range(
-            "policy_output_regularization", policy_output_regularization, 0.0, 1e12
+            "policy_output_regularization", self.policy_output_regularization, 0.0, 1e12
         )
-        self.clip_grad_norm = check_range("clip_grad_norm", clip_grad_norm, 0.0, 1e12)
+        self.clip_grad_norm = check_range("clip_grad_norm", self.clip_grad_norm, 0.0, 1e12)
         self.update_counter = 0
         self.replay_buffer: ReplayBuffer | None = None
         self.replay_lock: contextlib.AbstractContextManager[Any] | None = None

@@ -11,9 +11,7 @@ rates are both honoured.
 
 from __future__ import annotations
 
-from typing import Any
-
-import torch
+import dataclasses
 
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.ddpg_agent import DdpgAgent
@@ -21,6 +19,7 @@ from tdrl.algos.qpg.ddpg import DDPG
 from tdrl.keys import BatchSpec
 
 
+@dataclasses.dataclass(kw_only=True, eq=False)
 class TD3(DDPG):
     """TD3: DDPG with TD3's defaults.
 
@@ -29,54 +28,14 @@ class TD3(DDPG):
     (``Td3Agent``, or ``DdpgAgent(n_q=2)``). The arguments are ``DDPG``'s.
     """
 
-    def __init__(
-        self,
-        *,
-        discount: float = 0.99,
-        batch_size: int = 100,
-        min_steps_learn: int = 10_000,
-        replay_size: int = 1_000_000,
-        replay_ratio: float = 100.0,
-        target_update_tau: float = 0.005,
-        target_update_interval: int = 2,
-        policy_update_interval: int = 2,
-        learning_rate: float = 1e-3,
-        q_learning_rate: float = 1e-3,
-        optim_cls: type[torch.optim.Optimizer] = torch.optim.Adam,
-        optim_kwargs: dict[str, Any] | None = None,
-        clip_grad_norm: float = 1e8,
-        q_target_clip: float = 1e6,
-        target_noise_std: float = 0.2,
-        target_noise_clip: float | None = 0.5,
-        n_step_return: int = 1,
-        replay_storage: str = "memory",
-        replay_scratch_dir: str | None = None,
-        replay_device: str | torch.device | None = None,
-        compile: bool = False,  # noqa: A002 - the name torch and the issue use
-    ):
-        super().__init__(
-            discount=discount,
-            batch_size=batch_size,
-            min_steps_learn=min_steps_learn,
-            replay_size=replay_size,
-            replay_ratio=replay_ratio,
-            target_update_tau=target_update_tau,
-            target_update_interval=target_update_interval,
-            policy_update_interval=policy_update_interval,
-            learning_rate=learning_rate,
-            q_learning_rate=q_learning_rate,
-            optim_cls=optim_cls,
-            optim_kwargs=optim_kwargs,
-            clip_grad_norm=clip_grad_norm,
-            q_target_clip=q_target_clip,
-            target_noise_std=target_noise_std,
-            target_noise_clip=target_noise_clip,
-            n_step_return=n_step_return,
-            replay_storage=replay_storage,
-            replay_scratch_dir=replay_scratch_dir,
-            replay_device=replay_device,
-            compile=compile,
-        )
+    batch_size: int = 100
+    replay_ratio: float = 100.0
+    target_update_tau: float = 0.005
+    target_update_interval: int = 2
+    policy_update_interval: int = 2
+    learning_rate: float = 1e-3
+    target_noise_std: float = 0.2
+    target_noise_clip: float | None = 0.5
 
     def initialize(self, agent: Agent, *, n_itr: int, batch_spec: BatchSpec) -> None:
         """Check for twin critics, then ``DDPG.initialize``."""
