@@ -333,3 +333,26 @@ def test_memmap_buffer_round_trip_keeps_its_own_files(tmp_path):
 
     shutil.rmtree(tmp_path / "rb")  # the loaded buffer does not live in the saved files
     assert (fresh.sample_batch(32) == rb.sample_batch(32)).all()
+
+
+def test_extra_keys_are_stored_sampled_and_saved(tmp_path):
+    """A sampler's extra keys (a cost, a nested success flag) come back at step t."""
+    from tdrl.testing.torchrl_envs import NestedCountingEnv, NestedFixedAgent
+
+    sampler = SerialSampler(
+        NestedCountingEnv, {}, batch_T=4, batch_B=2, extra_keys=["cost"], max_decorrelation_steps=0
+    )
+    sampler.initialize(NestedFixedAgent(), seed=0)
+    rb = ReplayBuffer(size=16, batch_B=2, n_step_return=2, seed=0)
+    for itr in range(3):
+        samples = sampler.obtain_samples(itr)[0]
+        rb.append_samples(samples)
+    assert rb.extra_keys == [("next", "cost")]
+    batch = rb.sample_batch(32)
+    # NestedCountingEnv's cost is the action: the one of the sampled step, not an n-step sum
+    torch.testing.assert_close(batch["next", "cost"][:, 0], batch["action"].float())
+    rb.save(tmp_path / "rb")
+    other = ReplayBuffer(size=16, batch_B=2, n_step_return=2, seed=0)
+    other.load(tmp_path / "rb")
+    assert other.extra_keys == [("next", "cost")]
+    assert ("next", "cost") in other.sample_batch(4).keys(include_nested=True)

@@ -242,3 +242,39 @@ def test_recurrent_state_resets_where_is_init():
         td["observation"], td["prev_action"].argmax(-1), td["prev_reward"], None
     )
     torch.testing.assert_close(policy(no_state)["logits"], zero_info["logits"])
+
+
+def test_agent_policy_observes_what_the_sampler_gives_the_agent():
+    """One rule for both (``observation_layout``): an env with an observation beside
+    ``observation``, ``is_init`` (InitTracker) and ``prev_action``/``prev_reward``."""
+    from torchrl.envs import GymEnv, InitTracker, TransformedEnv
+    from torchrl.envs.transforms import UnsqueezeTransform
+
+    from tdrl.agents.torchrl_policy import AgentPolicy, policy_specs
+    from tdrl.envs import PrevActionReward
+    from tdrl.samplers import SerialSampler
+    from tdrl.testing.torchrl_envs import NestedFixedAgent
+
+    def make_env():
+        env = GymEnv("CartPole-v1", categorical_action_encoding=True)
+        env = TransformedEnv(env, InitTracker())
+        env.append_transform(UnsqueezeTransform(-1, in_keys=["is_init"], out_keys=["flag"]))
+        env.append_transform(PrevActionReward())
+        return env
+
+    class Agent2Keys(NestedFixedAgent):
+        def step(self, observation, prev_action, prev_reward, rnn_state=None):
+            cart = observation.get("observation")[..., 0]
+            return (cart > 0).long() + self.model.offset.long(), {}
+
+    sampler = SerialSampler(make_env, {}, batch_T=4, batch_B=2, max_decorrelation_steps=0)
+    agent = Agent2Keys(n_actions=2)
+    sampler.initialize(agent, seed=0)
+    samples, _ = sampler.obtain_samples(0)
+    assert set(samples["observation"].keys()) == {"observation", "flag"}  # no is_init
+    env = make_env()
+    found, observation_spec, _ = policy_specs(env)
+    assert found == [("observation",), ("flag",)] and "is_init" not in set(observation_spec.keys())
+    policy = AgentPolicy(agent, env)  # the sampler-built agent fits without an error
+    out = env.rollout(3, policy)
+    assert out["action"].shape[0] == 3

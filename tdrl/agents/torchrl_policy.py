@@ -59,6 +59,7 @@ from tdrl._compat import (
 )
 from tdrl.agents.base import Agent
 from tdrl.agents.qpg.pearl_agent import PearlAgent
+from tdrl.envs.torchrl_env import NOT_OBSERVED, observation_layout
 from tdrl.envs.transforms import PrevActionReward
 from tdrl.utils.checks import ArgumentError
 
@@ -68,22 +69,21 @@ ACTION_LOG_PROB = "action_log_prob"
 #: The agent modes ``follow_mode`` sets, in the order of their codes.
 MODES = ("sample", "train", "eval")
 
-#: Observation-spec entries that are agent inputs or state, not observations.
-NOT_OBSERVATIONS = (keys.PREV_ACTION, keys.PREV_REWARD, keys.IS_INIT, keys.RNN_STATE)
 
-
-def env_specs(
+def policy_specs(
     env: EnvBase, observation_keys: Sequence[NestedKey] | None = None
 ) -> tuple[list[NestedKey], TensorSpec, TensorSpec]:
     """The observation keys, and the agent's observation and action specs, of one env.
 
-    Specs are per env (a batched env's leading dims removed). A ``OneHot`` action spec
-    becomes the ``Categorical`` of its indices (what tdrl's discrete agents act with).
+    By default the agent observes what tdrl's samplers give it of the same env
+    (``tdrl.envs.torchrl_env.observation_layout``), so an agent trained by a sampler acts
+    in the env through ``AgentPolicy`` with the specs it was built for. Specs are per env (a
+    batched env's leading dims removed). A ``OneHot`` action spec becomes the
+    ``Categorical`` of its indices (what tdrl's discrete agents act with).
 
     Args:
         env: a TorchRL env.
-        observation_keys: the keys the agent observes (None: ``observation`` when the env
-            has it, every observation key otherwise).
+        observation_keys: the keys the agent observes instead (their specs as declared).
 
     Returns:
         ``(observation keys, observation spec, action spec)``; the observation spec is the
@@ -98,25 +98,27 @@ def env_specs(
     index = (0,) * env.batch_dims
     if len(env.action_keys) != 1:
         raise ArgumentError(f"env must have one action key, got {env.action_keys}")
-    action_spec = env.full_action_spec[env.action_keys[0]][index]
-    spec = env.observation_spec[index]
-    found = [k for k in spec.keys(True, True) if _root(k) not in NOT_OBSERVATIONS]
+    action_spec = agent_action_spec(env.full_action_spec[env.action_keys[0]][index])
     if observation_keys is None:
-        observation_keys = [keys.OBSERVATION] if keys.OBSERVATION in set(spec.keys()) else found
+        pairs, observation_spec = observation_layout(env)
+        under_observation = all(batch != env_path for env_path, batch in pairs)
+        found: list[NestedKey] = [keys.OBSERVATION] if under_observation else [p for p, _ in pairs]
+        return found, observation_spec, action_spec
+    spec = env.observation_spec[index]
     observation_keys = list(observation_keys)
     missing = [k for k in observation_keys if k not in spec.keys(True)]
     if missing or not observation_keys:
+        leaves = [k for k in spec.keys(True, True) if _root(k) not in NOT_OBSERVED]
         raise ArgumentError(
             f"observation_keys {missing or observation_keys} are not observations of the env "
-            f"(its observation keys: {found})"
+            f"(its observation keys: {leaves})"
         )
     if len(observation_keys) == 1:
-        observation_spec = spec[observation_keys[0]]
-    else:
-        observation_spec = Composite(shape=())
-        for key in observation_keys:
-            observation_spec[key] = spec[key]
-    return observation_keys, observation_spec, agent_action_spec(action_spec)
+        return observation_keys, spec[observation_keys[0]], action_spec
+    observation_spec = Composite(shape=())
+    for key in observation_keys:
+        observation_spec[key] = spec[key]
+    return observation_keys, observation_spec, action_spec
 
 
 def agent_action_spec(action_spec: TensorSpec) -> TensorSpec:
@@ -125,6 +127,13 @@ def agent_action_spec(action_spec: TensorSpec) -> TensorSpec:
         n = int(action_spec.space.n)
         return Categorical(n, shape=action_spec.shape[:-1], dtype=torch.int64)
     return action_spec
+
+
+def _float32(x: Any) -> Any:
+    """float64 observations (MuJoCo's) as float32, as tdrl's samplers store them."""
+    if isinstance(x, TensorDictBase):
+        return x.apply(_float32)
+    return x.float() if x.dtype == torch.float64 else x
 
 
 def _root(key: NestedKey) -> str:
@@ -155,7 +164,7 @@ class AgentPolicy(TensorDictModuleBase):
         agent: the agent (any tdrl agent but ``PearlAgent``).
         env: the TorchRL env the policy will act in (None: the agent is initialised).
         observation_keys: the env keys the agent observes (None: ``observation`` when the
-            env has it, else every observation key; see ``env_specs``).
+            env has it, else every observation key; see ``policy_specs``).
         log_prob_key: where the action's log-probability is also written, for TorchRL's
             losses (agents without one write nothing there).
 
@@ -193,7 +202,7 @@ class AgentPolicy(TensorDictModuleBase):
             observation_spec, action_spec = agent.observation_spec, agent.action_spec
             env_action_spec = action_spec
         else:
-            obs_keys, observation_spec, action_spec = env_specs(env, observation_keys)
+            obs_keys, observation_spec, action_spec = policy_specs(env, observation_keys)
             env_action_spec = env.full_action_spec[env.action_keys[0]][(0,) * env.batch_dims]
             self._fit_agent(agent, env, observation_spec, action_spec)
         self.observation_keys = obs_keys
@@ -292,7 +301,7 @@ class AgentPolicy(TensorDictModuleBase):
         else:
             observation = tensordict.select(*self.observation_keys)
         out_device = _device_of(observation)
-        observation = observation.reshape(n, *observation.shape[dims:]).to(device)
+        observation = _float32(observation.reshape(n, *observation.shape[dims:]).to(device))
         prev_action = tensordict.get(keys.PREV_ACTION, None)
         if prev_action is None:
             prev_action = self.action_spec.zero((n,)).to(device)

@@ -49,6 +49,10 @@ Path = tuple[str, ...]
 #: Observation entries the sampler records itself (``PrevActionReward`` of ``make_env``).
 SAMPLER_INPUTS = (keys.PREV_ACTION, keys.PREV_REWARD)
 
+#: Observation-spec entries that are agent inputs or recurrent state, not observations
+#: (``InitTracker``'s ``is_init``, a ``TensorDictPrimer``'s ``rnn_state``).
+NOT_OBSERVED = (*SAMPLER_INPUTS, keys.IS_INIT, keys.RNN_STATE)
+
 #: Names an extra key may not start with: the batch's own ``("next", ...)`` entries.
 RESERVED = (keys.OBSERVATION, keys.REWARD, keys.DONE, keys.TERMINATED, keys.TRUNCATED)
 
@@ -207,28 +211,7 @@ def torchrl_layout(env: EnvBase, *, extra_keys: Sequence[Path] = ()) -> TorchEnv
     for key in (reward_key, done_key, terminated_key, truncated_key):
         if key is not None and key in extra_specs:
             raise ArgumentError(f"extra_keys: {show(key)} is recorded already (reward or done)")
-    kept = {
-        p: s for p, s in observations.items() if p[0] not in SAMPLER_INPUTS and p not in extra_specs
-    }
-    for path, spec in kept.items():
-        if spec.dtype is None:  # NonTensor
-            raise TypeError(
-                f"the env's observation {show(path)} is a non-tensor entry; tdrl stores tensors "
-                "(drop it with a transform, e.g. ExcludeTransform)"
-            )
-    if not kept:
-        raise TypeError(f"{name} declares no observation (its observation_spec is empty)")
-    if {p[0] for p in kept} == {keys.OBSERVATION}:
-        pairs = tuple((p, p[1:]) for p in kept)
-        observation = kept.get((keys.OBSERVATION,))
-        obs_spec = (
-            _stored(observation)
-            if observation is not None
-            else _nest({p[1:]: _stored(s) for p, s in kept.items()})
-        )
-    else:
-        pairs = tuple((p, p) for p in kept)
-        obs_spec = _nest({p: _stored(s) for p, s in kept.items()})
+    pairs, obs_spec = _observations(name, observations, set(extra_specs))
     action_key, action_spec, low, high, env_shape = _action(name, env)
     return TorchEnvLayout(
         columns=int(env.batch_size[0]) if env.batch_size else 1,
@@ -247,6 +230,48 @@ def torchrl_layout(env: EnvBase, *, extra_keys: Sequence[Path] = ()) -> TorchEnv
         extra_specs=extra_specs,
         device=torch.device(env.device) if env.device is not None else torch.device("cpu"),
     )
+
+
+def observation_layout(env: EnvBase) -> tuple[tuple[tuple[Path, Path], ...], TensorSpec]:
+    """What the agent observes of ``env``: ``(env path, batch path)`` pairs and its spec.
+
+    The rule every sampler applies (``torchrl_layout``) and ``AgentPolicy`` too: every
+    observation leaf but ``NOT_OBSERVED`` (``prev_action``, ``prev_reward``, ``is_init``,
+    ``rnn_state``); when all lie under
+    ``observation`` the agent gets that entry (a tensor, or a nested TensorDict), otherwise
+    a ``Composite`` of them at their paths. Specs are as the batch stores them (on the CPU,
+    float64 as float32).
+    """
+    name = type(env).__name__
+    return _observations(name, _leaves(env.full_observation_spec_unbatched), set())
+
+
+def _observations(
+    name: str, observations: dict[Path, TensorSpec], extras: set[Path]
+) -> tuple[tuple[tuple[Path, Path], ...], TensorSpec]:
+    kept = {p: s for p, s in observations.items() if p[0] not in NOT_OBSERVED and p not in extras}
+    for path, spec in kept.items():
+        if spec.dtype is None:  # NonTensor
+            raise TypeError(
+                f"the env's observation {show(path)} is a non-tensor entry; tdrl stores tensors "
+                "(drop it with a transform, e.g. ExcludeTransform)"
+            )
+    if not kept:
+        raise TypeError(f"{name} declares no observation (its observation_spec is empty)")
+    if {p[0] for p in kept} == {keys.OBSERVATION}:
+        observation = kept.get((keys.OBSERVATION,))
+        spec = (
+            _stored(observation)
+            if observation is not None
+            else _nest({p[1:]: _stored(s) for p, s in kept.items()})
+        )
+        return tuple((p, p[1:]) for p in kept), spec
+    return tuple((p, p) for p in kept), _nest({p: _stored(s) for p, s in kept.items()})
+
+
+def reward_key(env: EnvBase) -> Path:
+    """The env's reward key as the samplers read it (the one named ``reward`` among several)."""
+    return _reward_key(type(env).__name__, _leaves(env.full_reward_spec_unbatched))
 
 
 def _reward_key(name: str, rewards: dict[Path, TensorSpec]) -> Path:

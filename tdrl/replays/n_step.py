@@ -28,6 +28,13 @@ asynchronously, to CUDA). With ``device`` (``replay_device``) storage, n-step ar
 uniform index draws live there and minibatches are built without a host copy; prioritized
 sampling keeps its sum tree on the CPU (indices and weights are copied over, the gather
 runs on the device). Saved files hold CPU tensors: a save loads on any device.
+
+Extra keys: a sampler's ``extra_keys`` (``("next", *key)`` entries beyond reward and episode
+ends, e.g. a cost) are stored and returned by ``sample_batch`` under ``"next"`` at step ``t``
+(one-step values, not n-step sums); the frame buffers do not keep them.
+
+The module is over 450 lines because the buffer's writing, n-step sampling, priorities,
+TorchRL API and persistence are methods of one object that share its arrays.
 """
 
 from __future__ import annotations
@@ -77,6 +84,10 @@ def _rows(value, rows: slice):
     if isinstance(value, dict):
         return {k: _rows(v, rows) for k, v in value.items()}
     return value[rows]
+
+
+#: The ``("next", ...)`` entries a sampler batch always has (the others are extra keys).
+NEXT_STANDARD = (keys.OBSERVATION, keys.REWARD, keys.DONE, keys.TERMINATED, keys.TRUNCATED)
 
 
 class ReplayBuffer:
@@ -150,6 +161,7 @@ class ReplayBuffer:
         self._done = torch.zeros(grid, dtype=torch.bool, device=dev)
         self._terminated = torch.zeros(grid, dtype=torch.bool, device=dev)
         self._pending_priority: torch.Tensor | None = None
+        self.extra_keys: list[tuple[str, ...]] | None = None  # set by the first batch
 
     @property
     def t(self) -> int:
@@ -204,8 +216,18 @@ class ReplayBuffer:
         return rows
 
     def _store(self, samples: TensorDictBase) -> TensorDictBase:
-        """The part of a sampler batch kept in the storage (a subclass may store less)."""
-        return samples.select(*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT_OBSERVATION, strict=True)
+        """The part of a sampler batch kept in the storage (a subclass may store less).
+
+        Besides the agent inputs, ``action`` and the next observation: the sampler's extra
+        keys (``("next", *key)`` entries other than reward and episode ends, e.g. a cost),
+        returned at step ``t`` by ``sample_batch``.
+        """
+        if self.extra_keys is None:  # learned from the first batch
+            nxt = samples.get(keys.NEXT).keys(include_nested=True, leaves_only=True)
+            found = [k if isinstance(k, tuple) else (k,) for k in nxt]
+            self.extra_keys = [(keys.NEXT, *k) for k in found if k[0] not in NEXT_STANDARD]
+        chosen = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT_OBSERVATION, *self.extra_keys)
+        return samples.select(*chosen, strict=True)
 
     def _flat(self, rows: np.ndarray) -> np.ndarray:
         return (rows[:, None] * self.batch_B + np.arange(self.batch_B)[None, :]).reshape(-1)
@@ -346,6 +368,11 @@ class ReplayBuffer:
             keys.PREV_ACTION: both[keys.ACTION][n:],
             keys.PREV_REWARD: self._reward[end_t, b_idx].unsqueeze(-1),
         }
+        for key in self.extra_keys or ():  # the extra keys at step t
+            inner, value = batch, both
+            for k in key[:-1]:
+                inner, value = inner.setdefault(k, {}), value[k]
+            inner[key[-1]] = value[key[-1]][:n]
         batch.update(extra)
         return tensordict_from_trusted(batch, (n,))
 
@@ -443,6 +470,11 @@ class ReplayBuffer:
             self.storage = self._new_storage()
             self.storage.set(torch.arange(self.T_capacity), to_device(data, self.device))
             self._leaves = None
+            nxt = data.get(keys.NEXT, None)
+            stored = [] if nxt is None else nxt.keys(include_nested=True, leaves_only=True)
+            paths = [k if isinstance(k, tuple) else (k,) for k in stored]
+            if type(self)._store is ReplayBuffer._store:  # the frame buffers keep no extras
+                self.extra_keys = [(keys.NEXT, *p) for p in paths if p[0] not in NEXT_STANDARD]
         return dict(state.get("info") or {})
 
     def _stored_keys(self) -> tuple[Any, ...]:

@@ -57,8 +57,9 @@ from tensordict import NestedKey, TensorDict, TensorDictBase
 from tdrl import _compat, keys
 from tdrl._compat import Compose, DoubleToFloat, EnvBase, Transform, TransformedEnv
 from tdrl.agents.base import Agent
-from tdrl.agents.torchrl_policy import AgentPolicy, env_specs
+from tdrl.agents.torchrl_policy import AgentPolicy, policy_specs
 from tdrl.envs.torchrl_batch import batched_env, gym_env, has_float64
+from tdrl.envs.torchrl_env import reward_key
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.samplers.base import (
     SamplerSettings,
@@ -232,9 +233,8 @@ class CollectorSampler:
             env = TransformedEnv(probe, Compose(*transforms)) if transforms else probe
             self.policy = AgentPolicy(agent, env)
             transforms += self.policy.env_transforms(env)
-            _, observation_spec, action_spec = env_specs(env, self.policy.observation_keys)
-            rewards = list(env.reward_keys)  # among several, the one named "reward"
-            self._reward_key = "reward" if "reward" in rewards else rewards[0]
+            _, observation_spec, action_spec = policy_specs(env, self.policy.observation_keys)
+            self._reward_key = reward_key(env)  # the samplers' rule (tdrl.envs.torchrl_env)
             done_keys = set(env.done_keys)
         finally:
             close_env(probe)  # an unstarted batched env counts as closed already
