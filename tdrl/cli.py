@@ -137,7 +137,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--log-interval-steps", type=positive, default=10_000, help="steps per log row"
     )
     train.add_argument(
-        "--eval-n-envs", type=non_negative, default=0, help="offline eval envs (0: online stats)"
+        "--eval-n-envs",
+        type=non_negative,
+        default=None,
+        help="offline eval envs (0: online stats; default: the preset's, else 0)%(default).0s",
     )
     train.add_argument(
         "--eval-max-steps", type=positive, default=10_000, help="env steps per evaluation"
@@ -165,8 +168,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="pearl: set a MetaRl setting, e.g. --runner-arg num_train_steps_per_itr=500 "
+        help="set a runner setting, e.g. --runner-arg nonfinite=skip or, for pearl, a MetaRl "
+        "setting such as --runner-arg num_train_steps_per_itr=500 (repeatable)",
+    )
+    train.add_argument(
+        "--agent-arg",
+        type=_algo_arg,
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="set an agent argument, e.g. --agent-arg model_kwargs={'hidden_sizes':(64,64)} "
         "(repeatable)",
+    )
+    train.add_argument(
+        "--preset",
+        default=None,
+        metavar="NAME|none",
+        help="tuned settings to start from (default: the preset of --algo and --env, if any; "
+        "none: the algorithm's defaults; `tdrl presets` lists them)%(default).0s",
     )
     train.add_argument(
         "--torch-threads",
@@ -186,6 +205,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     _add_traceback_flag(train)
     _add_traceback_flag(add_launch_parser(sub))
+    sub.add_parser("presets", help="list the tuned presets `tdrl train` applies")
     return parser
 
 
@@ -217,17 +237,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "launch":
             return launch(args, script_args)
+        if args.command == "presets":
+            from tdrl.presets import preset_table
+
+            print(preset_table())
+            return 0
         train(args)
     except KeyboardInterrupt:
         print(f"tdrl {args.command}: interrupted", file=sys.stderr)
         return 130
     except _BAD_INPUT as e:
-        if args.traceback:
+        if getattr(args, "traceback", False):
             raise
         print(f"tdrl {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 2
     except _RUN_FAILURES as e:
-        if args.traceback:
+        if getattr(args, "traceback", False):
             raise
         print(f"tdrl {args.command}: error: {one_line(e)}", file=sys.stderr)
         return 1

@@ -5,7 +5,8 @@
 ``train_pearl`` builds PEARL's meta-RL run from oyster's preset for a task family
 (``tdrl.runners.meta_presets``). ``tdrl.cli`` parses the options and calls them; this
 module imports torch, gymnasium and the roles only when a command runs, so that
-``import tdrl.cli`` stays light.
+``import tdrl.cli`` stays light. The module is over 450 lines because the two commands
+share their option checks and the table of what each algorithm is built with.
 """
 
 from __future__ import annotations
@@ -47,12 +48,28 @@ DEFAULT_BATCH = {
 
 
 def _make_algo_agent(
-    name: str, kwargs: dict[str, Any], env_id: str, *, recurrent: bool = False
+    name: str,
+    kwargs: dict[str, Any],
+    env_id: str,
+    *,
+    recurrent: bool = False,
+    agent_kwargs: dict[str, Any] | None = None,
 ) -> tuple[Algorithm, Agent]:
     """The algorithm ``name`` with hyperparameters ``kwargs`` and an agent for the env.
 
-    ``recurrent`` asks for an LSTM agent (policy-gradient algorithms only).
+    ``recurrent`` asks for an LSTM agent (policy-gradient algorithms only);
+    ``agent_kwargs`` are the agent's arguments (``--agent-arg``, checked by name).
     """
+    agent_kwargs = dict(agent_kwargs or {})
+
+    def make(cls: Callable[..., Agent], **fixed: Any) -> Agent:
+        import inspect
+
+        known = [p for p in inspect.signature(cls).parameters if p not in fixed and p != "model"]
+        owner = getattr(cls, "__name__", str(cls))
+        pairs = list(agent_kwargs.items())
+        return cls(**fixed, **_flag_kwargs("--agent-arg", pairs, known, owner))
+
     import gymnasium as gym
 
     from tdrl.agents import (
@@ -89,7 +106,7 @@ def _make_algo_agent(
             raise ValueError(
                 f"--algo r2d1 needs a Discrete action space, but --env {env_id} has {space}"
             )
-        return R2D1(**kwargs), R2d1Agent()
+        return R2D1(**kwargs), make(R2d1Agent)
     if recurrent and name not in PG_ALGOS:
         raise ValueError(
             f"--recurrent applies to {', '.join(PG_ALGOS)} (an LSTM policy), not --algo {name}"
@@ -97,9 +114,9 @@ def _make_algo_agent(
     if name in PG_ALGOS:
         algo = {"a2c": A2C, "ppo": PPO}[name](**kwargs)
         if isinstance(space, gym.spaces.Discrete):
-            return algo, CategoricalPgAgent(recurrent=recurrent)
+            return algo, make(CategoricalPgAgent, recurrent=recurrent)
         if isinstance(space, gym.spaces.Box):
-            return algo, GaussianPgAgent(recurrent=recurrent)
+            return algo, make(GaussianPgAgent, recurrent=recurrent)
         raise ValueError(
             f"--algo {name} needs a Discrete or Box action space, but --env {env_id} has {space}"
         )
@@ -109,21 +126,21 @@ def _make_algo_agent(
                 f"--algo {name} needs a Box action space, but --env {env_id} has {space}"
             )
         if name == "ddpg":
-            return DDPG(**kwargs), DdpgAgent()
+            return DDPG(**kwargs), make(DdpgAgent)
         if name == "td3":
-            return TD3(**kwargs), Td3Agent()
+            return TD3(**kwargs), make(Td3Agent)
         if name == "sac_v":
-            return SAC_V(**kwargs), SacVAgent()
-        return SAC(**kwargs), SacAgent()
+            return SAC_V(**kwargs), make(SacVAgent)
+        return SAC(**kwargs), make(SacAgent)
     if not isinstance(space, gym.spaces.Discrete):
         raise ValueError(
             f"--algo {name} needs a Discrete action space, but --env {env_id} has {space}"
         )
     if name == "rainbow":
-        return rainbow_minus_noisy(algo_kwargs=kwargs)
+        return rainbow_minus_noisy(algo_kwargs=kwargs, agent_kwargs=agent_kwargs)
     if name == "catdqn":
-        return CategoricalDQN(**kwargs), DqnAgent(n_atoms=51)
-    return DQN(**kwargs), DqnAgent()
+        return CategoricalDQN(**kwargs), make(DqnAgent, n_atoms=51)
+    return DQN(**kwargs), make(DqnAgent)
 
 
 def _algo_kwargs(name: str, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
@@ -165,6 +182,52 @@ def _flag_kwargs(
     return kwargs
 
 
+#: Runner arguments other ``tdrl train`` options set (``--runner-arg`` may not).
+_RUNNER_SET_BY_OPTIONS = (
+    *("algo", "agent", "sampler", "n_steps", "seed", "log_interval_steps"),
+    *("progress_bar", "resume_from", "device"),
+)
+
+
+def _preset(args: argparse.Namespace) -> Any:
+    """The ``Preset`` of ``--preset`` (default: ``--algo``/``--env``'s), announced."""
+    from tdrl.presets import resolve_preset
+
+    preset = resolve_preset(getattr(args, "preset", None), args.algo, args.env)
+    if preset is not None:
+        print(f"tdrl train: preset {preset.name} ({preset.source}); --preset none for defaults")
+    return preset
+
+
+def _runner_kwargs(runner_cls: type, pairs: Sequence[tuple[str, Any]]) -> dict[str, Any]:
+    """``--runner-arg`` pairs as keyword arguments of the runner (``MinibatchRl(Eval)``).
+
+    Raises:
+        ArgumentError: A name given twice, one the runner does not take, or one another
+            option sets (the message names that option).
+    """
+    import inspect
+
+    known = [p for p in inspect.signature(runner_cls).parameters if p not in _RUNNER_SET_BY_OPTIONS]
+    for key, _ in pairs:
+        if key in _RUNNER_SET_BY_OPTIONS:
+            option = "--" + key.replace("_", "-").replace("resume-from", "resume")
+            raise ArgumentError(f"--runner-arg {key}: set it with {option}, not --runner-arg")
+    return _flag_kwargs("--runner-arg", pairs, known, runner_cls.__name__)
+
+
+def _say_if_no_update(args: argparse.Namespace, algo: Any) -> None:
+    """One line on stderr when the run will end before the algorithm's first update."""
+    replay = getattr(algo, "replay", None)
+    start = getattr(replay, "min_steps_learn", 0)
+    if replay is not None and start >= args.n_steps:
+        print(
+            f"tdrl train: note: --algo {args.algo} makes no update in --n-steps {args.n_steps}: "
+            f"it collects min_steps_learn={start} steps first (pass more --n-steps or "
+            f"--algo-arg min_steps_learn=N)"
+        )
+
+
 def _env_fn(env_id: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     """``(env_fn, env_kwargs)`` for a gymnasium id or ``atari:GAME``."""
     from tdrl.envs import make_atari_env, make_gym_env
@@ -195,7 +258,7 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
 
 #: The integral ``train`` options whose default is None (filled in per algorithm).
-_NONE_DEFAULTS = ("--n-steps", "--batch-T", "--batch-B", "--eval-max-trajectories")
+_NONE_DEFAULTS = ("--n-steps", "--batch-T", "--batch-B", "--eval-n-envs", "--eval-max-trajectories")
 
 #: The integral ``train`` options and their smallest values.
 _TRAIN_COUNTS = {
@@ -235,24 +298,36 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     _check_train_args(args)
     if args.algo in META_ALGOS or args.env in META_ENVS:
         return train_pearl(args)
-    if getattr(args, "runner_arg", None):
-        raise ArgumentError(f"--runner-arg applies to --algo pearl only, not --algo {args.algo}")
     import torch
 
     from tdrl.envs import AtariTrajInfo, TrajInfo
     from tdrl.runners import MinibatchRl, MinibatchRlEval
     from tdrl.samplers import SerialSampler
 
-    args.n_steps = DEFAULT_N_STEPS if args.n_steps is None else args.n_steps
+    preset = _preset(args)
+    args.n_steps = args.n_steps or (preset and preset.n_steps) or DEFAULT_N_STEPS
     torch.set_num_threads(args.torch_threads)
-    algo_kwargs = _algo_kwargs(args.algo, args.algo_arg)
+    algo_kwargs = {**(preset.algo_kwargs if preset else {})}
+    algo_kwargs |= _algo_kwargs(args.algo, args.algo_arg)
+    agent_kwargs = {**(preset.agent_kwargs if preset else {})}
+    agent_kwargs |= dict(getattr(args, "agent_arg", []))
     algo, agent = _make_algo_agent(
-        args.algo, algo_kwargs, args.env, recurrent=getattr(args, "recurrent", False)
+        args.algo,
+        algo_kwargs,
+        args.env,
+        recurrent=getattr(args, "recurrent", False),
+        agent_kwargs=agent_kwargs,
     )
     env_fn, env_kwargs = _env_fn(args.env)
     default_T, default_B = DEFAULT_BATCH[args.algo]
+    if preset is not None:
+        default_T, default_B = preset.batch_T or default_T, preset.batch_B or default_B
     args.batch_T = default_T if args.batch_T is None else args.batch_T
     args.batch_B = default_B if args.batch_B is None else args.batch_B
+    if args.eval_n_envs is None:
+        args.eval_n_envs = preset.eval_n_envs if preset is not None else 0
+        if preset is not None and args.eval_max_trajectories is None and args.eval_n_envs:
+            args.eval_max_trajectories = preset.eval_max_trajectories
     interval = getattr(algo, "store_rnn_state_interval", 0)  # R2D1: whole chunks per batch
     if interval and args.batch_T % interval:
         raise ValueError(
@@ -276,7 +351,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         traj_info_cls=traj_info_cls,
     )
     runner_cls = MinibatchRlEval if args.eval_n_envs > 0 else MinibatchRl
+    runner_kwargs = _runner_kwargs(runner_cls, getattr(args, "runner_arg", []))
     run_dir = f"{args.log_dir}/run_{args.run_ID}"
+    _say_if_no_update(args, algo)
     runner = runner_cls(
         algo,
         agent,
@@ -287,24 +364,30 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         progress_bar=False if args.no_progress else None,
         resume_from=run_dir if args.resume else None,
         device=args.device,
+        **runner_kwargs,
     )
     config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     config["algo_kwargs"] = algo_kwargs
+    config["agent_kwargs"] = agent_kwargs
+    config["runner_kwargs"] = runner_kwargs
+    config["preset"] = None if preset is None else preset.settings()
     return _log_and_train(args, runner.train, config, echo=args.no_progress)
 
 
 #: ``train`` options that are not written to ``params.json`` as they are.
-_NOT_CONFIG = ("algo_arg", "runner_arg", "traceback")
+_NOT_CONFIG = ("algo_arg", "agent_arg", "runner_arg", "traceback")
 
 #: The options that do not apply to ``--algo pearl``, with their defaults.
 NOT_FOR_PEARL: dict[str, Any] = {
     "--batch-T": None,
     "--batch-B": None,
     "--log-interval-steps": 10_000,
-    "--eval-n-envs": 0,
+    "--eval-n-envs": None,
     "--eval-max-steps": 10_000,
     "--eval-max-trajectories": None,
     "--recurrent": False,
+    "--agent-arg": [],
+    "--preset": None,
 }
 
 
@@ -336,6 +419,7 @@ def train_pearl(args: argparse.Namespace) -> dict[str, float]:
         iterations_for_steps,
         pearl_preset,
         runner_override_keys,
+        schedule_steps,
     )
 
     if args.algo not in META_ALGOS:
@@ -359,6 +443,13 @@ def train_pearl(args: argparse.Namespace) -> dict[str, float]:
     n_iterations = preset.n_iterations
     if args.n_steps is not None:
         n_iterations = iterations_for_steps(preset, args.n_steps)
+        first = sum(schedule_steps(preset))
+        if first > args.n_steps:
+            print(
+                f"tdrl train: note: --algo pearl's first iteration collects {first} steps, "
+                f"more than --n-steps {args.n_steps} (n_train_tasks x num_initial_steps, then "
+                "the iteration's phases; lower them with --runner-arg)"
+            )
     torch.set_num_threads(args.torch_threads)
     runner = build_pearl(
         args.env,

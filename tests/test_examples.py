@@ -345,6 +345,7 @@ def test_cli_train_qpg(algo, tmp_path):
             *("-m", "tdrl.cli", "train", "--algo", algo, "--env", "Pendulum-v1"),
             *("--n-steps", "600", "--no-progress", "--log-dir", str(tmp_path)),
             *("--algo-arg", "min_steps_learn=200", "--algo-arg", "replay_ratio=16"),
+            *("--preset", "none"),  # the CLI's construction, not the tuned preset
         ],
         tmp_path,
     )
@@ -360,3 +361,13 @@ def test_cli_train_qpg(algo, tmp_path):
         tmp_path,
     )
     assert proc.returncode != 0 and "Box" in proc.stderr
+
+
+def test_cli_says_when_a_run_makes_no_update(tmp_path, capsys):
+    from tdrl.cli import main
+
+    argv = ["train", "--algo", "dqn", "--env", "CartPole-v1", "--log-dir", str(tmp_path)]
+    assert main([*argv, "--n-steps", "64", "--no-progress", "--preset", "none"]) == 0
+    out = capsys.readouterr().out
+    assert "tdrl train: note: --algo dqn makes no update in --n-steps 64" in out
+    assert "min_steps_learn=50000" in out

@@ -413,13 +413,22 @@ def test_cli_refuses_bad_pearl_input_in_one_line(extra, message, capsys, tmp_pat
     assert not list(tmp_path.iterdir())  # refused before the run directory was made
 
 
-def test_cli_refuses_runner_args_for_other_algos(capsys, tmp_path):
+def test_cli_runner_args_of_other_algos_are_the_runners(capsys, tmp_path):
     from tdrl.cli import main
 
     argv = ["train", "--algo", "ppo", "--env", "CartPole-v1", "--log-dir", str(tmp_path)]
     assert main([*argv, "--runner-arg", "num_evals=2"]) == 2
     err = capsys.readouterr().err
-    assert err == "tdrl train: error: --runner-arg applies to --algo pearl only, not --algo ppo\n"
+    assert err.startswith("tdrl train: error: --runner-arg num_evals is not an argument of ")
+    assert "nonfinite" in err and err.count("\n") == 1
+    assert main([*argv, "--runner-arg", "seed=3"]) == 2
+    assert capsys.readouterr().err == (
+        "tdrl train: error: --runner-arg seed: set it with --seed, not --runner-arg\n"
+    )
+    more = ["--n-steps", "256", "--batch-T", "32", "--batch-B", "2", "--no-progress"]
+    assert main([*argv, *more, "--runner-arg", "nonfinite=skip"]) == 0
+    rows = _rows(tmp_path / "run_0")
+    assert rows[-1]["Diagnostics/NonFiniteSkips"] == "0"
 
 
 def test_cli_tables_agree_with_the_parser_and_the_envs():

@@ -363,13 +363,19 @@ def iterations_for_steps(preset: PearlPreset, n_steps: int) -> int:
         At least 1.
     """
     n_steps = check_int("n_steps", n_steps, minimum=1)
+    initial, per_itr = schedule_steps(preset)
+    if per_itr == 0:
+        return 1
+    return max(1, -(-(n_steps - initial) // per_itr))
+
+
+def schedule_steps(preset: PearlPreset) -> tuple[int, int]:
+    """Env steps of iteration 0's initial collection, and of every iteration's phases."""
     runner, length = preset.runner_kwargs, preset.max_path_length
     initial = runner["n_train_tasks"] * _whole_paths(runner["num_initial_steps"], length)
     phases = ("num_steps_prior", "num_steps_posterior", "num_extra_rl_steps_posterior")
     per_itr = runner["num_tasks_sample"] * sum(_whole_paths(runner[p], length) for p in phases)
-    if per_itr == 0:
-        return 1
-    return max(1, -(-(n_steps - initial) // per_itr))
+    return initial, per_itr
 
 
 def build_pearl(

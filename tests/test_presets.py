@@ -1,0 +1,93 @@
+"""The presets registry: every entry builds, `tdrl train` applies it, `tdrl presets` lists it."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from tdrl.presets import PRESETS, find_preset, preset_table
+
+
+@pytest.mark.parametrize("name", sorted(PRESETS))
+def test_every_preset_builds_its_algorithm_and_agent(name):
+    from tdrl.cli_train import DEFAULT_BATCH, _algo_kwargs, _make_algo_agent
+
+    preset = PRESETS[name]
+    assert preset.algo in DEFAULT_BATCH and preset.envs and preset.source and preset.result
+    assert not preset.result.startswith("PRESET_"), "a preset without its measured result"
+    pairs = list(preset.algo_kwargs.items())
+    kwargs = _algo_kwargs(preset.algo, pairs)  # every name is the algorithm's
+    for env in preset.envs:
+        assert find_preset(preset.algo, env) is preset
+        algo, agent = _make_algo_agent(
+            preset.algo, kwargs, env, agent_kwargs=dict(preset.agent_kwargs)
+        )
+        for key, value in preset.algo_kwargs.items():
+            if key != "optim_kwargs":
+                assert getattr(algo, key) == value, key
+        held = getattr(agent, "exploration", agent)  # DqnAgent keeps epsilons there
+        for key, value in preset.agent_kwargs.items():
+            if key != "model_kwargs":
+                assert getattr(held, key) == value, key
+
+
+def test_presets_command_lists_every_preset(capsys):
+    from tdrl.cli import main
+
+    assert main(["presets"]) == 0
+    out = capsys.readouterr().out
+    assert out.strip() == preset_table()
+    for name in PRESETS:
+        assert f"| {name} |" in out
+
+
+def test_train_applies_the_preset_and_saves_it(tmp_path, capsys):
+    from tdrl.cli import main
+
+    argv = ["train", "--algo", "dqn", "--env", "CartPole-v1", "--log-dir", str(tmp_path)]
+    argv += ["--n-steps", "256", "--no-progress", "--eval-n-envs", "0"]
+    assert main([*argv, "--algo-arg", "batch_size=32"]) == 0
+    assert "tdrl train: preset dqn-cartpole (" in capsys.readouterr().out
+    params = json.loads((tmp_path / "run_0" / "params.json").read_text())
+    assert params["preset"]["name"] == "dqn-cartpole"
+    assert params["batch_T"] == 256 and params["batch_B"] == 1  # the preset's shape
+    assert params["algo_kwargs"]["batch_size"] == 32  # --algo-arg wins
+    assert params["algo_kwargs"]["replay_ratio"] == 32.0  # the preset's
+    assert params["agent_kwargs"]["eps_final"] == 0.04
+
+
+def test_preset_none_gives_the_algorithms_defaults(tmp_path, capsys):
+    from tdrl.cli import main
+
+    argv = ["train", "--algo", "dqn", "--env", "CartPole-v1", "--log-dir", str(tmp_path)]
+    assert main([*argv, "--n-steps", "64", "--no-progress", "--preset", "none"]) == 0
+    assert "tdrl train: preset" not in capsys.readouterr().out
+    params = json.loads((tmp_path / "run_0" / "params.json").read_text())
+    assert params["preset"] is None and (params["batch_T"], params["batch_B"]) == (4, 8)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--preset", "nope"], "--preset nope is not a preset; they are: none, "),
+        (["--preset", "sac-pendulum"], "--preset sac-pendulum is for --algo sac, not dqn"),
+        (["--agent-arg", "bogus=1"], "--agent-arg bogus is not an argument of DqnAgent"),
+    ],
+)
+def test_bad_preset_options_are_refused_in_one_line(tmp_path, capsys, extra, message):
+    from tdrl.cli import main
+
+    argv = ["train", "--algo", "dqn", "--env", "CartPole-v1", "--log-dir", str(tmp_path)]
+    assert main([*argv, "--n-steps", "64", *extra]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert err[-1].startswith(f"tdrl train: error: {message}"), err
+
+
+def test_pearl_says_when_its_first_iteration_collects_more_than_n_steps(tmp_path, capsys):
+    from test_pearl_cli import _pearl_argv
+
+    from tdrl.cli import main
+
+    assert main(_pearl_argv(tmp_path, "--n-steps", "30")) == 0
+    assert "tdrl train: note: --algo pearl's first iteration collects" in capsys.readouterr().out
