@@ -270,3 +270,19 @@ def test_optimizer_kwargs_are_checked_when_the_algorithm_is_built(build, kwargs,
         match=r"^optim_kwargs=\{'lr': 0\.1.*\} are not valid for Adam: 'lr' is set by",
     ):
         build({"optim_kwargs": {"lr": 0.1}})
+
+
+def test_async_rl_reports_a_non_finite_env_value_from_its_sampler():
+    from tdrl.runners import AsyncRl
+
+    sampler = SerialSampler(
+        NonFiniteEnv, {"at_step": 2 * T + 1}, batch_T=T, batch_B=B, max_decorrelation_steps=0
+    )
+    algo, agent = _dqn()
+    runner = AsyncRl(
+        algo, agent, sampler, n_steps=6 * T * B, seed=0, log_interval_steps=T * B,
+        progress_bar=False,
+    )  # fmt: skip
+    with pytest.raises(RuntimeError, match=r"sampler thread failed: NonFiniteError: iteration 2: "):
+        runner.train()
+    assert _finite(agent)

@@ -43,6 +43,7 @@ from tdrl.agents.base import Agent
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.replays import ReplayBuffer
 from tdrl.runners.base import RunPlan, evaluate
+from tdrl.runners.nonfinite import in_iteration
 from tdrl.samplers.base import Sampler
 from tdrl.utils.processes import Child, startup_timeout, stop_processes, stuck_description, wait_for
 
@@ -262,7 +263,8 @@ def sample_loop(job: SamplerJob, link: SamplerLink) -> None:
             return
         version = controls.weights.load_into(agent, version)
         agent.sample_mode(itr)
-        samples, traj_infos = sampler.obtain_samples(itr)
+        with in_iteration(itr):  # a non-finite env value names the iteration
+            samples, traj_infos = sampler.obtain_samples(itr)
         progress.value += 1
         if not link.deliver(itr, samples, traj_infos, version):
             return
