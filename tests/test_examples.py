@@ -97,6 +97,8 @@ def test_example_8_device_flag_means_one_gpu_per_rank(tmp_path):
         assert not (tmp_path / "logs").exists()
 
 
+@pytest.mark.slow  # a learning check (about 20 s); every example's smoke run stays in make test
+@pytest.mark.timeout(600)
 def test_example_1_solves_cartpole_within_100k_steps(tmp_path):
     example = _load_example("example_1")
     config = example.Config(log_dir=str(tmp_path))
@@ -135,6 +137,7 @@ def test_cli_train(algo, tmp_path):
                 else []
             ),
             "--no-progress",
+            *("--preset", "none"),  # the CLI's construction; tests/test_presets.py has presets
         ],
         tmp_path,
     )
@@ -150,7 +153,7 @@ def test_cli_train(algo, tmp_path):
 def test_cli_resume(tmp_path):
     base = ["-m", "tdrl.cli", "train", "--algo", "ppo", "--env", "CartPole-v1"]
     base += ["--log-dir", str(tmp_path), "--batch-T", "32", "--batch-B", "2", "--no-progress"]
-    base += ["--log-interval-steps", "64"]
+    base += ["--log-interval-steps", "64", "--preset", "none"]
     assert _run([*base, "--n-steps", "128"], tmp_path).returncode == 0
     proc = _run([*base, "--n-steps", "256"], tmp_path)
     assert proc.returncode == 2 and "resume" in proc.stderr

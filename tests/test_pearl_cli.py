@@ -426,6 +426,7 @@ def test_cli_runner_args_of_other_algos_are_the_runners(capsys, tmp_path):
         "tdrl train: error: --runner-arg seed: set it with --seed, not --runner-arg\n"
     )
     more = ["--n-steps", "256", "--batch-T", "32", "--batch-B", "2", "--no-progress"]
+    more += ["--preset", "none"]
     assert main([*argv, *more, "--runner-arg", "nonfinite=skip"]) == 0
     rows = _rows(tmp_path / "run_0")
     assert rows[-1]["Diagnostics/NonFiniteSkips"] == "0"
