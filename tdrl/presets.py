@@ -143,8 +143,9 @@ PRESETS: dict[str, Preset] = {
             n_steps=10_000,
             source="TD3's defaults with batch 256 and a 1,000-step warm-up (as SB3's TD3)",
             result=(
-                "-155 evaluation return at 10k steps, seed 0 "
-                "(tests/test_ddpg_td3.py::test_td3_pendulum_reaches_minus_200_within_10k_steps)"
+                ">= -200 evaluation return at 10k steps, seed 0 "
+                "(tests/test_ddpg_td3.py::test_td3_pendulum_reaches_minus_200_within_10k_steps, "
+                "passed 2026-12-07; an earlier session measured -155)"
             ),
         ),
     )

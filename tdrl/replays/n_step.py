@@ -473,8 +473,7 @@ class ReplayBuffer:
             nxt = data.get(keys.NEXT, None)
             stored = [] if nxt is None else nxt.keys(include_nested=True, leaves_only=True)
             paths = [k if isinstance(k, tuple) else (k,) for k in stored]
-            if type(self)._store is ReplayBuffer._store:  # the frame buffers keep no extras
-                self.extra_keys = [(keys.NEXT, *p) for p in paths if p[0] not in NEXT_STANDARD]
+            self.extra_keys = [(keys.NEXT, *p) for p in paths if p[0] not in NEXT_STANDARD]
         return dict(state.get("info") or {})
 
     def _stored_keys(self) -> tuple[Any, ...]:

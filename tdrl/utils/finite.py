@@ -18,8 +18,8 @@ Python loop over elements), and stops with one line naming what, where and when:
   covers compiled updates (checked after the step) and algorithms of your own.
 
 The error is ``tdrl.utils.checks.NonFiniteError`` (a ``RuntimeError``, importable from
-here too); the runner adds the iteration. What
-a user can switch is in ``tdrl.runners.nonfinite.NonFiniteGuard``.
+here too); the runner adds the iteration. What a user can switch is in
+``tdrl.runners.nonfinite.NonFiniteGuard``.
 """
 
 from __future__ import annotations
