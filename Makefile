@@ -17,8 +17,8 @@ $(VENV)/.run-deps: $(PY) setup.py constraints.txt
 	$(PIP) -e .
 	touch $@
 
-$(VENV)/.test-deps: $(VENV)/.run-deps
-	$(PIP) -e ".[dev,atari,mujoco]"
+$(VENV)/.test-deps: $(VENV)/.run-deps setup.py
+	$(PIP) -e ".[dev,atari,mujoco,plot,video]"
 	touch $@
 
 $(VENV)/.bench-deps: $(VENV)/.test-deps

@@ -14,6 +14,8 @@ EXTRAS = {
     "mujoco": ["gymnasium[mujoco]>=1.0", "mujoco>=3.0"],
     "tb": ["tensorboard>=2.14"],
     "plot": ["matplotlib>=3.7"],
+    # tdrl eval --video: PyAV encodes the frames; pygame renders the classic-control envs.
+    "video": ["av>=12", "gymnasium[classic-control]>=1.0"],
     "dev": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.6", "mypy>=1.10", "tensorboard>=2.14"],
     "docs": ["sphinx>=7", "myst-parser>=2"],
     # Peers measured side by side in benchmarks/; never part of the core install.

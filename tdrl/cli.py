@@ -9,6 +9,9 @@ per iteration, evaluation). The sampler options (``--batch-T``, ``--batch-B``,
 ``--log-interval-steps``, ``--eval-*``) and ``--recurrent`` do not apply to it and are
 refused.
 
+``tdrl plot RUN_DIR... -o curves.png`` draws learning curves and ``tdrl eval RUN_DIR
+[--video out.mp4]`` evaluates a trained agent (``tdrl.cli_tools``).
+
 ``tdrl launch SCRIPT --grid KEY=V1,V2 ...`` runs a grid of variants of a launchable script
 over the machine's run slots (see ``docs/launching.md``).
 
@@ -36,6 +39,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from tdrl.cli_tools import add_eval_parser, add_plot_parser, evaluate_run, plot_runs
 from tdrl.cli_train import (
     ALGOS,
     DEFAULT_BATCH,
@@ -206,6 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_traceback_flag(train)
     _add_traceback_flag(add_launch_parser(sub))
     sub.add_parser("presets", help="list the tuned presets `tdrl train` applies")
+    _add_traceback_flag(add_plot_parser(sub))
+    _add_traceback_flag(add_eval_parser(sub))
     return parser
 
 
@@ -241,6 +247,12 @@ def main(argv: Sequence[str] | None = None) -> int:
             from tdrl.presets import preset_table
 
             print(preset_table())
+            return 0
+        if args.command == "plot":
+            plot_runs(args)
+            return 0
+        if args.command == "eval":
+            evaluate_run(args)
             return 0
         train(args)
     except KeyboardInterrupt:

@@ -41,8 +41,10 @@ LAYERS: dict[str, int] = {
     "runners": 5,
     "launch": 6,
     "presets": 6,
-    "cli_train": 7,
-    "cli": 8,
+    "cli_build": 7,
+    "cli_train": 8,
+    "cli_tools": 8,
+    "cli": 9,
 }
 
 #: Longest module without a reason for its length written in its docstring.

@@ -176,13 +176,16 @@ class AtariEnv(gym.Env):
             bottom, keep every other row and column) or ``(84, 84)`` (nearest-neighbour
             resize of the full screen).
         seed: seeds ``np_random`` and the ALE (``None``: from OS entropy).
+        render_mode: ``"rgb_array"``: ``render()`` returns the emulator's ``[210, 160, 3]``
+            colour screen (``tdrl eval --video``); None: no rendering.
 
     Raises:
         ValueError: an argument is invalid (the message names it).
         ImportError: ale-py is not installed.
     """
 
-    metadata = {"render_modes": []}  # noqa: RUF012 - gymnasium declares it per instance
+    #: 60 emulator frames per second, ``frame_skip`` (4) per step.
+    metadata = {"render_modes": ["rgb_array"], "render_fps": 15}  # noqa: RUF012
 
     def __init__(
         self,
@@ -198,6 +201,7 @@ class AtariEnv(gym.Env):
         horizon: int = 27000,
         frame_shape: tuple[int, int] = (104, 80),
         seed: int | None = None,
+        render_mode: str | None = None,
     ):
         try:
             import ale_py
@@ -219,6 +223,9 @@ class AtariEnv(gym.Env):
         self.frame_shape = _frame_shape(frame_shape)
         if seed is not None:
             seed = check_int("seed", seed, minimum=0)
+        if render_mode is not None:
+            render_mode = check_choice("render_mode", render_mode, ("rgb_array",))
+        self.render_mode = render_mode
 
         ale_py.ALEInterface.setLoggerMode(ale_py.LoggerMode.Error)
         self.ale = ale_py.ALEInterface()
@@ -287,6 +294,15 @@ class AtariEnv(gym.Env):
         self._steps = 0
 
     # ---------------------------------------------------------------------- gym API
+    def render(self) -> np.ndarray | None:
+        """The emulator's colour screen ``[210, 160, 3]`` (uint8), or None.
+
+        None without ``render_mode="rgb_array"``.
+        """
+        if self.render_mode is None:
+            return None
+        return self.ale.getScreenRGB()
+
     def get_action_meanings(self) -> list[str]:
         """Names of the actions (``"NOOP"``, ``"FIRE"``, ...), by action index."""
         return [a.name for a in self._action_set]
@@ -357,9 +373,11 @@ class AtariEnv(gym.Env):
 class AtariTrajInfo(TrajInfo):
     """``TrajInfo`` plus ``GameScore``: the raw (unclipped) game score of the episode.
 
-    ``Return`` sums the clipped rewards; ``GameScore`` sums ``info["game_score"]``. With
-    ``episodic_lives=True`` an episode is one life, so ``GameScore`` is the score made during
-    that life; evaluate with ``episodic_lives=False`` to log whole-game scores.
+    ``Return`` sums the clipped rewards; ``GameScore`` sums ``info["game_score"]``. The
+    samplers close a record only where the step's ``info["traj_done"]`` is true (rlpyt's
+    rule): with ``episodic_lives=True`` a lost life ends the learner's episode but not the
+    record, so ``Return``, ``GameScore`` and ``Length`` are whole-game figures in training
+    as in evaluation.
     """
 
     def __init__(self) -> None:

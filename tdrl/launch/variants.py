@@ -26,7 +26,9 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any, NamedTuple
 
-#: File the launcher writes into each run's log directory.
+#: File the launcher writes into each run's log directory (``logger_context`` copies it
+#: into the run's ``variant.json``; its ``LAUNCHED_VARIANT`` is this name, and a test keeps
+#: the two equal: importing ``tdrl.logging`` here would make ``import tdrl.cli`` load torch).
 VARIANT_FILE = "variant_config.json"
 #: Longest directory name :func:`safe_dir_name` returns.
 MAX_DIR_NAME = 100

@@ -41,10 +41,14 @@ def logger_context(
     use_tensorboard: bool = False,
     resume: bool = False,
     echo: bool = True,
+    variant: Mapping[str, Any] | None = None,
 ) -> Iterator[Logger]:
     """Logs a run into ``log_dir/run_{run_ID}`` and makes it what :func:`get_logger` returns.
 
-    Writes ``params.json`` (``config`` plus ``name`` and ``run_ID``) on entry. If the body
+    Writes ``params.json`` (``config`` plus ``name`` and ``run_ID``) on entry, and
+    ``variant.json`` (viskit's file: ``exp_name`` = ``name`` plus the settings that make
+    this run's variant; ``tdrl plot --group-by`` reads it) when ``variant`` is given or the
+    launcher left ``variant_config.json`` in ``log_dir``. If the body
     raises, the traceback goes to ``debug.log`` after ``"run failed:"`` and the exception
     propagates; everything dumped or saved before stays on disk. Contexts may nest.
 
@@ -66,6 +70,8 @@ def logger_context(
         resume: Append to an existing run instead of refusing; an existing ``params.json``
             is then kept.
         echo: Echo log lines and dumped tables to the console by default.
+        variant: The settings that tell this run's variant from others (no seed, no run
+            number); None: the launcher's ``variant_config.json``, if any.
 
     Yields:
         The run's :class:`Logger`.
@@ -95,6 +101,10 @@ def logger_context(
             params = {**_params_dict(config), "name": name, "run_ID": run_ID}
             text = json.dumps(params, indent=2, sort_keys=True) + "\n"
             atomic_write_bytes(params_path, text.encode("utf-8"))
+            settings = _variant(log_dir, variant)
+            if settings is not None:
+                text = json.dumps({"exp_name": name, **settings}, indent=2, sort_keys=True)
+                atomic_write_bytes(run_dir / VARIANT_JSON, (text + "\n").encode("utf-8"))
         logger.log(f"{'Resuming' if resume else 'Starting'} run '{name}' in {run_dir}")
         if stale:
             logger.log(f"removed files staged by the interrupted run: {', '.join(stale)}")
@@ -112,6 +122,27 @@ def logger_context(
             logger.close()
         raise
     logger.close()
+
+
+#: The variant file viskit reads in a run directory (``tdrl plot`` too).
+VARIANT_JSON = "variant.json"
+
+#: The launcher's variant file in a variant's log directory (``tdrl.launch.VARIANT_FILE``).
+LAUNCHED_VARIANT = "variant_config.json"
+
+
+def _variant(log_dir: str | os.PathLike[str], variant: Any) -> dict[str, Any] | None:
+    """The run's variant settings: ``variant``, else the launcher's file, else None."""
+    if variant is not None:
+        return _params_dict(variant)
+    path = Path(log_dir) / LAUNCHED_VARIANT
+    if not path.is_file():
+        return None
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None  # the launcher's own reader reports a bad file to the run
+    return data if isinstance(data, dict) else None
 
 
 def _params_dict(config: Any) -> dict[str, Any]:

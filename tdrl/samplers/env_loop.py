@@ -250,7 +250,7 @@ class EnvLoop:
         np_prev_reward[:] = reward_t
         for carry, src in zip(self.rnn_carry, self.np_next_rnn_state, strict=True):
             carry[:] = src[t]
-        completed = [self.traj.finish(b, info) for b, info in ended]
+        completed = [self.traj.finish(b, info) for b, info in ended if game_ended(info)]
         reset = np.flatnonzero(self.waiting) if not self.mid_batch_reset else [b for b, _ in ended]
         for e in reset:
             np_prev_action[e] = self.null_action
@@ -331,14 +331,19 @@ class EnvRunner(EnvLoop):
             n_steps = int(np.random.default_rng(seed).random() * max_decorrelation_steps)
             for _ in range(n_steps):
                 action = env.action_space.sample()
-                obs, reward, terminated, truncated, _ = env.step(action)
-                if terminated or truncated:
+                obs, reward, terminated, truncated, info = env.step(action)
+                ended = terminated or truncated
+                if ended and game_ended(info):
                     self.traj.reset_one(b)
+                else:
+                    self.traj.step_one(b, float(reward))
+                    if self.traj.needs_info:
+                        self.traj.step_info(b, info)
+                if ended:
                     obs, _ = env.reset()
                     prev_action[b] = self.null_action
                     prev_reward[b] = 0.0
                 else:
-                    self.traj.step_one(b, float(reward))
                     prev_action[b] = np.asarray(action) - self.act.offset
                     prev_reward[b] = reward
             self.obs.write(b, obs)
@@ -437,6 +442,19 @@ class EnvRunner(EnvLoop):
         """Close every env."""
         for env in self.envs:
             env.close()
+
+
+def game_ended(info: Any) -> bool:
+    """Whether an episode end also ends the episode's record (its ``TrajInfo``).
+
+    False only where the step's ``info`` holds a false ``traj_done`` (rlpyt's name): an
+    Atari life lost with ``episodic_lives`` ends the learner's episode (``terminated``, the
+    agent's state and previous action reset) but not the game, so ``Return``,
+    ``GameScore`` and ``Length`` keep counting to the real game end, as in rlpyt.
+    """
+    if not isinstance(info, dict) or "traj_done" not in info:
+        return True
+    return bool(info["traj_done"])
 
 
 def info_entry(info: dict[str, Any], path: Path) -> Any:
