@@ -31,6 +31,7 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["tdrl", "tdrl.*"]),
+    package_data={"tdrl": ["presets.json"]},
     install_requires=[
         "torch>=2.4",
         "torchrl==0.14.1",

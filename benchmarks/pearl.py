@@ -7,7 +7,8 @@ batch and one context batch sampled once per ``meta_batch``), times
 * ``batched``: ``PEARL.update(batch)``, tdrl's step: one computation over the
   ``meta_batch`` tasks;
 * ``per-task``: ``per_task_update`` below, the same optimisation work done task by task as
-  a non-batched implementation would (the rlpyt PEARL fork loops over chunks of tasks):
+  an implementation that loops over the tasks would (the rlpyt PEARL fork batches chunks
+  of ``n_tasks_per_update`` tasks instead, one step per chunk):
   ``PEARL.loss`` on each ``[1, n]`` slice, the losses summed with the batched loss's
   weights, one backward, each part's optimizer steps once, then the value target.
 

@@ -26,9 +26,9 @@ with exit status 2 and no traceback (``--traceback`` shows one). Integral option
 hyperparameters accept whole-number floats as rlpyt configs write them (``--n-steps 1e6``,
 ``--algo-arg replay_size=1e6``); NaN and infinities are refused everywhere.
 
-The parser and ``main`` live here; the ``train`` command's tables, checks and the
-construction of every algorithm family (sampler-based and PEARL's meta-RL) live in
-``tdrl.cli_train`` and are re-exported here.
+The parser and ``main`` live here; the algorithm tables and what each is built with live
+in ``tdrl.cli_build``, the ``train`` command's checks and runs (sampler-based and PEARL's
+meta-RL) in ``tdrl.cli_train``; the tables are re-exported here.
 """
 
 from __future__ import annotations
@@ -39,22 +39,20 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from tdrl.cli_tools import add_eval_parser, add_plot_parser, evaluate_run, plot_runs
-from tdrl.cli_train import (
+from tdrl.cli_build import (
     ALGOS,
     DEFAULT_BATCH,
     DEFAULT_N_STEPS,
     DQN_ALGOS,
     META_ALGOS,
     META_ENVS,
-    NOT_FOR_PEARL,
     PG_ALGOS,
     QPG_ALGOS,
-    train,
-    train_pearl,
 )
-from tdrl.cli_train import _algo_kwargs as _algo_kwargs  # kept importable from tdrl.cli
-from tdrl.cli_train import _make_algo_agent as _make_algo_agent
+from tdrl.cli_build import _algo_kwargs as _algo_kwargs  # kept importable from tdrl.cli
+from tdrl.cli_build import _make_algo_agent as _make_algo_agent
+from tdrl.cli_tools import add_eval_parser, add_plot_parser, evaluate_run, plot_runs
+from tdrl.cli_train import NOT_FOR_PEARL, RUNNERS, SAMPLERS, train, train_pearl
 from tdrl.launch.command import add_launch_parser, launch
 from tdrl.launch.config import int_flag
 from tdrl.utils.checks import NonFiniteError
@@ -96,6 +94,28 @@ def _algo_arg(text: str) -> tuple[str, Any]:
         return name, float(value)
     except ValueError:
         return name, value
+
+
+#: The repeatable ``NAME=VALUE`` options of ``tdrl train`` and their help.
+_NAME_VALUE_FLAGS = {
+    "--algo-arg": (
+        "set an algorithm hyperparameter, e.g. --algo-arg learning_rate=3e-4 (repeatable)"
+    ),
+    "--runner-arg": (
+        "set a runner setting, e.g. --runner-arg nonfinite=skip or, for pearl, a MetaRl "
+        "setting such as --runner-arg num_train_steps_per_itr=500 (repeatable)"
+    ),
+    "--agent-arg": (
+        "set an agent argument, e.g. --agent-arg model_kwargs={'hidden_sizes':(64,64)} (repeatable)"
+    ),
+    "--model-arg": (
+        "set a model argument (the agent's model_kwargs), e.g. --model-arg "
+        "hidden_sizes=(64,64) or --model-arg lstm_size=128 (repeatable)"
+    ),
+    "--sampler-arg": (
+        "set a sampler argument, e.g. --sampler-arg max_decorrelation_steps=0 (repeatable)"
+    ),
+}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -147,7 +167,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="offline eval envs (0: online stats; default: the preset's, else 0)%(default).0s",
     )
     train.add_argument(
-        "--eval-max-steps", type=positive, default=10_000, help="env steps per evaluation"
+        "--eval-max-steps",
+        type=positive,
+        default=None,
+        help="env steps per evaluation (default: the preset's, else 10000)%(default).0s",
     )
     train.add_argument(
         "--eval-max-trajectories", type=positive, default=None, help="episodes per evaluation"
@@ -158,31 +181,31 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true", help="continue the run in LOG_DIR/run_ID")
     train.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events")
     train.add_argument("--no-progress", action="store_true", help="hide the progress bar")
+    for flag, text in _NAME_VALUE_FLAGS.items():  # repeatable NAME=VALUE settings
+        train.add_argument(
+            flag, type=_algo_arg, action="append", default=[], metavar="NAME=VALUE", help=text
+        )
     train.add_argument(
-        "--algo-arg",
-        type=_algo_arg,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set an algorithm hyperparameter, e.g. --algo-arg learning_rate=3e-4 (repeatable)",
+        "--sampler",
+        default=None,
+        choices=SAMPLERS,
+        help="serial, or parallel workers: cpu (agent copy per worker), gpu (batched action "
+        "server in the parent), alternating (two worker groups) (default: the preset's, "
+        "else serial)%(default).0s",
     )
     train.add_argument(
-        "--runner-arg",
-        type=_algo_arg,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set a runner setting, e.g. --runner-arg nonfinite=skip or, for pearl, a MetaRl "
-        "setting such as --runner-arg num_train_steps_per_itr=500 (repeatable)",
+        "--n-workers",
+        type=positive,
+        default=None,
+        help="parallel sampler workers (default: the sampler's, one per CPU)%(default).0s",
     )
     train.add_argument(
-        "--agent-arg",
-        type=_algo_arg,
-        action="append",
-        default=[],
-        metavar="NAME=VALUE",
-        help="set an agent argument, e.g. --agent-arg model_kwargs={'hidden_sizes':(64,64)} "
-        "(repeatable)",
+        "--runner",
+        default=None,
+        choices=RUNNERS,
+        help="minibatch (sample then optimize), async (AsyncRl: sampling and optimizing "
+        "at once, replay algorithms), sync (SyncRl: DDP ranks; --runner-arg world_size=N) "
+        "(default: the preset's, else minibatch)%(default).0s",
     )
     train.add_argument(
         "--preset",
@@ -200,7 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     train.add_argument(
         "--recurrent",
         action="store_true",
-        help="a2c/ppo: an LSTM agent (rlpyt's MujocoLstmModel / AtariLstmModel layouts)",
+        help="a2c/ppo: an LSTM agent (rlpyt's MujocoLstmModel / AtariLstmModel layouts; "
+        "Gaussian log std: one parameter, see docs/fidelity.md)",
     )
     train.add_argument(
         "--device",

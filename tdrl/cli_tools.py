@@ -39,15 +39,31 @@ __all__ = [
 ]
 
 
+def _subcommand(sub: Any, name: str, help_line: str, description: str) -> Any:
+    """A ``tdrl`` subcommand whose help lists each option's default."""
+    return sub.add_parser(
+        name,
+        help=help_line,
+        description=description,
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+
+
 # ----------------------------------------------------------------------------------- plot
+_GROUP_BY_HELP = (
+    "group runs by these settings of variant.json/params.json (dotted for nested ones, e.g. "
+    "algo_kwargs.learning_rate; default: by directory)"
+)
+
+
 def add_plot_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``tdrl plot`` to the subcommands ``sub``."""
-    plot = sub.add_parser(
+    plot = _subcommand(
+        sub,
         "plot",
-        help="draw learning curves (mean ± std over seeds) from run directories",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Learning curves from progress.csv files (tdrl's or rlpyt's): the runs "
-        "under each path, grouped by directory or by --group-by settings, mean ± std.",
+        "draw learning curves (mean ± std over seeds) from run directories",
+        "Learning curves from progress.csv files (tdrl's or rlpyt's): the runs under each "
+        "path, grouped by directory or by --group-by settings, mean ± std.",
     )
     plot.add_argument("paths", nargs="+", metavar="RUN_OR_EXPERIMENT_DIR")
     plot.add_argument("-o", "--output", required=True, help="image file (.png, .pdf, .svg)")
@@ -55,14 +71,7 @@ def add_plot_parser(sub: Any) -> argparse.ArgumentParser:
     plot.add_argument(
         "--y", nargs="+", default=["ReturnAverage"], metavar="COLUMN", help="columns to plot"
     )
-    plot.add_argument(
-        "--group-by",
-        nargs="+",
-        default=[],
-        metavar="KEY",
-        help="group runs by these settings of variant.json/params.json (dotted for nested "
-        "ones, e.g. algo_kwargs.learning_rate; default: by directory)",
-    )
+    plot.add_argument("--group-by", nargs="+", default=[], metavar="KEY", help=_GROUP_BY_HELP)
     plot.add_argument(
         "--smooth", type=int_flag(1), default=1, help="moving average over K log rows"
     )
@@ -99,12 +108,12 @@ def plot_runs(args: argparse.Namespace) -> list[Any]:
 # ----------------------------------------------------------------------------------- eval
 def add_eval_parser(sub: Any) -> argparse.ArgumentParser:
     """Adds ``tdrl eval`` to the subcommands ``sub``."""
-    ev = sub.add_parser(
+    ev = _subcommand(
+        sub,
         "eval",
-        help="evaluate a trained agent from a tdrl train run (optionally record a video)",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-        description="Load a run's snapshot (weights only: nothing in it can run code), run "
-        "evaluation episodes and print return statistics.",
+        "evaluate a trained agent from a tdrl train run (optionally record a video)",
+        "Load a run's snapshot (weights only: nothing in it can run code), run evaluation "
+        "episodes and print return statistics.",
     )
     ev.add_argument("run_dir", metavar="RUN_DIR", help="a tdrl train run directory")
     ev.add_argument("--episodes", type=int_flag(1), default=10, help="episodes to complete")
@@ -210,6 +219,7 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
         agent_kwargs=dict(params.get("agent_kwargs") or {}),
     )
     env_fn, env_kwargs = _env_fn(params["env"])
+    env_kwargs |= dict(params.get("env_kwargs") or {})  # a preset's (AtariEnv's, ...)
     eval_kwargs = dict(env_kwargs)
     traj_info_cls: type[TrajInfo] = TrajInfo
     if params["env"].startswith("atari:"):

@@ -6,25 +6,25 @@
 (``tdrl.runners.meta_presets``). ``tdrl.cli`` parses the options and calls them; this
 module imports torch, gymnasium and the roles only when a command runs, so that
 ``import tdrl.cli`` stays light. The algorithm tables and what each algorithm is built
-with are ``tdrl.cli_build``'s (shared with ``tdrl eval``), re-exported here.
+with are ``tdrl.cli_build``'s (shared with ``tdrl eval``). The module
+is over 450 lines because it checks and applies every option of both commands (presets,
+sampler, runner, the PEARL family settings) in one place.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
 
 from tdrl.cli_build import (
-    ALGOS,
     DEFAULT_BATCH,
     DEFAULT_N_STEPS,
-    DQN_ALGOS,
     META_ALGOS,
     META_ENVS,
     PG_ALGOS,
-    QPG_ALGOS,
     _algo_kwargs,
     _env_fn,
     _flag_kwargs,
@@ -32,26 +32,33 @@ from tdrl.cli_build import (
 )
 from tdrl.utils.checks import ArgumentError, check_int
 
-__all__ = [
-    "ALGOS",
-    "DEFAULT_BATCH",
-    "DEFAULT_N_STEPS",
-    "DQN_ALGOS",
-    "META_ALGOS",
-    "META_ENVS",
-    "NOT_FOR_PEARL",
-    "PG_ALGOS",
-    "QPG_ALGOS",
-    "_algo_kwargs",
-    "_make_algo_agent",
-    "train",
-    "train_pearl",
-]
+#: ``--sampler`` choices and the samplers they build (``tdrl.samplers``).
+SAMPLERS = ("serial", "cpu", "gpu", "alternating")
+_SAMPLER_CLASSES = {
+    "serial": "SerialSampler",
+    "cpu": "CpuSampler",
+    "gpu": "GpuSampler",
+    "alternating": "AlternatingSampler",
+}
+#: ``--runner`` choices and their runners without and with offline evaluation.
+RUNNERS = ("minibatch", "async", "sync")
+_RUNNER_CLASSES = {
+    "minibatch": ("MinibatchRl", "MinibatchRlEval"),
+    "async": ("AsyncRl", "AsyncRlEval"),
+    "sync": ("SyncRl", "SyncRlEval"),
+}
+#: Sampler arguments other ``tdrl train`` options set (``--sampler-arg`` may not).
+_SAMPLER_SET_BY_OPTIONS = {
+    **{"env_fn": "--env", "env_kwargs": "--env", "traj_info_cls": "--env"},
+    **{"batch_T": "--batch-T", "batch_B": "--batch-B", "n_workers": "--n-workers"},
+    **{"eval_env_kwargs": "--env", "eval_n_envs": "--eval-n-envs"},
+    **{"eval_max_steps": "--eval-max-steps", "eval_max_trajectories": "--eval-max-trajectories"},
+}
 
 #: Runner arguments other ``tdrl train`` options set (``--runner-arg`` may not).
 _RUNNER_SET_BY_OPTIONS = (
     *("algo", "agent", "sampler", "n_steps", "seed", "log_interval_steps"),
-    *("progress_bar", "resume_from", "device"),
+    *("progress_bar", "resume_from", "device", "cuda"),
 )
 
 
@@ -78,8 +85,39 @@ def _runner_kwargs(runner_cls: type, pairs: Sequence[tuple[str, Any]]) -> dict[s
     for key, _ in pairs:
         if key in _RUNNER_SET_BY_OPTIONS:
             option = "--" + key.replace("_", "-").replace("resume-from", "resume")
+            option = option.replace("--cuda", "--device")
             raise ArgumentError(f"--runner-arg {key}: set it with {option}, not --runner-arg")
     return _flag_kwargs("--runner-arg", pairs, known, runner_cls.__name__)
+
+
+def _sampler(args: argparse.Namespace, preset: Any) -> tuple[type, dict[str, Any]]:
+    """The sampler class of ``--sampler`` and its arguments (workers, ``--sampler-arg``).
+
+    Raises:
+        ArgumentError: ``--n-workers`` with the serial sampler, or a ``--sampler-arg`` the
+            sampler does not take or another option sets.
+    """
+    import inspect
+
+    from tdrl import samplers
+
+    args.sampler = getattr(args, "sampler", None) or (preset.sampler if preset else "serial")
+    cls = getattr(samplers, _SAMPLER_CLASSES[args.sampler])
+    kwargs: dict[str, Any] = {**(preset.sampler_kwargs if preset else {})}
+    n_workers = getattr(args, "n_workers", None)
+    if n_workers is None and preset is not None and args.sampler == preset.sampler:
+        n_workers = preset.n_workers
+    if n_workers is not None:
+        if args.sampler == "serial":
+            raise ArgumentError("--n-workers needs a parallel --sampler (cpu, gpu, alternating)")
+        kwargs["n_workers"] = n_workers
+    pairs = getattr(args, "sampler_arg", [])
+    for key, _ in pairs:
+        if key in _SAMPLER_SET_BY_OPTIONS:
+            option = _SAMPLER_SET_BY_OPTIONS[key]
+            raise ArgumentError(f"--sampler-arg {key}: set it with {option}, not --sampler-arg")
+    known = [p for p in inspect.signature(cls).parameters if p not in _SAMPLER_SET_BY_OPTIONS]
+    return cls, kwargs | _flag_kwargs("--sampler-arg", pairs, known, cls.__name__)
 
 
 def _say_if_no_update(args: argparse.Namespace, algo: Any) -> None:
@@ -115,7 +153,10 @@ def _check_train_args(args: argparse.Namespace) -> None:
 
 
 #: The integral ``train`` options whose default is None (filled in per algorithm).
-_NONE_DEFAULTS = ("--n-steps", "--batch-T", "--batch-B", "--eval-n-envs", "--eval-max-trajectories")
+_NONE_DEFAULTS = (
+    *("--n-steps", "--batch-T", "--batch-B", "--eval-n-envs", "--eval-max-trajectories"),
+    "--eval-max-steps",
+)
 
 #: The integral ``train`` options and their smallest values.
 _TRAIN_COUNTS = {
@@ -157,9 +198,8 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         return train_pearl(args)
     import torch
 
+    from tdrl import runners
     from tdrl.envs import AtariTrajInfo, TrajInfo
-    from tdrl.runners import MinibatchRl, MinibatchRlEval
-    from tdrl.samplers import SerialSampler
 
     preset = _preset(args)
     args.n_steps = args.n_steps or (preset and preset.n_steps) or DEFAULT_N_STEPS
@@ -168,6 +208,11 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     algo_kwargs |= _algo_kwargs(args.algo, args.algo_arg)
     agent_kwargs = {**(preset.agent_kwargs if preset else {})}
     agent_kwargs |= dict(getattr(args, "agent_arg", []))
+    if preset is not None and preset.recurrent:  # saved in params.json as run (tdrl eval)
+        args.recurrent = True
+    model_args = dict(getattr(args, "model_arg", []))
+    if model_args:  # --model-arg: entries of the agent's model_kwargs
+        agent_kwargs["model_kwargs"] = {**(agent_kwargs.get("model_kwargs") or {}), **model_args}
     algo, agent = _make_algo_agent(
         args.algo,
         algo_kwargs,
@@ -191,12 +236,16 @@ def train(args: argparse.Namespace) -> dict[str, float]:
             f"--batch-T {args.batch_T} must be a multiple of R2D1's store_rnn_state_interval "
             f"({interval}); pass --batch-T {interval} or set --algo-arg store_rnn_state_interval"
         )
+    if args.eval_max_steps is None:
+        args.eval_max_steps = (preset and preset.eval_max_steps) or 10_000
+    env_kwargs |= dict(preset.env_kwargs if preset else {})
     eval_kwargs = dict(env_kwargs)
     traj_info_cls = TrajInfo
     if args.env.startswith("atari:"):
         eval_kwargs["episodic_lives"] = False
         traj_info_cls = AtariTrajInfo
-    sampler = SerialSampler(
+    sampler_cls, sampler_kwargs = _sampler(args, preset)
+    sampler = sampler_cls(
         env_fn,
         env_kwargs,
         batch_T=args.batch_T,
@@ -206,9 +255,24 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         eval_max_steps=args.eval_max_steps,
         eval_max_trajectories=args.eval_max_trajectories,
         traj_info_cls=traj_info_cls,
+        **sampler_kwargs,
     )
-    runner_cls = MinibatchRlEval if args.eval_n_envs > 0 else MinibatchRl
-    runner_kwargs = _runner_kwargs(runner_cls, getattr(args, "runner_arg", []))
+    args.runner = getattr(args, "runner", None) or (preset.runner if preset else "minibatch")
+    runner_cls = getattr(runners, _RUNNER_CLASSES[args.runner][args.eval_n_envs > 0])
+    runner_kwargs = {**(preset.runner_kwargs if preset else {})}
+    runner_kwargs |= _runner_kwargs(runner_cls, getattr(args, "runner_arg", []))
+    if args.runner == "async" and args.algo in PG_ALGOS:
+        raise ArgumentError(
+            f"--runner async needs a replay algorithm (dqn, catdqn, rainbow, r2d1, ddpg, td3, "
+            f"sac, sac_v); --algo {args.algo} learns from each batch once"
+        )
+    placement = {"device": args.device}
+    if args.runner == "sync":  # one GPU per rank, or gloo on the CPU
+        placement = {"cuda": args.device != "cpu"}
+        if "world_size" not in runner_kwargs and "WORLD_SIZE" not in os.environ:
+            raise ArgumentError(
+                "--runner sync needs --runner-arg world_size=N (its ranks), or torchrun"
+            )
     run_dir = f"{args.log_dir}/run_{args.run_ID}"
     _say_if_no_update(args, algo)
     runner = runner_cls(
@@ -220,12 +284,14 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         log_interval_steps=args.log_interval_steps,
         progress_bar=False if args.no_progress else None,
         resume_from=run_dir if args.resume else None,
-        device=args.device,
+        **placement,
         **runner_kwargs,
     )
     config = {k: v for k, v in vars(args).items() if k not in _NOT_CONFIG}
     config["algo_kwargs"] = algo_kwargs
     config["agent_kwargs"] = agent_kwargs
+    config["sampler_kwargs"] = sampler_kwargs
+    config["env_kwargs"] = {k: v for k, v in env_kwargs.items() if k not in ("id", "game")}
     config["runner_kwargs"] = runner_kwargs
     config["preset"] = None if preset is None else preset.settings()
     return _log_and_train(args, runner.train, config, echo=args.no_progress)
@@ -239,7 +305,7 @@ _NOT_VARIANT = (
 )
 
 #: ``train`` options that are not written to ``params.json`` as they are.
-_NOT_CONFIG = ("algo_arg", "agent_arg", "runner_arg", "traceback")
+_NOT_CONFIG = ("algo_arg", "agent_arg", "model_arg", "sampler_arg", "runner_arg", "traceback")
 
 #: The options that do not apply to ``--algo pearl``, with their defaults.
 NOT_FOR_PEARL: dict[str, Any] = {
@@ -247,11 +313,15 @@ NOT_FOR_PEARL: dict[str, Any] = {
     "--batch-B": None,
     "--log-interval-steps": 10_000,
     "--eval-n-envs": None,
-    "--eval-max-steps": 10_000,
+    "--eval-max-steps": None,
     "--eval-max-trajectories": None,
     "--recurrent": False,
     "--agent-arg": [],
-    "--preset": None,
+    "--model-arg": [],
+    "--sampler": None,
+    "--n-workers": None,
+    "--sampler-arg": [],
+    "--runner": None,
 }
 
 
@@ -292,6 +362,12 @@ def train_pearl(args: argparse.Namespace) -> dict[str, float]:
         raise ArgumentError(
             f"--algo pearl needs --env to be a meta-RL task family "
             f"({', '.join(META_ENVS)}), got {args.env!r}"
+        )
+    preset_name = getattr(args, "preset", None)
+    if preset_name not in (None, f"pearl-{args.env}"):
+        raise ArgumentError(
+            f"--algo pearl --env {args.env} takes --preset pearl-{args.env} (oyster's config "
+            f"for the family, the default), not {preset_name}"
         )
     for flag, default in NOT_FOR_PEARL.items():
         if getattr(args, flag[2:].replace("-", "_"), default) != default:

@@ -9,16 +9,26 @@ setting; the preset is printed and saved in ``params.json``. ``tdrl presets`` li
 
 Without a preset the algorithms' own defaults apply (rlpyt's, tuned for Atari and MuJoCo
 at millions of steps): on small control tasks they often learn nothing in a short run, which
-is why these exist. This module is data: it imports nothing heavy.
+is why these exist. The entries are data, in ``presets.json`` beside this module (rl-zoo3
+keeps its hyperparameters in files too); PEARL's entries (``pearl-<family>``) are
+oyster's configs for each task family (``tdrl.utils.oyster_configs``), which ``tdrl train
+--algo pearl`` builds through ``tdrl.runners.meta_presets``. This module imports nothing
+heavy.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import json
 from collections.abc import Mapping
+from fnmatch import fnmatchcase as fnmatch
+from pathlib import Path
 from typing import Any
 
-__all__ = ["PRESETS", "Preset", "find_preset", "preset_table", "resolve_preset"]
+from tdrl.utils.meta_env_names import META_ENV_NAMES
+from tdrl.utils.oyster_configs import DEPARTURES, oyster_settings
+
+__all__ = ["PRESETS", "PRESETS_FILE", "Preset", "find_preset", "preset_table", "resolve_preset"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -28,13 +38,23 @@ class Preset:
     Attributes:
         name: how ``--preset`` names it.
         algo: the ``--algo`` it applies to.
-        envs: the ``--env`` ids it applies to.
+        envs: the ``--env`` ids it applies to; ``fnmatch`` patterns (``"atari:*"``) match
+            every id they cover, after the exact ids of other presets.
+        env_kwargs: the env's arguments (``AtariEnv``'s, ``gymnasium.make``'s), for
+            training and evaluation.
         algo_kwargs: the algorithm's arguments (``--algo-arg`` overrides each).
         agent_kwargs: the agent's arguments (``--agent-arg`` overrides each).
+        recurrent: an LSTM agent (``--recurrent``; policy gradient only).
         batch_T: time steps per sampler batch (``--batch-T`` overrides).
         batch_B: envs per batch (``--batch-B`` overrides).
         eval_n_envs: offline evaluation envs (0: ``ReturnAverage`` of training episodes).
         eval_max_trajectories: episodes per evaluation.
+        eval_max_steps: env steps per evaluation (None: ``--eval-max-steps``'s default).
+        sampler: ``"serial"``, ``"cpu"``, ``"gpu"`` or ``"alternating"`` (``--sampler``).
+        n_workers: the parallel sampler's workers (None: its default; ``--n-workers``).
+        sampler_kwargs: the sampler's other arguments (``--sampler-arg`` overrides each).
+        runner: ``"minibatch"``, ``"async"`` or ``"sync"`` (``--runner``); ``"meta"`` for
+            PEARL's ``MetaRl`` (its ``runner_kwargs`` hold the family's ``env_kwargs``).
         runner_kwargs: the runner's arguments (``--runner-arg`` overrides each).
         n_steps: the budget it was tuned for (``--n-steps`` when not given).
         source: where the settings come from.
@@ -46,10 +66,17 @@ class Preset:
     envs: tuple[str, ...]
     algo_kwargs: Mapping[str, Any]
     agent_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    env_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    recurrent: bool = False
     batch_T: int | None = None
     batch_B: int | None = None
     eval_n_envs: int = 0
     eval_max_trajectories: int = 8
+    eval_max_steps: int | None = None
+    sampler: str = "serial"
+    n_workers: int | None = None
+    sampler_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
+    runner: str = "minibatch"
     runner_kwargs: Mapping[str, Any] = dataclasses.field(default_factory=dict)
     n_steps: int | None = None
     source: str = ""
@@ -60,102 +87,51 @@ class Preset:
         return dataclasses.asdict(self)
 
 
-_SAC_PENDULUM = {"min_steps_learn": 1_000}  # SAC's defaults: batch 256, one update per step
-PRESETS: dict[str, Preset] = {
-    p.name: p
-    for p in (
-        Preset(
-            name="ppo-cartpole",
-            algo="ppo",
-            envs=("CartPole-v1",),
-            algo_kwargs={
-                "discount": 0.98,
-                "gae_lambda": 0.8,
-                "learning_rate": 1e-3,
-                "linear_lr_schedule": True,
-                "ratio_clip": 0.2,
-                "epochs": 20,
-                "minibatches": 1,
-                "entropy_loss_coeff": 0.0,
-                "normalize_advantage": True,
-                "clip_grad_norm": 0.5,
-            },
-            batch_T=32,
-            batch_B=8,
-            n_steps=100_000,
-            source="rl-zoo3's PPO CartPole-v1 settings (as example_1.py)",
-            result=(
-                "ReturnAverage (last 100 training episodes) 500.0 at 100k steps on seeds 0, 1 "
-                "and 2 (`tdrl train --algo ppo --env CartPole-v1 --seed S`, about 21 s each)"
-            ),
-        ),
-        Preset(
-            name="dqn-cartpole",
-            algo="dqn",
-            envs=("CartPole-v1",),
-            algo_kwargs={
-                "batch_size": 128,
-                "learning_rate": 1e-3,
-                "optim_kwargs": {"eps": 1e-8},
-                "replay_size": 100_000,
-                "replay_ratio": 32.0,
-                "min_steps_learn": 1_000,
-                "target_update_tau": 0.01,
-                "target_update_interval": 1,
-                "eps_steps": 8_000,
-                "double_dqn": True,
-            },
-            agent_kwargs={"model_kwargs": {"hidden_sizes": (256, 256)}, "eps_final": 0.04},
-            batch_T=256,
-            batch_B=1,
-            eval_n_envs=4,
-            n_steps=50_000,
-            source="example_3.py (double DQN, soft targets; rl-zoo3's network and exploration)",
-            result=(
-                "evaluation ReturnAverage 500.0 at 50k steps on seeds 0, 1 and 2 (first >= 475 "
-                "at the 50k, 50k and 40k log rows; `tdrl train --algo dqn --env CartPole-v1 "
-                "--seed S`, 36-46 s each)"
-            ),
-        ),
-        Preset(
-            name="sac-pendulum",
-            algo="sac",
-            envs=("Pendulum-v1",),
-            algo_kwargs=_SAC_PENDULUM,
-            batch_T=1,
-            batch_B=1,
-            eval_n_envs=2,
-            n_steps=10_000,
-            source="SAC's defaults with a 1,000-step warm-up (rl-zoo3 uses the defaults)",
-            result=(
-                "evaluation ReturnAverage -177.5, -146.7, -162.9 on seeds 0, 1, 2 at 10k steps "
-                "(`tdrl train --algo sac --env Pendulum-v1 --seed S`, about 2 minutes each)"
-            ),
-        ),
-        Preset(
-            name="td3-pendulum",
-            algo="td3",
-            envs=("Pendulum-v1",),
-            algo_kwargs={"min_steps_learn": 1_000, "batch_size": 256, "replay_ratio": 256},
-            batch_T=100,
-            batch_B=1,
-            eval_n_envs=2,
-            n_steps=10_000,
-            source="TD3's defaults with batch 256 and a 1,000-step warm-up (as SB3's TD3)",
-            result=(
-                ">= -200 evaluation return at 10k steps, seed 0 "
-                "(tests/test_ddpg_td3.py::test_td3_pendulum_reaches_minus_200_within_10k_steps, "
-                "passed 2026-12-07; an earlier session measured -155)"
-            ),
-        ),
-    )
+#: The registry's data: every entry but PEARL's, one JSON object per ``Preset``.
+PRESETS_FILE = Path(__file__).with_name("presets.json")
+
+
+def _load_presets(path: Path) -> dict[str, Preset]:
+    """The entries of ``path`` (``presets.json``) by name; ``envs`` as a tuple."""
+    entries = json.loads(path.read_text(encoding="utf-8"))
+    return {e["name"]: Preset(**{**e, "envs": tuple(e["envs"])}) for e in entries}
+
+
+PRESETS: dict[str, Preset] = _load_presets(PRESETS_FILE)
+
+#: PEARL's measured results (docs/meta_rl.md); the other families were not trained here.
+_PEARL_RESULTS = {
+    "point-robot": "see docs/meta_rl.md (example_12's smaller settings were measured there)",
+    "cheetah-vel": "see docs/meta_rl.md (oyster's schedule scaled to this CPU)",
 }
+for _family in META_ENV_NAMES:
+    _parts = oyster_settings(_family)
+    _departs = DEPARTURES.get(_family, "")
+    PRESETS[f"pearl-{_family}"] = Preset(
+        name=f"pearl-{_family}",
+        algo="pearl",
+        envs=(_family,),
+        algo_kwargs=_parts["algo"],
+        agent_kwargs=_parts["agent"],
+        runner="meta",
+        runner_kwargs={**_parts["runner"], "env_kwargs": _parts["env"]},
+        source=f"oyster's configs/{_family}.json" + (f"; departs: {_departs}" if _departs else ""),
+        result=_PEARL_RESULTS.get(_family, "not trained to convergence on this 2-core machine"),
+    )
 
 
 def find_preset(algo: str, env: str) -> Preset | None:
-    """The preset for ``--algo algo --env env`` (None: the algorithm's defaults apply)."""
-    found = [p for p in PRESETS.values() if p.algo == algo and env in p.envs]
-    return found[0] if found else None
+    """The preset for ``--algo algo --env env`` (None: the algorithm's defaults apply).
+
+    An exact id wins over a pattern (``"atari:*"``).
+    """
+    exact = [p for p in PRESETS.values() if p.algo == algo and env in p.envs]
+    if exact:
+        return exact[0]
+    matched = [
+        p for p in PRESETS.values() if p.algo == algo and any(fnmatch(env, e) for e in p.envs)
+    ]
+    return matched[0] if matched else None
 
 
 def resolve_preset(name: str | None, algo: str, env: str) -> Preset | None:

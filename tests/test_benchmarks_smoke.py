@@ -174,3 +174,21 @@ def test_nonfinite_guard_benchmark_prints_its_table():
         assert re.search(rf"^{row} +[\d.]+ +[\d.]+ +-?[\d.]+%$", proc.stdout, flags=re.M), (
             proc.stdout
         )
+
+
+def test_zoo_trains_presets_and_prints_its_table(tmp_path):
+    pytest.importorskip("matplotlib")
+    proc = _run(
+        "benchmarks/zoo.py",
+        *("--presets", "ppo-cartpole", "--seeds", "0", "1", "--n-steps", "512"),
+        *("--log-dir", str(tmp_path), "--plot", str(tmp_path / "zoo.png")),
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    row = re.search(
+        r"^\| ppo-cartpole \| CartPole-v1 \| ([^|]+) \| ([^|]+) \| (\d+) \|", proc.stdout, re.M
+    )
+    assert row, proc.stdout
+    seeds = [float(v) for v in row.group(1).split(",")]
+    assert len(seeds) == 2 and int(row.group(3)) >= 512
+    assert "500.0 ± 0.0 at 100k" in proc.stdout  # rl-zoo3's reference beside it
+    assert (tmp_path / "zoo.png").stat().st_size > 0

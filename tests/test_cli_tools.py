@@ -410,3 +410,10 @@ def test_logging_and_the_launcher_name_the_same_variant_file():
     from tdrl.logging.context import LAUNCHED_VARIANT
 
     assert VARIANT_FILE == LAUNCHED_VARIANT
+
+
+def test_groups_with_the_same_directory_name_are_labelled_by_path(tmp_path):
+    _write_run(tmp_path / "x" / "exp" / "run_0", [1, 2], [1.0, 2.0])
+    _write_run(tmp_path / "y" / "exp" / "run_0", [1, 2], [3.0, 4.0])
+    labels = [c.label for c in learning_curves(find_runs([tmp_path]), ["ReturnAverage"])]
+    assert labels == [str(tmp_path / "x" / "exp"), str(tmp_path / "y" / "exp")]

@@ -350,13 +350,18 @@ def test_cli_train_atari(tmp_path):
             *("-m", "tdrl.cli", "train", "--algo", "dqn", "--env", "atari:pong"),
             *("--n-steps", "64", "--batch-T", "2", "--batch-B", "2", "--no-progress"),
             *("--algo-arg", "min_steps_learn=32", "--algo-arg", "replay_size=1024"),
-            *("--log-dir", str(tmp_path)),
+            *("--log-dir", str(tmp_path), "--eval-n-envs", "0"),
+            *("--sampler-arg", "max_decorrelation_steps=0"),
         ],
         tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = _rows(tmp_path / "run_0" / "progress.csv")
     assert int(rows[-1]["Diagnostics/CumUpdates"]) > 0
+    params = json.loads((tmp_path / "run_0" / "params.json").read_text())
+    assert params["preset"]["name"] == "dqn-atari"  # rlpyt's config, for every game
+    assert params["algo_kwargs"]["target_update_interval"] == 312
+    assert params["eval_max_steps"] == 125_000  # the preset's (no evaluation asked here)
 
 
 @pytest.mark.slow

@@ -172,6 +172,9 @@ def _setting(settings: Mapping[str, Any], key: str) -> Any:
 def group_runs(runs: Sequence[Run], group_by: Sequence[str] = ()) -> dict[str, list[Run]]:
     """Runs grouped by their directory's parent, or by the settings ``group_by`` names.
 
+    A directory group is labelled with the directory's name, or its path where two groups'
+    names are the same.
+
     Returns:
         ``{label: runs}`` in the order the groups first appear.
 
@@ -182,11 +185,12 @@ def group_runs(runs: Sequence[Run], group_by: Sequence[str] = ()) -> dict[str, l
         if all(_setting(r.settings, key) is None for r in runs):
             raise ValueError(f"group_by {key!r}: no run has this setting in variant/params.json")
     groups: dict[str, list[Run]] = {}
+    short = len({r.path.parent.name for r in runs}) == len({r.path.parent for r in runs})
     for run in runs:
         if group_by:
             label = ", ".join(f"{k}={_setting(run.settings, k)}" for k in group_by)
-        else:
-            label = str(run.path.parent)
+        else:  # the directory's name where it tells the groups apart, else its path
+            label = run.path.parent.name if short else str(run.path.parent)
         groups.setdefault(label, []).append(run)
     return groups
 
@@ -276,10 +280,13 @@ def plot_curves(
     *,
     x: str = "steps",
     title: str | None = None,
+    panel_per_group: bool = False,
 ) -> Any:
     """Draw ``curves`` (one panel per column, mean line and ± std band) into ``output``.
 
-    The format follows ``output``'s suffix (``.png``, ``.pdf``, ``.svg``, ...).
+    The format follows ``output``'s suffix (``.png``, ``.pdf``, ``.svg``, ...). With
+    ``panel_per_group`` each group gets its own panel instead (groups on different scales,
+    e.g. one per env), titled with the group's label.
 
     Returns:
         The matplotlib ``Figure``.
@@ -297,18 +304,25 @@ def plot_curves(
         import matplotlib.pyplot as plt
     except ImportError:
         raise ImportError('tdrl plot needs matplotlib: pip install "tdrl[plot]"') from None
-    y_keys = list(dict.fromkeys(c.y_key for c in curves))
+    if panel_per_group:
+        panels = list(dict.fromkeys(c.label for c in curves))
+        chosen = [[c for c in curves if c.label == label] for label in panels]
+    else:
+        panels = list(dict.fromkeys(c.y_key for c in curves))
+        chosen = [[c for c in curves if c.y_key == key] for key in panels]
     fig, axes = plt.subplots(
-        1, len(y_keys), figsize=(6 * len(y_keys), 4), squeeze=False, layout="constrained"
+        1, len(panels), figsize=(6 * len(panels), 4), squeeze=False, layout="constrained"
     )
-    for ax, key in zip(axes[0], y_keys, strict=True):
-        for c in (c for c in curves if c.y_key == key):
+    for ax, panel, group in zip(axes[0], panels, chosen, strict=True):
+        for c in group:
             (line,) = ax.plot(c.x, c.mean, label=f"{c.label} ({c.n_runs})")
             if c.n_runs > 1:
                 ax.fill_between(c.x, c.mean - c.std, c.mean + c.std, alpha=0.2,
                                 color=line.get_color())  # fmt: skip
         ax.set_xlabel(X_COLUMNS[x][0])
-        ax.set_ylabel(key)
+        ax.set_ylabel(group[0].y_key)
+        if panel_per_group:
+            ax.set_title(panel, fontsize="small")
         ax.grid(alpha=0.3)
         ax.legend(fontsize="small")
     if title:

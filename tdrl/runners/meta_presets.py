@@ -42,6 +42,7 @@ from tdrl.algos.qpg.pearl import PEARL
 from tdrl.envs.meta import META_ENV_NAMES
 from tdrl.runners.meta_rl import MetaRl
 from tdrl.utils.checks import ArgumentError, check_choice, check_int, check_mapping
+from tdrl.utils.oyster_configs import DEPARTURES, oyster_settings
 
 
 @dataclasses.dataclass(frozen=True)
@@ -163,170 +164,16 @@ def _checked(
     return overrides
 
 
-# ---------------------------------------------------------------------- oyster's settings
-#: ``configs/default.py``, in tdrl's names.
-_DEFAULT_AGENT = {
-    "latent_size": 5,
-    "hidden_sizes": (300, 300, 300),  # net_size: policy, Q and V
-    "encoder_hidden_sizes": (200, 200, 200),  # launch_experiment.py's MlpEncoder
-    "information_bottleneck": True,
-    "use_next_obs_in_context": False,
-}
-_DEFAULT_ALGO = {
-    "discount": 0.99,
-    "batch_size": 256,
-    "embedding_batch_size": 64,
-    "meta_batch": 16,
-    "kl_lambda": 0.1,
-    "kl_reduction": "sum",  # oyster's compute_kl_div sums over the meta-batch's tasks
-    "reward_scale": 5.0,
-    "target_update_tau": 0.005,  # soft_target_tau
-    "policy_lr": 3e-4,
-    "q_lr": 3e-4,
-    "v_lr": 3e-4,
-    "context_lr": 3e-4,
-}
-_DEFAULT_RUNNER = {
-    "n_train_tasks": 2,
-    "n_eval_tasks": 2,
-    "num_initial_steps": 2000,
-    "num_tasks_sample": 5,
-    "num_steps_prior": 400,
-    "num_steps_posterior": 0,
-    "num_extra_rl_steps_posterior": 400,
-    "num_train_steps_per_itr": 2000,
-    "update_post_train": 1,
-    "num_exp_traj_eval": 1,
-    "num_steps_per_eval": 600,
-    "num_evals": 2,
-    "replay_size": 1_000_000,  # MetaRLAlgorithm's replay_buffer_size, per task
-    "sparse_rewards": False,
-}
-_DEFAULT_ENV = {"max_episode_steps": 200}  # max_path_length
-
-#: ``configs/<env>.json`` by part, in tdrl's names: only what differs from the default.
-_OYSTER_CONFIGS: dict[str, dict[str, dict[str, Any]]] = {
-    "cheetah-dir": {
-        "algo": {"meta_batch": 4, "embedding_batch_size": 256},
-        "runner": {
-            "num_steps_prior": 1000,
-            "num_extra_rl_steps_posterior": 1000,
-            "num_evals": 4,
-            "num_exp_traj_eval": 2,
-        },
-    },
-    "cheetah-vel": {
-        "algo": {"embedding_batch_size": 100},
-        "runner": {
-            "n_train_tasks": 100,
-            "n_eval_tasks": 30,
-            "num_extra_rl_steps_posterior": 600,
-            "num_evals": 1,
-            "num_exp_traj_eval": 2,
-        },
-    },
-    "ant-dir": {
-        "algo": {"meta_batch": 4, "embedding_batch_size": 256},
-        "runner": {
-            "num_extra_rl_steps_posterior": 600,
-            "num_train_steps_per_itr": 4000,
-            "num_evals": 4,
-            "num_exp_traj_eval": 2,
-        },
-        "env": {"forward_backward": True},
-    },
-    "ant-goal": {
-        "algo": {"meta_batch": 10, "embedding_batch_size": 256, "kl_lambda": 1.0},
-        "runner": {
-            "n_train_tasks": 150,
-            "n_eval_tasks": 30,
-            "num_extra_rl_steps_posterior": 600,
-            "num_train_steps_per_itr": 4000,
-            "num_evals": 1,
-            "num_exp_traj_eval": 2,
-        },
-    },
-    "humanoid-dir": {
-        "algo": {"embedding_batch_size": 256},
-        "runner": {
-            "n_train_tasks": 100,
-            "n_eval_tasks": 30,
-            "num_extra_rl_steps_posterior": 600,
-            "num_train_steps_per_itr": 4000,
-            "num_evals": 1,
-            "num_exp_traj_eval": 2,
-        },
-    },
-    "point-robot": {
-        "algo": {"reward_scale": 100.0, "kl_lambda": 0.1},
-        "runner": {
-            "n_train_tasks": 80,
-            "n_eval_tasks": 20,
-            "num_initial_steps": 200,
-            "num_steps_prior": 200,
-            "num_extra_rl_steps_posterior": 200,
-            "num_train_steps_per_itr": 1000,
-            "num_steps_per_eval": 60,
-        },
-        "env": {"max_episode_steps": 20},
-    },
-    "sparse-point-robot": {
-        "algo": {
-            "embedding_batch_size": 1024,
-            "discount": 0.9,
-            "reward_scale": 100.0,
-            "kl_lambda": 1.0,
-        },
-        "runner": {
-            "n_train_tasks": 80,
-            "n_eval_tasks": 20,
-            "num_initial_steps": 200,
-            "num_tasks_sample": 10,
-            "num_steps_prior": 100,
-            "num_steps_posterior": 900,
-            "num_extra_rl_steps_posterior": 0,
-            "num_train_steps_per_itr": 1000,
-            "num_steps_per_eval": 400,
-            "num_exp_traj_eval": 5,
-            "sparse_rewards": True,
-        },
-        "env": {"max_episode_steps": 20},
-    },
-}
-#: hopper_rand_params.json and walker_rand_params.json (the same settings).
-_RAND_PARAMS: dict[str, dict[str, Any]] = {
-    "agent": {"use_next_obs_in_context": True},
-    "algo": {"meta_batch": 10, "embedding_batch_size": 100},
-    "runner": {
-        "n_train_tasks": 40,
-        "n_eval_tasks": 10,
-        "num_extra_rl_steps_posterior": 600,
-        "num_train_steps_per_itr": 4000,
-        "num_exp_traj_eval": 2,
-    },
-}
-_OYSTER_CONFIGS["hopper-rand-params"] = _RAND_PARAMS
-_OYSTER_CONFIGS["walker-rand-params"] = _RAND_PARAMS
-
-#: Where a preset departs from oyster, and why (families not listed: no departure).
-_DEPARTURES = {
-    "ant-dir": (
-        "forward_backward=True (tasks {0, pi}, the paper's Ant-Fwd-Back): oyster's "
-        "ant-dir.json leaves AntDirEnv's forward_backward=False, which draws its 2 "
-        "directions from U[0, 2 pi]"
-    ),
-}
-
 #: Every family's preset, by name (use ``pearl_preset`` for a copy).
 _PRESETS: Mapping[str, PearlPreset] = {
     name: PearlPreset(
         env_name=name,
-        agent_kwargs={**_DEFAULT_AGENT, **_OYSTER_CONFIGS[name].get("agent", {})},
-        algo_kwargs={**_DEFAULT_ALGO, **_OYSTER_CONFIGS[name].get("algo", {})},
-        runner_kwargs={**_DEFAULT_RUNNER, **_OYSTER_CONFIGS[name].get("runner", {})},
-        env_kwargs={**_DEFAULT_ENV, **_OYSTER_CONFIGS[name].get("env", {})},
+        agent_kwargs=oyster_settings(name)["agent"],
+        algo_kwargs=oyster_settings(name)["algo"],
+        runner_kwargs=oyster_settings(name)["runner"],
+        env_kwargs=oyster_settings(name)["env"],
         n_iterations=500,
-        departures=_DEPARTURES.get(name, ""),
+        departures=DEPARTURES.get(name, ""),
     )
     for name in META_ENV_NAMES
 }

@@ -1,8 +1,10 @@
 """Parallel samplers: envs stepped in worker processes that write one shared ``[T, B]`` buffer.
 
 Three ways to split the work, all returning the same batch as ``SerialSampler`` for the same
-seeds (env ``b`` is seeded ``seed + b`` and decorrelated with its own generator, whichever
-worker steps it):
+seeds with a deterministic agent (env ``b`` is seeded ``seed + b`` and decorrelated with its
+own generator, whichever worker steps it; a stochastic agent draws its actions from each
+worker's own generator in ``CpuSampler``, so its batches differ from serial ones while each
+run reproduces itself):
 
 * ``CpuSampler``: each worker steps a slice of the B envs *and* runs the policy on it, from
   a shared-memory CPU copy of the agent that is refreshed from the learner's agent (on

@@ -130,6 +130,9 @@ def recurrent_mlp_model(
 ) -> PgLstmModel:
     """The recurrent model of rlpyt's ``MujocoLstmModel`` layout: MLP trunk, ``PgLstmModel``.
 
+    One difference (docs/fidelity.md): a Gaussian model's log std is one learned
+    parameter, where rlpyt's ``MujocoLstmModel`` reads a per-state one from its head.
+
     Args:
         observation_size: size of the flat observation.
         policy_size: number of actions, or the action size (``gaussian``).

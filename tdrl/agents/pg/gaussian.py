@@ -32,7 +32,8 @@ class GaussianPgAgent(Agent):
         model_kwargs: keyword arguments of the default model.
         eval_deterministic: act with the mean in eval mode; rlpyt keeps sampling.
         recurrent: build a recurrent default model (rlpyt's ``MujocoLstmModel`` layout:
-            MLP ``(256, 256)``, LSTM 256, a linear head; see ``tdrl.models.pg.lstm``).
+            MLP ``(256, 256)``, LSTM 256, linear heads; see ``tdrl.models.pg.lstm``), except
+            that the log std is one learned parameter, not a head output (docs/fidelity.md).
     """
 
     def __init__(

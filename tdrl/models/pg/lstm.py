@@ -32,7 +32,9 @@ class PgLstmModel(nn.Module):
         trunk: maps observations ``[N, ...]`` to features ``[N, trunk.output_size]``.
         policy_size: number of discrete actions, or the action size (``gaussian``).
         gaussian: continuous actions: the policy head gives the mean, and a learned
-            state-independent log std is returned beside it (rlpyt's MuJoCo models).
+            state-independent log std is returned beside it (as rlpyt's ``MujocoFfModel``;
+            rlpyt's ``MujocoLstmModel`` reads its log std from the head instead, a
+            per-state one: docs/fidelity.md).
         lstm_size: LSTM units.
         head_sizes: hidden layers of each head after the LSTM (empty: linear heads).
         nonlinearity: activation of the head layers.
