@@ -12,8 +12,9 @@ evaluated deterministically after its own, often longer, budget, so it is a refe
 point, not a like-for-like number). ``--plot FILE`` draws the learning curves with
 ``tdrl plot``'s code (mean ± std over the seeds).
 
-Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``: about 15
-minutes for the default presets on 2 cores. ``--n-steps N`` overrides every budget (a
+Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``: about 35
+minutes for the default presets on 2 cores (the DQN Acrobot and MountainCar runs are the
+longest, 4-7 minutes each). ``--n-steps N`` overrides every budget (a
 smoke run, not a result).
 """
 
@@ -51,6 +52,7 @@ CPU_PRESETS = (
     "dqn-acrobot",
     "dqn-mountaincar",
     "ppo-cartpolenovel-lstm",
+    "r2d1-cartpolenovel",
     "sac-pendulum",
     "td3-pendulum",
 )

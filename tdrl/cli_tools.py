@@ -155,6 +155,16 @@ def _run_params(run_dir: Path) -> dict[str, Any]:
             f"{path} has no algo/env settings: tdrl eval reads runs made by `tdrl train` "
             "(for other runs, load the snapshot with tdrl.logging.load_snapshot)"
         )
+    from tdrl.cli_build import ALGOS
+
+    if params["algo"] not in ALGOS or not isinstance(params["env"], str):
+        raise ValueError(
+            f"{path}: algo must be one of {', '.join(ALGOS)} and env a string, got "
+            f"algo={params['algo']!r}, env={params['env']!r}"
+        )
+    for key in ("algo_kwargs", "agent_kwargs", "env_kwargs"):
+        if not isinstance(params.get(key) or {}, dict):
+            raise ValueError(f"{path}: {key} must be a mapping, got {params[key]!r}")
     if params["algo"] == "pearl":
         raise ValueError(
             "tdrl eval does not evaluate PEARL runs (their agent needs task context); "

@@ -162,6 +162,9 @@ def test_plot_paths_without_runs_are_named(tmp_path, capsys):
     (tmp_path / "bad" / "progress.csv").write_text("")
     code, _, err = _cli(["plot", tmp_path / "bad", "-o", tmp_path / "c.png"], capsys)
     assert code == 2 and "has no header row" in err
+    (tmp_path / "bad" / "progress.csv").write_bytes(b"\x00\x01\xff")
+    code, _, err = _cli(["plot", tmp_path / "bad", "-o", tmp_path / "c.png"], capsys)
+    assert code == 2 and "progress.csv is not a CSV table" in err and err.count("\n") == 1
 
 
 def test_plot_without_matplotlib_says_how_to_install_it(experiment, tmp_path, capsys, monkeypatch):
@@ -374,6 +377,14 @@ def test_eval_refuses_runs_it_cannot_rebuild_and_corrupt_snapshots(ppo_run, tmp_
     (other / "params.json").write_text(json.dumps({"env_id": "CartPole-v1"}))
     code, _, err = _cli(["eval", other], capsys)
     assert code == 2 and "tdrl eval reads runs made by `tdrl train`" in err
+    for bad in ({"algo": "foo", "env": "CartPole-v1"}, {"algo": "ppo", "env": 5}):
+        (other / "params.json").write_text(json.dumps(bad))
+        code, _, err = _cli(["eval", other], capsys)
+        assert code == 2 and "algo must be one of" in err, err
+    (other / "params.json").write_text(json.dumps({"algo": "ppo", "env": "CartPole-v1",
+                                                    "algo_kwargs": [1]}))  # fmt: skip
+    code, _, err = _cli(["eval", other], capsys)
+    assert code == 2 and "algo_kwargs must be a mapping" in err, err
     pearl = tmp_path / "pearl_run"
     pearl.mkdir()
     (pearl / "params.json").write_text(json.dumps({"algo": "pearl", "env": "point-robot"}))

@@ -541,3 +541,30 @@ def test_atari_lstm_model_takes_its_own_options():
     )
     assert agent.model.critic_lstm is not None and agent.model.trunk.output_size == 32
     assert agent.initial_rnn_state(2)["h"].shape == (2, 2, 16)
+
+
+def test_state_dependent_log_std_is_rlpyts_mujoco_lstm_layout():
+    """``state_dependent_std``: the head gives ``[mu, log_std]`` (rlpyt's MujocoLstmModel);
+    the log std then varies with the input and gets gradients; default: one parameter."""
+    from tdrl.models.pg.lstm import mlp_trunk
+
+    torch.manual_seed(0)
+    model = PgLstmModel(mlp_trunk(3, (8,)), 2, gaussian=True, lstm_size=8,
+                        state_dependent_std=True)  # fmt: skip
+    assert not hasattr(model, "log_std") and model.pi.output_size == 4
+    obs, prev_a, prev_r = torch.randn(5, 4, 3), torch.zeros(5, 4, 2), torch.zeros(5, 4, 1)
+    zeros = model.initial_state(4)
+    mu, log_std, value, _ = model(obs, prev_a, prev_r, (zeros["h"], zeros["c"]))
+    assert mu.shape == log_std.shape == (5, 4, 2) and value.shape == (5, 4)
+    assert log_std.std() > 0  # per state, not one vector
+    log_std.sum().backward()
+    assert sum(p.grad.abs().sum() for p in model.pi.parameters() if p.grad is not None) > 0
+    plain = PgLstmModel(mlp_trunk(3, (8,)), 2, gaussian=True, lstm_size=8)
+    _, log_std, _, _ = plain(obs, prev_a, prev_r, (zeros["h"], zeros["c"]))
+    assert (log_std == plain.log_std).all()
+    agent = GaussianPgAgent(recurrent=True, model_kwargs={"state_dependent_std": True})
+    sampler = SerialSampler(ContinuousIdentityEnv, batch_T=4, batch_B=2)
+    sampler.initialize(agent, seed=0)
+    samples, _ = sampler.obtain_samples(0)
+    assert torch.isfinite(samples.get(keys.ACTION)).all()
+    sampler.shutdown()

@@ -104,7 +104,7 @@ def read_progress(path: str | os.PathLike[str]) -> dict[str, np.ndarray]:
     with open(path, newline="", encoding="utf-8") as f:
         try:
             rows = list(csv.reader(f))
-        except csv.Error as e:
+        except (csv.Error, UnicodeDecodeError) as e:
             raise ValueError(f"{path} is not a CSV table: {e}") from None
     if not rows or not rows[0]:
         raise ValueError(f"{path} has no header row")

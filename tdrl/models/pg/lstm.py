@@ -32,9 +32,11 @@ class PgLstmModel(nn.Module):
         trunk: maps observations ``[N, ...]`` to features ``[N, trunk.output_size]``.
         policy_size: number of discrete actions, or the action size (``gaussian``).
         gaussian: continuous actions: the policy head gives the mean, and a learned
-            state-independent log std is returned beside it (as rlpyt's ``MujocoFfModel``;
-            rlpyt's ``MujocoLstmModel`` reads its log std from the head instead, a
-            per-state one: docs/fidelity.md).
+            state-independent log std is returned beside it (as rlpyt's ``MujocoFfModel``).
+        state_dependent_std: with ``gaussian``, the policy head gives the log std too (one
+            output per action dimension beside the mean), as rlpyt's ``MujocoLstmModel``
+            does: the log std then depends on the state and the history
+            (docs/fidelity.md). Off by default (tdrl's documented runs used the parameter).
         lstm_size: LSTM units.
         head_sizes: hidden layers of each head after the LSTM (empty: linear heads).
         nonlinearity: activation of the head layers.
@@ -59,6 +61,7 @@ class PgLstmModel(nn.Module):
         normalize_observation: bool = False,
         observation_size: int | None = None,
         critic_lstm: bool = False,
+        state_dependent_std: bool = False,
     ):
         super().__init__()
         self.trunk = trunk
@@ -72,9 +75,11 @@ class PgLstmModel(nn.Module):
         in_size = int(cast(int, trunk.output_size)) + self.policy_size + 1
         self.lstm = LstmCore(in_size, check_int("lstm_size", lstm_size, minimum=1))
         self.critic_lstm = LstmCore(in_size, lstm_size) if critic_lstm else None
-        self.pi = MlpModel(lstm_size, list(head_sizes), self.policy_size, nonlinearity)
+        self.state_dependent_std = bool(state_dependent_std) and self.gaussian
+        pi_size = self.policy_size * (2 if self.state_dependent_std else 1)
+        self.pi = MlpModel(lstm_size, list(head_sizes), pi_size, nonlinearity)
         self.v = MlpModel(lstm_size, list(head_sizes), 1, nonlinearity)
-        if self.gaussian:
+        if self.gaussian and not self.state_dependent_std:
             self.log_std = nn.Parameter(torch.full((self.policy_size,), float(init_log_std)))
 
     def initial_state(self, batch_size: int, device: torch.device | None = None) -> TensorDict:
@@ -132,6 +137,9 @@ class PgLstmModel(nn.Module):
         y, y_v, state = self._features(observation, prev_action, prev_reward, state, is_init)
         value = self.v(y_v).squeeze(-1)
         out = self.pi(y)
+        if self.state_dependent_std:  # rlpyt's MujocoLstmModel: [mu, log_std] from the head
+            mu, log_std = out.chunk(2, dim=-1)
+            return mu, log_std, value, state
         if self.gaussian:
             return out, self.log_std.expand_as(out), value, state
         return out, value, state
