@@ -185,3 +185,21 @@ def _env_fn(env_id: str) -> tuple[Callable[..., Any], dict[str, Any]]:
     if env_id.startswith("atari:"):
         return make_atari_env, {"game": env_id.split(":", 1)[1]}
     return make_gym_env, {"id": env_id}
+
+
+def _env_settings(
+    env_id: str, extra_kwargs: dict[str, Any] | None = None
+) -> tuple[Callable[..., Any], dict[str, Any], dict[str, Any], type]:
+    """``(env_fn, env_kwargs, eval_env_kwargs, traj_info_cls)`` of an ``--env``.
+
+    ``extra_kwargs`` (a preset's ``env_kwargs``) update both kwargs. Atari evaluates whole
+    games (``episodic_lives=False``) and records ``GameScore`` (``AtariTrajInfo``), as
+    ``tdrl train`` and ``tdrl eval`` both do.
+    """
+    from tdrl.envs import AtariTrajInfo, TrajInfo
+
+    env_fn, env_kwargs = _env_fn(env_id)
+    env_kwargs |= dict(extra_kwargs or {})
+    if env_id.startswith("atari:"):
+        return env_fn, env_kwargs, {**env_kwargs, "episodic_lives": False}, AtariTrajInfo
+    return env_fn, env_kwargs, dict(env_kwargs), TrajInfo

@@ -186,8 +186,9 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
     """Runs ``tdrl eval``: rebuild, load, evaluate, print; optionally write a video.
 
     Returns:
-        ``ReturnAverage``, ``ReturnStd``, ``ReturnMin``, ``ReturnMax``, ``LengthAverage``
-        and ``Episodes`` (plus ``GameScoreAverage`` for Atari).
+        ``Episodes`` and each ``TrajInfo`` field's ``Average``/``Std``/``Median``/``Min``/
+        ``Max`` (``ReturnAverage``, ``LengthMax``, ``GameScoreAverage`` for Atari, ...), the
+        statistics and names of training rows.
 
     Raises:
         FileNotFoundError: No run, params.json or snapshot.
@@ -198,8 +199,7 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
     """
     import torch
 
-    from tdrl.cli_build import _env_fn, _make_algo_agent
-    from tdrl.envs import AtariTrajInfo, TrajInfo
+    from tdrl.cli_build import _env_settings, _make_algo_agent
     from tdrl.logging import load_snapshot
     from tdrl.runners.startup import place_agent
     from tdrl.samplers import SerialSampler
@@ -228,13 +228,10 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
         recurrent=bool(params.get("recurrent", False)),
         agent_kwargs=dict(params.get("agent_kwargs") or {}),
     )
-    env_fn, env_kwargs = _env_fn(params["env"])
-    env_kwargs |= dict(params.get("env_kwargs") or {})  # a preset's (AtariEnv's, ...)
-    eval_kwargs = dict(env_kwargs)
-    traj_info_cls: type[TrajInfo] = TrajInfo
-    if params["env"].startswith("atari:"):
-        eval_kwargs["episodic_lives"] = False
-        traj_info_cls = AtariTrajInfo
+    env_fn, env_kwargs, eval_kwargs, traj_info_cls = _env_settings(
+        params["env"],
+        params.get("env_kwargs"),  # the run's preset's (AtariEnv's, ...)
+    )
     recorder: list[FrameRecorder] = []
     if args.video is not None:
         env_fn = _recording_env_fn(env_fn, recorder, args.video_episodes)
@@ -268,23 +265,21 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
         fps = args.fps or (recorder[0].fps if recorder else 30)
         write_video(args.video, frames, fps=fps)
         print(f"tdrl eval: wrote {args.video} ({len(frames)} frames, {fps} fps)")
-    line = ", ".join(f"{k} {v:.2f}" for k, v in result.items() if k != "Episodes")
+    shown = ["ReturnAverage", "ReturnStd", "ReturnMin", "ReturnMax", "LengthAverage"]
+    shown += ["GameScoreAverage"] if "GameScoreAverage" in result else []
+    line = ", ".join(f"{k} {result[k]:.2f}" for k in shown)
     print(f"tdrl eval: {int(result['Episodes'])} episodes of {params['env']}: {line}")
     return result
 
 
 def _summary(trajs: Sequence[Any]) -> dict[str, float]:
-    returns = np.array([t.Return for t in trajs], dtype=np.float64)
-    out = {
-        "ReturnAverage": float(returns.mean()),
-        "ReturnStd": float(returns.std()),
-        "ReturnMin": float(returns.min()),
-        "ReturnMax": float(returns.max()),
-        "LengthAverage": float(np.mean([t.Length for t in trajs])),
-        "Episodes": float(len(trajs)),
-    }
-    if all(hasattr(t, "GameScore") for t in trajs):
-        out["GameScoreAverage"] = float(np.mean([t.GameScore for t in trajs]))
+    """``Episodes`` and every ``TrajInfo`` field's statistics, named as training rows."""
+    from tdrl.logging.table import misc_stats
+
+    out = {"Episodes": float(len(trajs))}
+    for name in trajs[0].fields():
+        values = [t.fields()[name] for t in trajs]
+        out |= {f"{name}{k}": v for k, v in misc_stats(values).items()}
     return out
 
 

@@ -26,7 +26,7 @@ from tdrl.cli_build import (
     META_ENVS,
     PG_ALGOS,
     _algo_kwargs,
-    _env_fn,
+    _env_settings,
     _flag_kwargs,
     _make_algo_agent,
 )
@@ -199,7 +199,6 @@ def train(args: argparse.Namespace) -> dict[str, float]:
     import torch
 
     from tdrl import runners
-    from tdrl.envs import AtariTrajInfo, TrajInfo
 
     preset = _preset(args)
     args.n_steps = args.n_steps or (preset and preset.n_steps) or DEFAULT_N_STEPS
@@ -220,7 +219,6 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         recurrent=getattr(args, "recurrent", False),
         agent_kwargs=agent_kwargs,
     )
-    env_fn, env_kwargs = _env_fn(args.env)
     default_T, default_B = DEFAULT_BATCH[args.algo]
     if preset is not None:
         default_T, default_B = preset.batch_T or default_T, preset.batch_B or default_B
@@ -238,12 +236,9 @@ def train(args: argparse.Namespace) -> dict[str, float]:
         )
     if args.eval_max_steps is None:
         args.eval_max_steps = (preset and preset.eval_max_steps) or 10_000
-    env_kwargs |= dict(preset.env_kwargs if preset else {})
-    eval_kwargs = dict(env_kwargs)
-    traj_info_cls = TrajInfo
-    if args.env.startswith("atari:"):
-        eval_kwargs["episodic_lives"] = False
-        traj_info_cls = AtariTrajInfo
+    env_fn, env_kwargs, eval_kwargs, traj_info_cls = _env_settings(
+        args.env, dict(preset.env_kwargs) if preset else None
+    )
     sampler_cls, sampler_kwargs = _sampler(args, preset)
     sampler = sampler_cls(
         env_fn,

@@ -126,17 +126,27 @@ def test_a_presets_env_kwargs_reach_the_env_and_params(tmp_path, capsys, monkeyp
     pytest.importorskip("ale_py")
     import dataclasses
 
+    import tdrl.envs
     from tdrl import presets
     from tdrl.cli import main
 
     patched = dataclasses.replace(presets.PRESETS["dqn-atari"], env_kwargs={"clip_reward": False})
     monkeypatch.setitem(presets.PRESETS, "dqn-atari", patched)
+    built, make = [], tdrl.envs.make_atari_env
+
+    def recording_make(**kwargs):
+        built.append(kwargs)
+        return make(**kwargs)
+
+    monkeypatch.setattr(tdrl.envs, "make_atari_env", recording_make)
     argv = ["train", "--algo", "dqn", "--env", "atari:pong", "--log-dir", str(tmp_path)]
     argv += ["--n-steps", "32", "--no-progress", "--eval-n-envs", "0", "--batch-B", "2"]
     argv += ["--algo-arg", "replay_size=256", "--sampler-arg", "max_decorrelation_steps=0"]
     assert main(argv) == 0, capsys.readouterr().err
     params = json.loads((tmp_path / "run_0" / "params.json").read_text())
     assert params["env_kwargs"] == {"clip_reward": False}
+    sampler_envs = [kw for kw in built if kw != {"game": "pong"}]  # not the space probe
+    assert sampler_envs and all(kw["clip_reward"] is False for kw in sampler_envs)
     rows = (tmp_path / "run_0" / "progress.csv").read_text().splitlines()
     assert len(rows) >= 2
 

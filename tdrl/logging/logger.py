@@ -42,9 +42,8 @@ from __future__ import annotations
 
 import datetime
 import io
-import math
 import os
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +60,7 @@ from tdrl.logging.files import (
 from tdrl.logging.files import atomic_write_bytes as atomic_write_bytes  # re-exported
 from tdrl.logging.files import find_snapshot as find_snapshot
 from tdrl.logging.files import load_snapshot as load_snapshot
-from tdrl.logging.table import ProgressTable
+from tdrl.logging.table import ProgressTable, misc_stats
 from tdrl.utils.checks import check_choice, check_int
 
 SNAPSHOT_MODES = ("none", "last", "all", "gap", "last+gap")
@@ -228,23 +227,8 @@ class Logger:
             values: Sequence, numpy array or tensor (flattened); all five stats are NaN when
                 it is empty.
         """
-        if isinstance(values, torch.Tensor):
-            values = values.detach().cpu().numpy()
-        elif isinstance(values, Sequence) and any(isinstance(v, torch.Tensor) for v in values):
-            values = [float(v) for v in values]
-        array = np.asarray(values, dtype=np.float64).reshape(-1)
-        if array.size == 0:
-            stats = dict.fromkeys(("Average", "Std", "Median", "Min", "Max"), math.nan)
-        else:
-            stats = {
-                "Average": float(np.mean(array)),
-                "Std": float(np.std(array)),
-                "Median": float(np.median(array)),
-                "Min": float(np.min(array)),
-                "Max": float(np.max(array)),
-            }
-        for suffix, stat in stats.items():
-            self._row[f"{key}{suffix}"] = float(stat)
+        for suffix, stat in misc_stats(values).items():
+            self._row[f"{key}{suffix}"] = stat
 
     def dump_tabular(self, *, echo: bool | None = None) -> None:
         """Appends the current row to ``progress.csv`` (and TensorBoard) and starts a new row.

@@ -4,6 +4,9 @@ The header lists the columns in first-seen order; each row has one field per col
 written before a column first appeared, or a row that lacks a column, holds ``nan`` there
 (:data:`MISSING`), which pandas, viskit and ``float()`` read as NaN, never as zero.
 
+``misc_stats`` gives the five statistics a row holds per logged quantity (``Average``,
+``Std``, ``Median``, ``Min``, ``Max``).
+
 A row with known columns is appended and fsync'ed; if the append fails (a full disk), the
 file is cut back to its old length, so it never keeps half a row. A row with new columns
 rewrites the whole file atomically (``tdrl.logging.files.atomic_write_bytes``). A kill in the
@@ -15,13 +18,18 @@ from __future__ import annotations
 import contextlib
 import csv
 import io
+import math
 import os
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
 
 from tdrl.logging.files import atomic_write_bytes, named_write_errors
 
-__all__ = ["MISSING", "ProgressTable"]
+__all__ = ["MISSING", "ProgressTable", "misc_stats"]
 
 #: What a row holds where it has no value (rlpyt's padding; pandas and viskit read NaN).
 MISSING = "nan"
@@ -109,3 +117,25 @@ class ProgressTable:
         atomic_write_bytes(self.path, _csv_text(rows[: n_rows + 1]).encode("utf-8"))
         self.num_rows = n_rows
         return dropped
+
+
+def misc_stats(values: Any) -> dict[str, float]:
+    """``Average``, ``Std`` (population), ``Median``, ``Min`` and ``Max`` of ``values``.
+
+    ``values``: a sequence, numpy array or tensor (flattened); every stat is NaN when it is
+    empty. What ``Logger.record_tabular_misc_stat`` logs (and ``tdrl eval`` prints).
+    """
+    if isinstance(values, torch.Tensor):
+        values = values.detach().cpu().numpy()
+    elif isinstance(values, Sequence) and any(isinstance(v, torch.Tensor) for v in values):
+        values = [float(v) for v in values]
+    array = np.asarray(values, dtype=np.float64).reshape(-1)
+    if array.size == 0:
+        return dict.fromkeys(("Average", "Std", "Median", "Min", "Max"), math.nan)
+    return {
+        "Average": float(np.mean(array)),
+        "Std": float(np.std(array)),
+        "Median": float(np.median(array)),
+        "Min": float(np.min(array)),
+        "Max": float(np.max(array)),
+    }
