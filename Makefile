@@ -5,6 +5,10 @@ VENV := .venv
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install -q -c constraints.txt
 SRC := tdrl tdrl_examples tests benchmarks
+# Ray (the `ray` extra) goes to a directory of its own, on PYTHONPATH only for the tests
+# marked `ray`: where Ray is importable, TorchRL 0.14.1 imports it in every process that
+# imports torchrl.data, which made the rest of the suite ~11% slower (docs/dependencies.md).
+RAY_SITE := .ray-site
 
 .PHONY: run test test-all lint format bench docs clean
 
@@ -21,6 +25,11 @@ $(VENV)/.test-deps: $(VENV)/.run-deps setup.py
 	$(PIP) -e ".[dev,atari,mujoco,plot,video]"
 	touch $@
 
+$(VENV)/.ray-deps: $(VENV)/.test-deps setup.py
+	rm -rf $(RAY_SITE)
+	$(PIP) --target $(RAY_SITE) "ray>=2.30"
+	touch $@
+
 $(VENV)/.bench-deps: $(VENV)/.test-deps
 	$(PIP) -e ".[bench]"
 	touch $@
@@ -33,13 +42,15 @@ $(VENV)/.docs-deps: $(VENV)/.run-deps
 run: $(VENV)/.run-deps
 	$(PY) tdrl_examples/example_1.py
 
-## The default test suite (learning checks marked slow are left out).
-test: $(VENV)/.test-deps
-	$(PY) -m pytest -m "not slow" -q
+## The default test suite (learning checks marked slow are left out); the Ray tests second.
+test: $(VENV)/.test-deps $(VENV)/.ray-deps
+	$(PY) -m pytest -m "not slow and not ray" --ignore-glob="tests/test_ray*.py" -q
+	PYTHONPATH=$(RAY_SITE) $(PY) -m pytest tests/test_ray*.py -m "ray and not slow" -q
 
 ## Every test, the slow learning checks included.
-test-all: $(VENV)/.test-deps
-	$(PY) -m pytest -q
+test-all: $(VENV)/.test-deps $(VENV)/.ray-deps
+	$(PY) -m pytest -m "not ray" --ignore-glob="tests/test_ray*.py" -q
+	PYTHONPATH=$(RAY_SITE) $(PY) -m pytest tests/test_ray*.py -m ray -q
 
 ## ruff (lint, Google docstrings in tdrl/, format) and mypy on tdrl/, as CI runs them.
 lint: $(VENV)/.test-deps
@@ -52,11 +63,12 @@ format: $(VENV)/.test-deps
 	$(VENV)/bin/ruff format $(SRC)
 
 ## Every benchmark in benchmarks/, with its default arguments.
-bench: $(VENV)/.bench-deps
-	@for f in benchmarks/*.py; do echo "== $$f"; $(PY) $$f || exit 1; done
+bench: $(VENV)/.bench-deps $(VENV)/.ray-deps
+	@for f in benchmarks/*.py; do echo "== $$f"; \
+	  case $$f in *ray_*) PYTHONPATH=$(RAY_SITE) $(PY) $$f;; *) $(PY) $$f;; esac || exit 1; done
 
 docs: $(VENV)/.docs-deps
 	$(PY) -m sphinx -b html docs docs/_build/html -q
 
 clean:
-	rm -rf $(VENV) docs/_build .pytest_cache .ruff_cache *.egg-info
+	rm -rf $(VENV) $(RAY_SITE) docs/_build .pytest_cache .ruff_cache *.egg-info

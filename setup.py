@@ -16,6 +16,8 @@ EXTRAS = {
     "plot": ["matplotlib>=3.7"],
     # tdrl eval --video: PyAV encodes the frames; pygame renders the classic-control envs.
     "video": ["av>=12", "gymnasium[classic-control]>=1.0"],
+    # Ray: tdrl launch --backend ray and RaySampler (seen working: ray 2.60.0).
+    "ray": ["ray>=2.30"],
     "dev": ["pytest>=8", "pytest-timeout>=2.2", "ruff>=0.6", "mypy>=1.10", "tensorboard>=2.14"],
     "docs": ["sphinx>=7", "myst-parser>=2"],
     # Peers measured side by side in benchmarks/; never part of the core install.

@@ -46,6 +46,7 @@ logging.getLogger("torchrl").setLevel(logging.WARNING)
 #: touches (collectors alone add ~0.1 s to an import).
 _LAZY = {
     "torchrl.collectors": ("Collector", "MultiAsyncCollector", "MultiSyncCollector"),
+    "torchrl.collectors.distributed": ("RayCollector",),
     "torchrl.data": ("Binary", "NonTensor", "OneHot", "Writer"),
     "torchrl.envs": ("GymEnv", "InitTracker", "ParallelEnv", "SerialEnv", "TensorDictPrimer"),
 }

@@ -190,7 +190,8 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         choices=SAMPLERS,
         help="serial, or parallel workers: cpu (agent copy per worker), gpu (batched action "
-        "server in the parent), alternating (two worker groups) (default: the preset's, "
+        "server in the parent), alternating (two worker groups), ray (Ray actors, pip install "
+        "'tdrl[ray]'; --sampler-arg address=auto, prefetch=True, ...) (default: the preset's, "
         "else serial)%(default).0s",
     )
     train.add_argument(

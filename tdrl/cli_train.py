@@ -33,12 +33,13 @@ from tdrl.cli_build import (
 from tdrl.utils.checks import ArgumentError, check_int
 
 #: ``--sampler`` choices and the samplers they build (``tdrl.samplers``).
-SAMPLERS = ("serial", "cpu", "gpu", "alternating")
+SAMPLERS = ("serial", "cpu", "gpu", "alternating", "ray")
 _SAMPLER_CLASSES = {
     "serial": "SerialSampler",
     "cpu": "CpuSampler",
     "gpu": "GpuSampler",
     "alternating": "AlternatingSampler",
+    "ray": "RaySampler",
 }
 #: ``--runner`` choices and their runners without and with offline evaluation.
 RUNNERS = ("minibatch", "async", "sync")
@@ -109,7 +110,9 @@ def _sampler(args: argparse.Namespace, preset: Any) -> tuple[type, dict[str, Any
         n_workers = preset.n_workers
     if n_workers is not None:
         if args.sampler == "serial":
-            raise ArgumentError("--n-workers needs a parallel --sampler (cpu, gpu, alternating)")
+            raise ArgumentError(
+                "--n-workers needs a parallel --sampler (cpu, gpu, alternating, ray)"
+            )
         kwargs["n_workers"] = n_workers
     pairs = getattr(args, "sampler_arg", [])
     for key, _ in pairs:

@@ -351,3 +351,15 @@ def test_reading_an_algorithm_stays_within_its_budget(module, budget):
     total = sum(lines.values())
     biggest = sorted(lines.items(), key=lambda kv: -kv[1])[:8]
     assert total <= budget, f"reading {module} takes {total} code lines (> {budget}): {biggest}"
+
+
+def test_ray_tests_live_where_make_test_runs_them():
+    """``make test`` runs the tests marked ``ray`` from ``tests/test_ray*.py`` only, with Ray
+    importable; a Ray test anywhere else would be deselected in both runs."""
+    marks = ("pytest.mark" + ".ray", 'importorskip("' + 'ray")')  # not found here
+    elsewhere = [
+        p.name
+        for p in (ROOT.parent / "tests").glob("test_*.py")
+        if not p.name.startswith("test_ray") and any(m in p.read_text() for m in marks)
+    ]
+    assert elsewhere == []

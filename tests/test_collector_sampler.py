@@ -157,8 +157,13 @@ def test_ppo_multi_async_leaves_no_child(tmp_path):
 
 
 def test_weights_and_mode_reach_the_workers():
+    check_weights_and_mode_reach_the_workers("multi_sync")
+    assert multiprocessing.active_children() == []
+
+
+def check_weights_and_mode_reach_the_workers(collector):
     sampler = CollectorSampler(
-        "CartPole-v1", batch_T=8, batch_B=4, collector="multi_sync", n_workers=2
+        "CartPole-v1", batch_T=8, batch_B=4, collector=collector, n_workers=2
     )
     agent = DqnAgent(model_kwargs=SMALL, eps_init=1.0, eps_final=0.0, eps_eval=0.0)
     agent.set_epsilon_schedule(5, 6)  # random before iteration 5, greedy from 6 on
@@ -181,7 +186,6 @@ def test_weights_and_mode_reach_the_workers():
         assert not torch.equal(samples["action"], samples["q"].argmax(-1))
     finally:
         sampler.shutdown()
-    assert multiprocessing.active_children() == []
 
 
 def _one_line(excinfo):
@@ -191,7 +195,7 @@ def _one_line(excinfo):
 
 def test_bad_arguments_are_refused_in_one_line():
     with pytest.raises(ArgumentError) as e:
-        CollectorSampler("CartPole-v1", batch_T=4, batch_B=2, collector="ray")
+        CollectorSampler("CartPole-v1", batch_T=4, batch_B=2, collector="ray_async")
     assert "collector" in _one_line(e)
     with pytest.raises(ArgumentError) as e:
         CollectorSampler("CartPole-v1", batch_T=4, batch_B=3, collector="multi_sync", n_workers=2)

@@ -40,9 +40,10 @@ from tdrl.launch.config import (
     parse_config,
     train_and_log,
 )
-from tdrl.launch.launcher import OUTPUT_FILE, SUMMARY_FILE, RunResult, run_experiments
+from tdrl.launch.launcher import run_experiments
 from tdrl.launch.pinning import apply_affinity, pin_process
 from tdrl.launch.run_args import RunArgs, get_run_args
+from tdrl.launch.runs import FINISHED_FILE, OUTPUT_FILE, SUMMARY_FILE, RunResult
 from tdrl.launch.variants import (
     VARIANT_FILE,
     VariantLevel,
@@ -55,6 +56,7 @@ from tdrl.launch.variants import (
 
 __all__ = [
     "ABBREVIATIONS",
+    "FINISHED_FILE",
     "OUTPUT_FILE",
     "SUMMARY_FILE",
     "VARIANT_FILE",

@@ -90,6 +90,25 @@ def add_launch_parser(sub: Any) -> argparse.ArgumentParser:
     )
     launch.add_argument("--python", default=None, help="interpreter of the runs; None: this one")
     launch.add_argument(
+        "--backend",
+        choices=("local", "ray"),
+        default="local",
+        help="local: subprocesses over this machine's run slots; ray: one Ray task per run "
+        "(pip install 'tdrl[ray]'), each declaring --cpu-per-run CPUs and, with --n-gpu > 0, "
+        "--gpu-per-run / --contexts-per-gpu GPUs",
+    )
+    launch.add_argument(
+        "--address",
+        default=None,
+        help="with --backend ray: the Ray instance ('auto': this machine's running one, "
+        "HOST:PORT: a cluster); None: start a local one",
+    )
+    launch.add_argument(
+        "--rerun-finished",
+        action="store_true",
+        help="start again the runs an earlier launch finished (skipped by default)",
+    )
+    launch.add_argument(
         "--kill-timeout",
         type=float_flag(0.0),
         default=10.0,
@@ -155,16 +174,25 @@ def launch(args: argparse.Namespace, script_args: Sequence[str] = ()) -> int:
         for key, values in args.grid
     ]
     variants, log_dirs = make_variants(*levels)
-    results = run_experiments(
-        args.script,
-        code,
-        safe_dir_name(args.title or Path(args.script).stem),
-        args.runs_per_setting,
-        variants,
-        log_dirs,
-        log_root=args.log_root,
-        common_args=script_args,
-        python_executable=args.python,
-        kill_timeout=args.kill_timeout,
-    )
+    title = safe_dir_name(args.title or Path(args.script).stem)
+    grid = (args.script, title, args.runs_per_setting, variants, log_dirs)
+    common = {
+        "log_root": args.log_root,
+        "common_args": script_args,
+        "python_executable": args.python,
+        "kill_timeout": args.kill_timeout,
+        "rerun_finished": args.rerun_finished,
+    }
+    if args.backend == "ray":
+        from tdrl.launch.ray_launcher import run_experiments_ray
+
+        gpus = args.gpu_per_run / args.contexts_per_gpu if args.n_gpu else 0.0
+        results = run_experiments_ray(
+            *grid, address=args.address, cpus_per_run=args.cpu_per_run, gpus_per_run=gpus, **common
+        )
+    elif args.address is not None:
+        raise ValueError("--address is for --backend ray")
+    else:
+        script, *rest = grid
+        results = run_experiments(script, code, *rest, **common)
     return 0 if all(r.ok for r in results) else 1

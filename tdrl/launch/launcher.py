@@ -23,7 +23,6 @@ saved to ``LOG_DIR/variant_config.json``; its stdout and stderr go to
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import shlex
 import shutil
@@ -41,40 +40,20 @@ from tdrl.launch.affinity import RunAffinity
 from tdrl.launch.affinity_codes import affinity_from_code, get_n_run_slots, prepend_run_slot
 from tdrl.launch.pinning import pin_process
 from tdrl.launch.run_args import LAUNCHED_ENV
+from tdrl.launch.runs import (
+    OUTPUT_FILE,
+    RunResult,
+    check_grid,
+    finished_earlier,
+    mark_finished,
+    report,
+    skipped_result,
+    tail,
+    write_summary,
+)
 from tdrl.launch.variants import experiment_dir, save_variant
-from tdrl.utils.checks import ArgumentError, check_bool, check_positive_int, check_range
+from tdrl.utils.checks import check_bool, check_range
 from tdrl.utils.processes import ProcessGroup, stop_processes
-
-#: File in ``LOG_DIR/run_{RUN_ID}`` receiving a launched run's stdout and stderr.
-OUTPUT_FILE = "launch_output.log"
-#: File in the experiment directory summarising every launched run.
-SUMMARY_FILE = "launch_summary.json"
-
-
-@dataclasses.dataclass(frozen=True)
-class RunResult:
-    """How one launched run ended.
-
-    Attributes:
-        log_dir: The variant's log directory given to the run.
-        run_ID: The run's number within its variant.
-        returncode: Exit status (negative: killed by that signal).
-        seconds: Wall-clock time from start to exit.
-        run_slot: The run slot it ran in.
-        output: Path of the file holding its stdout and stderr.
-    """
-
-    log_dir: str
-    run_ID: int
-    returncode: int
-    seconds: float
-    run_slot: int
-    output: str
-
-    @property
-    def ok(self) -> bool:
-        """Whether the run exited with status 0."""
-        return self.returncode == 0
 
 
 @dataclasses.dataclass
@@ -125,6 +104,7 @@ def run_experiments(
     poll_interval: float = 0.2,
     kill_timeout: float = 10.0,
     verbose: bool = True,
+    rerun_finished: bool = False,
 ) -> list[RunResult]:
     """Runs every variant ``runs_per_setting`` times, one subprocess per run, over run slots.
 
@@ -140,7 +120,9 @@ def run_experiments(
     terminated; on Ctrl-C (``KeyboardInterrupt``) or SIGTERM every running run is sent
     SIGTERM, then SIGKILL after ``kill_timeout`` seconds, and ``KeyboardInterrupt`` is
     raised again. ``log_root/experiment_title/launch_summary.json`` lists every run that
-    ended.
+    ended. A run that exits with status 0 gets ``LOG_DIR/run_{RUN_ID}/launch_finished.json``;
+    launching the same grid again skips those runs (``RunResult.skipped``), so an
+    interrupted grid is completed by running the same command again.
 
     Args:
         script: Path of the script to launch, or a sequence whose first item is the script
@@ -158,6 +140,7 @@ def run_experiments(
         poll_interval: Seconds between checks for finished runs.
         kill_timeout: Seconds between SIGTERM and SIGKILL when stopping runs.
         verbose: Print a line as each run starts and ends, and a summary.
+        rerun_finished: Start runs that finished in an earlier launch again.
 
     Returns:
         One :class:`RunResult` per run, in queue order.
@@ -172,29 +155,17 @@ def run_experiments(
         FileNotFoundError: ``script`` or ``python_executable`` does not exist.
         KeyboardInterrupt: Ctrl-C or SIGTERM, after every run was stopped.
     """
-    script_cmd = [os.fspath(script)] if isinstance(script, str | os.PathLike) else list(script)
-    if not script_cmd or not Path(script_cmd[0]).is_file():
-        raise FileNotFoundError(f"script {script_cmd[0] if script_cmd else None!r} is not a file")
-    runs_per_setting = check_positive_int("runs_per_setting", runs_per_setting)
+    grid = check_grid(script, runs_per_setting, variants, log_dirs, common_args, runs_args)
+    script_cmd, runs_args = grid.script_cmd, grid.runs_args
     poll_interval = check_range("poll_interval", poll_interval, 1e-3, 3600.0)
     kill_timeout = check_range("kill_timeout", kill_timeout, 0.0, 1e6)
     verbose = check_bool("verbose", verbose)
-    if len(variants) != len(log_dirs):
-        raise ValueError(f"{len(variants)} variants but {len(log_dirs)} log_dirs")
-    if len(set(log_dirs)) != len(log_dirs):
-        raise ValueError("log_dirs must be unique")
-    runs_args = [()] * len(variants) if runs_args is None else list(runs_args)
-    if len(runs_args) != len(variants):
-        raise ValueError(f"{len(variants)} variants but {len(runs_args)} runs_args")
-    _check_args("common_args", common_args)
-    for i, args in enumerate(runs_args):
-        _check_args(f"runs_args[{i}]", args)
+    rerun_finished = check_bool("rerun_finished", rerun_finished)
     if python_executable is not None and shutil.which(python_executable) is None:
         raise FileNotFoundError(f"python_executable {python_executable!r} is not a program")
     n_slots = get_n_run_slots(affinity_code)
     exp_dir = experiment_dir(log_root, experiment_title, log_dirs)
-    queue = [(run_ID, i) for run_ID in range(runs_per_setting) for i in range(len(variants))]
-    total = len(queue)
+    queue, total = grid.queue, len(grid.queue)
     python = python_executable or sys.executable
     say: Callable[[str], None] = (
         (lambda msg: print(f"tdrl launch: {msg}", flush=True)) if verbose else (lambda msg: None)
@@ -204,15 +175,19 @@ def run_experiments(
     running: dict[int, _Running] = {}
     results: list[tuple[int, RunResult]] = []
     pin = True
-    with _sigterm_as_interrupt():
+    with sigterm_as_interrupt():
         try:
             for index, (run_ID, i) in enumerate(queue):
+                log_dir = str(exp_dir / log_dirs[i])
+                if not rerun_finished and finished_earlier(log_dir, run_ID):
+                    results.append((index, skipped_result(log_dir, run_ID)))
+                    say(f"[{index + 1}/{total}] skipped: {log_dir} run {run_ID} finished earlier")
+                    continue
                 _reap(running, results, say, total, kill_timeout)
                 while len(running) >= n_slots:
                     time.sleep(poll_interval)
                     _reap(running, results, say, total, kill_timeout)
                 slot = min(set(range(n_slots)) - set(running))
-                log_dir = str(exp_dir / log_dirs[i])
                 save_variant(variants[i], log_dir)
                 code = prepend_run_slot(affinity_code, slot)
                 cmd = [python, *script_cmd, code, log_dir, str(run_ID)]
@@ -234,18 +209,9 @@ def run_experiments(
             raise
         finally:
             ordered = [r for _, r in sorted(results, key=lambda x: x[0])]
-            _write_summary(exp_dir, ordered, total)
-            _report(ordered, total, say)
+            write_summary(exp_dir, ordered, total)
+            report(ordered, total, say)
     return ordered
-
-
-def _check_args(name: str, args: Sequence[str]) -> None:
-    """Refuses run arguments that are not strings (or contain NUL), naming them."""
-    if isinstance(args, str | bytes):
-        raise ArgumentError(f"{name} must be a sequence of strings, got the string {args!r}")
-    for i, arg in enumerate(args):
-        if not isinstance(arg, str) or "\0" in arg:
-            raise ArgumentError(f"{name}[{i}] must be a string without NUL, got {arg!r}")
 
 
 def _start(index: int, log_dir: str, run_ID: int, slot: int, cmd: list[str]) -> _Running:
@@ -295,20 +261,22 @@ def _reap(
         run.close_files()
         del running[slot]
         results.append((run.index, result))
+        if result.ok:
+            mark_finished(result)
         status = "finished" if result.ok else f"FAILED (return code {result.returncode})"
         say(
             f"[{run.index + 1}/{total}] {status}: {run.log_dir} run {run.run_ID} "
             f"in {result.seconds:.1f} s"
         )
         if not result.ok:
-            say(f"  output in {result.output}, ending:\n{_tail(run.output)}")
+            say(f"  output in {result.output}, ending:\n{tail(run.output)}")
 
 
 def _stop_all(
     running: dict[int, _Running], results: list[tuple[int, RunResult]], kill_timeout: float
 ) -> None:
     """SIGTERM every run's process group, SIGKILL after ``kill_timeout``, then reap."""
-    with _ignore_sigint():
+    with ignore_sigint():
         groups = [run.group() for run in running.values()]
         stop_processes(groups, wait_s=0.0, terminate_s=kill_timeout)
         for run in running.values():
@@ -318,44 +286,12 @@ def _stop_all(
         running.clear()
 
 
-def _tail(path: Path, n_lines: int = 8) -> str:
-    try:
-        lines = path.read_text(errors="replace").splitlines()[-n_lines:]
-    except OSError:
-        return "    (no output)"
-    return "\n".join(f"    {line}" for line in lines)
-
-
-def _write_summary(exp_dir: Path, results: list[RunResult], total: int) -> None:
-    exp_dir.mkdir(parents=True, exist_ok=True)
-    summary = {
-        "n_runs": total,
-        "n_ended": len(results),
-        "n_failed": sum(not r.ok for r in results),
-        "runs": [dataclasses.asdict(r) for r in results],
-    }
-    (exp_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
-
-
-def _report(results: list[RunResult], total: int, say: Callable[[str], None]) -> None:
-    failed = [r for r in results if not r.ok]
-    not_run = total - len(results)
-    msg = f"{len(results) - len(failed)} of {total} runs succeeded"
-    if failed:
-        msg += f", {len(failed)} failed"
-    if not_run:
-        msg += f", {not_run} not started"
-    say(msg)
-    for r in failed:
-        say(f"  failed (return code {r.returncode}): {r.log_dir} run {r.run_ID}: {r.output}")
-
-
 def _in_main_thread() -> bool:
     return threading.current_thread() is threading.main_thread()
 
 
 @contextmanager
-def _sigterm_as_interrupt() -> Iterator[None]:
+def sigterm_as_interrupt() -> Iterator[None]:
     """Turns SIGTERM into ``KeyboardInterrupt`` (main thread only), so runs get stopped."""
     if not _in_main_thread():
         yield
@@ -372,7 +308,7 @@ def _sigterm_as_interrupt() -> Iterator[None]:
 
 
 @contextmanager
-def _ignore_sigint() -> Iterator[None]:
+def ignore_sigint() -> Iterator[None]:
     """Ignores further Ctrl-C / SIGTERM while runs are being stopped (main thread only)."""
     if not _in_main_thread():
         yield

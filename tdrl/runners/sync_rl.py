@@ -187,7 +187,10 @@ class SyncRl:
         """
         if dist.is_available() and dist.is_initialized():  # the caller's group
             rank = dist.get_rank()
-            return self._train_rank(rank, int(os.environ.get("LOCAL_RANK", rank)), join=False)
+            # Without LOCAL_RANK (a group set up by hand), ranks fill each machine's GPUs in turn.
+            n_gpus = torch.cuda.device_count() if self.cuda else 0
+            local = int(os.environ.get("LOCAL_RANK", rank % n_gpus if n_gpus else rank))
+            return self._train_rank(rank, local, join=False)
         if _launched_by_torchrun():
             rank, local_rank = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", 0))
             return self._train_rank(rank, local_rank, join=True)

@@ -4,6 +4,7 @@ from tdrl.keys import BatchSpec
 from tdrl.samplers.base import Sampler
 from tdrl.samplers.collector import CollectorSampler
 from tdrl.samplers.parallel import AlternatingSampler, CpuSampler, GpuSampler
+from tdrl.samplers.ray_sampler import RaySampler
 from tdrl.samplers.serial import SerialSampler
 
 __all__ = [
@@ -12,6 +13,7 @@ __all__ = [
     "CollectorSampler",
     "CpuSampler",
     "GpuSampler",
+    "RaySampler",
     "Sampler",
     "SerialSampler",
 ]

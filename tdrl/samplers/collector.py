@@ -10,6 +10,9 @@ The sampler runs one of TorchRL's collectors with the agent as its policy
 * ``collector="multi_async"``: ``MultiAsyncCollector``, ``n_workers`` processes with
   ``batch_B`` envs each; a batch is the first one a worker finished, so consecutive batches
   come from different workers and may have been collected with older weights.
+* ``collector="ray"``: TorchRL's ``RayCollector`` (extra ``ray``), as ``"multi_sync"`` with
+  Ray actors, on the Ray instance this process joined or a local one it starts and
+  ``shutdown`` stops (``RaySampler`` does the same with tdrl's env loop).
 
 Each env is ``env_fn(**env_kwargs)`` (default ``gym_env``: TorchRL's ``GymEnv`` of a
 gymnasium id), batched by a ``SerialEnv``; outside it, once per batched step, the sampler
@@ -71,9 +74,10 @@ from tdrl.samplers.base import (
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.utils.checks import ArgumentError, check_choice, check_mapping, check_positive_int
 from tdrl.utils.finite import check_env_batch
+from tdrl.utils.ray_support import connect, import_ray
 
 #: The ``collector`` choices.
-COLLECTORS = ("sync", "multi_sync", "multi_async")
+COLLECTORS = ("sync", "multi_sync", "multi_async", "ray")
 
 #: The collector's own trajectory ids, which the episode statistics follow.
 TRAJ_IDS = ("collector", "traj_ids")
@@ -136,7 +140,7 @@ class CollectorSampler:
         batch_T: time steps per batch.
         batch_B: envs per batch: all envs for ``"sync"`` and ``"multi_sync"`` (split over
             the workers), each worker's envs for ``"multi_async"``.
-        collector: ``"sync"``, ``"multi_sync"`` or ``"multi_async"``.
+        collector: ``"sync"``, ``"multi_sync"``, ``"multi_async"`` or ``"ray"``.
         n_workers: worker processes of the multi-process collectors (1 for ``"sync"``).
         eval_n_envs: envs for offline evaluation (0: no evaluation).
         eval_env_kwargs: ``env_kwargs`` of the evaluation envs (default: ``env_kwargs``).
@@ -192,22 +196,23 @@ class CollectorSampler:
             extra_keys=(),
         )
         self.batch_spec = self.settings.batch_spec
-        if collector == "multi_sync" and self.batch_spec.B % self.n_workers:
+        if collector in ("multi_sync", "ray") and self.batch_spec.B % self.n_workers:
             raise ArgumentError(
-                f"batch_B={batch_B} must be a multiple of n_workers={n_workers} for 'multi_sync'"
+                f"batch_B={batch_B} must be a multiple of n_workers={n_workers} for {collector!r}"
             )
         self.eval_n_envs = self.settings.eval_n_envs
         self.evaluator = Evaluator(self.settings)
         self.agent: Agent | None = None
         self.last_traj_infos: list[TrajInfo] = []
         self._collector: Any = None  # a TorchRL collector (imported when first built)
+        self._started_ray = False  # collector="ray" started a local Ray instance
         self._batches: Iterator[TensorDictBase] | None = None
 
     @property
     def envs_per_collector(self) -> int:
         """Envs stepped by one collector (one worker of a multi-process collector)."""
         B = self.batch_spec.B
-        return B // self.n_workers if self.collector == "multi_sync" else B
+        return B // self.n_workers if self.collector in ("multi_sync", "ray") else B
 
     # --------------------------------------------------------------------------- set-up
     def initialize(
@@ -308,11 +313,17 @@ class CollectorSampler:
         }
         if self.collector == "sync":
             return _compat.Collector(factory, self.policy, **common)
-        kind = (
-            _compat.MultiSyncCollector
-            if self.collector == "multi_sync"
-            else _compat.MultiAsyncCollector
-        )
+        if self.collector == "ray":
+            self._started_ray = connect()
+            return _compat.RayCollector(
+                [factory] * self.n_workers, self.policy, frames_per_batch=frames,
+                total_frames=2**62,  # its iterator stops at once with -1 (TorchRL 0.14.1)
+                collector_class=_compat.Collector, num_collectors=self.n_workers, sync=True,
+                collector_kwargs={"auto_register_policy_transforms": False},
+                remote_configs={"num_cpus": 1},
+            )  # fmt: skip
+        multi_sync = self.collector == "multi_sync"
+        kind = _compat.MultiSyncCollector if multi_sync else _compat.MultiAsyncCollector
         return kind(
             [factory] * self.n_workers,
             self.policy,
@@ -383,7 +394,7 @@ class CollectorSampler:
             self.policy.follow_mode(self.agent.mode, itr)
             self.update_policy_weights_()
         out = next(self._batches)
-        if out.batch_dims == 3:  # multi_sync: [workers, envs per worker, T]
+        if out.batch_dims == 3:  # multi_sync, ray: [workers, envs per worker, T]
             out = out.flatten(0, 1)
         for dst, src, convert in self._plan:
             value = out.get(src)
@@ -423,6 +434,9 @@ class CollectorSampler:
         """Stop the collector (and its worker processes) and close the eval envs."""
         if self._collector is not None:
             self._collector.shutdown()
+        if self._started_ray:
+            import_ray().shutdown()
+            self._started_ray = False
         self._collector = self._batches = None
         self.evaluator.close()
 

@@ -29,7 +29,7 @@ from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
 from tdrl.samplers.base import SamplerSettings, build_samples_buffer, close_env, make_envs
 from tdrl.samplers.env_loop import EnvLoop
-from tdrl.samplers.env_setup import env_specs
+from tdrl.samplers.env_setup import EnvSpecs, env_specs
 from tdrl.samplers.torchrl_loop import make_env_runner
 
 #: Eval env ``i`` is seeded with ``seed + EVAL_SEED_OFFSET + i`` at the first evaluation.
@@ -48,6 +48,18 @@ class Evaluator:
         self.envs: list[Any] = []
         self._runner: EnvLoop | None = None
         self._seeded = False
+
+    def initialize_for(
+        self, specs: EnvSpecs, *, seed: int, discount: float, agent: Agent | None = None
+    ) -> None:
+        """``initialize`` with the observation and action specs of ``specs``."""
+        self.initialize(
+            seed=seed,
+            observation_spec=specs.observation,
+            action_spec=specs.action,
+            discount=discount,
+            agent=agent,
+        )
 
     def initialize(
         self,

@@ -78,7 +78,7 @@ from tdrl.utils.processes import (
 from tdrl.utils.timeouts import check_timeout
 
 
-def _env_slices(B: int, n_workers: int, columns: int = 1) -> list[tuple[int, int]]:
+def env_slices(B: int, n_workers: int, columns: int = 1) -> list[tuple[int, int]]:
     """Contiguous ``[b0, b1)`` column ranges of whole envs of ``columns`` columns each.
 
     The workers' numbers of envs differ by at most one.
@@ -235,7 +235,7 @@ class ParallelSampler:
         self.samples = allocate_samples(
             settings, agent, self.specs, (obs, action, torch.zeros(B, 1))
         ).share_memory_()
-        self._slices = _env_slices(B, self.n_workers, self.specs.columns)
+        self._slices = env_slices(B, self.n_workers, self.specs.columns)
         per_group = self.n_workers // self.n_groups
         self._groups = [
             list(range(g * per_group, (g + 1) * per_group)) for g in range(self.n_groups)
@@ -244,12 +244,8 @@ class ParallelSampler:
             AgentRows(self.samples[:, self._slices[g[0]][0] : self._slices[g[-1]][1]])
             for g in self._groups
         ]
-        self.evaluator.initialize(
-            seed=self.seed,
-            observation_spec=self.observation_spec,
-            action_spec=self.action_spec,
-            discount=self._discount,
-            agent=agent,
+        self.evaluator.initialize_for(
+            self.specs, seed=self.seed, discount=self._discount, agent=agent
         )
         return self.samples
 

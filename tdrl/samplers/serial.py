@@ -150,13 +150,7 @@ class SerialSampler:
         self.samples = allocate_samples(settings, agent, self.specs, runner.agent_inputs())
         self._pinned = False
         runner.bind(self.samples)
-        self.evaluator.initialize(
-            seed=self.seed,
-            observation_spec=self.observation_spec,
-            action_spec=self.action_spec,
-            discount=discount,
-            agent=agent,
-        )
+        self.evaluator.initialize_for(self.specs, seed=self.seed, discount=discount, agent=agent)
 
     # ------------------------------------------------------------------------- sampling
     @torch.no_grad()

@@ -79,29 +79,47 @@ def run_worker(
     with report_failure(conn):
         set_worker_affinity(cpus, torch_threads)
         env_ranks = list(range(*columns))
-        envs = make_envs(settings.env_fn, settings.env_kwargs, len(env_ranks))
-        runner = make_env_runner(
-            envs,
-            env_specs(envs[0], settings.extra_keys),
-            env_ranks=env_ranks,
-            seed=seed,
-            traj_info_cls=settings.traj_info_cls,
-            discount=discount,
-            mid_batch_reset=settings.mid_batch_reset,
-        )
-        runner.start(settings.max_decorrelation_steps)
+        runner = start_env_runner(settings, env_ranks, seed=seed, discount=discount)
         runner.bind(samples[:, columns[0] : columns[1]])
         set_mode: dict[str, Callable[[int], None]] = {}
         if agent is not None:
-            agent.collector_initialize(samples.shape[1], env_ranks)
-            torch.manual_seed(seed + 7919 * (1 + env_ranks[0]))  # own stream per worker
-            set_mode = {
-                "sample": agent.sample_mode,
-                "eval": agent.eval_mode,
-                "train": agent.train_mode,
-            }
+            set_mode = prepare_agent(agent, samples.shape[1], env_ranks, seed)
         conn.send(("ready", None))
         _serve(conn, runner, agent, set_mode, obs_ready, act_ready)
+
+
+def start_env_runner(
+    settings: SamplerSettings, env_ranks: list[int], *, seed: int, discount: float
+) -> EnvLoop:
+    """Build the envs of ``env_ranks`` (env ``b`` seeded ``seed + b``), their loop, start them.
+
+    What a parallel sampler's worker and a ``RaySampler`` actor do first.
+    """
+    envs = make_envs(settings.env_fn, settings.env_kwargs, len(env_ranks))
+    runner = make_env_runner(
+        envs,
+        env_specs(envs[0], settings.extra_keys),
+        env_ranks=env_ranks,
+        seed=seed,
+        traj_info_cls=settings.traj_info_cls,
+        discount=discount,
+        mid_batch_reset=settings.mid_batch_reset,
+    )
+    runner.start(settings.max_decorrelation_steps)
+    return runner
+
+
+def prepare_agent(
+    agent: Agent, batch_B: int, env_ranks: list[int], seed: int
+) -> dict[str, Callable[[int], None]]:
+    """Set a worker's agent copy for its env ranks and seed its own stream; its mode setters.
+
+    Returns:
+        ``{"sample": agent.sample_mode, "eval": ..., "train": ...}``.
+    """
+    agent.collector_initialize(batch_B, env_ranks)
+    torch.manual_seed(seed + 7919 * (1 + env_ranks[0]))  # own stream per worker
+    return {"sample": agent.sample_mode, "eval": agent.eval_mode, "train": agent.train_mode}
 
 
 def _serve(

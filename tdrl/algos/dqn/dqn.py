@@ -33,6 +33,7 @@ from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
 from tdrl.agents.dqn.dqn_agent import DqnAgent
+from tdrl.algos import one_optimizer
 from tdrl.algos.replay import (
     check_replay_settings,
     make_replay_buffer,
@@ -41,8 +42,6 @@ from tdrl.algos.replay import (
 )
 from tdrl.algos.settings import (
     algo_optimizer,
-    counted_state,
-    load_counted_state,
 )
 from tdrl.algos.updates import finish_update
 from tdrl.keys import DISCOUNT_N, IS_WEIGHT, RETURN_N, BatchSpec
@@ -294,14 +293,6 @@ class DQN:
         return info
 
     # ------------------------------------------------------------------ state
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimizers this algorithm steps."""
-        return [self.optimizer]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer state and update counter (the replay buffer is saved apart)."""
-        return counted_state({"optimizer": self.optimizer}, self.update_counter)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
-        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)
+    optimizers = one_optimizer.optimizers
+    state_dict = one_optimizer.state_dict
+    load_state_dict = one_optimizer.load_state_dict

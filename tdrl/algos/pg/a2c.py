@@ -19,12 +19,11 @@ from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
 from tdrl.agents.base import Agent
+from tdrl.algos import one_optimizer
 from tdrl.algos.pg.base import check_pg_agent, training_batch
 from tdrl.algos.settings import (
     algo_optimizer,
     check_optimizer_args,
-    counted_state,
-    load_counted_state,
 )
 from tdrl.keys import BatchSpec
 from tdrl.utils.checks import check_bool, check_optional_range, check_range
@@ -138,14 +137,6 @@ class A2C:
         parts = {"": self.agent.parameters()}
         return clipped_step([self.optimizer], terms, parts, self.clip_grad_norm)
 
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimizers this algorithm steps."""
-        return [self.optimizer]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer state and update counter."""
-        return counted_state({"optimizer": self.optimizer}, self.update_counter)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
-        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)
+    optimizers = one_optimizer.optimizers
+    state_dict = one_optimizer.state_dict
+    load_state_dict = one_optimizer.load_state_dict

@@ -29,6 +29,7 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import tensordict_from_trusted
 from tdrl.agents.base import Agent
+from tdrl.algos import one_optimizer
 from tdrl.algos.qpg.sac import check_sac_agent
 from tdrl.algos.qpg.soft_terms import (
     ACTION_PRIORS,
@@ -46,8 +47,6 @@ from tdrl.algos.replay import (
 )
 from tdrl.algos.settings import (
     algo_optimizer,
-    counted_state,
-    load_counted_state,
     param_group,
 )
 from tdrl.algos.updates import finish_update
@@ -199,14 +198,6 @@ class SAC_V:  # noqa: N801 - rlpyt's name
         return replay_updates(self, itr, samples, device=self.device)
 
     # ------------------------------------------------------------------ state
-    def optimizers(self) -> list[torch.optim.Optimizer]:
-        """The optimizers this algorithm steps."""
-        return [self.optimizer]
-
-    def state_dict(self) -> dict[str, Any]:
-        """Optimizer state and update counter."""
-        return counted_state({"optimizer": self.optimizer}, self.update_counter)
-
-    def load_state_dict(self, state: dict[str, Any]) -> None:
-        """Restore ``state_dict()``."""
-        self.update_counter = load_counted_state({"optimizer": self.optimizer}, state)
+    optimizers = one_optimizer.optimizers
+    state_dict = one_optimizer.state_dict
+    load_state_dict = one_optimizer.load_state_dict
