@@ -22,7 +22,7 @@ $(VENV)/.run-deps: $(PY) setup.py constraints.txt
 	touch $@
 
 $(VENV)/.test-deps: $(VENV)/.run-deps setup.py
-	$(PIP) -e ".[dev,atari,mujoco,plot,video]"
+	$(PIP) -e ".[dev,atari,mujoco,box2d,plot,video]"
 	touch $@
 
 $(VENV)/.ray-deps: $(VENV)/.test-deps setup.py
@@ -42,14 +42,16 @@ $(VENV)/.docs-deps: $(VENV)/.run-deps
 run: $(VENV)/.run-deps
 	$(PY) tdrl_examples/example_1.py
 
-## The default test suite (learning checks marked slow are left out); the Ray tests second.
+## The default test suite (learning checks marked slow are left out) in two pytest-xdist
+## workers (the suite used about one of two cores: the tests wait on their child processes);
+## the Ray tests second, in one process.
 test: $(VENV)/.test-deps $(VENV)/.ray-deps
-	$(PY) -m pytest -m "not slow and not ray" --ignore-glob="tests/test_ray*.py" -q
+	$(PY) -m pytest -n 2 -m "not slow and not ray" --ignore-glob="tests/test_ray*.py" -q
 	PYTHONPATH=$(RAY_SITE) $(PY) -m pytest tests/test_ray*.py -m "ray and not slow" -q
 
 ## Every test, the slow learning checks included.
 test-all: $(VENV)/.test-deps $(VENV)/.ray-deps
-	$(PY) -m pytest -m "not ray" --ignore-glob="tests/test_ray*.py" -q
+	$(PY) -m pytest -n 2 -m "not ray" --ignore-glob="tests/test_ray*.py" -q
 	PYTHONPATH=$(RAY_SITE) $(PY) -m pytest tests/test_ray*.py -m ray -q
 
 ## ruff (lint, Google docstrings in tdrl/, format) and mypy on tdrl/, as CI runs them.

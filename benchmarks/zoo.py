@@ -12,10 +12,10 @@ evaluated deterministically after its own, often longer, budget, so it is a refe
 point, not a like-for-like number). ``--plot FILE`` draws the learning curves with
 ``tdrl plot``'s code (mean ± std over the seeds).
 
-Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``: about 35
-minutes for the default presets on 2 cores (the DQN Acrobot and MountainCar runs are the
-longest, 4-7 minutes each). ``--n-steps N`` overrides every budget (a
-smoke run, not a result).
+Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``: about 45
+minutes for the default presets on 2 cores (the DQN Acrobot, MountainCar and LunarLander
+runs are the longest, 4-7 minutes each; LunarLander needs the ``box2d`` extra).
+``--n-steps N`` overrides every budget (a smoke run, not a result).
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ ZOO_RESULTS = {
     ("ppo", "Acrobot-v1"): (-73.5, 18.2, "1M"),
     ("dqn", "Acrobot-v1"): (-76.6, 11.8, "100k"),
     ("dqn", "MountainCar-v0"): (-100.8, 9.9, "120k"),
+    ("dqn", "LunarLander-v3"): (154.4, 79.2, "100k (LunarLander-v2)"),
+    ("sac", "Hopper-v5"): (2325.5, 1129.7, "1M (Hopper-v3)"),
+    ("sac", "Swimmer-v5"): (345.6, 3.1, "1M (Swimmer-v3)"),
+    ("sac", "HalfCheetah-v5"): (9535.5, 100.5, "1M (HalfCheetah-v3)"),
     ("sac", "Pendulum-v1"): (-157.0, 88.7, "20k (Pendulum-v0)"),
     ("td3", "Pendulum-v1"): (-151.9, 90.2, "20k (Pendulum-v0)"),
 }
@@ -51,6 +55,7 @@ CPU_PRESETS = (
     "ppo-acrobot",
     "dqn-acrobot",
     "dqn-mountaincar",
+    "dqn-lunarlander",
     "ppo-cartpolenovel-lstm",
     "r2d1-cartpolenovel",
     "sac-pendulum",

@@ -165,11 +165,6 @@ def _run_params(run_dir: Path) -> dict[str, Any]:
     for key in ("algo_kwargs", "agent_kwargs", "env_kwargs"):
         if not isinstance(params.get(key) or {}, dict):
             raise ValueError(f"{path}: {key} must be a mapping, got {params[key]!r}")
-    if params["algo"] == "pearl":
-        raise ValueError(
-            "tdrl eval does not evaluate PEARL runs (their agent needs task context); "
-            "MetaRl's evaluation rows in progress.csv are their evaluation"
-        )
     return params
 
 
@@ -221,6 +216,8 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
     if "agent_state_dict" not in snap:
         raise ValueError(f"the snapshot of {run_dir} has no agent_state_dict")
     torch.set_num_threads(args.torch_threads)
+    if params["algo"] == "pearl":
+        return _evaluate_pearl(args, params, snap, device)
     _, agent = _make_algo_agent(
         params["algo"],
         dict(params.get("algo_kwargs") or {}),
@@ -269,6 +266,25 @@ def evaluate_run(args: argparse.Namespace) -> dict[str, float]:
     shown += ["GameScoreAverage"] if "GameScoreAverage" in result else []
     line = ", ".join(f"{k} {result[k]:.2f}" for k in shown)
     print(f"tdrl eval: {int(result['Episodes'])} episodes of {params['env']}: {line}")
+    return result
+
+
+def _evaluate_pearl(
+    args: argparse.Namespace, params: dict[str, Any], snap: dict[str, Any], device: Any
+) -> dict[str, float]:
+    """``tdrl eval`` of a PEARL run on its test tasks (``evaluate_pearl_run``); no video."""
+    from tdrl.runners.meta_presets import evaluate_pearl_run
+
+    if args.video is not None:
+        raise ArgumentError("--video does not apply to PEARL runs (their episodes switch tasks)")
+    result = evaluate_pearl_run(params, snap, device=device)
+    online = [v for k, v in result.items() if k.startswith("AverageReturn_rollout_")]
+    print(
+        f"tdrl eval: PEARL on {int(result['Tasks'])} test tasks of {params['env']} "
+        f"({int(result['Episodes'] / result['Tasks'])} runs each): AverageReturn_all_test_tasks "
+        f"{result['AverageReturn_all_test_tasks']:.2f} (ReturnStd over tasks "
+        f"{result['ReturnStd']:.2f}); per trajectory: {', '.join(f'{v:.2f}' for v in online)}"
+    )
     return result
 
 

@@ -362,6 +362,30 @@ def test_cli_resumes_a_pearl_run(tmp_path):
     assert int(rows[-1]["Diagnostics/CumUpdates"]) == 6  # the algorithm's counter went on
 
 
+def test_tdrl_eval_runs_a_pearl_agent_on_its_test_tasks(tmp_path, capsys):
+    from tdrl.cli import main
+
+    assert main(_pearl_argv(tmp_path, "--n-steps", "100", "--seed", "4")) == 0
+    run = tmp_path / "run_0"
+    rollouts = [c for c in _rows(run)[0] if c.startswith("AverageReturn_rollout_")]
+    capsys.readouterr()
+    assert main(["eval", str(run)]) == 0
+    out = capsys.readouterr().out
+    assert "PEARL on 2 test tasks of point-robot (1 runs each)" in out
+    first = out.split("AverageReturn_all_test_tasks ")[1].split()[0]
+    assert float(first) < 0  # point-robot rewards are minus distances
+    assert len(out.split("per trajectory: ")[1].split(",")) == len(rollouts)
+    assert main(["eval", str(run)]) == 0  # the same tasks and seed: the same returns
+    assert capsys.readouterr().out.split("AverageReturn_all_test_tasks ")[1].split()[0] == first
+    assert main(["eval", str(run), "--video", str(tmp_path / "v.mp4")]) == 2
+    assert "--video does not apply to PEARL runs" in capsys.readouterr().err
+    params = json.loads((run / "params.json").read_text())
+    (run / "params.json").write_text(json.dumps({**params, "seed": 5}))  # other tasks
+    assert main(["eval", str(run)]) == 2
+    err = capsys.readouterr().err
+    assert "test tasks drawn again" in err and err.count("\n") == 1
+
+
 def test_cli_pearl_defaults_to_oyster_iterations_and_passes_options(monkeypatch, tmp_path):
     from tdrl import cli
 

@@ -39,6 +39,7 @@ from test_async_rl import _dqn_run, _rows  # noqa: E402
 from test_collector_sampler import check_weights_and_mode_reach_the_workers  # noqa: E402
 from test_launch import TINY_SCRIPT, _grid, _infos, _is_running  # noqa: E402
 from test_parallel_samplers import _batches  # noqa: E402
+from test_recurrent import _collect  # noqa: E402
 
 ENV_KW = {"episode_length": 5, "n_actions": 3}
 ROOT = Path(__file__).resolve().parents[1]
@@ -216,6 +217,19 @@ def test_ray_sampler_batches_equal_the_serial_samplers(serial_reference):
         assert (got == want).all()
         assert trajs == want_trajs and want_trajs
     assert not torch.equal(batches[0][0]["action"], batches[1][0]["action"])
+
+
+def test_recurrent_batches_equal_the_serial_samplers():
+    """A recurrent agent: the actors carry each env's LSTM state as the serial sampler does
+    (state, next state, resets), batch after batch while the learner's weights change."""
+    for (ours, ours_trajs), (ref, ref_trajs) in zip(
+        _collect(RaySampler), _collect(SerialSampler), strict=True
+    ):
+        assert ours_trajs == ref_trajs
+        assert torch.equal(ours["action"], ref["action"])
+        assert torch.equal(ours["is_init"], ref["is_init"])
+        for key in ("rnn_state", ("next", "rnn_state"), "value"):
+            torch.testing.assert_close(ours[key], ref[key], atol=1e-5, rtol=0)
 
 
 def _serial_with_offsets(offsets):

@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import math
 import os
+import shutil
 import socket
 import subprocess
 import sys
@@ -102,7 +103,7 @@ def run_experiments_ray(
     Raises:
         ValueError: The checks of :func:`~tdrl.launch.run_experiments`, or a bad
             ``cpus_per_run`` / ``gpus_per_run``: nothing is written then.
-        FileNotFoundError: ``script`` does not exist.
+        FileNotFoundError: ``script`` or ``python_executable`` does not exist (here).
         ImportError: Ray is not installed.
         KeyboardInterrupt: Ctrl-C or SIGTERM, after every run was stopped.
     """
@@ -114,6 +115,8 @@ def run_experiments_ray(
     kill_timeout = check_range("kill_timeout", kill_timeout, 0.0, 1e6)
     verbose = check_bool("verbose", verbose)
     rerun_finished = check_bool("rerun_finished", rerun_finished)
+    if python_executable is not None and shutil.which(python_executable) is None:
+        raise FileNotFoundError(f"python_executable {python_executable!r} is not a program")
     code = run_affinity_code(cpus_per_run, gpus_per_run)
     exp_dir = experiment_dir(log_root, experiment_title, log_dirs).resolve()
     python = python_executable or sys.executable
@@ -144,7 +147,8 @@ def run_experiments_ray(
                     log_dir = str(exp_dir / log_dirs[i])
                     if not rerun_finished and runs.finished_earlier(log_dir, run_ID):
                         results.append((index, runs.skipped_result(log_dir, run_ID)))
-                        say(f"[{index + 1}/{total}] skipped: {log_dir} run {run_ID} (finished)")
+                        n = f"[{index + 1}/{total}]"
+                        say(f"{n} skipped: {log_dir} run {run_ID} finished earlier")
                         continue
                     save_variant(variants[i], log_dir)
                     output = Path(log_dir) / f"run_{run_ID}" / runs.OUTPUT_FILE

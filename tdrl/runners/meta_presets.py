@@ -35,6 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from tdrl.agents.qpg.pearl_agent import PearlAgent
@@ -276,3 +277,107 @@ def build_pearl(
         resume_from=resume_from,
         **preset.runner_kwargs,
     )
+
+
+def evaluate_pearl(
+    runner: MetaRl,
+    agent_state: Mapping[str, Any],
+    *,
+    itr: int = 0,
+    tasks_json: Mapping[str, Any] | None = None,
+    device: torch.device | None = None,
+) -> tuple[list[float], np.ndarray]:
+    """A trained PEARL agent on its run's test tasks, as the run's rows evaluate them.
+
+    Draws the run's tasks again (``sample_tasks`` with the runner's seed), loads
+    ``agent_state`` into the runner's agent and runs ``MetaRl.online_returns`` on the test
+    tasks (``num_evals`` runs of ``num_steps_per_eval`` steps per task, the posterior from
+    the ``num_exp_traj_eval``-th trajectory on), with the deterministic policy. Nothing is
+    trained and no replay is allocated.
+
+    Args:
+        runner: ``build_pearl``'s runner with the run's settings (not started).
+        agent_state: the snapshot's ``agent_state_dict``.
+        itr: the snapshot's iteration (for the agent's eval mode).
+        tasks_json: the snapshot's ``tasks``; the tasks drawn again must equal them.
+        device: where the agent acts.
+
+    Returns:
+        ``MetaRl.online_returns``: per test task the last trajectory's return (mean over
+        runs), and the mean return per trajectory index.
+
+    Raises:
+        SnapshotError: the tasks drawn again differ from the snapshot's.
+    """
+    from tdrl.envs.meta import task_to_json
+    from tdrl.logging.files import SnapshotError
+    from tdrl.runners.startup import place_agent
+    from tdrl.utils.seed import set_seed
+
+    set_seed(runner.seed)
+    try:
+        for sampler in (runner.sampler, runner.eval_sampler):
+            sampler.initialize(seed=runner.seed)
+        n_train = runner.n_train_tasks
+        tasks = runner.sampler.env.sample_tasks(  # type: ignore[attr-defined]
+            n_train + runner.n_eval_tasks, seed=runner.seed
+        )
+        test_tasks = tasks[n_train:]
+        if tasks_json is not None and [task_to_json(t) for t in test_tasks] != list(
+            tasks_json.get("eval_tasks", [])
+        ):
+            raise SnapshotError(
+                "the test tasks drawn again from the run's seed differ from its snapshot's "
+                "(another env family version or settings)"
+            )
+        agent = runner.agent
+        agent.initialize(runner.sampler.observation_spec, runner.sampler.action_spec)
+        agent.load_state_dict(dict(agent_state))
+        place_agent(agent, device)
+        agent.eval_mode(itr)
+        return runner.online_returns(test_tasks)
+    finally:
+        for sampler in (runner.sampler, runner.eval_sampler):
+            sampler.close()
+
+
+def evaluate_pearl_run(
+    params: Mapping[str, Any], snap: Mapping[str, Any], *, device: torch.device | None = None
+) -> dict[str, float]:
+    """``evaluate_pearl`` of a ``tdrl train --algo pearl`` run, from its params.json and snapshot.
+
+    The tasks are the run's (drawn again from its seed), so no seed, episode count or
+    env count of the caller applies.
+
+    Returns:
+        ``Tasks``, ``Episodes`` (runs over all tasks), the statistics of the per-task
+        returns (``ReturnAverage``, ``ReturnStd``, ...), ``AverageReturn_all_test_tasks``
+        and ``AverageReturn_rollout_{k}``, named as the run's rows.
+
+    Raises:
+        ValueError: params.json lacks the run's settings.
+        SnapshotError: the tasks drawn again differ from the snapshot's.
+    """
+    from tdrl.logging.table import misc_stats
+
+    for key in ("runner_kwargs", "n_iterations", "seed"):
+        if key not in params:
+            raise ValueError(f"params.json of a PEARL run has no {key}: not a tdrl train run")
+    runner = build_pearl(
+        params["env"],
+        algo_overrides=dict(params.get("algo_kwargs") or {}),
+        runner_overrides=dict(params["runner_kwargs"] or {}),
+        n_iterations=int(params["n_iterations"]),
+        seed=int(params["seed"]),
+    )
+    final, online = evaluate_pearl(
+        runner,
+        snap["agent_state_dict"],
+        itr=int(snap.get("itr", 0)),
+        tasks_json=snap.get("tasks"),
+        device=device,
+    )
+    result = {"Tasks": float(len(final)), "Episodes": float(len(final) * runner.num_evals)}
+    result |= {f"Return{k}": v for k, v in misc_stats(final).items()}
+    result["AverageReturn_all_test_tasks"] = float(np.mean(final))
+    return result | {f"AverageReturn_rollout_{k}": float(v) for k, v in enumerate(online)}

@@ -147,6 +147,12 @@ class EpisodeSampler:
         spec = BatchSpec(self.max_episode_steps, 1)
         self._runner.bind(build_samples_buffer(spec, self.observation_spec, self.action_spec, {}))
 
+    def close(self) -> None:
+        """Close the env (a sampler never initialised has none)."""
+        if self._runner is not None:
+            self._runner.close()
+            self._runner = None
+
     def set_task(self, task: Any) -> None:
         """Make ``task`` the env's task (from the next episode on)."""
         self.env.set_task(task)  # type: ignore[attr-defined]
