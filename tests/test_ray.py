@@ -409,3 +409,20 @@ def test_missing_ray_is_one_line(monkeypatch, capsys):
     assert main(["launch", str(Path(__file__)), "--backend", "ray"]) == 2
     err = capsys.readouterr().err
     assert 'pip install "tdrl[ray]"' in err and "Traceback" not in err
+
+
+def test_an_address_nothing_listens_at_is_one_line_at_once():
+    """Ray would wait about a minute and then exit the process; tdrl refuses at once."""
+    import socket
+    import time
+
+    from tdrl.utils.ray_support import _check_reachable
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # free, and nothing listens there
+    start = time.monotonic()
+    with pytest.raises(ConnectionError, match=f"no Ray instance answers at 127.0.0.1:{port}"):
+        _check_reachable(f"127.0.0.1:{port}")
+    assert time.monotonic() - start < 10
+    _check_reachable("auto")  # left to Ray

@@ -8,6 +8,7 @@ and :func:`connect` to join a running Ray instance or start a local one.
 from __future__ import annotations
 
 import os
+import socket
 from typing import Any
 
 #: How to install what the Ray pieces need.
@@ -57,5 +58,34 @@ def connect(address: str | None = None, *, num_cpus: int | None = None) -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "disabled")
     else:
         kwargs["address"] = address
-    ray.init(**kwargs)
+        if address:
+            _check_reachable(address)
+    try:
+        ray.init(**kwargs)
+    except SystemExit as e:  # Ray exits the process when it gives up on a cluster's GCS
+        raise ConnectionError(
+            f"Ray could not connect to {address or 'a new local instance'} (it gave up with "
+            f"exit status {e.code})"
+        ) from None
     return True
+
+
+def _check_reachable(address: str, timeout_s: float = 5.0) -> None:
+    """Fail fast, in one line, on a ``HOST:PORT`` address nothing listens at.
+
+    Ray itself waits about a minute for an unreachable cluster and then exits the process.
+    ``"auto"``, ``"local"`` and ``ray://`` client addresses are left to Ray.
+
+    Raises:
+        ConnectionError: nothing accepts a TCP connection at ``HOST:PORT``.
+    """
+    host, sep, port = address.rpartition(":")
+    if not sep or not port.isdigit() or "://" in address:
+        return
+    try:
+        socket.create_connection((host or "127.0.0.1", int(port)), timeout=timeout_s).close()
+    except OSError as e:
+        raise ConnectionError(
+            f"no Ray instance answers at {address} ({e.strerror or e}); start one with "
+            "`ray start --head` there, or pass address='auto' on its head node"
+        ) from None
