@@ -49,7 +49,9 @@ get_run_args()
 """
 
 
-class RayLoop(Loop):
+class RayLoop(TdrlLoop):
+    """``TdrlLoop`` (its ``run_unit`` and ``close``) over a ``RaySampler``."""
+
     def __init__(self, env_id: str, batch_B: int, n_workers: int, prefetch: bool):
         from tdrl.samplers import RaySampler
 
@@ -61,13 +63,6 @@ class RayLoop(Loop):
         self.sampler.initialize(self.agent, seed=0)
         self.agent.sample_mode(1_000_000)
         self.run_unit()
-
-    def run_unit(self) -> int:
-        samples, _ = self.sampler.obtain_samples(1_000_000)
-        return samples.numel()
-
-    def close(self) -> None:
-        self.sampler.shutdown()
 
 
 def build(name: str, env_id: str, batch_B: int) -> Loop:

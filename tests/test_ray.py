@@ -38,7 +38,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from test_async_rl import _dqn_run, _rows  # noqa: E402
 from test_collector_sampler import check_weights_and_mode_reach_the_workers  # noqa: E402
 from test_launch import TINY_SCRIPT, _grid, _infos, _is_running  # noqa: E402
-from test_parallel_samplers import _batches  # noqa: E402
+from test_parallel_samplers import _batches, _BrokenEnv  # noqa: E402
 from test_recurrent import _collect  # noqa: E402
 
 ENV_KW = {"episode_length": 5, "n_actions": 3}
@@ -255,6 +255,14 @@ def test_prefetch_acts_one_batch_behind():
     assert not (lagged[1][0]["action"] == on_time[1]["action"]).all()
 
 
+def test_weights_are_broadcast_every_weight_sync_interval_batches():
+    """Synchronous batches with ``weight_sync_interval=2``: batch 1 still acts with the
+    weights broadcast before batch 0, batch 2 with the learner's current ones."""
+    got = _batches(RaySampler, FixedActionAgent(), n_workers=1, weight_sync_interval=2)
+    for (ours, _), want in zip(got, _serial_with_offsets([0, 0, 2]), strict=True):
+        assert (ours == want).all()
+
+
 def test_per_actor_epsilon_for_dqn():
     """Ape-X's per-env ε: each actor's envs act with their global ranks' epsilons."""
     agent = DqnAgent(eps_final=0.4, eps_final_min=0.01, model_kwargs={"hidden_sizes": (8,)})
@@ -298,13 +306,6 @@ def test_a_killed_actor_is_restarted_then_named(capsys):
             sampler.obtain_samples(2)
     finally:
         sampler.shutdown()
-
-
-class _BrokenEnv(CountingEnv):
-    def step(self, action):
-        if self._k >= 2:
-            raise RuntimeError("env exploded on purpose")
-        return super().step(action)
 
 
 def test_an_actor_error_names_the_actor_and_carries_its_traceback():

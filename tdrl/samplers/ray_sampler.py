@@ -66,7 +66,7 @@ from tdrl.samplers.base import (
 from tdrl.samplers.env_setup import EnvSpecs, allocate_samples, env_specs, initialize_agent
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.samplers.parallel import env_slices
-from tdrl.samplers.ray_worker import RaySamplerWorker, from_wire, to_wire
+from tdrl.samplers.ray_worker import RaySamplerWorker, copy_from_wire, to_wire
 from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_range
 from tdrl.utils.finite import check_env_batch
 from tdrl.utils.processes import STARTUP_ALLOWANCE_S, STUCK_AFTER_S, ChildFailed
@@ -249,7 +249,7 @@ class RaySampler:
         assert self.agent is not None
         b0, b1 = self._slices[w]
         actor_cls = self._ray.remote(RaySamplerWorker).options(
-            num_cpus=self.cpus_per_worker, name=None, max_restarts=0, max_task_retries=0
+            num_cpus=self.cpus_per_worker, max_restarts=0, max_task_retries=0
         )
         return actor_cls.remote(
             self.settings,
@@ -307,7 +307,7 @@ class RaySampler:
         for w in range(self.n_workers):
             part, infos = self._receive(w, itr, first)
             for dst, src in zip(self._slice_leaves[w], part, strict=True):
-                dst.copy_(from_wire(src))
+                copy_from_wire(dst, src)
             completed.extend(infos)
         if first:
             self.startup_seconds = time.monotonic() - start
@@ -332,7 +332,7 @@ class RaySampler:
             try:
                 return ray.get(self._pending[w])
             except ray.exceptions.RayActorError as e:
-                if "creation task" in str(e):  # its __init__ raised: a failure, not a loss
+                if getattr(e, "actor_init_failed", False):  # __init__ raised: not a loss
                     raise ChildFailed(name, "failed to start", str(e)) from None
                 lost = f"was lost ({type(e).__name__}: {_first_line(e)})"
                 if self.on_worker_failure == "raise" or self.restarts >= self.max_restarts:

@@ -5,7 +5,7 @@ gymnasium or TorchRL envs, stepped by ``make_env_runner``'s loop, as in every sa
 starts them (decorrelated) and then collects one batch of its slice per ``collect`` call
 with its own CPU copy of the agent, set for its global env ranks
 (``collector_initialize``). Tensors cross Ray as NumPy arrays (``to_wire`` /
-``from_wire``): Ray moves those without pickling them.
+``copy_from_wire``, one copy into the destination): Ray moves those without pickling them.
 """
 
 from __future__ import annotations
@@ -64,7 +64,8 @@ class RaySamplerWorker:
             call here), and the episodes that ended.
         """
         if state is not None:
-            self.agent.load_state_dict({k: from_wire(v) for k, v in state.items()})
+            for name, value in self.agent.state_dict().items():  # in place, as CpuSampler's
+                copy_from_wire(value, state[name])
         self.modes[mode](itr)
         with torch.no_grad():
             completed = self.runner.collect(self.agent)
@@ -83,6 +84,9 @@ def to_wire(tensor: torch.Tensor) -> np.ndarray | torch.Tensor:
         return tensor
 
 
-def from_wire(value: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """A tensor again (a private copy: Ray's arrays are read-only views of its store)."""
-    return torch.from_numpy(value.copy()) if isinstance(value, np.ndarray) else value
+def copy_from_wire(dst: torch.Tensor, value: np.ndarray | torch.Tensor) -> None:
+    """Write ``value`` into the CPU tensor ``dst`` (a batch view, a parameter) in one copy."""
+    if isinstance(value, np.ndarray):
+        np.copyto(dst.numpy(), value)
+    else:
+        dst.copy_(value)
