@@ -46,6 +46,7 @@ ZOO_RESULTS = {
     ("sac", "HalfCheetah-v5"): (9535.5, 100.5, "1M (HalfCheetah-v3)"),
     ("sac", "Pendulum-v1"): (-157.0, 88.7, "20k (Pendulum-v0)"),
     ("td3", "Pendulum-v1"): (-151.9, 90.2, "20k (Pendulum-v0)"),
+    ("td3", "MountainCarContinuous-v0"): (93.5, 0.1, "300k"),
 }
 
 #: Presets trained by default: those whose budget fits a 2-core CPU in minutes.
@@ -60,6 +61,7 @@ CPU_PRESETS = (
     "r2d1-cartpolenovel",
     "sac-pendulum",
     "td3-pendulum",
+    "td3-mountaincarcontinuous",
 )
 
 

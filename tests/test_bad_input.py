@@ -213,6 +213,8 @@ ZERO_OK = {
 ZERO_OK_IN = {
     ("SequenceReplayBuffer", "n_step_return"),  # no extra rows: sequences without n-step
     ("SequenceFrameReplayBuffer", "n_step_return"),
+    ("DdpgAgent", "ou_theta"),  # no mean reversion: the noise is a random walk
+    ("Td3Agent", "ou_theta"),
 }
 #: Arguments for which -1 is a valid value.
 NEGATIVE_OK = {"V_min", "V_max", "target_entropy", "log_std_min", "log_std_max"}

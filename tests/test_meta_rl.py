@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 
+import numpy as np
 import pytest
 import torch
 
@@ -458,3 +459,123 @@ def test_episode_sampler_collects_whole_episodes_and_gives_the_encoder_sparse_re
         assert e.ret == float(sparse.sum())
         assert torch.equal(e.context["observation"], e.samples["observation"])
     assert sampler.collect(agent, 0) == []
+
+
+def _torchrl_point_robot(name="point-robot", scale=2.0, **kwargs):
+    """The gymnasium family behind TorchRL's wrapper and a reward transform."""
+    from torchrl.envs import GymWrapper, RewardScaling, TransformedEnv
+
+    from tdrl.envs import make_meta_env
+
+    family = make_meta_env(name, **kwargs)
+    if not name.startswith("sparse"):
+        return TransformedEnv(GymWrapper(family), RewardScaling(0.0, scale))
+    from torchrl.envs.libs.gym import default_info_dict_reader
+
+    env = GymWrapper(_ArrayInfo(family))
+    env.set_info_dict_reader(default_info_dict_reader(["sparse_reward"]))
+    return TransformedEnv(env, RewardScaling(0.0, scale))
+
+
+class _ArrayInfo(__import__("gymnasium").Wrapper):
+    """``info["sparse_reward"]`` as a ``[1]`` array (TorchRL's info reader needs arrays),
+    with the family's task interface."""
+
+    def __init__(self, env):
+        super().__init__(env)
+        self.max_episode_steps = env.max_episode_steps
+        self.set_task, self.get_task, self.sample_tasks = (
+            env.set_task,
+            env.get_task,
+            env.sample_tasks,
+        )
+
+    def step(self, action):
+        obs, reward, terminated, truncated, info = self.env.step(action)
+        info["sparse_reward"] = np.array([info["sparse_reward"]], dtype=np.float32)
+        return obs, reward, terminated, truncated, info
+
+
+def test_episode_sampler_steps_a_torchrl_env_with_its_transforms():
+    """A TorchRL env (wrapper + reward transform): the episodes of stepping it by hand
+    through TorchRL's calls, with the transform's rewards (twice the family's ``-|s - g|``)."""
+
+    from tdrl.samplers.episodes import EpisodeSampler
+
+    _, agent = _sampler_and_agent()
+    sampler = EpisodeSampler(_torchrl_point_robot, {"max_episode_steps": 5}, env_rank=1)
+    sampler.initialize(seed=7)
+    assert sampler.max_episode_steps == 5 and tuple(sampler.observation_spec.shape) == (2,)
+    task = sampler.env.sample_tasks(1, seed=1)[0]
+    sampler.set_task(task)
+    try:
+        episodes = [sampler.episode(agent) for _ in range(2)]
+    finally:
+        sampler.close()
+    env = _torchrl_point_robot(max_episode_steps=5)
+    env.set_task(task)
+    env.set_seed(7 + 1)  # the sampler's start: seed + env_rank, then a reset
+    env.reset()
+    for episode in episodes:
+        td = env.reset()
+        prev_action, prev_reward = torch.zeros(1, 2), torch.zeros(1, 1)
+        got = episode.samples
+        assert got.batch_size == (5, 1)
+        for t in range(5):
+            obs = td["observation"].reshape(1, 2)
+            action, _ = agent.step(obs, prev_action, prev_reward)
+            td = env.step(td.set("action", action[0]))
+            nxt = td["next"]
+            assert torch.equal(got["observation"][t], obs)
+            assert torch.equal(got["prev_reward"][t], prev_reward)
+            assert torch.equal(got["action"][t], action)
+            assert torch.equal(got["next", "reward"][t, 0], nxt["reward"])
+            goal = torch.as_tensor(np.asarray(task["goal"]), dtype=torch.float32)
+            distance = torch.linalg.vector_norm(nxt["observation"] - goal)
+            torch.testing.assert_close(nxt["reward"][0], -2.0 * distance)
+            assert bool(got["next", "truncated"][t]) == bool(nxt["truncated"]) == (t == 4)
+            prev_action, prev_reward = action, nxt["reward"].reshape(1, 1)
+            td = env.step_mdp(td) if t < 4 else td
+        assert episode.ret == pytest.approx(float(got["next", "reward"].sum()))
+
+
+def test_episode_sampler_reads_a_torchrl_envs_sparse_reward_for_the_encoder():
+    from tdrl.samplers.episodes import EpisodeSampler
+
+    sampler = EpisodeSampler(
+        _torchrl_point_robot,
+        {"name": "sparse-point-robot", "scale": 1.0, "goal_radius": 0.2, "max_episode_steps": 5},
+        sparse_rewards=True,
+    )
+    sampler.initialize(seed=0)
+    _, agent = _sampler_and_agent()
+    try:
+        sampler.set_task(sampler.env.sample_tasks(1, seed=0)[0])
+        episode = sampler.episode(agent)
+    finally:
+        sampler.close()
+    dense, sparse = episode.samples["next", "reward"], episode.context["next", "reward"]
+    assert torch.all(dense <= 0) and torch.all(sparse >= 0)
+    assert episode.ret == float(sparse.sum())
+
+
+@pytest.mark.parametrize(
+    ("env_fn", "match"),
+    [
+        (lambda: _torchrl_point_robot().base_env._env, "max_episode_steps >= 1"),
+        (lambda: __import__("gymnasium").make("Pendulum-v1"), "without set_task"),
+    ],
+)
+def test_episode_sampler_refuses_envs_it_cannot_step_in_one_line(env_fn, match):
+    from tdrl.samplers.episodes import EpisodeSampler
+
+    if "max_episode_steps" in match:
+        env = env_fn()
+        env.max_episode_steps = None  # an env that declares no limit
+
+        def env_fn():
+            return env
+
+    with pytest.raises(TypeError, match=match) as info:
+        EpisodeSampler(env_fn).initialize(seed=0)
+    assert "\n" not in str(info.value)

@@ -179,6 +179,35 @@ def test_multi_task_replay_isolation_shapes_and_context():
     assert bool((replay.sample_context([0], 8)["observation"][0, :, 1] == 50).all())
 
 
+def test_multi_task_replay_speaks_torchrls_extend_and_sample_per_task():
+    """``extend(data, task=...)`` writes what ``append_samples`` writes (time-major, a
+    collector's ``[B, T]`` named "time", flat ``[N]`` for one env) and returns the RL
+    buffer's indices; ``sample(n, tasks=...)`` is ``sample_batch``; bad layouts refused."""
+    mine = MultiTaskReplay(2, size=40, batch_B=2, encoder_size=8, seed=0)
+    theirs = MultiTaskReplay(2, size=40, batch_B=2, encoder_size=8, seed=0)
+    mine.append_samples(1, _samples(5, 2, 1), to_encoder=True)
+    collector_layout = _samples(5, 2, 1).transpose(0, 1)
+    collector_layout.names = [None, "time"]
+    index = theirs.extend(collector_layout, task=1)
+    assert index.tolist() == [[2 * t, 2 * t + 1] for t in range(5)]
+    index = theirs.extend(_samples(2, 2, 1, start=5), task=1, to_encoder=False)
+    assert index.tolist() == [[10, 11], [12, 13]]
+    mine.append_samples(1, _samples(2, 2, 1, start=5), to_encoder=False)
+    assert len(theirs) == len(mine) == 14 and theirs.encoder_len(1) == mine.encoder_len(1) == 8
+    a, b = mine.sample_batch([1, 1], 6), theirs.sample(6, tasks=[1, 1])
+    assert a.batch_size == b.batch_size == (2, 6)
+    for key in ("observation", "action", "return_n", ("next", "reward")):
+        assert torch.equal(a[key], b[key])
+    one_env = MultiTaskReplay(1, size=10, batch_B=1, encoder_size=5, seed=0)
+    assert one_env.extend(_samples(3, 1, 0)[:, 0], task=0).tolist() == [[0], [1], [2]]
+    with pytest.raises(ArgumentError, match="data must be a time-major"):
+        theirs.extend(_samples(3, 1, 0)[:, 0], task=0)  # [N] steps of which of 2 envs?
+    with pytest.raises(ArgumentError, match="task"):
+        theirs.extend(_samples(3, 2, 0), task=2)
+    with pytest.raises(ArgumentError, match="tasks"):
+        theirs.sample(4, tasks=[])
+
+
 def test_multi_task_replay_save_load(tmp_path):
     replay = MultiTaskReplay(2, size=20, batch_B=1, encoder_size=6, seed=3)
     replay.append_samples(0, _samples(4, 1, 0), to_encoder=True)

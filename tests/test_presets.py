@@ -42,7 +42,7 @@ def test_every_preset_builds_its_algorithm_and_agent(name):
         for key, value in preset.algo_kwargs.items():
             if key != "optim_kwargs":
                 assert getattr(algo, key) == value, key
-        held = getattr(agent, "exploration", agent)  # DqnAgent keeps epsilons there
+        held = getattr(agent, "exploration", None) or agent  # DqnAgent keeps epsilons there
         for key, value in preset.agent_kwargs.items():
             if key != "model_kwargs":
                 assert getattr(held, key) == value, key

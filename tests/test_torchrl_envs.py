@@ -407,11 +407,11 @@ def test_replay_algorithm_takes_batches_with_extra_keys():
     assert algo.update_counter > 0 and math.isfinite(row["lossAverage"])
 
 
-def test_pearls_episode_sampler_refuses_a_torchrl_env_in_one_line():
+def test_pearls_episode_sampler_refuses_an_env_without_tasks_in_one_line():
     from tdrl.samplers.episodes import EpisodeSampler
 
     sampler = EpisodeSampler(NestedCountingEnv, {})
-    with pytest.raises(TypeError, match=r"EpisodeSampler .* steps gymnasium envs") as info:
+    with pytest.raises(TypeError, match=r"EpisodeSampler .* without set_task") as info:
         sampler.initialize(seed=0)
     assert "\n" not in str(info.value)
 

@@ -39,6 +39,10 @@ AGENTS = {
     "dqn": (lambda: DqnAgent(model_kwargs=SMALL, eps_init=0.5), "CartPole-v1"),
     "sac": (lambda: SacAgent(model_kwargs=SMALL, q_model_kwargs=SMALL), "Pendulum-v1"),
     "ddpg": (lambda: DdpgAgent(model_kwargs=SMALL, q_model_kwargs=SMALL), "Pendulum-v1"),
+    "ddpg_ou": (
+        lambda: DdpgAgent(model_kwargs=SMALL, q_model_kwargs=SMALL, exploration_noise="ou"),
+        "Pendulum-v1",
+    ),
     "recurrent_pg": (_lstm_pg, "CartPole-v1"),
     "r2d1": (lambda: R2d1Agent(model_kwargs={"lstm_size": 8}, eps_init=0.5), "CartPole-v1"),
 }
@@ -74,7 +78,7 @@ def _replay(agent, policy, data, seed):
             action, info = agent.step(*inputs)
         else:
             reset = row["is_init"].reshape(B)
-            state = state.apply(lambda x, reset=reset: x * (~reset).view(B, 1, 1))
+            state = state.apply(lambda x, r=reset: x * (~r).view(B, *[1] * (x.dim() - 1)))
             states.append(state)
             action, info = agent.step(*inputs, state)
             state = info[keys.NEXT_RNN_STATE]
@@ -121,7 +125,8 @@ def test_rollout_acts_as_agent_step(name):
         assert data["is_init"][:, 1:].any()
         for t, state in enumerate(states):
             torch.testing.assert_close(data[:, t][keys.RNN_STATE], state)
-        assert (data[keys.RNN_STATE]["h"][data["is_init"][..., 0]] == 0).all()
+        for leaf in data[keys.RNN_STATE].values(include_nested=True, leaves_only=True):
+            assert (leaf[data["is_init"][..., 0]] == 0).all()
     _check_prev_action_reward(data, policy)
 
 

@@ -12,6 +12,11 @@ batches of that task:
   that the context is recent, on-policy data; a ring buffer of ``encoder_size`` keeps only
   the most recent transitions between clears.
 
+TorchRL code writes a task's data with ``extend(data, task=i)`` and draws with
+``sample(batch_size, tasks=[...])`` (TorchRL's names, with the task they need; uniform
+draws, so nothing to update), beside ``len``; each per-task buffer is a ``ReplayBuffer``
+with TorchRL's whole API (``rl_buffers[i]``, ``encoder_buffers[i]``).
+
 ``sample_batch`` and ``sample_context`` draw ``batch_size`` transitions (uniformly, with
 replacement) from each of the given tasks and stack them into one ``[tasks, batch_size]``
 TensorDict, the shape the meta-gradient step computes on in one batched pass. Besides the
@@ -42,6 +47,7 @@ from tdrl.logging.files import (
 )
 from tdrl.replays.base import STORAGES
 from tdrl.replays.n_step import ReplayBuffer
+from tdrl.replays.torchrl_api import time_major
 from tdrl.utils.checks import ArgumentError, check_bool, check_choice, check_int, check_range
 from tdrl.utils.resources import check_memory
 
@@ -263,6 +269,36 @@ class MultiTaskReplay:
             batches.append(batch)
         out = torch.stack(batches, dim=0)
         return out if device is None else out.to(device)
+
+    # ------------------------------------------------------------------ TorchRL's API
+    def extend(self, data: TensorDictBase, *, task: int, to_encoder: bool = True) -> torch.Tensor:
+        """TorchRL's ``extend``, per task: ``append_samples(task, data, to_encoder=...)``.
+
+        ``data`` in any layout ``ReplayBuffer.extend`` takes (time-major ``[T, batch_B]``,
+        a TorchRL collector's ``[B, T]``, or ``[N]`` steps of one env when ``batch_B`` is 1).
+
+        Returns:
+            The task's RL-buffer indices written, as ``ReplayBuffer.extend`` returns them.
+        """
+        task = self._task("task", task)
+        data = time_major(data, self.batch_B)
+        rows = self.rl_buffers[task].writer.rows(data)  # what the write fills
+        self.append_samples(task, data, to_encoder=to_encoder)
+        flat = rows[:, None] * self.batch_B + np.arange(self.batch_B)[None, :]
+        return torch.from_numpy(flat)
+
+    def sample(
+        self,
+        batch_size: int,
+        *,
+        tasks: Sequence[int],
+        device: torch.device | None = None,
+    ) -> TensorDict:
+        """TorchRL's ``sample``, over tasks: ``sample_batch(tasks, batch_size)``.
+
+        A ``[len(tasks), batch_size]`` TensorDict; uniform, so no priority weights.
+        """
+        return self.sample_batch(tasks, batch_size, device=device)
 
     # ------------------------------------------------------------------ save / load
     def __len__(self) -> int:

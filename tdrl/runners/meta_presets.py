@@ -312,17 +312,10 @@ def evaluate_pearl(
     from tdrl.envs.meta import task_to_json
     from tdrl.logging.files import SnapshotError
     from tdrl.runners.startup import place_agent
-    from tdrl.utils.seed import set_seed
 
-    set_seed(runner.seed)
     try:
-        for sampler in (runner.sampler, runner.eval_sampler):
-            sampler.initialize(seed=runner.seed)
-        n_train = runner.n_train_tasks
-        tasks = runner.sampler.env.sample_tasks(  # type: ignore[attr-defined]
-            n_train + runner.n_eval_tasks, seed=runner.seed
-        )
-        test_tasks = tasks[n_train:]
+        runner.draw_tasks()
+        test_tasks = runner.eval_tasks
         if tasks_json is not None and [task_to_json(t) for t in test_tasks] != list(
             tasks_json.get("eval_tasks", [])
         ):

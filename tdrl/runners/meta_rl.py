@@ -48,8 +48,8 @@ samplers' shared env loop; the collection's env seeded with ``seed + 1``, the ev
 with ``seed + 2``). Start-up, resume checks and snapshots are built from
 ``tdrl.runners.startup`` and ``tdrl.runners.base``; ``meta_batch``, ``batch_size`` and
 ``embedding_batch_size`` are the algorithm's, and each object reports its own resume
-settings (``settings``). The module is over 450 lines: the schedule's 18 settings are each
-checked and documented where they are declared (the loop itself is ``train``, one screen).
+settings (``settings``). It is over 450 lines: the schedule's 18 settings are each checked
+and documented where declared (the loop itself, ``train``, is one screen).
 """
 
 from __future__ import annotations
@@ -118,11 +118,9 @@ MOVED_SETTINGS = {
 class MetaRl:
     """Meta-trains PEARL on a multi-task env and evaluates it (see the module docstring).
 
-    Defaults are oyster's ``configs/default.py``; its point-robot config sets
-    ``n_train_tasks=80, n_eval_tasks=20, num_initial_steps=200, num_steps_prior=200,
-    num_extra_rl_steps_posterior=200, num_train_steps_per_itr=1000,
-    num_steps_per_eval=60`` (and ``reward_scale=100`` on the algorithm). The meta-batch
-    sizes (``meta_batch``, ``batch_size``, ``embedding_batch_size``) are the algorithm's.
+    Defaults are oyster's ``configs/default.py`` (its per-family configs:
+    ``tdrl.utils.oyster_configs``, the ``pearl-<family>`` presets). The meta-batch sizes
+    (``meta_batch``, ``batch_size``, ``embedding_batch_size``) are the algorithm's.
 
     Args:
         algo: the ``PEARL`` algorithm (initialised here).
@@ -133,8 +131,7 @@ class MetaRl:
         n_eval_tasks: test tasks.
         n_iterations: iterations (one row each).
         seed: seeds torch, NumPy, the task draw, the envs and the replay.
-        device: where the agent acts and trains (``"cpu"``, ``"cuda"``, ...); None keeps it
-            where its parameters are. Checked first, before anything is built.
+        device: where the agent acts and trains (None: where its parameters are); checked first.
         num_initial_steps: steps per train task at iteration 0, ``z`` from the prior.
         num_tasks_sample: train tasks collected for per iteration.
         num_steps_prior: steps per sampled task with ``z`` from the prior.
@@ -152,8 +149,7 @@ class MetaRl:
             holds ``min(replay_size, steps written between clears)``.
         sparse_rewards: the encoder and the evaluation use ``info["sparse_reward"]``.
         resume_from: a snapshot file or run directory to continue from (agent, algorithm,
-            counters, random states and, if saved with it, the replay); the run must have
-            the same algorithm, agent, env, tasks and seed.
+            counters, random states, the replay if saved; same algo, agent, env, tasks, seed).
         snapshot_replay: save the per-task buffers with every snapshot, so that a resumed
             run keeps its data (off by default: large buffers take long to write).
     """
@@ -272,6 +268,15 @@ class MetaRl:
                 row = self.log_row(itr, infos, self.evaluate())
         return row
 
+    def draw_tasks(self) -> None:
+        """Seed torch/NumPy, initialize both samplers, draw the train and test tasks."""
+        set_seed(self.seed)
+        for sampler in (self.sampler, self.eval_sampler):
+            sampler.initialize(seed=self.seed)
+        n_train = self.n_train_tasks
+        tasks = self.sampler.env.sample_tasks(n_train + self.n_eval_tasks, seed=self.seed)
+        self.train_tasks, self.eval_tasks = tasks[:n_train], tasks[n_train:]
+
     def startup(self) -> int:
         """Seed, draw the tasks, build the envs and the replay, initialise agent and algo.
 
@@ -293,14 +298,8 @@ class MetaRl:
                 f"{int(snap['itr'])}, the last of n_iterations={self.n_iterations}; pass a "
                 "larger n_iterations to train it further"
             )
-        set_seed(self.seed)
+        self.draw_tasks()
         self.rng = np.random.default_rng(self.seed)
-        for sampler in (self.sampler, self.eval_sampler):
-            sampler.initialize(seed=self.seed)
-        tasks = self.sampler.env.sample_tasks(  # type: ignore[attr-defined]
-            self.n_train_tasks + self.n_eval_tasks, seed=self.seed
-        )
-        self.train_tasks, self.eval_tasks = tasks[: self.n_train_tasks], tasks[self.n_train_tasks :]
         self.max_path_length = self.sampler.max_episode_steps
         if self.replay_size < self.max_path_length:
             raise ArgumentError(

@@ -1,9 +1,12 @@
 """Whole episodes, one task at a time: the sampler of meta-RL (PEARL's collection).
 
 ``EpisodeSampler`` steps one multi-task env (``tdrl.envs.tasks.MultiTaskEnv``) with the
-samplers' shared loop (``tdrl.samplers.env_loop.EnvRunner``: input conversion, the
-previous action and reward, inputs copied to the agent's device), one whole episode at a
-time, on the task the caller sets (``set_task``):
+samplers' shared loop (``tdrl.samplers.torchrl_loop.make_env_runner``: gymnasium's
+``EnvRunner`` or, for a TorchRL ``EnvBase`` of batch size ``[]``, ``TorchEnvRunner`` with
+the env's transforms and specs; input conversion, the previous action and reward, inputs
+copied to the agent's device), one whole episode at a time, on the task the caller sets
+(``set_task``; a ``TransformedEnv`` hands it to its base env). The env declares its
+episode limit as ``max_episode_steps`` (gymnasium envs: or their registered one).
 
 * an episode starts with a fresh ``env.reset()`` (the env's own generator, seeded once by
   ``initialize`` with ``seed + env_rank``) and runs to the env's episode end (a time limit
@@ -25,7 +28,7 @@ accumulates the context of a run's episodes) runs on a sampler of its own.
 from __future__ import annotations
 
 import functools
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any, NamedTuple
 
 import gymnasium as gym
@@ -34,13 +37,15 @@ import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
+from tdrl._compat import EnvBase
 from tdrl.agents.qpg.pearl_agent import PearlAgent
 from tdrl.envs.meta import make_meta_env
-from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
 from tdrl.samplers.base import build_samples_buffer, close_env, make_envs
-from tdrl.samplers.env_loop import EnvRunner
+from tdrl.samplers.env_loop import EnvLoop
+from tdrl.samplers.env_setup import env_specs
+from tdrl.samplers.torchrl_loop import make_env_runner
 from tdrl.utils.checks import check_bool, check_int
 from tdrl.utils.finite import check_env_batch
 
@@ -82,13 +87,38 @@ class SparseTrajInfo(TrajInfo):
         super().__init__()
         self._sparse: list[float] = []
 
-    def step_info(self, info: dict[str, Any]) -> None:
-        """Keep the step's sparse reward."""
+    def step_info(self, info: Mapping[str, Any]) -> None:
+        """Keep the step's sparse reward (gymnasium's ``info`` or a TorchRL env's ``next``)."""
         self._sparse.append(float(info["sparse_reward"]))
 
     def sparse_rewards(self) -> torch.Tensor:
         """The episode's sparse rewards, ``[T, 1, 1]`` float32."""
         return torch.tensor(self._sparse).reshape(-1, 1, 1)
+
+
+def _episode_limit(env: Any, env_fn: Callable[..., Any]) -> int:
+    """The steps after which an episode of ``env`` ends at the latest (``initialize``)."""
+    name = getattr(env_fn, "__name__", type(env_fn).__name__)
+    if not callable(getattr(env, "set_task", None)):
+        raise TypeError(
+            f"EpisodeSampler switches tasks with env.set_task(task); env_fn {name} returned "
+            f"a {type(env).__name__} without set_task"
+        )
+    if isinstance(env, EnvBase) and env.batch_size:
+        raise TypeError(
+            f"EpisodeSampler steps one env of batch size []; env_fn {name} returned a "
+            f"{type(env).__name__} of batch size {list(env.batch_size)}"
+        )
+    limit = getattr(env, "max_episode_steps", None)
+    if limit is None and isinstance(env, gym.Env) and env.spec is not None:
+        limit = env.spec.max_episode_steps
+    if not isinstance(limit, int | np.integer) or isinstance(limit, bool) or limit < 1:
+        raise TypeError(
+            f"EpisodeSampler needs the env's episode limit as an int attribute "
+            f"max_episode_steps >= 1; env_fn {name} returned a {type(env).__name__} with "
+            f"{limit!r}"
+        )
+    return int(limit)
 
 
 class EpisodeSampler:
@@ -105,7 +135,8 @@ class EpisodeSampler:
         max_episode_steps: the env's episode limit, the capacity of an episode.
     """
 
-    env: gym.Env[Any, Any]
+    #: A gymnasium env or a TorchRL ``EnvBase`` with the task interface (``MultiTaskEnv``).
+    env: Any
 
     def __init__(
         self,
@@ -119,26 +150,31 @@ class EpisodeSampler:
         self.env_kwargs = dict(env_kwargs or {})
         self.env_rank = check_int("env_rank", env_rank, minimum=0)
         self.sparse_rewards = check_bool("sparse_rewards", sparse_rewards)
-        self._runner: EnvRunner | None = None
+        self._runner: EnvLoop | None = None
 
     def initialize(self, *, seed: int) -> None:
-        """Build the env, seed it (``seed + env_rank``) and allocate the episode buffer."""
+        """Build the env, seed it (``seed + env_rank``) and allocate the episode buffer.
+
+        Raises:
+            TypeError: the env has no task interface (``set_task``), is a batched TorchRL
+                env, or declares no episode limit (``max_episode_steps``); one line naming
+                ``env_fn``.
+        """
         self.env = make_envs(self.env_fn, self.env_kwargs, 1)[0]
-        if not isinstance(self.env, gym.Env):
+        try:
+            self.max_episode_steps = _episode_limit(self.env, self.env_fn)
+            sparse = self.sparse_rewards and isinstance(self.env, EnvBase)
+            # a TorchRL env's sparse reward is an entry of its specs, not an observation
+            specs = env_specs(self.env, extra_keys=[("sparse_reward",)] if sparse else [])
+        except BaseException:
             close_env(self.env)
-            raise TypeError(
-                "EpisodeSampler (PEARL's collection) steps gymnasium envs with a task "
-                f"interface; env_fn returned a TorchRL {type(self.env).__name__}"
-            )
-        self.observation_spec = space_to_spec(self.env.observation_space)
-        self.action_spec = space_to_spec(self.env.action_space)
-        self.max_episode_steps = int(getattr(self.env, "max_episode_steps", 0) or 1)
-        self._runner = EnvRunner(
+            raise
+        self.observation_spec, self.action_spec = specs.observation, specs.action
+        self._runner = make_env_runner(
             [self.env],
+            specs,
             env_ranks=[self.env_rank],
             seed=seed,
-            observation_spec=self.observation_spec,
-            action_spec=self.action_spec,
             traj_info_cls=SparseTrajInfo if self.sparse_rewards else TrajInfo,
             discount=1.0,
             mid_batch_reset=False,  # an episode's end freezes the env: nothing runs past it
@@ -155,7 +191,7 @@ class EpisodeSampler:
 
     def set_task(self, task: Any) -> None:
         """Make ``task`` the env's task (from the next episode on)."""
-        self.env.set_task(task)  # type: ignore[attr-defined]
+        self.env.set_task(task)
 
     @torch.no_grad()
     def episode(self, agent: PearlAgent) -> Episode:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import math
 from typing import Any
 
 import torch
@@ -20,8 +21,17 @@ from tdrl.agents.qpg.base import (
 )
 from tdrl.agents.targets import TargetNetworks
 from tdrl.models.qpg.mlp import MuMlpModel
-from tdrl.utils.checks import check_int, check_mapping, check_optional_range, check_range
+from tdrl.utils.checks import (
+    check_choice,
+    check_int,
+    check_mapping,
+    check_optional_range,
+    check_range,
+)
 from tdrl.utils.tensor import frozen_copy
+
+#: The key of the Ornstein-Uhlenbeck process in an OU-exploring agent's state.
+OU_NOISE = "ou_noise"
 
 
 class DdpgAgent(Agent):
@@ -34,6 +44,15 @@ class DdpgAgent(Agent):
     deterministic. Default networks, the action map and all noise are made on the device of
     the actor.
 
+    ``exploration_noise="ou"`` draws temporally correlated noise instead, an
+    Ornstein-Uhlenbeck process per env (DDPG's original exploration; rl-zoo3's
+    ``noise_type: ornstein-uhlenbeck``, as SB3's ``OrnsteinUhlenbeckActionNoise`` with mean
+    0): ``x <- x - ou_theta * x * ou_dt + std * sqrt(ou_dt) * N(0, 1)`` each step, with
+    ``std`` as above. The process is the agent's per-env state, handled like an LSTM's
+    (``Agent.recurrent``): the sampler carries it per env and resets it to 0 where an episode
+    begins (SB3 resets its noise at episode ends), evaluation keeps its own (unused: no
+    noise), and the batch records it; replay stores only the transitions.
+
     Args:
         model: actor ``(observation, ...) -> [-1, 1]^A``; ``MuMlpModel`` when None.
         q_model: critics ``(observation, action) -> [n_q, N]``; ``QEnsembleMlpModel`` when
@@ -44,6 +63,10 @@ class DdpgAgent(Agent):
         action_std: exploration noise std in the ``[-1, 1]`` action space.
         action_noise_clip: clip of the exploration noise (None: no clip).
         pretrain_std: exploration std before learning starts (None: ``action_std``).
+        exploration_noise: ``"gaussian"`` (independent per step) or ``"ou"``
+            (Ornstein-Uhlenbeck, above).
+        ou_theta: the OU process's mean reversion rate (SB3's default).
+        ou_dt: the OU process's time step (SB3's default).
     """
 
     q_model: nn.Module
@@ -63,6 +86,9 @@ class DdpgAgent(Agent):
         action_std: float = 0.1,
         action_noise_clip: float | None = None,
         pretrain_std: float | None = None,
+        exploration_noise: str = "gaussian",
+        ou_theta: float = 0.15,
+        ou_dt: float = 1e-2,
     ):
         super().__init__(model, model_kwargs)
         self.n_q = check_int("n_q", n_q, minimum=1)
@@ -79,6 +105,11 @@ class DdpgAgent(Agent):
             "action_noise_clip", action_noise_clip, 1e-12, 1e6
         )
         self.pretrain_std = check_optional_range("pretrain_std", pretrain_std, 0.0, 1e6)
+        self.exploration_noise = check_choice(
+            "exploration_noise", exploration_noise, ("gaussian", "ou")
+        )
+        self.ou_theta = check_range("ou_theta", ou_theta, 0.0, 1e6)
+        self.ou_dt = check_range("ou_dt", ou_dt, 1e-12, 1e6)
         self.pretrain_itr = 0
         self._pretraining = False
         register_action_map(self)
@@ -105,6 +136,19 @@ class DdpgAgent(Agent):
         set_action_map(self, action_spec, device)
         self.action_size = act_size
 
+    @property
+    def recurrent(self) -> bool:
+        """True with Ornstein-Uhlenbeck noise: its process is per-env state."""
+        return self.exploration_noise == "ou" or super().recurrent
+
+    def initial_rnn_state(self, batch_size: int) -> TensorDict | None:
+        """The OU process at 0 for ``batch_size`` envs (None with Gaussian noise)."""
+        if self.exploration_noise != "ou":
+            return super().initial_rnn_state(batch_size)
+        size = self.action_size if hasattr(self, "action_size") else 1
+        zeros = torch.zeros(batch_size, size, device=self.device)
+        return TensorDict({OU_NOISE: zeros}, batch_size=[batch_size], device=self.device)
+
     def set_pretrain_itr(self, itr: int) -> None:
         """Explore with ``pretrain_std`` in sample mode before iteration ``itr``."""
         self.pretrain_itr = int(itr)
@@ -128,18 +172,41 @@ class DdpgAgent(Agent):
             noise = noise.clamp(-noise_clip, noise_clip)
         return (action + noise).clamp(-1.0, 1.0)
 
+    def ou_noise(self, state: TensorDictBase, std: float) -> torch.Tensor:
+        """The OU process one step on from ``state``'s ``[B, A]`` values."""
+        x = state.get(OU_NOISE)
+        step = std * math.sqrt(self.ou_dt) * torch.randn_like(x)
+        return x - self.ou_theta * self.ou_dt * x + step
+
     @torch.no_grad()
     def step(
         self, observation: Any, prev_action: Tensor, prev_reward: Tensor, rnn_state: State = None
     ) -> StepOutput:
-        """Noisy actor actions in the env's bounds (noiseless in eval mode); no info."""
+        """Noisy actor actions in the env's bounds (noiseless in eval mode).
+
+        No info with Gaussian noise; with OU noise the process after the step in
+        ``info[keys.NEXT_RNN_STATE]`` (``rnn_state``: before it; None: at 0).
+        """
         action = self.model(observation)
-        if self.mode != "eval":
-            std = self.action_std
-            if self._pretraining and self.pretrain_std is not None:
-                std = self.pretrain_std
-            action = self.add_noise(action, std, self.action_noise_clip)
-        return self.to_env(action), {}
+        std = self.action_std
+        if self._pretraining and self.pretrain_std is not None:
+            std = self.pretrain_std
+        if self.exploration_noise == "gaussian":
+            if self.mode != "eval":
+                action = self.add_noise(action, std, self.action_noise_clip)
+            return self.to_env(action), {}
+        if rnn_state is None:
+            rnn_state = self.initial_rnn_state(action.shape[0])
+        assert rnn_state is not None  # OU noise has a state
+        if self.mode == "eval":
+            return self.to_env(action), {keys.NEXT_RNN_STATE: rnn_state}
+        noise = self.ou_noise(rnn_state, std)
+        clipped = noise
+        if self.action_noise_clip is not None:
+            clipped = noise.clamp(-self.action_noise_clip, self.action_noise_clip)
+        action = (action + clipped).clamp(-1.0, 1.0)
+        state = TensorDict({OU_NOISE: noise}, batch_size=rnn_state.batch_size, device=noise.device)
+        return self.to_env(action), {keys.NEXT_RNN_STATE: state}
 
     def mu(self, observation: Any) -> torch.Tensor:
         """The actor's env-space action (with gradient)."""
