@@ -12,9 +12,11 @@ evaluated deterministically after its own, often longer, budget, so it is a refe
 point, not a like-for-like number). ``--plot FILE`` draws the learning curves with
 ``tdrl plot``'s code (mean ± std over the seeds).
 
-Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``: about 45
-minutes for the default presets on 2 cores (the DQN Acrobot, MountainCar and LunarLander
-runs are the longest, 4-7 minutes each; LunarLander needs the ``box2d`` extra).
+Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``. Measured
+with ``--jobs 1`` beside other work on 2 cores (2026-12-07): 94 minutes for the default
+presets but ``td3-mountaincarcontinuous``, whose three runs took 10 minutes each more; the
+DQN Acrobot, LunarLander and MountainCar runs and TD3 MountainCarContinuous are the longest
+(3-13 minutes each); LunarLander needs the ``box2d`` extra.
 ``--n-steps N`` overrides every budget (a smoke run, not a result).
 """
 
