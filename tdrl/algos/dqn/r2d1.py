@@ -26,7 +26,9 @@ sequence:
   ``store_rnn_state_interval`` steps of a new sampler batch gets ``p`` of its TD errors
   from the recorded ``q`` (bootstrap ``max_a q``), moved back ``input_priority_shift``
   starts, to the sequence that trains on it; the buffer computes them at every append
-  (its ``priority_fn``), ``AsyncRl``'s too.
+  (its ``priority_fn``), ``AsyncRl``'s too. The TD errors use the loss's own target
+  (bootstrap at ``t + n`` with ``gamma^n``), where rlpyt's bootstrap one step early without
+  ``gamma^n`` and so disagree with rlpyt's own loss (docs/fidelity.md, section 4).
 
 ``R2D1`` derives from ``DQN`` (as rlpyt's does): set-up, optimizer, schedule, priorities
 and state are DQN's, with ``batch_size = (warmup_T + sequence_length) * batch_sequences``
