@@ -16,7 +16,7 @@ Run: ``python benchmarks/zoo.py [--seeds 0 1 2] [--jobs 2] [--plot zoo.png]``. M
 with ``--jobs 1`` beside other work on 2 cores (2026-12-07): 94 minutes for the default
 presets but ``td3-mountaincarcontinuous``, whose three runs took 10 minutes each more; the
 DQN Acrobot, LunarLander and MountainCar runs and TD3 MountainCarContinuous are the longest
-(3-13 minutes each); LunarLander needs the ``box2d`` extra.
+(3-14 minutes each); LunarLander needs the ``box2d`` extra.
 ``--n-steps N`` overrides every budget (a smoke run, not a result).
 """
 

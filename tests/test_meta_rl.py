@@ -6,6 +6,7 @@ from __future__ import annotations
 import csv
 import math
 
+import gymnasium as gym
 import numpy as np
 import pytest
 import torch
@@ -477,7 +478,7 @@ def _torchrl_point_robot(name="point-robot", scale=2.0, **kwargs):
     return TransformedEnv(env, RewardScaling(0.0, scale))
 
 
-class _ArrayInfo(__import__("gymnasium").Wrapper):
+class _ArrayInfo(gym.Wrapper):
     """``info["sparse_reward"]`` as a ``[1]`` array (TorchRL's info reader needs arrays),
     with the family's task interface."""
 
@@ -559,22 +560,38 @@ def test_episode_sampler_reads_a_torchrl_envs_sparse_reward_for_the_encoder():
     assert episode.ret == float(sparse.sum())
 
 
+def _point_robot_without_limit():
+    from tdrl.envs import make_meta_env
+
+    env = make_meta_env("point-robot")
+    env.max_episode_steps = None  # an env that declares no episode limit
+    return env
+
+
+def _pendulum():
+    return gym.make("Pendulum-v1")  # no task interface
+
+
+def _batched_point_robot():
+    from functools import partial
+
+    from torchrl.envs import SerialEnv
+
+    env = SerialEnv(1, partial(_torchrl_point_robot, max_episode_steps=5))  # batch size [1]
+    env.set_task = lambda task: None
+    return env
+
+
 @pytest.mark.parametrize(
     ("env_fn", "match"),
     [
-        (lambda: _torchrl_point_robot().base_env._env, "max_episode_steps >= 1"),
-        (lambda: __import__("gymnasium").make("Pendulum-v1"), "without set_task"),
+        (_point_robot_without_limit, r"max_episode_steps >= 1; _point_robot_without_limit\("),
+        (_pendulum, r"_pendulum\(\*\*env_kwargs\) returned a .* without set_task"),
+        (_batched_point_robot, r"steps one env of batch size \[\]; .* of batch size \[1\]"),
     ],
 )
 def test_episode_sampler_refuses_envs_it_cannot_step_in_one_line(env_fn, match):
     from tdrl.samplers.episodes import EpisodeSampler
-
-    if "max_episode_steps" in match:
-        env = env_fn()
-        env.max_episode_steps = None  # an env that declares no limit
-
-        def env_fn():
-            return env
 
     with pytest.raises(TypeError, match=match) as info:
         EpisodeSampler(env_fn).initialize(seed=0)

@@ -34,7 +34,8 @@ def make_agent(cls=DdpgAgent, dim=2, seed=0, **kwargs):
     torch.manual_seed(seed)
     kwargs.setdefault("model_kwargs", {"hidden_sizes": (8,)})
     kwargs.setdefault("q_model_kwargs", {"hidden_sizes": (8,)})
-    agent = cls(exploration_noise="ou", **kwargs)
+    kwargs.setdefault("exploration_noise", "ou")
+    agent = cls(**kwargs)
     box = gym.spaces.Box(-1.0, 1.0, (dim,), np.float32)
     agent.initialize(space_to_spec(box), space_to_spec(box))
     return agent
@@ -71,8 +72,7 @@ def test_ou_noise_is_correlated_in_time_and_gaussian_noise_is_not():
         xs.append(state.get(OU_NOISE)[:, 0])
     a, b = xs[-2], xs[-1]
     assert float(torch.corrcoef(torch.stack([a, b]))[0, 1]) > 0.9
-    gaussian = make_agent(action_std=0.5)
-    gaussian.exploration_noise = "gaussian"
+    gaussian = make_agent(action_std=0.5, exploration_noise="gaussian")
     gaussian.sample_mode(0)
     assert not gaussian.recurrent and gaussian.initial_rnn_state(3) is None
     first, info = gaussian.step(obs, torch.zeros(4000, 2), torch.zeros(4000))

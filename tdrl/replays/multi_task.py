@@ -179,8 +179,12 @@ class MultiTaskReplay:
         to_encoder = check_bool("to_encoder", to_encoder)
         self.rl_buffers[task].append_samples(samples)
         if to_encoder:
-            encoder = self.encoder_buffers[task]
-            encoder.append_samples((samples if context is None else context)[-encoder.T_capacity :])
+            self._to_encoder(task, samples if context is None else context)
+
+    def _to_encoder(self, task: int, samples: TensorDictBase) -> None:
+        """Append ``[T, batch_B]`` samples to ``task``'s encoder buffer (its last steps only)."""
+        encoder = self.encoder_buffers[task]
+        encoder.append_samples(samples[-encoder.T_capacity :])
 
     def clear_encoder(self, task: int) -> None:
         """Empty the encoder buffer of ``task`` (a fresh buffer; storage is allocated lazily)."""
@@ -272,7 +276,7 @@ class MultiTaskReplay:
 
     # ------------------------------------------------------------------ TorchRL's API
     def extend(self, data: TensorDictBase, *, task: int, to_encoder: bool = True) -> torch.Tensor:
-        """TorchRL's ``extend``, per task: ``append_samples(task, data, to_encoder=...)``.
+        """TorchRL's ``extend``, per task: the task's RL buffer's ``extend`` (and its encoder's).
 
         ``data`` in any layout ``ReplayBuffer.extend`` takes (time-major ``[T, batch_B]``,
         a TorchRL collector's ``[B, T]``, or ``[N]`` steps of one env when ``batch_B`` is 1).
@@ -281,11 +285,11 @@ class MultiTaskReplay:
             The task's RL-buffer indices written, as ``ReplayBuffer.extend`` returns them.
         """
         task = self._task("task", task)
-        data = time_major(data, self.batch_B)
-        rows = self.rl_buffers[task].writer.rows(data)  # what the write fills
-        self.append_samples(task, data, to_encoder=to_encoder)
-        flat = rows[:, None] * self.batch_B + np.arange(self.batch_B)[None, :]
-        return torch.from_numpy(flat)
+        to_encoder = check_bool("to_encoder", to_encoder)
+        index = self.rl_buffers[task].extend(data)  # TorchRL's layouts are read there
+        if to_encoder:
+            self._to_encoder(task, time_major(data, self.batch_B))
+        return index
 
     def sample(
         self,

@@ -346,7 +346,7 @@ def make_envs(
             envs.append(env)
             if type(env) is not type(first) or _columns(env, env_fn) != columns:
                 raise TypeError(
-                    f"env_fn must return envs of one kind; {_source(env_fn)} returned a "
+                    f"env_fn must return envs of one kind; {env_source(env_fn)} returned a "
                     f"{type(first).__name__} then a {type(env).__name__}"
                 )
     except BaseException:
@@ -387,12 +387,13 @@ def check_columns(name: str, n: int, columns: int, env_fn: Callable[..., Any]) -
     """
     if n % columns:
         raise ArgumentError(
-            f"{name}={n} is not a multiple of {columns}: {_source(env_fn)} returns batched "
+            f"{name}={n} is not a multiple of {columns}: {env_source(env_fn)} returns batched "
             f"TorchRL envs of batch size [{columns}], each filling {columns} columns"
         )
 
 
-def _source(env_fn: Callable[..., Any]) -> str:
+def env_source(env_fn: Callable[..., Any]) -> str:
+    """How messages name a call of ``env_fn``: ``"make_env(**env_kwargs)"``."""
     return f"{_name(env_fn)}(**env_kwargs)"
 
 
@@ -403,14 +404,14 @@ def _columns(env: Any, env_fn: Callable[..., Any]) -> int:
     if isinstance(env, EnvBase):
         if len(env.batch_size) > 1:
             raise TypeError(
-                f"env_fn must return envs of batch size [] or [B']; {_source(env_fn)} "
+                f"env_fn must return envs of batch size [] or [B']; {env_source(env_fn)} "
                 f"returned a {type(env).__name__} of batch size {list(env.batch_size)}"
             )
         return int(env.batch_size[0]) if env.batch_size else 1
     text = " ".join(repr(env).split())
     what = "None" if env is None else f"{type(env).__name__} {text[:57]}"
     raise TypeError(
-        f"env_fn must return an env tdrl's samplers can step; {_source(env_fn)} returned "
+        f"env_fn must return an env tdrl's samplers can step; {env_source(env_fn)} returned "
         f"{what}: expected a gymnasium.Env or a TorchRL EnvBase"
     )
 

@@ -42,7 +42,7 @@ from tdrl.agents.qpg.pearl_agent import PearlAgent
 from tdrl.envs.meta import make_meta_env
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.samplers.base import build_samples_buffer, close_env, make_envs
+from tdrl.samplers.base import build_samples_buffer, close_env, env_source, make_envs
 from tdrl.samplers.env_loop import EnvLoop
 from tdrl.samplers.env_setup import env_specs
 from tdrl.samplers.torchrl_loop import make_env_runner
@@ -96,27 +96,29 @@ class SparseTrajInfo(TrajInfo):
         return torch.tensor(self._sparse).reshape(-1, 1, 1)
 
 
-def _episode_limit(env: Any, env_fn: Callable[..., Any]) -> int:
-    """The steps after which an episode of ``env`` ends at the latest (``initialize``)."""
-    name = getattr(env_fn, "__name__", type(env_fn).__name__)
+def _checked_episode_limit(env: Any, env_fn: Callable[..., Any]) -> int:
+    """``env``'s episode limit, once ``env`` is checked to be one an ``EpisodeSampler`` steps.
+
+    Raises:
+        TypeError: as ``EpisodeSampler.initialize`` says, naming ``env_fn``'s call.
+    """
+    where = f"{env_source(env_fn)} returned a {type(env).__name__}"
     if not callable(getattr(env, "set_task", None)):
         raise TypeError(
-            f"EpisodeSampler switches tasks with env.set_task(task); env_fn {name} returned "
-            f"a {type(env).__name__} without set_task"
+            f"EpisodeSampler switches tasks with env.set_task(task); {where} without set_task"
         )
     if isinstance(env, EnvBase) and env.batch_size:
         raise TypeError(
-            f"EpisodeSampler steps one env of batch size []; env_fn {name} returned a "
-            f"{type(env).__name__} of batch size {list(env.batch_size)}"
+            f"EpisodeSampler steps one env of batch size []; {where} of batch size "
+            f"{list(env.batch_size)}"
         )
     limit = getattr(env, "max_episode_steps", None)
     if limit is None and isinstance(env, gym.Env) and env.spec is not None:
         limit = env.spec.max_episode_steps
     if not isinstance(limit, int | np.integer) or isinstance(limit, bool) or limit < 1:
         raise TypeError(
-            f"EpisodeSampler needs the env's episode limit as an int attribute "
-            f"max_episode_steps >= 1; env_fn {name} returned a {type(env).__name__} with "
-            f"{limit!r}"
+            "EpisodeSampler needs the env's episode limit as an int attribute "
+            f"max_episode_steps >= 1; {where} with {limit!r}"
         )
     return int(limit)
 
@@ -162,7 +164,7 @@ class EpisodeSampler:
         """
         self.env = make_envs(self.env_fn, self.env_kwargs, 1)[0]
         try:
-            self.max_episode_steps = _episode_limit(self.env, self.env_fn)
+            self.max_episode_steps = _checked_episode_limit(self.env, self.env_fn)
             sparse = self.sparse_rewards and isinstance(self.env, EnvBase)
             # a TorchRL env's sparse reward is an entry of its specs, not an observation
             specs = env_specs(self.env, extra_keys=[("sparse_reward",)] if sparse else [])
