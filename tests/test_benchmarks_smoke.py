@@ -176,6 +176,19 @@ def test_nonfinite_guard_benchmark_prints_its_table():
         )
 
 
+def test_vector_sampler_prints_a_row_per_activation():
+    proc = _run(
+        "benchmarks/vector_sampler.py",
+        "--num-envs", "64", "--threads", "1", "--batch-T", "4",
+        "--seconds", "0.05", "--repeats", "1",
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    for activation in ("tanh", "relu"):
+        row = rf"^\| 64 \| 1 \| {activation} \| [\d,]+ \| [\d,]+ \| [\d.]+ \|$"
+        assert re.search(row, proc.stdout, flags=re.M), proc.stdout
+        assert re.search(rf"^(PASS|FAIL): N=64, 1 thread\(s\), {activation}:", proc.stdout, re.M)
+
+
 def test_zoo_trains_presets_and_prints_its_table(tmp_path):
     pytest.importorskip("matplotlib")
     proc = _run(

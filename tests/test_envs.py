@@ -177,6 +177,42 @@ def test_traj_tracker_matches_loop():
     assert set(info.fields()) == {"Length", "Return", "NonzeroRewards", "DiscountedReturn"}
 
 
+class _Peak(TrajInfo):
+    """Reads every step's info and the last one (both of ``TrajTracker``'s per-env paths)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.Peak, self.Final = 0.0, 0.0
+
+    def step_info(self, info: dict) -> None:
+        self.Peak = max(self.Peak, info["x"])
+
+    def terminate(self, info: dict) -> None:
+        self.Final = info.get("x", -1.0)
+
+
+@pytest.mark.parametrize("cls", [TrajInfo, _Peak])
+@pytest.mark.parametrize("n_ended", [2, 5])  # finish_many's loop and its array path
+def test_traj_tracker_finish_many_equals_finish_one_by_one(cls, n_ended):
+    rng = np.random.default_rng(1)
+    one, many = TrajTracker(8, cls, 0.95), TrajTracker(8, cls, 0.95)
+    for step in range(12):
+        reward = rng.normal(size=8).round(1)
+        for tracker in (one, many):
+            tracker.step(reward)
+            if tracker.needs_info:
+                for b in range(8):
+                    tracker.step_info(b, {"x": float(reward[b])})
+        ended = sorted(rng.choice(8, size=n_ended, replace=False).tolist())
+        infos = [{"x": float(step)} if b % 2 else {} for b in ended]
+        expected = [one.finish(b, info) for b, info in zip(ended, infos, strict=True)]
+        got = many.finish_many(ended, infos)
+        assert [r.fields() for r in got] == [r.fields() for r in expected]
+        assert all(type(r) is cls for r in got)
+    for b in range(8):  # the trackers carry on alike
+        assert one.finish(b).fields() == many.finish(b).fields()
+
+
 def test_traj_tracker_rejects_non_trajinfo():
     with pytest.raises(TypeError, match="traj_info_cls"):
         TrajTracker(2, dict)

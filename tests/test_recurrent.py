@@ -18,7 +18,7 @@ from tdrl.algos.pg.base import process_returns
 from tdrl.envs import make_gym_env
 from tdrl.models.lstm import LstmCore
 from tdrl.models.pg.atari import AtariFfModel
-from tdrl.models.pg.lstm import PgLstmModel
+from tdrl.models.pg.lstm import PgLstmModel, mlp_trunk
 from tdrl.runners import MinibatchRl
 from tdrl.samplers import AlternatingSampler, CpuSampler, GpuSampler, SerialSampler
 from tdrl.testing import ContinuousIdentityEnv, CountingEnv
@@ -568,3 +568,30 @@ def test_state_dependent_log_std_is_rlpyts_mujoco_lstm_layout():
     samples, _ = sampler.obtain_samples(0)
     assert torch.isfinite(samples.get(keys.ACTION)).all()
     sampler.shutdown()
+
+
+class _NoState(torch.nn.Module):
+    initial_state = None  # the protocol's member, unset: not recurrent
+
+
+class _InstanceState(torch.nn.Module):
+    def __init__(self) -> None:
+        super().__init__()
+        self.initial_state = lambda batch_size, device=None: TensorDict({}, [batch_size])
+
+
+@pytest.mark.parametrize(
+    "model",
+    [
+        torch.nn.Linear(2, 2),
+        _NoState(),
+        _InstanceState(),
+        PgLstmModel(mlp_trunk(4, (8,)), 2, lstm_size=8),
+        None,
+    ],
+    ids=["linear", "state-none", "instance-state", "lstm", "none"],
+)
+def test_is_recurrent_model_answers_as_the_protocol_check(model):
+    from tdrl.agents.base import RecurrentModel, is_recurrent_model
+
+    assert is_recurrent_model(model) == isinstance(model, RecurrentModel)

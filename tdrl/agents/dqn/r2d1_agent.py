@@ -23,7 +23,7 @@ from torch import Tensor, nn
 
 from tdrl import keys
 from tdrl._compat import TensorSpec
-from tdrl.agents.base import Agent, RecurrentModel, State, StepOutput
+from tdrl.agents.base import Agent, State, StepOutput, is_recurrent_model
 from tdrl.agents.dqn.common import EpsilonGreedy, default_q_model, exploration_attribute
 from tdrl.agents.targets import TargetNetworks
 from tdrl.models.dqn.r2d1 import AtariR2d1Model, R2d1MlpModel
@@ -79,7 +79,7 @@ class R2d1Agent(Agent):
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
         """Build the model (unless given) and its frozen target copy."""
         super().initialize(observation_spec, action_spec)
-        if not isinstance(self.model, RecurrentModel):
+        if not is_recurrent_model(self.model):
             raise TypeError(
                 "R2d1Agent needs a recurrent model (with initial_state), got "
                 f"{type(self.model).__name__}"

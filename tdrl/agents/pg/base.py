@@ -8,14 +8,14 @@ These functions call either kind the same way for the agents.
 
 from __future__ import annotations
 
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast, runtime_checkable
 
 import torch
 from tensordict import TensorDictBase
 from torch import nn
 
 from tdrl import keys
-from tdrl.agents.base import RecurrentModel
+from tdrl.agents.base import RecurrentModel, is_recurrent_model
 from tdrl.models.lstm import state_tensordict, state_tensors
 
 
@@ -41,10 +41,12 @@ def step_outputs(
         ``(outputs, info)``: ``info`` holds ``("next", "rnn_state")`` for a recurrent model
         (``rnn_state`` None means the zero state), and is empty otherwise.
     """
-    if not isinstance(model, RecurrentModel):
+    if not is_recurrent_model(model):
         return model(observation, prev_action, prev_reward), {}
     if rnn_state is None:
-        rnn_state = model.initial_state(prev_reward.shape[0], prev_reward.device)
+        rnn_state = cast(RecurrentModel, model).initial_state(
+            prev_reward.shape[0], prev_reward.device
+        )
     *outputs, state = model(observation, prev_action, prev_reward, state_tensors(rnn_state))
     return tuple(outputs), {keys.NEXT_RNN_STATE: state_tensordict(state)}
 
@@ -56,7 +58,7 @@ def forward_outputs(model: nn.Module, td: TensorDictBase) -> tuple[torch.Tensor,
     resets it where ``is_init`` is set, as the sampler did while acting.
     """
     inputs = (td.get(keys.OBSERVATION), td.get(keys.PREV_ACTION), td.get(keys.PREV_REWARD))
-    if not isinstance(model, RecurrentModel):
+    if not is_recurrent_model(model):
         return model(*inputs)
     if td.batch_dims != 2:
         raise ValueError(
@@ -82,14 +84,14 @@ def model_value(
     ``rnn_state`` (same leading dims as the inputs) for every entry independently, as the
     bootstrap values of stored next observations need.
     """
-    if not isinstance(model, RecurrentModel):
+    if not is_recurrent_model(model):
         if isinstance(model, ValueModel):
             return model.value(observation)
         return model(observation, prev_action, prev_reward)[-1]
     lead = prev_reward.shape[:-1]
     n = lead.numel()
     if rnn_state is None:
-        rnn_state = model.initial_state(n, prev_reward.device)
+        rnn_state = cast(RecurrentModel, model).initial_state(n, prev_reward.device)
     else:
         rnn_state = rnn_state.reshape(n)
     flat = observation.reshape(n, *observation.shape[len(lead) :])
