@@ -46,6 +46,7 @@ from tdrl.utils.checks import (
     check_mapping,
     check_positive_int,
 )
+from tdrl.utils.finite import check_agent_inputs_after
 
 
 class Sampler(Protocol):
@@ -312,8 +313,12 @@ def example_agent_info(
     device = agent.device
     rnn_state = agent.initial_rnn_state(prev_reward.shape[0])
     inputs = (observation.to(device), prev_action.to(device), prev_reward.to(device))
-    with torch.no_grad():
-        _, info = agent.step(*inputs) if rnn_state is None else agent.step(*inputs, rnn_state)
+    try:
+        with torch.no_grad():
+            _, info = agent.step(*inputs) if rnn_state is None else agent.step(*inputs, rnn_state)
+    except (RuntimeError, ValueError) as err:  # NaN inputs fail deep inside torch
+        check_agent_inputs_after(err, observation, prev_reward, "before the first batch")
+        raise
     return info
 
 

@@ -18,7 +18,7 @@ from tensordict import TensorDict, TensorDictBase
 from tdrl import keys
 from tdrl._compat import Composite, TensorSpec
 from tdrl.agents.base import Agent
-from tdrl.utils.finite import NonFiniteError, nonfinite_inputs
+from tdrl.utils.finite import check_agent_inputs_after
 
 
 def rows(x: torch.Tensor) -> list[torch.Tensor]:
@@ -141,15 +141,8 @@ class AgentRows:
                 action, info = agent.step(observation, prev_action, prev_reward, state)
                 self.next_rnn_state[t].copy_(info[keys.NEXT_RNN_STATE])  # type: ignore[index]
         except (RuntimeError, ValueError) as err:  # NaN inputs fail deep inside torch
-            bad = nonfinite_inputs(
-                [(keys.OBSERVATION, observation), (keys.PREV_REWARD, prev_reward)]
-            )
-            if bad is None:
-                raise
-            raise NonFiniteError(
-                f"the agent cannot act on {bad} at time step t={t} of the batch (the env "
-                f"returned it): {type(err).__name__}: {(str(err).splitlines() or [''])[0]}"
-            ) from None
+            check_agent_inputs_after(err, observation, prev_reward, f"at time step t={t}")
+            raise
         self.action[t].copy_(action)
         for k in self.info_keys:
             self.info[k][t].copy_(info[k])

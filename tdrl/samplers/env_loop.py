@@ -42,6 +42,7 @@ from tdrl.agents.base import Agent
 from tdrl.envs.torchrl_env import Path, show
 from tdrl.envs.traj_info import TrajInfo, TrajTracker
 from tdrl.samplers.buffer_views import AgentRows, ObsWriter, numpy_leaves
+from tdrl.samplers.env_checks import check_reset_output, check_step_output
 
 __all__ = ["ActionAdapter", "AgentRows", "EnvLoop", "EnvRunner", "ObsWriter", "numpy_leaves"]
 
@@ -319,6 +320,7 @@ class EnvRunner(EnvLoop):
         )
         self.envs = envs
         self.act = ActionAdapter(envs[0].action_space)
+        self.unchecked = set(range(len(envs)))  # envs whose first step is still to check
 
     def start(self, max_decorrelation_steps: int) -> None:
         """Seed and reset every env, then decorrelate them.
@@ -332,11 +334,17 @@ class EnvRunner(EnvLoop):
         for b, env in enumerate(self.envs):
             seed = self.seed + self.env_ranks[b]
             env.action_space.seed(seed)
-            obs, _ = env.reset(seed=seed)
+            out = env.reset(seed=seed)
+            check_reset_output(out, env, b, self.observation_spec)
+            obs = out[0]
             n_steps = int(np.random.default_rng(seed).random() * max_decorrelation_steps)
             for _ in range(n_steps):
                 action = env.action_space.sample()
-                obs, reward, terminated, truncated, info = env.step(action)
+                step = env.step(action)
+                if b in self.unchecked:
+                    check_step_output(step, env, b, self.observation_spec)
+                    self.unchecked.discard(b)
+                obs, reward, terminated, truncated, info = step
                 ended = terminated or truncated
                 if ended and game_ended(info):
                     self.traj.reset_one(b)
@@ -397,7 +405,7 @@ class EnvRunner(EnvLoop):
         next_leaves, paths, extras = self.np_next_obs, self.obs.paths, self.np_extras
         env_actions = self.act(self.np_action[t])
         reward_t, term_t, trunc_t = self.np_reward[t], self.np_terminated[t], self.np_truncated[t]
-        waiting = self.waiting
+        waiting, unchecked = self.waiting, self.unchecked
         if self.np_valid is not None:
             self.np_valid[t] = ~waiting
         frozen = waiting.copy() if not self.mid_batch_reset else None
@@ -412,7 +420,11 @@ class EnvRunner(EnvLoop):
                 for _, leaf in extras:
                     leaf[t, b] = 0
                 continue
-            o, r, terminated, truncated, env_info = envs[b].step(env_actions[b])
+            step = envs[b].step(env_actions[b])
+            if unchecked and b in unchecked:
+                check_step_output(step, envs[b], b, self.observation_spec)
+                unchecked.discard(b)
+            o, r, terminated, truncated, env_info = step
             reward_t[b] = r
             term_t[b] = terminated
             trunc_t[b] = truncated

@@ -126,6 +126,24 @@ def nonfinite_inputs(inputs: Iterable[tuple[str, Any]]) -> str | None:
     return None
 
 
+def check_agent_inputs_after(
+    err: BaseException, observation: Any, prev_reward: torch.Tensor, where: str
+) -> None:
+    """After ``agent.step`` raised ``err``: ``NonFiniteError`` if its inputs were not finite.
+
+    NaN observations fail deep inside torch (``multinomial``, a linear layer); this names
+    the input, the env column and ``where`` (e.g. the time step) instead. Returns when
+    every input was finite, for the caller to re-raise ``err``.
+    """
+    bad = nonfinite_inputs([("observation", observation), ("prev_reward", prev_reward)])
+    if bad is not None:
+        first = (str(err).splitlines() or [""])[0]
+        raise NonFiniteError(
+            f"the agent cannot act on {bad} {where} (the env returned it): "
+            f"{type(err).__name__}: {first}"
+        ) from None
+
+
 def nonfinite_diagnostics(opt_info: Mapping[str, list[float]]) -> str | None:
     """The first loss or gradient-norm diagnostic of an iteration that is not finite."""
     for key, values in opt_info.items():

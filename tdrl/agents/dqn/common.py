@@ -17,7 +17,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from tdrl._compat import Categorical, TensorSpec
+from tdrl._compat import TensorSpec
+from tdrl.agents.spaces import discrete_action_count, with_index_observations
 from tdrl.utils.checks import check_range
 
 
@@ -31,19 +32,24 @@ def default_q_model(
 ) -> nn.Module:
     """``atari(shape, n_actions)`` for ``[C, H, W]`` frames, ``mlp(size, n_actions)`` for vectors.
 
+    A state index (``Discrete`` observation) gets the vector model behind a one-hot encoding
+    (``tdrl.agents.spaces.with_index_observations``).
+
     Raises:
         TypeError: naming ``who``, for non-Discrete actions or other observation shapes.
     """
-    if not isinstance(action_spec, Categorical):
-        raise TypeError(f"{who} needs a Discrete action space, got {type(action_spec).__name__}")
-    n_actions = int(action_spec.space.n)
-    shape = tuple(observation_spec.shape)
-    if len(shape) == 3:
-        return atari(shape, n_actions, **kwargs)
-    if len(shape) == 1:
-        return mlp(shape[0], n_actions, **kwargs)
-    kind = who.removesuffix("Agent").upper()
-    raise TypeError(f"no default {kind} model for observations of shape {shape}; pass model=")
+    n_actions = discrete_action_count(action_spec, who)
+
+    def build(spec: TensorSpec) -> nn.Module:
+        shape = tuple(spec.shape)
+        if len(shape) == 3:
+            return atari(shape, n_actions, **kwargs)
+        if len(shape) == 1:
+            return mlp(shape[0], n_actions, **kwargs)
+        kind = who.removesuffix("Agent").upper()
+        raise TypeError(f"no default {kind} model for observations of shape {shape}; pass model=")
+
+    return with_index_observations(observation_spec, build)
 
 
 def epsilon_vector(

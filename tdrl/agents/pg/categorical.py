@@ -10,9 +10,10 @@ from tensordict import TensorDict, TensorDictBase
 from torch import Tensor, nn
 
 from tdrl import keys
-from tdrl._compat import Categorical, TensorSpec
+from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.pg.base import forward_outputs, model_value, step_outputs
+from tdrl.agents.spaces import discrete_action_count, with_index_observations
 from tdrl.models.pg.atari import AtariFfModel, atari_pg_trunk
 from tdrl.models.pg.lstm import PgLstmModel, mlp_trunk
 from tdrl.models.pg.mlp import CategoricalPgMlpModel
@@ -53,14 +54,21 @@ class CategoricalPgAgent(Agent):
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
     ) -> nn.Module:
-        """The default model for these specs (vector or ``[C, H, W]`` image observations)."""
-        if not isinstance(action_spec, Categorical):
-            raise TypeError(
-                "CategoricalPgAgent needs a Discrete action space, got "
-                f"{type(action_spec).__name__}; use GaussianPgAgent for Box actions"
-            )
+        """The default model for these specs (vector or ``[C, H, W]`` image observations).
+
+        A state index is one-hot encoded (``tdrl.agents.spaces.with_index_observations``).
+        """
+        n_actions = discrete_action_count(
+            action_spec, "CategoricalPgAgent", "use GaussianPgAgent for Box actions"
+        )
+        return with_index_observations(
+            observation_spec, lambda spec: self._default_model(spec, n_actions, kwargs)
+        )
+
+    def _default_model(
+        self, observation_spec: TensorSpec, n_actions: int, kwargs: dict[str, Any]
+    ) -> nn.Module:
         shape = None if observation_spec.shape is None else tuple(observation_spec.shape)
-        n_actions = int(action_spec.space.n)
         if shape is not None and len(shape) == 3:
             if not self.make_recurrent:
                 return AtariFfModel(shape, n_actions, **kwargs)

@@ -34,8 +34,17 @@ def flat_sizes(observation_spec: TensorSpec, action_spec: TensorSpec, who: str) 
 
 
 def action_map(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(scale, bias)`` of the affine map from ``[-1, 1]^A`` to the env's action bounds."""
+    """``(scale, bias)`` of the affine map from ``[-1, 1]^A`` to the env's action bounds.
+
+    Raises:
+        ValueError: the bounds are not finite (an unbounded ``Box``): the map would turn
+            every action into NaN.
+    """
     low, high = action_spec.space.low.float(), action_spec.space.high.float()
+    if not bool(torch.isfinite(torch.cat([low, high])).all()):
+        raise ValueError(
+            f"squashed actions need finite Box bounds, got low={low.tolist()}, high={high.tolist()}"
+        )
     return (high - low) / 2.0, (high + low) / 2.0
 
 

@@ -1,0 +1,51 @@
+"""What the discrete-action agents ask of the env's spaces, and index observations.
+
+``discrete_action_count`` is the check every discrete-action agent (the policy-gradient
+``CategoricalPgAgent``, the DQN family, R2D1) makes of its action space;
+``with_index_observations`` puts ``tdrl.models.one_hot.OneHotObservation`` in front of a
+default model when the observation is a state index (a gymnasium ``Discrete`` space).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+from tdrl._compat import Categorical, MultiCategorical, TensorSpec, Unbounded
+from tdrl.models.one_hot import OneHotObservation
+
+__all__ = ["discrete_action_count", "with_index_observations"]
+
+
+def _is_discrete(spec: TensorSpec) -> bool:
+    return isinstance(spec, Categorical) and not isinstance(spec, MultiCategorical)
+
+
+def discrete_action_count(action_spec: TensorSpec, who: str, hint: str = "") -> int:
+    """The number of actions of a gymnasium ``Discrete`` action spec.
+
+    Raises:
+        TypeError: naming ``who`` (and ending with ``hint``) for any other spec,
+            ``MultiDiscrete`` included.
+    """
+    if _is_discrete(action_spec):
+        return int(action_spec.space.n)
+    name = type(action_spec).__name__
+    got = {"MultiCategorical": "MultiDiscrete", "BoundedContinuous": "Box"}.get(name, name)
+    raise TypeError(f"{who} needs a Discrete action space, got {got}" + f"; {hint}" * bool(hint))
+
+
+def with_index_observations(
+    observation_spec: TensorSpec, build: Callable[[TensorSpec], nn.Module]
+) -> nn.Module:
+    """``build(observation_spec)``, one-hot encoded for a state index.
+
+    For a ``Discrete(n)`` observation: ``build`` of ``n``-vectors behind
+    ``OneHotObservation`` (the batches keep the index).
+    """
+    if not _is_discrete(observation_spec):
+        return build(observation_spec)
+    n = int(observation_spec.space.n)
+    return OneHotObservation(build(Unbounded(shape=(n,), dtype=torch.float32)), n)
