@@ -4,6 +4,7 @@ across episode ends (terminated and truncated) and the buffer's wrap-around."""
 from __future__ import annotations
 
 import itertools
+import re
 
 import numpy as np
 import pytest
@@ -227,6 +228,34 @@ def test_wrong_batch_width():
         rb.append_samples(sampler.obtain_samples(0)[0])
     with pytest.raises(RuntimeError, match="no valid entry"):
         rb.sample_batch(4)
+
+
+@pytest.mark.parametrize(
+    "drop", ["action", "prev_reward", ("next", "observation"), ("next", "done")], ids=str
+)
+def test_a_batch_without_a_needed_key_is_refused_naming_it(drop):
+    sampler = SerialSampler(CountingEnv, batch_T=4, batch_B=2, max_decorrelation_steps=0)
+    sampler.initialize(RandomAgent(), seed=0)
+    rb = ReplayBuffer(size=30, batch_B=2)
+    samples = sampler.obtain_samples(0)[0].exclude(drop)
+    with pytest.raises(ValueError, match=rf"^samples lack \[{re.escape(repr(drop))}\]"):
+        rb.append_samples(samples)
+
+
+def test_flat_reward_and_done_columns_are_taken_and_batch_sizes_checked():
+    sampler = SerialSampler(CountingEnv, batch_T=4, batch_B=2, max_decorrelation_steps=0)
+    sampler.initialize(RandomAgent(), seed=0)
+    samples = sampler.obtain_samples(0)[0]
+    flat = samples.clone()
+    for key in ("reward", "done", "terminated", "truncated"):  # [T, B] instead of [T, B, 1]
+        flat.set(("next", key), samples.get(("next", key)).reshape(4, 2), inplace=False)
+    a, b = ReplayBuffer(size=30, batch_B=2, seed=0), ReplayBuffer(size=30, batch_B=2, seed=0)
+    a.append_samples(samples)
+    b.append_samples(flat)
+    assert (a.sample_batch(8)["return_n"] == b.sample_batch(8)["return_n"]).all()
+    for bad in (0, -1, 2.5):
+        with pytest.raises(ValueError, match="batch_size must be a positive int"):
+            a.sample_batch(bad)
 
 
 # ------------------------------------------------------------------ files on disk are checked

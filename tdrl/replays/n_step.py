@@ -75,7 +75,7 @@ from tdrl.replays.torchrl_api import (
 )
 from tdrl.replays.uniform import UniformSampler
 from tdrl.replays.writer import TimeMajorWriter
-from tdrl.utils.checks import check_choice, check_int, check_range
+from tdrl.utils.checks import ArgumentError, check_choice, check_int, check_range
 from tdrl.utils.device import pinned_like, to_device
 
 
@@ -204,9 +204,9 @@ class ReplayBuffer:
         # A blocking copy: the sampler reuses its buffer once this returns.
         self.writer.extend(stored if dev.type == "cpu" else stored.to(dev))
         rows_d = rows_t.to(dev)
-        self._reward[rows_d] = nxt.get(keys.REWARD)[..., 0].to(dev, torch.float32)
-        self._done[rows_d] = nxt.get(keys.DONE)[..., 0].to(dev)
-        self._terminated[rows_d] = nxt.get(keys.TERMINATED)[..., 0].to(dev)
+        self._reward[rows_d] = nxt.get(keys.REWARD).reshape(T, B).to(dev, torch.float32)
+        self._done[rows_d] = nxt.get(keys.DONE).reshape(T, B).to(dev)
+        self._terminated[rows_d] = nxt.get(keys.TERMINATED).reshape(T, B).to(dev)
         if priorities is not None:  # on the CPU, beside the sampler that takes them
             if self._pending_priority is None:
                 self._pending_priority = torch.zeros(self.T_capacity, B)
@@ -227,7 +227,10 @@ class ReplayBuffer:
             found = [k if isinstance(k, tuple) else (k,) for k in nxt]
             self.extra_keys = [(keys.NEXT, *k) for k in found if k[0] not in NEXT_STANDARD]
         chosen = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT_OBSERVATION, *self.extra_keys)
-        return samples.select(*chosen, strict=True)
+        flags = (keys.NEXT_REWARD, keys.NEXT_DONE, keys.NEXT_TERMINATED)
+        if missing := [k for k in (*chosen, *flags) if k not in samples.keys(True)]:
+            raise ArgumentError(f"samples lack {missing}: a sampler batch has each of {chosen}")
+        return samples.select(*chosen)
 
     def _flat(self, rows: np.ndarray) -> np.ndarray:
         return (rows[:, None] * self.batch_B + np.arange(self.batch_B)[None, :]).reshape(-1)
@@ -277,6 +280,7 @@ class ReplayBuffer:
         """
         dev = self.device
         target = dev if device is None else torch.device(device)
+        batch_size = sample_size(batch_size, None)
         index, info = self.sampler.sample(None, batch_size)
         index = torch.as_tensor(index, dtype=torch.long, device=dev).reshape(-1)
         t_idx = torch.div(index, self.batch_B, rounding_mode="floor")
