@@ -413,3 +413,20 @@ def test_atari_frame_shape_takes_whole_numbers_only():
     assert AtariEnv(frame_shape=(84.0, 84.0)).frame_shape == (84, 84)
     for shape in ((104.5, 80), ("104", 80), (104,), None):
         _refused("AtariEnv", "frame_shape", shape)
+
+
+@pytest.mark.parametrize("what", ["algo", "agent", "sampler"])
+def test_a_class_given_for_an_instance_is_named(what):
+    from tdrl.agents import CategoricalPgAgent
+    from tdrl.algos import PPO
+    from tdrl.runners import MinibatchRl
+    from tdrl.samplers import SerialSampler
+
+    parts = {
+        "algo": PPO(),
+        "agent": CategoricalPgAgent(),
+        "sampler": SerialSampler(env_kwargs={"id": "CartPole-v1"}, batch_T=4, batch_B=2),
+    }
+    parts[what] = type(parts[what])
+    with pytest.raises(ArgumentError, match=rf"^{what} must be an instance.* the class "):
+        MinibatchRl(**parts, n_steps=8)

@@ -29,7 +29,7 @@ from tdrl.runners.base import (
 from tdrl.runners.nonfinite import NonFiniteGuard
 from tdrl.runners.startup import start_run
 from tdrl.samplers.base import Sampler
-from tdrl.utils.checks import check_instance
+from tdrl.utils.checks import ArgumentError, check_instance
 from tdrl.utils.device import check_device
 
 #: The ``__init__`` arguments every runner forwards to ``RunSettings``.
@@ -61,6 +61,8 @@ def check_run_arguments(
     """
     settings = RunSettings(**{name: arguments[name] for name in RUN_SETTINGS})
     sampler = arguments["sampler"]
+    if isinstance(sampler, type):
+        raise ArgumentError(f"sampler must be an instance, got the class {sampler.__name__}")
     if offline_eval:
         check_offline_eval(runner_name, sampler)
     algo = check_instance("algo", arguments["algo"], Algorithm)

@@ -97,9 +97,13 @@ def check_choice(name: str, value: T, choices: Collection[T]) -> T:
 
 
 def check_instance(name: str, value: T, kind: Any) -> T:
-    """``value`` if it is an instance of ``kind`` (a class or a runtime-checkable protocol)."""
-    if not isinstance(value, kind):
-        raise ArgumentError(f"{name} must be a {kind.__name__}, got {type(value).__name__}")
+    """``value`` if it is an instance of ``kind`` (a class or a runtime-checkable protocol).
+
+    A class given where its instance belongs (``agent=CategoricalPgAgent``) is named as such.
+    """
+    if isinstance(value, type) or not isinstance(value, kind):
+        what = f"the class {value.__name__}" if isinstance(value, type) else type(value).__name__
+        raise ArgumentError(f"{name} must be an instance of {kind.__name__}, got {what}")
     return value
 
 

@@ -24,7 +24,7 @@ def flat_sizes(observation_spec: TensorSpec, action_spec: TensorSpec, who: str) 
         TypeError: naming ``who``, for non-Box actions or non-flat observations.
     """
     if not isinstance(action_spec, Bounded) or not action_spec.dtype.is_floating_point:
-        raise TypeError(f"{who} needs a continuous Box action space, got {action_spec}")
+        raise TypeError(f"{who} needs a Box action space, got {type(action_spec).__name__}")
     if len(tuple(observation_spec.shape)) != 1:
         raise TypeError(
             f"{who}'s default models need flat vector observations, got shape "
