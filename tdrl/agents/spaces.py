@@ -16,7 +16,7 @@ from torch import nn
 from tdrl._compat import Categorical, MultiCategorical, TensorSpec, Unbounded
 from tdrl.models.one_hot import OneHotObservation
 
-__all__ = ["discrete_action_count", "with_index_observations"]
+__all__ = ["check_channels_first", "discrete_action_count", "with_index_observations"]
 
 
 def _is_discrete(spec: TensorSpec) -> bool:
@@ -35,6 +35,23 @@ def discrete_action_count(action_spec: TensorSpec, who: str, hint: str = "") -> 
     name = type(action_spec).__name__
     got = {"MultiCategorical": "MultiDiscrete", "BoundedContinuous": "Box"}.get(name, name)
     raise TypeError(f"{who} needs a Discrete action space, got {got}" + f"; {hint}" * bool(hint))
+
+
+def check_channels_first(shape: tuple[int, ...], who: str) -> None:
+    """Refuse an ``[H, W, C]`` image where the default conv models take ``[C, H, W]``.
+
+    Gymnasium's ``ALE/...`` ids and rendered frames are laid out ``[H, W, C]``.
+
+    Raises:
+        TypeError: naming ``who``, the shape and the ways out.
+    """
+    if len(shape) == 3 and shape[-1] in (1, 3, 4) and shape[0] > 4:
+        raise TypeError(
+            f"{who}'s default conv model takes [C, H, W] frames; the observation {shape} looks "
+            "like an [H, W, C] image: for Atari use tdrl's preprocessing (--env atari:pong, "
+            "tdrl.envs.AtariEnv), otherwise move the channels first (e.g. gymnasium's "
+            "AtariPreprocessing + FrameStackObservation) or pass model="
+        )
 
 
 def with_index_observations(

@@ -18,7 +18,11 @@ import torch
 from torch import nn
 
 from tdrl._compat import TensorSpec
-from tdrl.agents.spaces import discrete_action_count, with_index_observations
+from tdrl.agents.spaces import (
+    check_channels_first,
+    discrete_action_count,
+    with_index_observations,
+)
 from tdrl.utils.checks import check_range
 
 
@@ -43,6 +47,7 @@ def default_q_model(
     def build(spec: TensorSpec) -> nn.Module:
         shape = tuple(spec.shape)
         if len(shape) == 3:
+            check_channels_first(shape, who)
             return atari(shape, n_actions, **kwargs)
         if len(shape) == 1:
             return mlp(shape[0], n_actions, **kwargs)

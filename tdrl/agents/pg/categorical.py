@@ -13,7 +13,11 @@ from tdrl import keys
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.pg.base import forward_outputs, model_value, step_outputs
-from tdrl.agents.spaces import discrete_action_count, with_index_observations
+from tdrl.agents.spaces import (
+    check_channels_first,
+    discrete_action_count,
+    with_index_observations,
+)
 from tdrl.models.pg.atari import AtariFfModel, atari_pg_trunk
 from tdrl.models.pg.lstm import PgLstmModel, mlp_trunk
 from tdrl.models.pg.mlp import CategoricalPgMlpModel
@@ -70,6 +74,7 @@ class CategoricalPgAgent(Agent):
     ) -> nn.Module:
         shape = None if observation_spec.shape is None else tuple(observation_spec.shape)
         if shape is not None and len(shape) == 3:
+            check_channels_first(shape, "CategoricalPgAgent")
             if not self.make_recurrent:
                 return AtariFfModel(shape, n_actions, **kwargs)
             # PgLstmModel's own options; the rest configure the conv trunk.

@@ -1,7 +1,8 @@
-"""Index observations (gymnasium ``Discrete``: FrozenLake, Taxi) with the default models.
+"""Observation spaces the default models take, and the ones they refuse with a way out.
 
-The default model for ``n``-vectors sits behind ``OneHotObservation``; samplers and replay
-keep the index.
+Index observations (gymnasium ``Discrete``: FrozenLake, Taxi): the default model for
+``n``-vectors sits behind ``OneHotObservation``; samplers and replay keep the index.
+``[H, W, C]`` images (gymnasium's ``ALE/...`` ids) are refused naming tdrl's Atari path.
 """
 
 from __future__ import annotations
@@ -97,3 +98,17 @@ def test_dqn_trains_on_taxi_without_error():
     )
     runner.train()
     assert algo.update_counter > 0
+
+
+@pytest.mark.parametrize("make", [CategoricalPgAgent, DqnAgent])
+def test_an_hwc_image_is_refused_with_the_way_out(make):
+    import gymnasium as gym
+
+    image = space_to_spec(gym.spaces.Box(0, 255, (210, 160, 3), dtype="uint8"))
+    with pytest.raises(
+        TypeError, match=r"takes \[C, H, W\] frames; the observation \(210, 160, 3\)"
+    ):
+        make().initialize(image, _specs()[1])
+    make().initialize(
+        space_to_spec(gym.spaces.Box(0, 255, (4, 84, 84), dtype="uint8")), _specs()[1]
+    )
