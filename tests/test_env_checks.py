@@ -220,3 +220,19 @@ def test_squashing_agents_refuse_unbounded_actions_instead_of_acting_nan(agent_c
         ValueError, match=r"^squashed actions need finite Box bounds, got low=\[-inf, -inf\]"
     ):
         sampler.initialize(getattr(tdrl.agents, agent_cls)(), seed=0)
+
+
+def test_a_factory_returning_one_env_object_for_every_column_is_refused():
+    env = Env()
+    with pytest.raises(TypeError, match=r"must build a new env at each call; .* the same Env"):
+        SerialSampler(lambda: env, {}, batch_T=4, batch_B=2).initialize(
+            CategoricalPgAgent(), seed=0
+        )
+
+
+def test_a_gymnasium_vector_env_is_refused_with_the_two_ways_to_use_it():
+    def vector():
+        return gym.vector.SyncVectorEnv([Env, Env])
+
+    with pytest.raises(TypeError, match=r"SyncVectorEnv.*one-env factory and batch_B its num_envs"):
+        SerialSampler(vector, {}, batch_T=4, batch_B=2).initialize(CategoricalPgAgent(), seed=0)

@@ -17,7 +17,8 @@ A sampler is built from an env factory and a batch shape, then:
 
 An env factory may return gymnasium envs (stepped by ``tdrl.samplers.env_loop``) or
 TorchRL envs, of batch size ``[]`` or ``[B']`` (stepped by ``tdrl.samplers.torchrl_loop``):
-``make_envs`` builds them, ``env_specs`` reads what the agent and the buffer need from one.
+``tdrl.samplers.env_build.make_envs`` builds them, ``tdrl.samplers.env_setup.env_specs``
+reads what the agent and the buffer need from one.
 Every sampler checks its shared keyword arguments once, into a ``SamplerSettings``.
 """
 
@@ -28,14 +29,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-import gymnasium as gym
 import torch
 from tensordict import TensorDict, TensorDictBase
 
 from tdrl import keys
-from tdrl._compat import EnvBase, TensorSpec
+from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
-from tdrl.envs.gym import fast_path_env
 from tdrl.envs.torchrl_env import Path, check_extra_keys
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
@@ -322,106 +321,7 @@ def example_agent_info(
     return info
 
 
-def make_envs(
-    env_fn: Callable[..., Any], env_kwargs: dict[str, Any], n: int, *, name: str = "batch_B"
-) -> list[Any]:
-    """Build the envs of ``n`` sampler columns from the factory.
-
-    The factory returns gymnasium envs (``n`` of them are built) or TorchRL envs
-    (``EnvBase``): of batch size ``[]`` (``n`` built) or batched, ``[B']`` (``n / B'`` built).
-
-    Args:
-        env_fn: the factory.
-        env_kwargs: its keyword arguments.
-        n: the columns the envs fill.
-        name: the argument ``n`` comes from, for messages (``batch_B``, ``eval_n_envs``).
-
-    Raises:
-        TypeError: ``env_fn`` returned something a sampler cannot step (``None``, a dict,
-            a TorchRL env batched over several dims, ...), or a mix; the message names
-            ``env_fn`` and what it returned.
-        ArgumentError: ``n`` is not a multiple of a batched env's ``B'``, naming ``name``.
-    """
-    first, columns = make_example_env(env_fn, env_kwargs)
-    envs: list[Any] = [first]
-    try:
-        check_columns(name, n, columns, env_fn)
-        for _ in range(n // columns - 1):
-            env = fast_path_env(env_fn(**env_kwargs))
-            envs.append(env)
-            if type(env) is not type(first) or _columns(env, env_fn) != columns:
-                raise TypeError(
-                    f"env_fn must return envs of one kind; {env_source(env_fn)} returned a "
-                    f"{type(first).__name__} then a {type(env).__name__}"
-                )
-    except BaseException:
-        for built in envs:
-            close_env(built)
-        raise
-    return envs
-
-
-def make_example_env(env_fn: Callable[..., Any], env_kwargs: dict[str, Any]) -> tuple[Any, int]:
-    """One env from the factory, checked, and the sampler columns it fills.
-
-    Raises:
-        TypeError: as ``make_envs``.
-    """
-    env = fast_path_env(env_fn(**env_kwargs))
-    try:
-        return env, _columns(env, env_fn)
-    except BaseException:
-        close_env(env)
-        raise
-
-
-def close_env(env: Any) -> None:
-    """Close a gymnasium or TorchRL env (a batched TorchRL env only once it started)."""
-    if isinstance(env, EnvBase):
-        if not env.is_closed:
-            env.close()
-    elif isinstance(env, gym.Env):
-        env.close()
-
-
-def check_columns(name: str, n: int, columns: int, env_fn: Callable[..., Any]) -> None:
-    """Refuse ``n`` columns that batched envs of ``columns`` columns cannot fill.
-
-    Raises:
-        ArgumentError: naming ``name``, ``n`` and the env's batch size.
-    """
-    if n % columns:
-        raise ArgumentError(
-            f"{name}={n} is not a multiple of {columns}: {env_source(env_fn)} returns batched "
-            f"TorchRL envs of batch size [{columns}], each filling {columns} columns"
-        )
-
-
-def env_source(env_fn: Callable[..., Any]) -> str:
-    """How messages name a call of ``env_fn``: ``"make_env(**env_kwargs)"``."""
-    return f"{_name(env_fn)}(**env_kwargs)"
-
-
-def _columns(env: Any, env_fn: Callable[..., Any]) -> int:
-    """Buffer columns ``env`` fills, or a ``TypeError`` when a sampler cannot step it."""
-    if isinstance(env, gym.Env):
-        return 1
-    if isinstance(env, EnvBase):
-        if len(env.batch_size) > 1:
-            raise TypeError(
-                f"env_fn must return envs of batch size [] or [B']; {env_source(env_fn)} "
-                f"returned a {type(env).__name__} of batch size {list(env.batch_size)}"
-            )
-        return int(env.batch_size[0]) if env.batch_size else 1
-    text = " ".join(repr(env).split())
-    what = "None" if env is None else f"{type(env).__name__} {text[:57]}"
-    raise TypeError(
-        f"env_fn must return an env tdrl's samplers can step; {env_source(env_fn)} returned "
-        f"{what}: expected a gymnasium.Env or a TorchRL EnvBase"
-    )
-
-
-def _name(fn: Any) -> str:
+def callable_name(fn: Any) -> str:
     """``fn``'s qualified name, for messages."""
     return getattr(fn, "__qualname__", None) or type(fn).__name__
 
@@ -444,5 +344,5 @@ def check_env_kwargs(name: str, env_fn: Callable[..., Any], env_kwargs: dict[str
         signature.bind(**env_kwargs)
     except TypeError as e:
         raise ArgumentError(
-            f"{name}={env_kwargs!r} does not fit env_fn {_name(env_fn)}: {e}"
+            f"{name}={env_kwargs!r} does not fit env_fn {callable_name(env_fn)}: {e}"
         ) from None

@@ -64,13 +64,8 @@ from tdrl.agents.torchrl_policy import AgentPolicy, policy_specs
 from tdrl.envs.torchrl_batch import batched_env, gym_env, has_float64
 from tdrl.envs.torchrl_env import reward_key
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import (
-    SamplerSettings,
-    build_samples_buffer,
-    close_env,
-    example_agent_info,
-    iterate,
-)
+from tdrl.samplers.base import SamplerSettings, build_samples_buffer, example_agent_info, iterate
+from tdrl.samplers.env_build import close_env
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.utils.checks import ArgumentError, check_choice, check_mapping, check_positive_int
 from tdrl.utils.finite import check_env_batch

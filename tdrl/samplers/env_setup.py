@@ -1,6 +1,6 @@
 """What a sampler reads from its envs: the agent's specs, the extra keys, the buffer.
 
-A sampler builds its envs with ``tdrl.samplers.base.make_envs`` (gymnasium envs, or TorchRL
+A sampler builds its envs with ``tdrl.samplers.env_build.make_envs`` (gymnasium envs, or TorchRL
 envs of batch size ``[]`` or ``[B']``), then reads from one of them, with ``env_specs``,
 what the agent and the ``[T, B]`` buffer need: the observation and action specs, the specs
 of the extra keys and, for a TorchRL env, where each entry comes from

@@ -42,7 +42,8 @@ from tdrl.agents.qpg.pearl_agent import PearlAgent
 from tdrl.envs.meta import make_meta_env
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.samplers.base import build_samples_buffer, close_env, env_source, make_envs
+from tdrl.samplers.base import build_samples_buffer
+from tdrl.samplers.env_build import close_env, env_source, make_envs
 from tdrl.samplers.env_loop import EnvLoop
 from tdrl.samplers.env_setup import env_specs
 from tdrl.samplers.torchrl_loop import make_env_runner

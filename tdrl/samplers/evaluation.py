@@ -27,7 +27,8 @@ from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.traj_info import TrajInfo
 from tdrl.keys import BatchSpec
-from tdrl.samplers.base import SamplerSettings, build_samples_buffer, close_env, make_envs
+from tdrl.samplers.base import SamplerSettings, build_samples_buffer
+from tdrl.samplers.env_build import close_env, make_envs
 from tdrl.samplers.env_loop import EnvLoop
 from tdrl.samplers.env_setup import EnvSpecs, env_specs
 from tdrl.samplers.torchrl_loop import make_env_runner

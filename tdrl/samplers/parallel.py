@@ -51,14 +51,9 @@ from tdrl._compat import ParallelEnv, TensorSpec, TransformedEnv
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import (
-    SamplerSettings,
-    check_columns,
-    close_env,
-    iterate,
-    make_example_env,
-)
+from tdrl.samplers.base import SamplerSettings, iterate
 from tdrl.samplers.buffer_views import AgentRows
+from tdrl.samplers.env_build import check_columns, close_env, make_example_env
 from tdrl.samplers.env_setup import EnvSpecs, allocate_samples, env_specs, initialize_agent
 from tdrl.samplers.evaluation import Evaluator
 from tdrl.samplers.worker_pool import WorkerPool

@@ -12,7 +12,8 @@ from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent
 from tdrl.envs.gym import make_gym_env
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import SamplerSettings, close_env, iterate, make_envs
+from tdrl.samplers.base import SamplerSettings, iterate
+from tdrl.samplers.env_build import close_env, make_envs
 from tdrl.samplers.env_loop import EnvLoop
 from tdrl.samplers.env_setup import EnvSpecs, allocate_samples, env_specs, initialize_agent
 from tdrl.samplers.evaluation import Evaluator

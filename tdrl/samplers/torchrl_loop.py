@@ -41,7 +41,7 @@ from tdrl import keys
 from tdrl._compat import EnvBase
 from tdrl.envs.torchrl_env import Path, TorchEnvLayout
 from tdrl.envs.traj_info import TrajInfo
-from tdrl.samplers.base import close_env
+from tdrl.samplers.env_build import close_env
 from tdrl.samplers.env_loop import EnvLoop, EnvRunner
 from tdrl.samplers.env_setup import EnvSpecs
 
@@ -59,7 +59,7 @@ def make_env_runner(
     """The env loop for ``envs``: ``EnvRunner`` (gymnasium) or ``TorchEnvRunner`` (TorchRL).
 
     Args:
-        envs: what ``tdrl.samplers.base.make_envs`` built.
+        envs: what ``tdrl.samplers.env_build.make_envs`` built.
         specs: their specs (``tdrl.samplers.base.env_specs``); a TorchRL layout picks the
             TorchRL loop.
         env_ranks: each column's index among all the sampler's envs.

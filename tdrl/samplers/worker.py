@@ -29,7 +29,8 @@ import torch
 from tensordict import TensorDict
 
 from tdrl.agents.base import Agent
-from tdrl.samplers.base import SamplerSettings, make_envs
+from tdrl.samplers.base import SamplerSettings
+from tdrl.samplers.env_build import make_envs
 from tdrl.samplers.env_loop import EnvLoop
 from tdrl.samplers.env_setup import env_specs
 from tdrl.samplers.torchrl_loop import make_env_runner
