@@ -12,6 +12,7 @@ import functools
 import gymnasium as gym
 import numpy as np
 import pytest
+import torch
 
 from tdrl.agents import CategoricalPgAgent
 from tdrl.samplers import CpuSampler, SerialSampler
@@ -131,6 +132,8 @@ def test_a_worker_reports_a_malformed_step():
         _replace(3, np.array(False)),
         _replace(0, np.zeros(3, np.float64)),
         _replace(0, [0.0, 0.0, 0.0]),
+        _replace(1, torch.tensor(1.0)),
+        _replace(2, torch.tensor(False)),
     ],
     ids=[
         "np.float32",
@@ -142,6 +145,8 @@ def test_a_worker_reports_a_malformed_step():
         "0-d flag",
         "float64 obs",
         "list obs",
+        "torch reward",
+        "torch flag",
     ],
 )
 def test_what_gymnasium_allows_passes(step_out):
@@ -236,3 +241,13 @@ def test_a_gymnasium_vector_env_is_refused_with_the_two_ways_to_use_it():
 
     with pytest.raises(TypeError, match=r"SyncVectorEnv.*one-env factory and batch_B its num_envs"):
         SerialSampler(vector, {}, batch_T=4, batch_B=2).initialize(CategoricalPgAgent(), seed=0)
+
+
+def test_scalar_box_bounds_get_the_squashing_agents_own_message():
+    from tdrl._compat import Bounded
+    from tdrl.agents.qpg.base import action_map
+
+    scale, bias = action_map(Bounded(low=-2.0, high=2.0, shape=()))
+    assert float(scale) == 2.0 and float(bias) == 0.0
+    with pytest.raises(ValueError, match=r"^squashed actions need finite Box bounds"):
+        action_map(Bounded(low=float("-inf"), high=2.0, shape=()))

@@ -112,3 +112,25 @@ def test_an_hwc_image_is_refused_with_the_way_out(make):
     make().initialize(
         space_to_spec(gym.spaces.Box(0, 255, (4, 84, 84), dtype="uint8")), _specs()[1]
     )
+
+
+def test_binary_and_shaped_categorical_observations_are_not_state_indices():
+    from tdrl._compat import Binary, Categorical
+
+    for spec in (Binary(n=5), Categorical(n=3, shape=(1,))):
+        agent = CategoricalPgAgent()
+        agent.initialize(spec, _specs()[1])
+        assert not isinstance(agent.model, OneHotObservation), spec
+
+
+def test_an_index_outside_the_states_is_refused_in_one_line():
+    agent = DqnAgent()
+    agent.initialize(*_specs(n_states=4))
+    with pytest.raises(ValueError, match=r"indices in \[0, 4\), got \[1, 4\] .*start != 0"):
+        agent.model(torch.tensor([1, 4]))
+
+
+def test_observation_normalization_is_refused_for_state_indices():
+    agent = CategoricalPgAgent(model_kwargs={"normalize_observation": True})
+    with pytest.raises(TypeError, match="normalize_observation does not apply"):
+        agent.initialize(*_specs())

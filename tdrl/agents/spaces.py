@@ -13,14 +13,21 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from tdrl._compat import Categorical, MultiCategorical, TensorSpec, Unbounded
-from tdrl.models.one_hot import OneHotObservation
+from tdrl._compat import Binary, Categorical, MultiCategorical, TensorSpec, Unbounded
+from tdrl.models.one_hot import one_hot_observations
+from tdrl.models.running_mean_std import RunningMeanStd
 
 __all__ = ["check_channels_first", "discrete_action_count", "with_index_observations"]
 
 
 def _is_discrete(spec: TensorSpec) -> bool:
-    return isinstance(spec, Categorical) and not isinstance(spec, MultiCategorical)
+    """Gymnasium's ``Discrete``: not ``MultiDiscrete``, nor TorchRL's ``Binary``."""
+    return isinstance(spec, Categorical) and not isinstance(spec, MultiCategorical | Binary)
+
+
+def _is_state_index(spec: TensorSpec) -> bool:
+    """A ``Discrete`` observation: one index per step (shape ``()``)."""
+    return _is_discrete(spec) and tuple(spec.shape) == ()
 
 
 def discrete_action_count(action_spec: TensorSpec, who: str, hint: str = "") -> int:
@@ -34,7 +41,9 @@ def discrete_action_count(action_spec: TensorSpec, who: str, hint: str = "") -> 
         return int(action_spec.space.n)
     name = type(action_spec).__name__
     got = {"MultiCategorical": "MultiDiscrete", "BoundedContinuous": "Box"}.get(name, name)
-    raise TypeError(f"{who} needs a Discrete action space, got {got}" + f"; {hint}" * bool(hint))
+    raise TypeError(
+        f"{who} needs a Discrete action space, got {got}" + (f"; {hint}" if hint else "")
+    )
 
 
 def check_channels_first(shape: tuple[int, ...], who: str) -> None:
@@ -60,9 +69,15 @@ def with_index_observations(
     """``build(observation_spec)``, one-hot encoded for a state index.
 
     For a ``Discrete(n)`` observation: ``build`` of ``n``-vectors behind
-    ``OneHotObservation`` (the batches keep the index).
+    ``tdrl.models.one_hot.one_hot_observations`` (the batches keep the index).
     """
-    if not _is_discrete(observation_spec):
+    if not _is_state_index(observation_spec):
         return build(observation_spec)
     n = int(observation_spec.space.n)
-    return OneHotObservation(build(Unbounded(shape=(n,), dtype=torch.float32)), n)
+    model = build(Unbounded(shape=(n,), dtype=torch.float32))
+    if any(isinstance(m, RunningMeanStd) for m in model.modules()):
+        raise TypeError(
+            "normalize_observation does not apply to a Discrete observation (a state index, "
+            "one-hot encoded); leave it off"
+        )
+    return one_hot_observations(model, n)

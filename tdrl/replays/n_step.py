@@ -88,6 +88,8 @@ def _rows(value, rows: slice):
 
 #: The ``("next", ...)`` entries a sampler batch always has (the others are extra keys).
 NEXT_STANDARD = (keys.OBSERVATION, keys.REWARD, keys.DONE, keys.TERMINATED, keys.TRUNCATED)
+#: The per-step entries kept beside the storage for the n-step returns.
+NEXT_FLAGS = (keys.NEXT_REWARD, keys.NEXT_DONE, keys.NEXT_TERMINATED)
 
 
 class ReplayBuffer:
@@ -196,17 +198,22 @@ class ReplayBuffer:
         """
         rows = self.writer.rows(samples, name="samples")
         (T, B), rows_t = samples.batch_size, torch.from_numpy(rows)
+        needed = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT_OBSERVATION, *NEXT_FLAGS)
+        if missing := [k for k in needed if k not in samples.keys(True)]:
+            raise ArgumentError(f"samples lack {missing}: a sampler batch has each of {needed}")
+        # [T, B] (or [T, B, 1]) before anything is written: a wrong shape changes nothing.
+        reward, done, terminated = (samples.get(k).reshape(T, B) for k in NEXT_FLAGS)
         stored = self._store(samples)
         if self.storage is None:
             self.storage = self._new_storage(stored)
         self._invalidate(rows)
-        nxt, dev = samples.get(keys.NEXT), self.device
+        dev = self.device
         # A blocking copy: the sampler reuses its buffer once this returns.
         self.writer.extend(stored if dev.type == "cpu" else stored.to(dev))
         rows_d = rows_t.to(dev)
-        self._reward[rows_d] = nxt.get(keys.REWARD).reshape(T, B).to(dev, torch.float32)
-        self._done[rows_d] = nxt.get(keys.DONE).reshape(T, B).to(dev)
-        self._terminated[rows_d] = nxt.get(keys.TERMINATED).reshape(T, B).to(dev)
+        self._reward[rows_d] = reward.to(dev, torch.float32)
+        self._done[rows_d] = done.to(dev)
+        self._terminated[rows_d] = terminated.to(dev)
         if priorities is not None:  # on the CPU, beside the sampler that takes them
             if self._pending_priority is None:
                 self._pending_priority = torch.zeros(self.T_capacity, B)
@@ -227,10 +234,7 @@ class ReplayBuffer:
             found = [k if isinstance(k, tuple) else (k,) for k in nxt]
             self.extra_keys = [(keys.NEXT, *k) for k in found if k[0] not in NEXT_STANDARD]
         chosen = (*keys.AGENT_INPUTS, keys.ACTION, keys.NEXT_OBSERVATION, *self.extra_keys)
-        flags = (keys.NEXT_REWARD, keys.NEXT_DONE, keys.NEXT_TERMINATED)
-        if missing := [k for k in (*chosen, *flags) if k not in samples.keys(True)]:
-            raise ArgumentError(f"samples lack {missing}: a sampler batch has each of {chosen}")
-        return samples.select(*chosen)
+        return samples.select(*chosen, strict=True)
 
     def _flat(self, rows: np.ndarray) -> np.ndarray:
         return (rows[:, None] * self.batch_B + np.arange(self.batch_B)[None, :]).reshape(-1)

@@ -12,15 +12,15 @@ and class, the output, and what was expected:
   reward, terminated, truncated, info)`` (gymnasium >= 0.26; the old gym API is named);
 * each observation leaf (nested ``Dict`` spaces included) is numeric with the shape of its
   space;
-* ``reward`` is a real number (a Python or NumPy scalar, or a 0-d array);
-* ``terminated`` and ``truncated`` are booleans (``bool``, ``numpy.bool_``, or 0 / 1);
+* ``reward`` is a real number (a Python, NumPy or 0-d torch scalar, or a 0-d array);
+* ``terminated`` and ``truncated`` are booleans (``bool``, ``numpy.bool_``, a 0-d bool
+  array or tensor, or 0 / 1);
 * ``info`` is a dict.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
-from numbers import Real
 from typing import Any
 
 import numpy as np
@@ -82,18 +82,22 @@ def check_step_output(out: Any, env: Any, column: int, observation_spec: TensorS
     _check_info(info, where)
 
 
+def _scalar_kind(value: Any) -> str:
+    """The NumPy dtype kind of a 0-d value (Python, NumPy or torch), "" for anything else."""
+    try:
+        array = np.asarray(value)
+    except Exception:
+        return ""
+    return array.dtype.kind if array.ndim == 0 else ""
+
+
 def _is_real(value: Any) -> bool:
-    if isinstance(value, np.ndarray):
-        return value.ndim == 0 and value.dtype.kind in "biuf"
-    return isinstance(value, Real | np.number | np.bool_) and not isinstance(value, complex)
+    return _scalar_kind(value) in tuple("biuf")
 
 
 def _is_flag(value: Any) -> bool:
-    if isinstance(value, bool | np.bool_):
-        return True
-    if isinstance(value, np.ndarray):
-        return value.ndim == 0 and value.dtype.kind in "biu" and value.item() in (0, 1)
-    return isinstance(value, int | np.integer) and value in (0, 1)
+    kind = _scalar_kind(value)
+    return kind == "b" or (kind in ("i", "u") and np.asarray(value).item() in (0, 1))
 
 
 def _check_info(info: Any, where: str) -> None:

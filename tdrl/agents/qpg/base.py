@@ -41,7 +41,7 @@ def action_map(action_spec: TensorSpec) -> tuple[torch.Tensor, torch.Tensor]:
             every action into NaN.
     """
     low, high = action_spec.space.low.float(), action_spec.space.high.float()
-    if not bool(torch.isfinite(torch.cat([low, high])).all()):
+    if not bool(torch.isfinite(low).all() & torch.isfinite(high).all()):
         raise ValueError(
             f"squashed actions need finite Box bounds, got low={low.tolist()}, high={high.tolist()}"
         )
