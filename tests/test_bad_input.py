@@ -430,3 +430,15 @@ def test_a_class_given_for_an_instance_is_named(what):
     parts[what] = type(parts[what])
     with pytest.raises(ArgumentError, match=rf"^{what} must be an instance.* the class "):
         MinibatchRl(**parts, n_steps=8)
+
+
+def test_model_kwargs_the_default_model_does_not_take_are_named():
+    from tdrl.agents import CategoricalPgAgent
+    from tdrl.samplers import SerialSampler
+
+    sampler = SerialSampler(env_kwargs={"id": "CartPole-v1"}, batch_T=4, batch_B=2)
+    agent = CategoricalPgAgent(model_kwargs={"hidden": 5})
+    with pytest.raises(
+        ArgumentError, match=r"^model_kwargs=\{'hidden': 5\} of CategoricalPgAgent: "
+    ):
+        sampler.initialize(agent, seed=0)

@@ -23,6 +23,7 @@ from tdrl.agents.base import Agent
 from tdrl.envs.spaces import space_to_spec
 from tdrl.envs.torchrl_env import Path, TorchEnvLayout, torchrl_layout
 from tdrl.samplers.base import SamplerSettings, build_samples_buffer, example_agent_info
+from tdrl.utils.checks import ArgumentError
 
 
 @dataclass(frozen=True)
@@ -70,8 +71,19 @@ def env_specs(env: gym.Env | EnvBase, extra_keys: Sequence[Path] = ()) -> EnvSpe
 
 
 def initialize_agent(agent: Agent, specs: EnvSpecs, n_envs: int) -> None:
-    """Give ``agent`` the env's specs and set it up to act for ``n_envs`` envs."""
-    agent.initialize(specs.observation, specs.action)
+    """Give ``agent`` the env's specs and set it up to act for ``n_envs`` envs.
+
+    Raises:
+        ArgumentError: ``model_kwargs`` the agent's default model does not take (one line
+            naming them, where the model's constructor raised a bare ``TypeError``).
+    """
+    try:
+        agent.initialize(specs.observation, specs.action)
+    except TypeError as err:
+        kwargs = getattr(agent, "model_kwargs", None)
+        if not kwargs or "unexpected keyword argument" not in str(err):
+            raise
+        raise ArgumentError(f"model_kwargs={kwargs!r} of {type(agent).__name__}: {err}") from None
     agent.collector_initialize(n_envs, list(range(n_envs)))
 
 
