@@ -429,10 +429,13 @@ def _log_and_train(
         variant=variant,
     ) as logger:
         row = train_fn()
-        ret = row.get("ReturnAverage", float("nan"))
+        ret = float(row.get("ReturnAverage", float("nan")))
         steps = row.get("Diagnostics/CumSteps", 0)
+        got = (
+            f"ReturnAverage {ret:.1f}" if ret == ret else "no episode finished (ReturnAverage nan)"
+        )
         logger.log(
-            f"done in {time.time() - t0:.1f} s: ReturnAverage {ret:.1f} after {steps:.0f} steps;"
+            f"done in {time.time() - t0:.1f} s: {got} after {steps:.0f} steps;"
             f" logs in {logger.run_dir}",
             echo=True,
         )

@@ -193,6 +193,15 @@ def test_cli_train(algo, tmp_path):
     assert (run_dir / "params.pkl").exists()
 
 
+def test_cli_says_when_no_episode_finished(tmp_path, capsys):
+    from tdrl.cli import main
+
+    argv = ["train", "--algo", "ppo", "--env", "MountainCarContinuous-v0", "--n-steps", "256"]
+    assert main([*argv, "--log-dir", str(tmp_path), "--no-progress", "--preset", "none"]) == 0
+    assert "done in" in (out := capsys.readouterr().out)
+    assert "no episode finished (ReturnAverage nan) after" in out, out
+
+
 def test_cli_resume(tmp_path):
     base = ["-m", "tdrl.cli", "train", "--algo", "ppo", "--env", "CartPole-v1"]
     base += ["--log-dir", str(tmp_path), "--batch-T", "32", "--batch-B", "2", "--no-progress"]
