@@ -65,10 +65,10 @@ READING_BUDGETS: dict[str, int] = {
     # replay algorithms became dataclasses and share check_replay_settings; 2,594 once
     # issue 20 checked buffer sizes against memory and disk before allocating,
     # utils/resources.py, and its saved states were checked further; 2,614 once the buffer
-    # kept a sampler's extra keys; 2,627 once appending a batch without a needed key or of
-    # wrongly shaped rewards, and drawing a non-positive batch size, got one-line errors
-    # before anything is written). The number here keeps it from growing.
-    "tdrl.algos.qpg.sac": 2627,
+    # kept a sampler's extra keys; 2,631 once appending a batch without a needed key, of
+    # wrongly shaped rewards or of another dtype, and drawing a non-positive batch size, got
+    # one-line errors). The number here keeps it from growing.
+    "tdrl.algos.qpg.sac": 2631,
     "tdrl.algos.qpg.pearl": 1500,
 }
 

@@ -134,3 +134,53 @@ def test_observation_normalization_is_refused_for_state_indices():
     agent = CategoricalPgAgent(model_kwargs={"normalize_observation": True})
     with pytest.raises(TypeError, match="normalize_observation does not apply"):
         agent.initialize(*_specs())
+
+
+class _ThreeActionQ(torch.nn.Module):
+    """A model built for an env with 3 actions (CartPole has 2)."""
+
+    def __init__(self, pg: bool = False):
+        super().__init__()
+        self.pi, self.v, self.pg = torch.nn.Linear(4, 3), torch.nn.Linear(4, 1), pg
+
+    def forward(self, observation, prev_action, prev_reward):
+        return (
+            (self.pi(observation), self.v(observation)[..., 0]) if self.pg else self.pi(observation)
+        )
+
+
+@pytest.mark.parametrize("pg", [False, True], ids=["dqn", "pg"])
+def test_a_model_for_another_action_count_is_refused_naming_both(pg):
+    agent = (
+        CategoricalPgAgent(model=_ThreeActionQ(pg=True)) if pg else DqnAgent(model=_ThreeActionQ())
+    )
+    sampler = SerialSampler(env_kwargs={"id": "CartPole-v1"}, batch_T=4, batch_B=2)
+    with pytest.raises(ValueError, match=r"model gives 3 action values .*; the env has 2 actions"):
+        sampler.initialize(agent, seed=0)
+
+
+class _ColumnValue(torch.nn.Module):
+    """A PG model returning its value as [N, 1], as Stable-Baselines3's models do."""
+
+    def __init__(self, bad: bool = False):
+        super().__init__()
+        self.pi, self.v, self.bad = torch.nn.Linear(4, 2), torch.nn.Linear(4, 2 if bad else 1), bad
+
+    def forward(self, observation, prev_action, prev_reward):
+        return self.pi(observation), self.v(observation)
+
+
+def test_a_pg_value_of_shape_n_1_is_taken_and_other_shapes_refused():
+    from tdrl.algos import A2C
+
+    sampler = SerialSampler(env_kwargs={"id": "CartPole-v1"}, batch_T=8, batch_B=2)
+    runner = MinibatchRl(
+        A2C(), CategoricalPgAgent(model=_ColumnValue()), sampler, n_steps=64, progress_bar=False
+    )
+    row = runner.train()
+    assert row["Diagnostics/CumSteps"] == 64
+    bad = SerialSampler(env_kwargs={"id": "CartPole-v1"}, batch_T=8, batch_B=2)
+    with pytest.raises(
+        ValueError, match=r"value \(its last output\) must be \[2\] or \[2, 1\].* got \[2, 2\]"
+    ):
+        bad.initialize(CategoricalPgAgent(model=_ColumnValue(bad=True)), seed=0)

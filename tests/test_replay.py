@@ -258,6 +258,19 @@ def test_flat_reward_and_done_columns_are_taken_and_batch_sizes_checked():
             a.sample_batch(bad)
 
 
+def test_a_batch_of_another_dtype_is_refused_in_one_line():
+    sampler = SerialSampler(CountingEnv, batch_T=4, batch_B=2, max_decorrelation_steps=0)
+    sampler.initialize(RandomAgent(), seed=0)
+    rb = ReplayBuffer(size=30, batch_B=2)
+    samples = sampler.obtain_samples(0)[0]
+    rb.append_samples(samples)
+    other = samples.clone()
+    other.set("action", samples.get("action").double(), inplace=False)
+    with pytest.raises(ValueError, match=r"^samples do not fit the entries stored so far: ") as err:
+        rb.append_samples(other)
+    assert "\n" not in str(err.value)
+
+
 # ------------------------------------------------------------------ files on disk are checked
 def _saved_buffer(path, *, storage="memory", scratch_dir=None, **kwargs):
     sampler = SerialSampler(_env_factory(), batch_T=4, batch_B=B, max_decorrelation_steps=0)

@@ -17,7 +17,12 @@ from tdrl._compat import Binary, Categorical, MultiCategorical, TensorSpec, Unbo
 from tdrl.models.one_hot import one_hot_observations
 from tdrl.models.running_mean_std import RunningMeanStd
 
-__all__ = ["check_channels_first", "discrete_action_count", "with_index_observations"]
+__all__ = [
+    "check_action_values",
+    "check_channels_first",
+    "discrete_action_count",
+    "with_index_observations",
+]
 
 
 def _is_discrete(spec: TensorSpec) -> bool:
@@ -44,6 +49,21 @@ def discrete_action_count(action_spec: TensorSpec, who: str, hint: str = "") -> 
     raise TypeError(
         f"{who} needs a Discrete action space, got {got}" + (f"; {hint}" if hint else "")
     )
+
+
+def check_action_values(values: torch.Tensor, n: int, who: object) -> torch.Tensor:
+    """``values`` (logits or Q-values, actions last) if there is one per action of the env.
+
+    Raises:
+        ValueError: naming ``who`` (an agent), for another count: a model built for another
+            env would otherwise act out of the action space, or learn on a phantom action.
+    """
+    if values.shape[-1] != n:
+        raise ValueError(
+            f"{type(who).__name__}'s model gives {values.shape[-1]} action values (its output "
+            f"is {list(values.shape)}); the env has {n} actions"
+        )
+    return values
 
 
 def check_channels_first(shape: tuple[int, ...], who: str) -> None:

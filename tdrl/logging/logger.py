@@ -172,7 +172,7 @@ class Logger:
         if progress_path.exists() and not resume:
             raise FileExistsError(
                 f"Run directory {self.run_dir} already holds a {PROGRESS_FILE}; pass another "
-                "run ID or resume=True to append to it."
+                "run ID, or resume=True (tdrl train: --resume) to append to it."
             )
         self._table = ProgressTable(progress_path)
         self._row: dict[str, Scalar] = {}

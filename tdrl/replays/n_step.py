@@ -208,8 +208,11 @@ class ReplayBuffer:
             self.storage = self._new_storage(stored)
         self._invalidate(rows)
         dev = self.device
-        # A blocking copy: the sampler reuses its buffer once this returns.
-        self.writer.extend(stored if dev.type == "cpu" else stored.to(dev))
+        try:  # a blocking copy: the sampler reuses its buffer once this returns
+            self.writer.extend(stored if dev.type == "cpu" else stored.to(dev))
+        except RuntimeError as err:  # another dtype or shape than the first batch's
+            first = (str(err).splitlines() or [""])[0]
+            raise ArgumentError(f"samples do not fit the entries stored so far: {first}") from None
         rows_d = rows_t.to(dev)
         self._reward[rows_d] = reward.to(dev, torch.float32)
         self._done[rows_d] = done.to(dev)

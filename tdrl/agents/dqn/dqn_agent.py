@@ -13,6 +13,7 @@ from tdrl import keys
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.dqn.common import EpsilonGreedy, default_q_model, exploration_attribute
+from tdrl.agents.spaces import check_action_values
 from tdrl.agents.targets import TargetNetworks
 from tdrl.keys import Q
 from tdrl.models.dqn import AtariCatDqnModel, AtariDqnModel, CatDqnMlpModel, DqnMlpModel
@@ -119,6 +120,7 @@ class DqnAgent(Agent):
         drawn only when some env explores; elsewhere always (no host synchronisation).
         """
         q = self.q_values(self.model(observation, prev_action, prev_reward))
+        check_action_values(q, self.n_actions, self)
         return self.exploration.act(q, self.n_actions), {Q: q}
 
     def forward(self, td: TensorDictBase) -> TensorDict:

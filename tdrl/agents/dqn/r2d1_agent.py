@@ -25,6 +25,7 @@ from tdrl import keys
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput, is_recurrent_model
 from tdrl.agents.dqn.common import EpsilonGreedy, default_q_model, exploration_attribute
+from tdrl.agents.spaces import check_action_values
 from tdrl.agents.targets import TargetNetworks
 from tdrl.models.dqn.r2d1 import AtariR2d1Model, R2d1MlpModel
 from tdrl.models.lstm import RnnState, state_tensordict, state_tensors
@@ -105,6 +106,7 @@ class R2d1Agent(Agent):
         if rnn_state is None:
             rnn_state = self._zero_state(prev_reward.shape[0])
         q, state = self.model(observation, prev_action, prev_reward, state_tensors(rnn_state))
+        check_action_values(q, self.n_actions, self)
         info: dict[Any, Any] = {keys.Q: q, keys.NEXT_RNN_STATE: state_tensordict(state)}
         return self.exploration.act(q, self.n_actions), info
 

@@ -28,6 +28,23 @@ class ValueModel(Protocol):
         ...
 
 
+def checked_value(outputs: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
+    """A PG model's outputs with its value (the last) shaped as the policy's leading dims.
+
+    A value with a trailing dim of 1 (``[B, 1]``, as Stable-Baselines3's models return it)
+    is squeezed; any other shape is refused in one line, before GAE meets it.
+    """
+    value, lead = outputs[-1], outputs[0].shape[:-1]
+    if value.shape == lead:
+        return outputs
+    if value.shape[:-1] != lead or value.shape[-1] != 1:
+        raise ValueError(
+            f"a policy-gradient model's value (its last output) must be {list(lead)} or "
+            f"{[*lead, 1]}, one per env and step; got {list(value.shape)}"
+        )
+    return (*outputs[:-1], value.squeeze(-1))
+
+
 def step_outputs(
     model: nn.Module,
     observation: Any,
@@ -42,13 +59,13 @@ def step_outputs(
         (``rnn_state`` None means the zero state), and is empty otherwise.
     """
     if not is_recurrent_model(model):
-        return model(observation, prev_action, prev_reward), {}
+        return checked_value(model(observation, prev_action, prev_reward)), {}
     if rnn_state is None:
         rnn_state = cast(RecurrentModel, model).initial_state(
             prev_reward.shape[0], prev_reward.device
         )
     *outputs, state = model(observation, prev_action, prev_reward, state_tensors(rnn_state))
-    return tuple(outputs), {keys.NEXT_RNN_STATE: state_tensordict(state)}
+    return checked_value(tuple(outputs)), {keys.NEXT_RNN_STATE: state_tensordict(state)}
 
 
 def forward_outputs(model: nn.Module, td: TensorDictBase) -> tuple[torch.Tensor, ...]:
@@ -59,7 +76,7 @@ def forward_outputs(model: nn.Module, td: TensorDictBase) -> tuple[torch.Tensor,
     """
     inputs = (td.get(keys.OBSERVATION), td.get(keys.PREV_ACTION), td.get(keys.PREV_REWARD))
     if not is_recurrent_model(model):
-        return model(*inputs)
+        return checked_value(model(*inputs))
     if td.batch_dims != 2:
         raise ValueError(
             "a recurrent agent's forward needs a time-major [T, B] batch (whole sequences), "
@@ -67,7 +84,7 @@ def forward_outputs(model: nn.Module, td: TensorDictBase) -> tuple[torch.Tensor,
         )
     state = state_tensors(td.get(keys.RNN_STATE)[0])
     *outputs, _ = model(*inputs, state, td.get(keys.IS_INIT, None))
-    return tuple(outputs)
+    return checked_value(tuple(outputs))
 
 
 def model_value(
@@ -87,7 +104,7 @@ def model_value(
     if not is_recurrent_model(model):
         if isinstance(model, ValueModel):
             return model.value(observation)
-        return model(observation, prev_action, prev_reward)[-1]
+        return checked_value(model(observation, prev_action, prev_reward))[-1]
     lead = prev_reward.shape[:-1]
     n = lead.numel()
     if rnn_state is None:

@@ -14,6 +14,7 @@ from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.pg.base import forward_outputs, model_value, step_outputs
 from tdrl.agents.spaces import (
+    check_action_values,
     check_channels_first,
     discrete_action_count,
     with_index_observations,
@@ -54,6 +55,13 @@ class CategoricalPgAgent(Agent):
         super().__init__(model, model_kwargs)
         self.eval_deterministic = check_bool("eval_deterministic", eval_deterministic)
         self.make_recurrent = check_bool("recurrent", recurrent)
+
+    def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
+        """Build the model (unless given); learn the number of actions."""
+        self.n_actions = discrete_action_count(
+            action_spec, "CategoricalPgAgent", "use GaussianPgAgent for Box actions"
+        )
+        super().initialize(observation_spec, action_spec)
 
     def make_model(
         self, observation_spec: TensorSpec, action_spec: TensorSpec, **kwargs: Any
@@ -102,6 +110,7 @@ class CategoricalPgAgent(Agent):
         (logits, value), info = step_outputs(
             self.model, observation, prev_action, prev_reward, rnn_state
         )
+        check_action_values(logits, self.n_actions, self)
         log_probs = torch.log_softmax(logits, dim=-1)
         if self.mode == "eval" and self.eval_deterministic:
             action = logits.argmax(dim=-1)
