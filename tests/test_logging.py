@@ -229,7 +229,7 @@ def test_resume(tmp_path: Path) -> None:
         logger.record_tabular("x", 1)
         logger.dump_tabular()
         logger.log("first run")
-    match = r"run_0.*another run ID or resume=True"
+    match = r"run_0.*another run ID, or resume=True \(tdrl train: --resume\)"
     with pytest.raises(FileExistsError, match=match), logger_context(tmp_path, echo=False):
         pass
     with logger_context(tmp_path, config={"a": 2}, resume=True, echo=False) as logger:
