@@ -251,3 +251,16 @@ def test_scalar_box_bounds_get_the_squashing_agents_own_message():
     assert float(scale) == 2.0 and float(bias) == 0.0
     with pytest.raises(ValueError, match=r"^squashed actions need finite Box bounds"):
         action_map(Bounded(low=float("-inf"), high=2.0, shape=()))
+
+
+@pytest.mark.parametrize("agent_cls", ["DqnAgent", "CategoricalPgAgent"])
+def test_a_given_model_does_not_skip_the_action_space_check(agent_cls):
+    import tdrl.agents
+
+    class Other(Env):
+        action_space = gym.spaces.MultiDiscrete([2, 3])
+
+    agent = getattr(tdrl.agents, agent_cls)(model=torch.nn.Linear(3, 2))
+    sampler = SerialSampler(Other, {}, batch_T=4, batch_B=2)
+    with pytest.raises(TypeError, match=rf"^{agent_cls} needs a Discrete action space"):
+        sampler.initialize(agent, seed=0)

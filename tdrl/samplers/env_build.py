@@ -127,10 +127,13 @@ def _columns(env: Any, env_fn: Callable[..., Any]) -> int:
         return int(env.batch_size[0]) if env.batch_size else 1
     text = " ".join(repr(env).split())
     what = "None" if env is None else f"{type(env).__name__} {text[:57]}"
+    hint = ""
+    if isinstance(env, gym.vector.VectorEnv):
+        hint = (
+            " (for a VectorEnv: give env_fn the one-env factory and batch_B its num_envs, or "
+            "wrap it in TorchRL's GymWrapper with autoreset_mode=SAME_STEP)"
+        )
     raise TypeError(
         f"env_fn must return an env tdrl's samplers can step; {env_source(env_fn)} returned "
-        f"{what}: expected a gymnasium.Env or a TorchRL EnvBase"
-        + isinstance(env, gym.vector.VectorEnv)
-        * " (for a VectorEnv: give env_fn the one-env "
-        "factory and batch_B its num_envs, or use TorchRL's GymWrapper, autoreset SAME_STEP)"
+        f"{what}: expected a gymnasium.Env or a TorchRL EnvBase{hint}"
     )

@@ -251,11 +251,8 @@ class EnvLoop:
         np_prev_reward[:] = reward_t
         for carry, src in zip(self.rnn_carry, self.np_next_rnn_state, strict=True):
             carry[:] = src[t]
-        if not ended:
-            completed = []
-        else:
-            records = [(b, info) for b, info in ended if game_ended(info)]
-            completed = self.traj.finish_many([b for b, _ in records], [i for _, i in records])
+        records = [(b, info) for b, info in ended if game_ended(info)]
+        completed = self.traj.finish_many([b for b, _ in records], [i for _, i in records])
         reset = np.flatnonzero(self.waiting) if not self.mid_batch_reset else [b for b, _ in ended]
         if len(reset):
             index = np.asarray(reset, dtype=np.int64)

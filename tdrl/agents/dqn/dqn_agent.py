@@ -13,7 +13,7 @@ from tdrl import keys
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput
 from tdrl.agents.dqn.common import EpsilonGreedy, default_q_model, exploration_attribute
-from tdrl.agents.spaces import check_action_values
+from tdrl.agents.spaces import check_action_values, discrete_action_count
 from tdrl.agents.targets import TargetNetworks
 from tdrl.keys import Q
 from tdrl.models.dqn import AtariCatDqnModel, AtariDqnModel, CatDqnMlpModel, DqnMlpModel
@@ -87,8 +87,8 @@ class DqnAgent(Agent):
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
         """Build the model (unless given) and its frozen target copy."""
+        self.n_actions = discrete_action_count(action_spec, type(self).__name__)
         super().initialize(observation_spec, action_spec)
-        self.n_actions = int(action_spec.space.n)
         self.target_model = frozen_copy(self.model)
         self._targets = TargetNetworks([(self.target_model, self.model)], buffers=True)
         self.support = self.support.to(self.device)

@@ -25,7 +25,7 @@ from tdrl import keys
 from tdrl._compat import TensorSpec
 from tdrl.agents.base import Agent, State, StepOutput, is_recurrent_model
 from tdrl.agents.dqn.common import EpsilonGreedy, default_q_model, exploration_attribute
-from tdrl.agents.spaces import check_action_values
+from tdrl.agents.spaces import check_action_values, discrete_action_count
 from tdrl.agents.targets import TargetNetworks
 from tdrl.models.dqn.r2d1 import AtariR2d1Model, R2d1MlpModel
 from tdrl.models.lstm import RnnState, state_tensordict, state_tensors
@@ -79,13 +79,13 @@ class R2d1Agent(Agent):
 
     def initialize(self, observation_spec: TensorSpec, action_spec: TensorSpec) -> None:
         """Build the model (unless given) and its frozen target copy."""
+        self.n_actions = discrete_action_count(action_spec, type(self).__name__)
         super().initialize(observation_spec, action_spec)
         if not is_recurrent_model(self.model):
             raise TypeError(
                 "R2d1Agent needs a recurrent model (with initial_state), got "
                 f"{type(self.model).__name__}"
             )
-        self.n_actions = int(action_spec.space.n)
         self.target_model = frozen_copy(self.model)
         self._targets = TargetNetworks([(self.target_model, self.model)], buffers=True)
 
